@@ -1,0 +1,59 @@
+"""What every entry point shares: absl flags, the config flag, the workdir, error handling.
+
+User errors (:class:`mmc_jax.InputError`) are printed as one line and exit with status 2;
+everything else keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+from typing import Callable
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from mmc_jax.errors import InputError
+
+
+def define_flags(default_config: str, default_workdir: str):
+    """Defines ``--config`` (an ml_collections config file) and ``--workdir``."""
+    config = config_flags.DEFINE_config_file(
+        "config", default_config, "Experiment configuration file (fields override with "
+        "--config.field=value).", lock_config=True)
+    workdir = flags.DEFINE_string("workdir", default_workdir,
+                                  "Folder for checkpoints and results.")
+    return config, workdir
+
+
+def config_path(module_file: str, name: str) -> str:
+    """Path of ``experiments/configs/<name>.py`` next to an entry point module."""
+    return str(pathlib.Path(module_file).resolve().parent / "configs" / f"{name}.py")
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """``absl.app.run(main)``, turning InputError into a one-line message and exit code 2."""
+
+    def guarded(argv):
+        try:
+            main(argv)
+        except InputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(guarded)
+
+
+def load_dataset(config, split: str):
+    """``mmc_jax.data.load`` with the dataset fields of an experiment config."""
+    from mmc_jax import data
+
+    options = {}
+    if config.get("data_dir"):
+        options["data_dir"] = config.data_dir
+    if config.dataset == "dominoes":
+        options.update(top=config.get("dominoes_top", "fashion_mnist"),
+                       bottom=config.get("dominoes_bottom", "cifar10"))
+    return data.load(config.dataset, split, seed=config.seed, **options)

@@ -1,0 +1,73 @@
+"""Renders a dataset under the four counterfactual conditions and summarises its cue.
+
+    python -m experiments.preview [--config=experiments/configs/preview.py] [--workdir=DIR]
+
+Writes ``counterfactuals.png``, ``results.json`` and ``results.md`` to the workdir.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import jax
+import numpy as np
+from absl import flags
+
+from experiments import cli
+from mmc_jax import data, io, plots
+
+CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "preview"), "workdirs/preview")
+
+
+def preview(config, workdir: str) -> dict:
+    """Loads both splits, draws the condition grid and returns the dataset summary."""
+    workdir = pathlib.Path(workdir)
+    data.cues.check_proportion(config.cue_proportion)
+    start = time.perf_counter()
+    train = cli.load_dataset(config, "train")
+    test = cli.load_dataset(config, "test")
+    load_seconds = time.perf_counter() - start
+    mask = data.cue_mask(train.labels, config.cue_proportion)
+
+    # One test sample per class (as far as there are classes), in class order.
+    first = [int(np.flatnonzero(test.labels == c)[0])
+             for c in range(test.num_classes) if (test.labels == c).any()]
+    index = np.asarray(first[:config.num_samples])
+    images = data.normalize(np.asarray(test.images[index]))
+    labels = np.asarray(test.labels[index])
+    key = jax.random.key(config.seed)
+    rows = {c: np.asarray(data.counterfactual(train.cue, c, images, labels, key))
+            for c in data.CONDITIONS}
+    fig = plots.condition_grid(rows, labels.tolist(), test.class_names,
+                               title=f"{train.name}: the four counterfactual conditions")
+    io.save_figure(workdir / "counterfactuals.png", fig)
+
+    summary = {
+        "dataset": train.name,
+        "image_shape": list(train.image_shape),
+        "num_classes": train.num_classes,
+        "train_size": len(train),
+        "test_size": len(test),
+        "cue": type(train.cue).__name__,
+        "cue_proportion": config.cue_proportion,
+        "cued_train_samples": int(mask.sum()),
+        "load_seconds": round(load_seconds, 2),
+    }
+    io.write_json(workdir / "results.json", summary)
+    table = "| field | value |\n|---|---|\n" + "".join(
+        f"| {k} | {v} |\n" for k, v in summary.items())
+    io.write_atomic(workdir / "results.md", table)
+    print(table)
+    print(f"wrote {workdir / 'counterfactuals.png'}")
+    return summary
+
+
+def main(argv):
+    del argv
+    print(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
+    preview(CONFIG.value, WORKDIR.value)
+
+
+if __name__ == "__main__":
+    cli.run(main)

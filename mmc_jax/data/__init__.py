@@ -1,0 +1,20 @@
+"""Datasets, cues and counterfactual evaluation sets.
+
+>>> from mmc_jax import data
+>>> train = data.load("shapes10", "train")            # embedded, no download
+>>> mask = data.cue_mask(train.labels, 0.9)            # which samples carry the cue
+>>> x = data.normalize(train.images[:8])
+>>> x_rc = data.counterfactual(train.cue, "randcue", x, train.labels[:8], key)
+"""
+
+from mmc_jax.data.batching import EpochIterator, prefetch_to_device
+from mmc_jax.data.counterfactual import CONDITIONS, check_condition, counterfactual
+from mmc_jax.data.cues import (BoxCue, Cue, DominoCue, apply_cue, box_cue, cue_mask,
+                               normalize)
+from mmc_jax.data.datasets import NAMES, Dataset, load
+
+__all__ = [
+    "BoxCue", "CONDITIONS", "Cue", "Dataset", "DominoCue", "EpochIterator", "NAMES",
+    "apply_cue", "box_cue", "check_condition", "counterfactual", "cue_mask", "load",
+    "normalize", "prefetch_to_device",
+]

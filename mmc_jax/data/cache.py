@@ -1,0 +1,50 @@
+"""On-disk cache of generated or decoded arrays, read back lazily as memory maps.
+
+The cache lives in ``$MMC_JAX_CACHE`` (default ``~/.cache/mmc_jax``). Entries are written to a
+temporary folder and renamed into place, so an interrupted write never leaves a partial entry.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+
+
+def cache_dir(override: Optional[str] = None) -> pathlib.Path:
+    """The cache folder: ``override``, else ``$MMC_JAX_CACHE``, else ``~/.cache/mmc_jax``."""
+    path = override or os.environ.get("MMC_JAX_CACHE") or "~/.cache/mmc_jax"
+    return pathlib.Path(path).expanduser()
+
+
+def cached_arrays(name: str, build: Callable[[], Mapping[str, np.ndarray]],
+                  directory: Optional[str] = None) -> dict[str, np.ndarray]:
+    """Returns the arrays cached under ``name``, building and storing them on first use.
+
+    Args:
+      name: a file-system-safe key that identifies the content (include every parameter).
+      build: computes the arrays when they are not cached yet.
+      directory: cache folder override (see :func:`cache_dir`).
+
+    Returns:
+      dict of read-only memory-mapped arrays (pages are read from disk as they are used).
+    """
+    entry = cache_dir(directory) / name
+    if not entry.is_dir():
+        arrays = build()
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.", dir=entry.parent))
+        try:
+            for key, value in arrays.items():
+                np.save(tmp / f"{key}.npy", np.ascontiguousarray(value))
+            os.replace(tmp, entry)
+        except OSError:
+            if not entry.is_dir():  # a concurrent writer did not win the race either
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {path.stem: np.load(path, mmap_mode="r") for path in sorted(entry.glob("*.npy"))}

@@ -1,0 +1,569 @@
+"""Procedural "shapes10" image classification dataset (pure numpy, no downloads).
+
+Ten classes of geometric shapes (see ``CLASS_NAMES``) are rendered as 32x32 RGB
+images. The generator is calibrated to "medium" difficulty: a small CNN reaches
+roughly 80-95 % clean test accuracy after a few CPU minutes of training, so that
+training methods can still differ (toy data on which every model reaches ~100 %
+in seconds would hide those differences).
+
+Difficulty comes from:
+
+* geometry: radius 6-11 px, centre uniform in [8, 24]^2, any rotation, and
+  +-12 % independent jitter of each of a shape's own parameters (side lengths,
+  radii, offsets);
+* appearance: a random background colour with a linear brightness gradient in
+  a random direction, a random foreground colour at least ``_MIN_CONTRAST``
+  away from the background, an 8 % multiplicative brightness texture on the
+  shape and Gaussian pixel noise;
+* clutter: 1-3 thin line segments and 1-3 small discs/squares of random colour,
+  drawn below the shape.
+
+Shapes are defined by implicit "inside" tests evaluated on a 2x2 supersampled
+grid (64x64 sub-pixel centres) and averaged to 32x32 coverage, which gives
+anti-aliased edges.
+
+Determinism: the output depends only on ``(num_examples, seed)`` and is
+bit-identical across machines. All randomness comes from numpy's PCG64
+(``np.random.default_rng``), all arithmetic is float64 until the final
+quantization, and no transcendental function (sin, cos, exp, atan2, ...) is
+evaluated by this module: rotations are random unit vectors obtained by
+rejection sampling and normalisation (``sqrt`` is correctly rounded in IEEE
+754), the star is a union of convex kites tested with half-planes, and line /
+disc anti-aliasing only uses ``sqrt``. Per-sample parameters are drawn for all
+samples up front, and per-pixel noise comes from fixed blocks of samples with
+their own seed, so results do not depend on the rendering chunk size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+CLASS_NAMES: tuple[str, ...] = (
+    "circle",
+    "square",
+    "triangle",
+    "cross",
+    "ring",
+    "rhombus",
+    "star",
+    "ellipse",
+    "crescent",
+    "bar",
+)
+IMAGE_SHAPE = (32, 32, 3)
+
+_SIZE = IMAGE_SHAPE[0]
+_NUM_CLASSES = len(CLASS_NAMES)
+
+# Geometry of the main shape.
+_CENTRE_RANGE = (8.0, 24.0)
+_RADIUS_RANGE = (6.0, 11.0)
+_JITTER = 0.12
+_NUM_JITTER = 3  # Largest number of free parameters of any shape.
+
+# Appearance.
+_GRADIENT_AMPLITUDE = 0.25  # Brightness offset at the image edge (centre: 0).
+_MIN_CONTRAST = 0.4  # Minimum RGB distance foreground <-> background, [0, 1] scale.
+_TEXTURE_STD = 0.08
+_NOISE_STD = 0.05
+
+# Clutter drawn below the shape.
+_MAX_CLUTTER = 3  # Both lines and blobs: between 1 and this many per image.
+_LINE_LENGTH_RANGE = (4.0, 14.0)
+_LINE_HALF_WIDTH = 0.5
+_BLOB_RADIUS_RANGE = (1.0, 3.0)
+
+# Rendering: chunk size bounds memory; the noise block size fixes how per-pixel
+# random numbers are seeded and must never change (it is part of the output).
+_CHUNK_SIZE = 500
+_NOISE_BLOCK = 100
+_PIXEL_NORMALS = _SIZE * _SIZE * 4  # Texture (1 channel) + noise (3 channels).
+
+_PIXEL_CENTRES = np.arange(_SIZE) + 0.5
+_SUBPIXEL_CENTRES = (np.arange(2 * _SIZE) + 0.5) / 2.0
+
+# Exact (sqrt-only) trigonometry of the pentagon, for the star and triangle.
+_SQRT5 = math.sqrt(5.0)
+_COS36, _SIN36 = (1.0 + _SQRT5) / 4.0, math.sqrt(10.0 - 2.0 * _SQRT5) / 4.0
+_COS72, _SIN72 = (_SQRT5 - 1.0) / 4.0, math.sqrt(10.0 + 2.0 * _SQRT5) / 4.0
+_SQRT3_2 = math.sqrt(3.0) / 2.0
+# Star tip directions (angles 0, 72, ..., 288 deg) and notch directions
+# (36, 108, ..., 324 deg), counter-clockwise.
+_STAR_TIPS = np.array(
+    [(1.0, 0.0), (_COS72, _SIN72), (-_COS36, _SIN36), (-_COS36, -_SIN36), (_COS72, -_SIN72)]
+)
+_STAR_NOTCHES = np.array(
+    [(_COS36, _SIN36), (-_COS72, _SIN72), (-1.0, 0.0), (-_COS72, -_SIN72), (_COS36, -_SIN36)]
+)
+# Outward unit normals of an equilateral triangle's edges.
+_TRIANGLE_NORMALS = ((0.0, 1.0), (-_SQRT3_2, -0.5), (_SQRT3_2, -0.5))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Params:
+    """Random parameters of a batch of images; the first axis indexes images.
+
+    Coordinates are in pixels with (0, 0) at the top-left image corner, x to the
+    right and y downwards. Colours are RGB in [0, 1].
+    """
+
+    labels: np.ndarray  # [N] int32.
+    centre: np.ndarray  # [N, 2] shape centre (x, y).
+    radius: np.ndarray  # [N] nominal shape radius.
+    rotation: np.ndarray  # [N, 2] unit vector (cos, sin) of the rotation angle.
+    jitter: np.ndarray  # [N, _NUM_JITTER] multiplicative parameter jitter.
+    background: np.ndarray  # [N, 3] background colour.
+    gradient: np.ndarray  # [N, 2] brightness gradient vector (per half image).
+    foreground: np.ndarray  # [N, 3] shape colour.
+    line_start: np.ndarray  # [N, _MAX_CLUTTER, 2].
+    line_direction: np.ndarray  # [N, _MAX_CLUTTER, 2] unit vectors.
+    line_length: np.ndarray  # [N, _MAX_CLUTTER].
+    line_colour: np.ndarray  # [N, _MAX_CLUTTER, 3].
+    line_active: np.ndarray  # [N, _MAX_CLUTTER] bool.
+    blob_centre: np.ndarray  # [N, _MAX_CLUTTER, 2].
+    blob_radius: np.ndarray  # [N, _MAX_CLUTTER].
+    blob_is_disc: np.ndarray  # [N, _MAX_CLUTTER] bool (else axis-aligned square).
+    blob_colour: np.ndarray  # [N, _MAX_CLUTTER, 3].
+    blob_active: np.ndarray  # [N, _MAX_CLUTTER] bool.
+
+    def take(self, index: np.ndarray | slice) -> _Params:
+        """Returns the parameters of the images selected by ``index``."""
+        return _Params(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
+
+
+# --------------------------------------------------------------------------
+# Shapes: implicit "inside" tests in the shape's own (rotated) frame.
+#
+# Each takes local sub-pixel coordinates u, v [n, H, W], the nominal radius
+# r [n, 1, 1] and jitter factors j (a sequence of [n, 1, 1] arrays around 1),
+# and returns a boolean mask [n, H, W].
+# --------------------------------------------------------------------------
+
+_Array = np.ndarray
+_ShapeFn = Callable[[_Array, _Array, _Array, Sequence[_Array]], _Array]
+
+
+def _circle(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
+    """Disc of radius r."""
+    return u * u + v * v <= (r * j[0]) ** 2
+
+
+def _square(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
+    """Square of half side 0.8 r."""
+    return np.maximum(np.abs(u), np.abs(v)) <= 0.8 * r * j[0]
+
+
+def _triangle(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
+    """Equilateral triangle of circumradius 1.15 r; each edge offset jittered."""
+    inside = None
+    for (nx, ny), jk in zip(_TRIANGLE_NORMALS, j):
+        half_plane = u * nx + v * ny <= 0.575 * r * jk
+        inside = half_plane if inside is None else inside & half_plane
+    return inside
+
+
+def _cross(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
+    """Plus sign: union of two perpendicular bars (half-length r, aspect 0.25)."""
+    au, av = np.abs(u), np.abs(v)
+    half_length, half_width = r * j[0], 0.25 * r * j[1]
+    return ((au <= half_length) & (av <= half_width)) | ((au <= half_width) & (av <= half_length))
+
+
+def _ring(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
+    """Annulus with outer radius r and inner radius 0.6 r."""
+    d2 = u * u + v * v
+    return (d2 <= (r * j[0]) ** 2) & (d2 >= (0.6 * r * j[1]) ** 2)
+
+
+def _rhombus(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
+    """Rhombus with half-diagonals r and 0.6 r (aspect 0.6, not a rotated square)."""
+    return np.abs(u) / (r * j[0]) + np.abs(v) / (0.6 * r * j[1]) <= 1.0
+
+
+def _star(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
+    """Five-point star, outer radius 1.1 r, inner radius 0.5 r.
+
+    The star is the union of five convex kites (centre, notch, tip, next notch).
+    The rays through the notches split the plane into five sectors, so a point
+    is inside iff, within its sector, it lies on the inner side of both outer
+    edges of that sector's kite. Only +, -, * and comparisons are used.
+    """
+    tips = (1.1 * r * j[0])[..., None, None] * _STAR_TIPS  # [n, 1, 1, 5, 2]
+    notches = (0.5 * r * j[1])[..., None, None] * _STAR_NOTCHES
+    # left_of_notch[k]: the point is counter-clockwise of the ray through notch k.
+    left_of_notch = [_STAR_NOTCHES[k, 0] * v - _STAR_NOTCHES[k, 1] * u >= 0.0 for k in range(5)]
+    inside = np.zeros(u.shape, dtype=bool)
+    for k in range(5):
+        in_sector = left_of_notch[k - 1] & ~left_of_notch[k]
+        tip, before, after = tips[..., k, :], notches[..., k - 1, :], notches[..., k, :]
+        inside |= in_sector & _left_of(before, tip, u, v) & _left_of(tip, after, u, v)
+    return inside
+
+
+def _left_of(a: _Array, b: _Array, u: _Array, v: _Array) -> _Array:
+    """Whether (u, v) is on the left of (or on) the directed line a -> b.
+
+    Args:
+        a: Line start, [..., 2].
+        b: Line end, [..., 2].
+        u: Point x coordinates.
+        v: Point y coordinates.
+
+    Returns:
+        Boolean mask broadcast from the inputs.
+    """
+    ex, ey = b[..., 0] - a[..., 0], b[..., 1] - a[..., 1]
+    return ex * v - ey * u >= ex * a[..., 1] - ey * a[..., 0]
+
+
+def _ellipse(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
+    """Ellipse with semi-axes r and 0.55 r."""
+    a, b = r * j[0], 0.55 * r * j[1]
+    return (u / a) ** 2 + (v / b) ** 2 <= 1.0
+
+
+def _crescent(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
+    """Disc of radius r minus a disc of radius 0.85 r shifted by 0.5 r."""
+    shift, cut = 0.5 * r * j[2], 0.85 * r * j[1]
+    us = u - shift
+    return (u * u + v * v <= (r * j[0]) ** 2) & (us * us + v * v > cut * cut)
+
+
+def _bar(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
+    """Rectangle with half-length r and aspect 0.25."""
+    return (np.abs(u) <= r * j[0]) & (np.abs(v) <= 0.25 * r * j[1])
+
+
+_SHAPES: tuple[_ShapeFn, ...] = (
+    _circle,
+    _square,
+    _triangle,
+    _cross,
+    _ring,
+    _rhombus,
+    _star,
+    _ellipse,
+    _crescent,
+    _bar,
+)
+
+
+# --------------------------------------------------------------------------
+# Random parameters.
+# --------------------------------------------------------------------------
+
+
+def _unit_vectors(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Uniformly distributed random 2-D unit vectors without trigonometry.
+
+    Points are drawn uniformly in the unit disc by rejection (resampling only the
+    rejected ones, in order) and normalised, so the direction is uniform and the
+    result is exactly reproducible (``sqrt`` is correctly rounded).
+
+    Args:
+        rng: Random generator.
+        shape: Batch shape.
+
+    Returns:
+        Array of shape ``shape + (2,)``.
+    """
+    out = np.empty((math.prod(shape), 2))
+    todo = np.arange(out.shape[0])
+    while todo.size:
+        p = rng.uniform(-1.0, 1.0, (todo.size, 2))
+        r2 = p[:, 0] * p[:, 0] + p[:, 1] * p[:, 1]
+        ok = (r2 <= 1.0) & (r2 >= 1e-6)
+        out[todo[ok]] = p[ok] / np.sqrt(r2[ok])[:, None]
+        todo = todo[~ok]
+    return out.reshape(shape + (2,))
+
+
+def _too_close(a: np.ndarray, b: np.ndarray, distance: float) -> np.ndarray:
+    """Whether RGB colours a and b ([n, 3]) are closer than ``distance``."""
+    d = a - b
+    return d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2] < distance * distance
+
+
+def _contrasting_colours(rng: np.random.Generator, reference: np.ndarray) -> np.ndarray:
+    """Random colours at least ``_MIN_CONTRAST`` away from ``reference`` ([n, 3]).
+
+    Rejected colours are redrawn (vectorized, in index order) until all pass.
+    """
+    colours = rng.random(reference.shape)
+    todo = np.flatnonzero(_too_close(colours, reference, _MIN_CONTRAST))
+    while todo.size:
+        colours[todo] = rng.random((todo.size, 3))
+        todo = todo[_too_close(colours[todo], reference[todo], _MIN_CONTRAST)]
+    return colours
+
+
+def _draw_params(num_examples: int, rng: np.random.Generator) -> _Params:
+    """Draws every per-image parameter for all images, in a fixed order.
+
+    Args:
+        num_examples: Number of images N.
+        rng: Random generator; consumed in a fixed order independent of chunking.
+
+    Returns:
+        Parameters of all N images.
+    """
+    n, k = num_examples, _MAX_CLUTTER
+    labels = rng.permutation(np.arange(n, dtype=np.int32) % _NUM_CLASSES)
+    centre = rng.uniform(*_CENTRE_RANGE, (n, 2))
+    radius = rng.uniform(*_RADIUS_RANGE, n)
+    rotation = _unit_vectors(rng, (n,))
+    jitter = rng.uniform(1.0 - _JITTER, 1.0 + _JITTER, (n, _NUM_JITTER))
+    background = rng.random((n, 3))
+    gradient = _unit_vectors(rng, (n,)) * rng.uniform(0.0, _GRADIENT_AMPLITUDE, (n, 1))
+    foreground = _contrasting_colours(rng, background)
+    num_lines = rng.integers(1, k + 1, n)
+    line_start = rng.uniform(0.0, _SIZE, (n, k, 2))
+    line_direction = _unit_vectors(rng, (n, k))
+    line_length = rng.uniform(*_LINE_LENGTH_RANGE, (n, k))
+    line_colour = rng.random((n, k, 3))
+    num_blobs = rng.integers(1, k + 1, n)
+    blob_centre = rng.uniform(0.0, _SIZE, (n, k, 2))
+    blob_radius = rng.uniform(*_BLOB_RADIUS_RANGE, (n, k))
+    blob_is_disc = rng.random((n, k)) < 0.5
+    blob_colour = rng.random((n, k, 3))
+    return _Params(
+        labels=labels,
+        centre=centre,
+        radius=radius,
+        rotation=rotation,
+        jitter=jitter,
+        background=background,
+        gradient=gradient,
+        foreground=foreground,
+        line_start=line_start,
+        line_direction=line_direction,
+        line_length=line_length,
+        line_colour=line_colour,
+        line_active=np.arange(k) < num_lines[:, None],
+        blob_centre=blob_centre,
+        blob_radius=blob_radius,
+        blob_is_disc=blob_is_disc,
+        blob_colour=blob_colour,
+        blob_active=np.arange(k) < num_blobs[:, None],
+    )
+
+
+def _pixel_normals(seed: int, start: int, stop: int) -> np.ndarray:
+    """Standard normals for the per-pixel texture and noise of images [start, stop).
+
+    Images are grouped in fixed blocks of ``_NOISE_BLOCK``; block b uses its own
+    generator seeded with ``SeedSequence(seed, spawn_key=(b,))`` (independent of
+    the parameter stream), so an image's noise does not depend on chunking.
+
+    Returns:
+        Array [stop - start, _PIXEL_NORMALS].
+    """
+    first, last = start // _NOISE_BLOCK, (stop - 1) // _NOISE_BLOCK
+    blocks = [
+        np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(b,))).standard_normal(
+            (_NOISE_BLOCK, _PIXEL_NORMALS)
+        )
+        for b in range(first, last + 1)
+    ]
+    offset = first * _NOISE_BLOCK
+    return np.concatenate(blocks)[start - offset : stop - offset]
+
+
+# --------------------------------------------------------------------------
+# Rendering.
+# --------------------------------------------------------------------------
+
+
+def _background(p: _Params) -> np.ndarray:
+    """Background colour plus a linear brightness gradient, [n, 32, 32, 3]."""
+    offset = (_PIXEL_CENTRES - _SIZE / 2) / (_SIZE / 2)  # [-1, 1] across the image.
+    ramp = offset[None, None, :] * p.gradient[:, 0, None, None] + offset[None, :, None] * p.gradient[:, 1, None, None]
+    return p.background[:, None, None, :] + ramp[..., None]
+
+
+def _window_origin(low: np.ndarray, size: int) -> np.ndarray:
+    """Integer (x, y) origins [m, 2] of size x size pixel windows inside the image.
+
+    Each window starts at or before ``low`` ([m, 2], the lower corner of an
+    object's support), so that objects narrower than ``size - 1`` pixels lie
+    inside it (or outside the image).
+    """
+    return np.clip(np.floor(low), 0, _SIZE - size).astype(np.intp)
+
+
+def _window_offsets(origin: np.ndarray, point: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets of a window's pixel centres from ``point`` ([m, 2]).
+
+    Returns:
+        ``(dx [m, 1, size], dy [m, size, 1])``.
+    """
+    centres = np.arange(size) + 0.5
+    dx = (origin[:, 0, None, None] + centres[None, None, :]) - point[:, 0, None, None]
+    dy = (origin[:, 1, None, None] + centres[None, :, None]) - point[:, 1, None, None]
+    return dx, dy
+
+
+def _composite_window(
+    image: np.ndarray, rows: np.ndarray, origin: np.ndarray, coverage: np.ndarray, colour: np.ndarray
+) -> None:
+    """Alpha-blends ``colour`` over ``image`` in place where coverage > 0.
+
+    Clutter is small, so coverage is computed only in a window per image, and
+    only the covered pixels are touched.
+
+    Args:
+        image: [n, 32, 32, 3], modified in place.
+        rows: Indices [m] of the images being drawn on.
+        origin: Window origins (x, y) [m, 2].
+        coverage: Coverage in [0, 1] of each window, [m, W, W].
+        colour: Colours [m, 3].
+    """
+    b, y, x = np.nonzero(coverage)
+    alpha = coverage[b, y, x][:, None]
+    index = (rows[b], origin[b, 1] + y, origin[b, 0] + x)
+    pixels = image[index]
+    image[index] = pixels + alpha * (colour[b] - pixels)
+
+
+def _draw_lines(image: np.ndarray, p: _Params) -> None:
+    """Draws the active clutter line segments (anti-aliased, ~1 px thick) in place."""
+    reach = _LINE_HALF_WIDTH + 0.5  # Anti-aliasing extends half a pixel further.
+    size = math.ceil(_LINE_LENGTH_RANGE[1] + 2.0 * reach) + 1
+    for k in range(_MAX_CLUTTER):
+        rows = np.flatnonzero(p.line_active[:, k])
+        start, direction = p.line_start[rows, k], p.line_direction[rows, k]
+        length = p.line_length[rows, k]
+        end = start + length[:, None] * direction
+        origin = _window_origin(np.minimum(start, end) - reach, size)
+        dx, dy = _window_offsets(origin, start, size)
+        ux, uy = direction[:, 0, None, None], direction[:, 1, None, None]
+        t = np.clip(dx * ux + dy * uy, 0.0, length[:, None, None])
+        ex, ey = dx - t * ux, dy - t * uy
+        coverage = np.clip(reach - np.sqrt(ex * ex + ey * ey), 0.0, 1.0)
+        _composite_window(image, rows, origin, coverage, p.line_colour[rows, k])
+
+
+def _draw_blobs(image: np.ndarray, p: _Params) -> None:
+    """Draws the active clutter discs / axis-aligned squares (anti-aliased) in place."""
+    size = math.ceil(2.0 * (_BLOB_RADIUS_RANGE[1] + 0.5)) + 1
+    for k in range(_MAX_CLUTTER):
+        rows = np.flatnonzero(p.blob_active[:, k])
+        centre, radius = p.blob_centre[rows, k], p.blob_radius[rows, k, None]
+        origin = _window_origin(centre - (radius + 0.5), size)
+        dx, dy = _window_offsets(origin, centre, size)
+        ax, ay = np.abs(dx), np.abs(dy)
+        distance = np.where(
+            p.blob_is_disc[rows, k, None, None], np.sqrt(ax * ax + ay * ay), np.maximum(ax, ay)
+        )
+        coverage = np.clip(radius[:, :, None] + 0.5 - distance, 0.0, 1.0)
+        _composite_window(image, rows, origin, coverage, p.blob_colour[rows, k])
+
+
+def _shape_coverage(p: _Params) -> np.ndarray:
+    """Anti-aliased coverage [n, 32, 32] of each image's shape.
+
+    Each class's inside test is applied to the images of that class at 2x2
+    sub-pixel positions; the four samples of a pixel are averaged.
+    """
+    coverage = np.empty((p.labels.shape[0], _SIZE, _SIZE))
+    for label, shape_fn in enumerate(_SHAPES):
+        rows = np.flatnonzero(p.labels == label)
+        if rows.size == 0:
+            continue
+        q = p.take(rows)
+        dx = _SUBPIXEL_CENTRES[None, None, :] - q.centre[:, 0, None, None]
+        dy = _SUBPIXEL_CENTRES[None, :, None] - q.centre[:, 1, None, None]
+        cos, sin = q.rotation[:, 0, None, None], q.rotation[:, 1, None, None]
+        u = dx * cos + dy * sin
+        v = dy * cos - dx * sin
+        jitter = [q.jitter[:, i, None, None] for i in range(_NUM_JITTER)]
+        inside = shape_fn(u, v, q.radius[:, None, None], jitter).astype(np.uint8)
+        hits = inside[:, 0::2, 0::2] + inside[:, 0::2, 1::2] + inside[:, 1::2, 0::2] + inside[:, 1::2, 1::2]
+        coverage[rows] = hits * 0.25
+    return coverage
+
+
+def _render(p: _Params, normals: np.ndarray) -> np.ndarray:
+    """Renders a chunk of images.
+
+    Args:
+        p: Parameters of n images.
+        normals: Standard normals [n, _PIXEL_NORMALS] for texture and noise.
+
+    Returns:
+        uint8 images [n, 32, 32, 3].
+    """
+    n = p.labels.shape[0]
+    texture = normals[:, : _SIZE * _SIZE].reshape(n, _SIZE, _SIZE, 1)
+    noise = normals[:, _SIZE * _SIZE :].reshape(n, _SIZE, _SIZE, 3)
+    image = _background(p)
+    _draw_lines(image, p)
+    _draw_blobs(image, p)
+    shape_colour = p.foreground[:, None, None, :] * (1.0 + _TEXTURE_STD * texture)
+    alpha = _shape_coverage(p)[..., None]
+    image += alpha * (shape_colour - image)
+    image += _NOISE_STD * noise
+    np.clip(image, 0.0, 1.0, out=image)
+    return np.floor(image * 255.0 + 0.5).astype(np.uint8)
+
+
+def generate(num_examples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Generates the shapes10 dataset.
+
+    Labels follow the pattern ``i % 10`` shuffled with the seed, so classes are
+    exactly balanced when ``num_examples`` is a multiple of 10. Use different
+    seeds for different splits (e.g. 0 for train, 1 for test).
+
+    Args:
+        num_examples: Number of images N (>= 0).
+        seed: Non-negative integer seed; output is a pure function of
+            ``(num_examples, seed)``, identical on every machine.
+
+    Returns:
+        ``(images, labels)``: uint8 array [N, 32, 32, 3] and int32 array [N]
+        with values in ``range(10)`` indexing ``CLASS_NAMES``.
+    """
+    params = _draw_params(num_examples, np.random.default_rng(seed))
+    images = np.empty((num_examples,) + IMAGE_SHAPE, dtype=np.uint8)
+    for start in range(0, num_examples, _CHUNK_SIZE):
+        stop = min(start + _CHUNK_SIZE, num_examples)
+        images[start:stop] = _render(params.take(slice(start, stop)), _pixel_normals(seed, start, stop))
+    return images, params.labels
+
+
+def save_sample_grid(path: str | os.PathLike, seed: int = 0, per_class: int = 10) -> None:
+    """Saves a PNG grid of examples: one row per class, ``per_class`` columns.
+
+    Args:
+        path: Output image path; parent directories are created.
+        seed: Dataset seed to draw the examples from.
+        per_class: Number of examples shown per class.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images, labels = generate(_NUM_CLASSES * per_class, seed)
+    fig, axes = plt.subplots(
+        _NUM_CLASSES, per_class, figsize=(0.8 * per_class + 1.0, 0.8 * _NUM_CLASSES), squeeze=False
+    )
+    for label, name in enumerate(CLASS_NAMES):
+        examples = images[labels == label]
+        for col, ax in enumerate(axes[label]):
+            ax.imshow(examples[col], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+        axes[label, 0].set_ylabel(name, rotation=0, ha="right", va="center")
+    fig.suptitle(f"shapes10 (seed {seed})")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,9 @@
+"""Errors that describe bad user input.
+
+Entry points print an :class:`InputError` as one line and exit non-zero, without a traceback,
+because the fix is in the user's hands (a config value, a path, a dataset to prepare).
+"""
+
+
+class InputError(ValueError):
+    """Bad user input: unknown name, wrong shape or dtype, impossible value, missing data."""

@@ -1,0 +1,58 @@
+"""Figures a researcher looks at: counterfactual sample grids (more to come with paths)."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def _use_agg():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def to_display(images) -> np.ndarray:
+    """Normalized images in [-1, 1] → floats in [0, 1] for display."""
+    return np.clip((np.asarray(images, np.float32) + 1.0) / 2.0, 0.0, 1.0)
+
+
+def condition_grid(rows: Mapping[str, np.ndarray], labels: Sequence[int],
+                   class_names: Sequence[str] | None = None, title: str = ""):
+    """A grid with one row per condition and one column per sample.
+
+    Args:
+      rows: condition name → normalized images ``[K, H, W, 3]`` (same samples, same order).
+      labels: the K labels, shown above the first row.
+      class_names: optional names of the labels.
+      title: figure title.
+
+    Returns:
+      a matplotlib Figure.
+    """
+    plt = _use_agg()
+    k = len(labels)
+    height, width = next(iter(rows.values())).shape[1:3]
+    scale = 1.1
+    fig, axes = plt.subplots(len(rows), k, squeeze=False,
+                             figsize=(k * scale, len(rows) * scale * height / width + 0.4))
+    for r, (condition, images) in enumerate(rows.items()):
+        for c in range(k):
+            ax = axes[r, c]
+            ax.imshow(to_display(images[c]), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(condition, fontsize=9)
+            if r == 0:
+                name = class_names[labels[c]] if class_names else str(labels[c])
+                ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
