@@ -11,7 +11,7 @@ import pathlib
 import sys
 from typing import Callable
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from mmc_jax.errors import InputError
@@ -36,6 +36,7 @@ def run(main: Callable[[list[str]], None]) -> None:
     """``absl.app.run(main)``, turning InputError into a one-line message and exit code 2."""
 
     def guarded(argv):
+        logging.set_verbosity(logging.WARNING)  # absl's INFO lines bury the progress bars
         try:
             main(argv)
         except InputError as err:

@@ -29,7 +29,9 @@ quantization, and no transcendental function (sin, cos, exp, atan2, ...) is
 evaluated by this module: rotations are random unit vectors obtained by
 rejection sampling and normalisation (``sqrt`` is correctly rounded in IEEE
 754), the star is a union of convex kites tested with half-planes, and line /
-disc anti-aliasing only uses ``sqrt``. Per-sample parameters are drawn for all
+disc anti-aliasing only uses ``sqrt``. (numpy's Gaussian sampler calls
+``exp``/``log1p`` for a tiny fraction of tail draws; a 1-ulp difference there
+would not survive 8-bit quantization in practice.) Per-sample parameters are drawn for all
 samples up front, and per-pixel noise comes from fixed blocks of samples with
 their own seed, so results do not depend on the rendering chunk size.
 """
@@ -160,11 +162,10 @@ def _square(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
 
 def _triangle(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
     """Equilateral triangle of circumradius 1.15 r; each edge offset jittered."""
-    inside = None
-    for (nx, ny), jk in zip(_TRIANGLE_NORMALS, j):
-        half_plane = u * nx + v * ny <= 0.575 * r * jk
-        inside = half_plane if inside is None else inside & half_plane
-    return inside
+    half_planes = [
+        u * nx + v * ny <= 0.575 * r * jk for (nx, ny), jk in zip(_TRIANGLE_NORMALS, j)
+    ]
+    return np.logical_and.reduce(half_planes)
 
 
 def _cross(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
@@ -195,7 +196,7 @@ def _star(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
     """
     tips = (1.1 * r * j[0])[..., None, None] * _STAR_TIPS  # [n, 1, 1, 5, 2]
     notches = (0.5 * r * j[1])[..., None, None] * _STAR_NOTCHES
-    # left_of_notch[k]: the point is counter-clockwise of the ray through notch k.
+    # left_of_notch[k]: the point is on the counter-clockwise side of notch ray k.
     left_of_notch = [_STAR_NOTCHES[k, 0] * v - _STAR_NOTCHES[k, 1] * u >= 0.0 for k in range(5)]
     inside = np.zeros(u.shape, dtype=bool)
     for k in range(5):
@@ -206,7 +207,9 @@ def _star(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
 
 
 def _left_of(a: _Array, b: _Array, u: _Array, v: _Array) -> _Array:
-    """Whether (u, v) is on the left of (or on) the directed line a -> b.
+    """Whether (u, v) is on the counter-clockwise side of (or on) the line a -> b.
+
+    That is, whether the cross product (b - a) x ((u, v) - a) is >= 0.
 
     Args:
         a: Line start, [..., 2].
@@ -382,7 +385,10 @@ def _pixel_normals(seed: int, start: int, stop: int) -> np.ndarray:
 def _background(p: _Params) -> np.ndarray:
     """Background colour plus a linear brightness gradient, [n, 32, 32, 3]."""
     offset = (_PIXEL_CENTRES - _SIZE / 2) / (_SIZE / 2)  # [-1, 1] across the image.
-    ramp = offset[None, None, :] * p.gradient[:, 0, None, None] + offset[None, :, None] * p.gradient[:, 1, None, None]
+    ramp = (
+        offset[None, None, :] * p.gradient[:, 0, None, None]
+        + offset[None, :, None] * p.gradient[:, 1, None, None]
+    )
     return p.background[:, None, None, :] + ramp[..., None]
 
 
@@ -396,7 +402,9 @@ def _window_origin(low: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.floor(low), 0, _SIZE - size).astype(np.intp)
 
 
-def _window_offsets(origin: np.ndarray, point: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _window_offsets(
+    origin: np.ndarray, point: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Offsets of a window's pixel centres from ``point`` ([m, 2]).
 
     Returns:
@@ -409,7 +417,11 @@ def _window_offsets(origin: np.ndarray, point: np.ndarray, size: int) -> tuple[n
 
 
 def _composite_window(
-    image: np.ndarray, rows: np.ndarray, origin: np.ndarray, coverage: np.ndarray, colour: np.ndarray
+    image: np.ndarray,
+    rows: np.ndarray,
+    origin: np.ndarray,
+    coverage: np.ndarray,
+    colour: np.ndarray,
 ) -> None:
     """Alpha-blends ``colour`` over ``image`` in place where coverage > 0.
 
@@ -483,7 +495,12 @@ def _shape_coverage(p: _Params) -> np.ndarray:
         v = dy * cos - dx * sin
         jitter = [q.jitter[:, i, None, None] for i in range(_NUM_JITTER)]
         inside = shape_fn(u, v, q.radius[:, None, None], jitter).astype(np.uint8)
-        hits = inside[:, 0::2, 0::2] + inside[:, 0::2, 1::2] + inside[:, 1::2, 0::2] + inside[:, 1::2, 1::2]
+        hits = (
+            inside[:, 0::2, 0::2]
+            + inside[:, 0::2, 1::2]
+            + inside[:, 1::2, 0::2]
+            + inside[:, 1::2, 1::2]
+        )
         coverage[rows] = hits * 0.25
     return coverage
 
@@ -532,7 +549,8 @@ def generate(num_examples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     images = np.empty((num_examples,) + IMAGE_SHAPE, dtype=np.uint8)
     for start in range(0, num_examples, _CHUNK_SIZE):
         stop = min(start + _CHUNK_SIZE, num_examples)
-        images[start:stop] = _render(params.take(slice(start, stop)), _pixel_normals(seed, start, stop))
+        normals = _pixel_normals(seed, start, stop)
+        images[start:stop] = _render(params.take(slice(start, stop)), normals)
     return images, params.labels
 
 
