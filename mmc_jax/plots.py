@@ -56,3 +56,32 @@ def condition_grid(rows: Mapping[str, np.ndarray], labels: Sequence[int],
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def training_curves(history: Sequence[Mapping[str, float]], title: str = ""):
+    """Train loss, and train / clean-test accuracy, per epoch.
+
+    Args:
+      history: per-epoch records with ``epoch``, ``train_loss``, ``train_acc`` and
+        ``test_nocue_acc``.
+      title: figure title.
+
+    Returns:
+      a matplotlib Figure.
+    """
+    plt = _use_agg()
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", ms=3)
+    ax_loss.set(xlabel="epoch", ylabel="train loss", yscale="log")
+    ax_acc.plot(epochs, [h["train_acc"] for h in history], marker="o", ms=3, label="train")
+    ax_acc.plot(epochs, [h["test_nocue_acc"] for h in history], marker="o", ms=3,
+                label="test (no cue)")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
+    ax_acc.legend()
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,80 @@
+"""Train and eval throughput (images/s) of every model preset, and of both conv
+implementations, measured in one run on this machine.
+
+    python benchmarks/train_throughput.py [--quick] [--models cnn4,vgg13_small] [--batch 128]
+
+Prints a markdown table and writes ``benchmarks/results/train_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import pathlib
+import platform
+import time
+
+import jax
+import numpy as np
+
+from mmc_jax import data, models, training
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def _timed(fn, repeats: int) -> float:
+    jax.block_until_ready(fn())  # compile and warm up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / repeats
+
+
+def measure(name: str, conv_impl: str, batch: int, dtype: str, repeats: int) -> dict:
+    """Images/s of one jitted train step and one jitted eval forward pass."""
+    model = models.create(name, 10, conv_impl=conv_impl, dtype=dtype)
+    variables = models.init(model, jax.random.key(0), (32, 32, 3))
+    tx = training.sgd(0.01, 0.9, 1e-4)
+    state = training.TrainState.create(model.apply, variables, tx, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    batch_data = jax.device_put({
+        "images": rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8),
+        "labels": rng.integers(0, 10, batch).astype(np.int32)})
+    step = jax.jit(functools.partial(training.train_step, cue=data.box_cue(10)))
+    forward = jax.jit(lambda v, x: model.apply(v, data.normalize(x), train=False))
+    train_s = _timed(lambda: step(state, batch_data)[1]["loss"], repeats)
+    eval_s = _timed(lambda: forward(state.variables, batch_data["images"]), repeats)
+    return {"model": name, "conv_impl": conv_impl, "dtype": dtype, "batch": batch,
+            "params": models.num_params(variables),
+            "train_img_s": batch / train_s, "eval_img_s": batch / eval_s}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small presets only, few repeats")
+    parser.add_argument("--models", default="", help="comma-separated preset names")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--dtypes", default="float32")
+    parser.add_argument("--impls", default="xla,im2col")
+    args = parser.parse_args()
+    names = args.models.split(",") if args.models else (
+        ["cnn4", "vgg13_small", "resnet18_small"] if args.quick else list(models.PRESETS))
+    repeats = 3 if args.quick else 10
+    rows = [measure(n, impl, args.batch, dt, repeats) for n in names
+            for dt in args.dtypes.split(",") for impl in args.impls.split(",")]
+    device = f"{jax.devices()[0].device_kind} ×{jax.device_count()} ({jax.default_backend()})"
+    print(f"\n{device}, {platform.processor() or platform.machine()}, jax {jax.__version__}\n")
+    print("| model | params | conv | dtype | batch | train img/s | eval img/s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['params']:,} | {r['conv_impl']} | {r['dtype']} | "
+              f"{r['batch']} | {r['train_img_s']:,.0f} | {r['eval_img_s']:,.0f} |")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "train_throughput.json").write_text(json.dumps(
+        {"device": device, "jax": jax.__version__, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

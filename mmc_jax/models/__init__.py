@@ -1,0 +1,86 @@
+"""Flax Linen models of the paper, and small presets for fast CPU runs.
+
+Every model is called as ``module.apply(variables, x, train, return_features=False)`` on NHWC
+float images of any height and width; it returns float32 logits, or ``(logits, features)``
+with the pooled penultimate features when ``return_features=True``. Variables hold
+``params`` and ``batch_stats``; train mode needs ``mutable=["batch_stats"]``.
+
+>>> model = models.create("vgg13", num_classes=10)
+>>> variables = models.init(model, jax.random.key(0), (32, 32, 3))
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmc_jax.errors import InputError
+from mmc_jax.models import layers
+from mmc_jax.models.cnn import SmallCNN
+from mmc_jax.models.resnet import ResNet
+from mmc_jax.models.vgg import VGG, VGG13_BLOCKS
+
+#: name -> constructor taking (num_classes, width=..., dtype=...).
+PRESETS: dict[str, Callable[..., nn.Module]] = {
+    "vgg13": functools.partial(VGG, blocks=VGG13_BLOCKS),
+    "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2)),
+    "vgg13_small": functools.partial(VGG, blocks=VGG13_BLOCKS, width=0.125),
+    "resnet18_small": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), width=0.125),
+    "cnn4": SmallCNN,
+}
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def create(name: str, num_classes: int, *, width: float | None = None,
+           dtype: str | Any = "float32", conv_impl: str = "auto") -> nn.Module:
+    """Builds a model by name.
+
+    Args:
+      name: ``"vgg13"``, ``"resnet18"`` (the paper's CIFAR variants), or a small preset:
+        ``"vgg13_small"``, ``"resnet18_small"`` (1/8 width), ``"cnn4"`` (4 conv layers).
+      num_classes: classifier outputs.
+      width: channel multiplier (overrides the preset's).
+      dtype: computation dtype, ``"float32"`` or ``"bfloat16"``; parameters stay float32.
+      conv_impl: ``"auto"`` (im2col matmuls on CPU, XLA convolutions elsewhere), ``"xla"``
+        or ``"im2col"``; the parameters are the same either way.
+
+    Returns:
+      A Flax Linen module.
+    """
+    if name not in PRESETS:
+        raise InputError(f"unknown model {name!r}; choose from {', '.join(PRESETS)}")
+    if num_classes < 1:
+        raise InputError(f"num_classes must be positive, got {num_classes}")
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise InputError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
+    if conv_impl not in layers.CONV_IMPLS:
+        raise InputError(f"unknown conv_impl {conv_impl!r}; choose from "
+                         f"{', '.join(layers.CONV_IMPLS)}")
+    kwargs = {"dtype": dtype, "conv_impl": conv_impl}
+    if width is not None:
+        if width <= 0:
+            raise InputError(f"width must be positive, got {width}")
+        kwargs["width"] = width
+    return PRESETS[name](num_classes, **kwargs)
+
+
+def init(model: nn.Module, key: jax.Array, image_shape: tuple[int, int, int]) -> dict:
+    """Initial ``{"params", "batch_stats"}`` of ``model`` for images of ``image_shape``."""
+    variables = jax.jit(functools.partial(model.init, train=False))(
+        key, jnp.zeros((1, *image_shape), jnp.float32))
+    return dict(variables)
+
+
+def num_params(variables: dict) -> int:
+    """Number of trainable parameters (``params`` only)."""
+    return sum(x.size for x in jax.tree.leaves(variables["params"]))
+
+
+__all__ = ["DTYPES", "PRESETS", "ResNet", "SmallCNN", "VGG", "create", "init", "num_params"]

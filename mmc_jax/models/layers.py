@@ -1,0 +1,139 @@
+"""Layers shared by the models, initialised like their PyTorch counterparts.
+
+PyTorch's default ``kaiming_uniform_(a=sqrt(5))`` draws weights from U(±1/sqrt(fan_in)) and
+``nn.Linear`` biases likewise; matching it keeps training dynamics (and the paper's learning
+rates) comparable to the paper's code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+#: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default weight initialisation.
+torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_bias_init(fan_in: int):
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default bias initialisation."""
+    bound = 1.0 / jnp.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+CONV_IMPLS = ("auto", "xla", "im2col")
+
+
+def resolve_conv_impl(impl: str) -> str:
+    """``"auto"`` → ``"im2col"`` on CPU (XLA's CPU convolutions, their gradients above all,
+    are several times slower than the same work as one matmul; see ``benchmarks/``), else
+    ``"xla"`` (cuDNN / TPU convolutions)."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"unknown conv implementation {impl!r}; choose from {CONV_IMPLS}")
+    if impl == "auto":
+        return "im2col" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def im2col_conv(x, kernel, strides: int, padding: int):
+    """``lax.conv`` (NHWC, HWIO) as shifted slices concatenated along channels, then one
+    matmul. Equal to the convolution up to float rounding."""
+    n, h, w, c = x.shape
+    kh, kw, _, f = kernel.shape
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    ho = (h + 2 * padding - kh) // strides + 1
+    wo = (w + 2 * padding - kw) // strides + 1
+    patches = [x[:, i:i + strides * (ho - 1) + 1:strides, j:j + strides * (wo - 1) + 1:strides]
+               for i in range(kh) for j in range(kw)]
+    patches = patches[0] if len(patches) == 1 else jnp.concatenate(patches, axis=-1)
+    return jnp.dot(patches.reshape(-1, kh * kw * c), kernel.reshape(kh * kw * c, f)
+                   ).reshape(n, ho, wo, f)
+
+
+class Conv(nn.Module):
+    """Bias-free square convolution with symmetric padding (PyTorch's ``padding=k // 2``).
+
+    Its parameter is ``kernel`` ``[k, k, C_in, C_out]``, exactly as in ``nn.Conv``, so the
+    implementation (``impl``) can change without touching checkpoints.
+    """
+
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+    impl: str = "auto"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        k = self.kernel_size
+        kernel = self.param("kernel", torch_default_init, (k, k, x.shape[-1], self.features),
+                            jnp.float32)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if resolve_conv_impl(self.impl) == "im2col":
+            return im2col_conv(x, kernel, self.strides, k // 2)
+        return jax.lax.conv_general_dilated(
+            x, kernel, (self.strides, self.strides), [(k // 2, k // 2)] * 2,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def conv3x3(features: int, strides: int = 1, dtype: Any = jnp.float32, impl: str = "auto",
+            name=None) -> Conv:
+    """Bias-free 3×3 convolution with PyTorch's symmetric padding of 1 (also at stride 2)."""
+    return Conv(features, 3, strides, impl, dtype, name=name)
+
+
+def conv1x1(features: int, strides: int = 1, dtype: Any = jnp.float32, impl: str = "auto",
+            name=None) -> Conv:
+    """Bias-free 1×1 convolution (ResNet shortcuts)."""
+    return Conv(features, 1, strides, impl, dtype, name=name)
+
+
+def max_pool_2x2(x):
+    """2×2 max-pool with stride 2 as a reshape and a max (its gradient is much cheaper on
+    CPU than ``select_and_scatter``); odd trailing rows/columns are dropped, like PyTorch."""
+    n, h, w, c = x.shape
+    x = x[:, :h // 2 * 2, :w // 2 * 2]
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def batch_norm(train: bool, dtype: Any = jnp.float32, name=None) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's defaults: momentum 0.1 (Flax 0.9), eps 1e-5, affine."""
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        dtype=dtype, name=name)
+
+
+class Classifier(nn.Module):
+    """The final linear layer, initialised like ``torch.nn.Linear``."""
+
+    num_classes: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features):
+        return nn.Dense(self.num_classes, kernel_init=torch_default_init,
+                        bias_init=torch_bias_init(features.shape[-1]), dtype=self.dtype,
+                        name="dense")(features)
+
+
+def global_average_pool(x):
+    """Mean over the spatial axes of NHWC activations."""
+    return jnp.mean(x, axis=(1, 2))
+
+
+def scaled(width: int, multiplier: float) -> int:
+    """Channel count ``width × multiplier``, at least 1."""
+    return max(1, int(round(width * multiplier)))
+
+
+def finish(features, num_classes: int, return_features: bool, dtype):
+    """Logits from pooled features, in float32 (and the features when asked for)."""
+    logits = Classifier(num_classes, dtype=dtype, name="classifier")(features)
+    logits = logits.astype(jnp.float32)
+    return (logits, features.astype(jnp.float32)) if return_features else logits
+

@@ -1,0 +1,20 @@
+"""Training: PyTorch-equivalent SGD, pure train/eval steps, checkpoints and the loop.
+
+>>> state = create_state(config, model, (32, 32, 3), steps_per_epoch)
+>>> state, metrics = jax.jit(partial(train_step, cue=cue))(state, batch)
+>>> evaluate(state.apply_fn, state.variables, test_set, key)   # four conditions
+"""
+
+from mmc_jax.training.checkpoint import RunCheckpoints
+from mmc_jax.training.evaluate import evaluate
+from mmc_jax.training.loop import (Interrupted, NonFiniteLoss, create_model, create_state,
+                                   load_data, train_and_evaluate, validate)
+from mmc_jax.training.optim import SCHEDULES, schedule, sgd
+from mmc_jax.training.state import TrainState
+from mmc_jax.training.steps import cross_entropy, cued_inputs, eval_step, train_step
+
+__all__ = [
+    "Interrupted", "NonFiniteLoss", "RunCheckpoints", "SCHEDULES", "TrainState",
+    "create_model", "create_state", "cross_entropy", "cued_inputs", "eval_step", "evaluate",
+    "load_data", "schedule", "sgd", "train_and_evaluate", "train_step", "validate",
+]

@@ -1,0 +1,60 @@
+"""Accuracy and loss of a model on a dataset under the counterfactual conditions."""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmc_jax.data import CONDITIONS, Dataset, prefetch_to_device
+from mmc_jax.data.cues import Cue
+from mmc_jax.training.steps import eval_step
+
+
+def padded_batches(dataset: Dataset, batch_size: int):
+    """Batches in dataset order; the last one is filled up by wrapping around, with weight 0
+    on the filler, so every batch has the same shape (one compilation)."""
+    n = len(dataset)
+    batch_size = min(batch_size, n)
+    for start in range(0, n, batch_size):
+        index = np.arange(start, start + batch_size) % n
+        weight = (np.arange(start, start + batch_size) < n).astype(np.float32)
+        yield {"images": np.asarray(dataset.images[index]),
+               "labels": np.asarray(dataset.labels[index]), "weight": weight}
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "cue", "conditions"))
+def _eval_batch(apply_fn, variables, batch, key, cue, conditions):
+    return eval_step(apply_fn, variables, batch, key, cue, conditions)
+
+
+def evaluate(apply_fn, variables, dataset: Dataset, key: jax.Array, *, cue: Cue | None = None,
+             conditions: Sequence[str] = CONDITIONS, batch_size: int = 500) -> dict:
+    """Mean loss and accuracy under each condition, eval-mode BatchNorm.
+
+    Args:
+      apply_fn: ``module.apply``.
+      variables: ``{"params", "batch_stats"}``.
+      dataset: the evaluation set (clean images).
+      key: PRNG key of the random conditions (batch ``i`` uses ``fold_in(key, i)``).
+      cue: the cue (default ``dataset.cue``).
+      conditions: which of :data:`CONDITIONS`.
+      batch_size: evaluation batch size (``randimg`` draws its images within a batch).
+
+    Returns:
+      ``{condition: {"acc": float, "loss": float}}``.
+    """
+    cue = dataset.cue if cue is None else cue
+    conditions = tuple(conditions)
+    totals = None
+    for i, batch in enumerate(prefetch_to_device(padded_batches(dataset, batch_size))):
+        out = _eval_batch(apply_fn, variables, batch, jax.random.fold_in(key, i), cue,
+                          conditions)
+        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    totals = jax.device_get(totals)
+    count = float(totals["count"])
+    return {c: {"acc": float(totals[c]["correct"]) / count,
+                "loss": float(totals[c]["loss"]) / count} for c in conditions}

@@ -1,0 +1,196 @@
+"""``train_and_evaluate``: train a model on (partly) cued data, resumably, and evaluate it
+on the four counterfactual conditions.
+
+Rerunning with the same config and workdir resumes from the latest checkpoint and ends with
+the same parameters as an uninterrupted run: the batch order depends only on
+``(seed, epoch)``, the PRNG key is part of the state, and SIGINT/SIGTERM save a checkpoint at
+the current step before exiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from mmc_jax import data, models
+from mmc_jax.errors import InputError
+from mmc_jax.training import optim
+from mmc_jax.training.checkpoint import RunCheckpoints
+from mmc_jax.training.evaluate import evaluate
+from mmc_jax.training.state import TrainState
+from mmc_jax.training.steps import train_step
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGINT/SIGTERM after saving a checkpoint."""
+
+
+class NonFiniteLoss(InputError):
+    """The training loss became NaN or infinite (usually a learning rate that is too high)."""
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """Turns SIGINT/SIGTERM into a flag the loop polls, so it can save before exiting."""
+    requested = {"signal": None}
+
+    def handler(signum, frame):
+        del frame
+        requested["signal"] = signum
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def validate(config) -> None:
+    """Raises InputError for impossible values before any long work."""
+    checks = [
+        (config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}"),
+        (config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}"),
+        (config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate}"),
+        (config.weight_decay >= 0, f"weight_decay must be >= 0, got {config.weight_decay}"),
+        (0 <= config.momentum < 1, f"momentum must be in [0, 1), got {config.momentum}"),
+        (config.schedule in optim.SCHEDULES,
+         f"unknown schedule {config.schedule!r}; choose from {', '.join(optim.SCHEDULES)}"),
+        (config.model in models.PRESETS,
+         f"unknown model {config.model!r}; choose from {', '.join(models.PRESETS)}"),
+        (config.dtype in models.DTYPES,
+         f"unknown dtype {config.dtype!r}; choose from {', '.join(models.DTYPES)}"),
+        (config.num_train >= 0, f"num_train must be >= 0, got {config.num_train}"),
+        (config.num_test >= 0, f"num_test must be >= 0, got {config.num_test}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(message)
+    data.cues.check_proportion(config.cue_proportion)
+
+
+def load_data(config):
+    """Train and test splits named by the config (``num_train`` / ``num_test`` > 0 keep the
+    first samples only)."""
+    options = {}
+    if config.get("data_dir"):
+        options["data_dir"] = config.data_dir
+    if config.dataset == "dominoes":
+        options.update(top=config.dominoes_top, bottom=config.dominoes_bottom)
+    train = data.load(config.dataset, "train", seed=config.data_seed, **options)
+    test = data.load(config.dataset, "test", seed=config.data_seed, **options)
+    if config.num_train:
+        if config.num_train > len(train):
+            raise InputError(f"num_train {config.num_train} exceeds the {len(train)} training "
+                             "samples")
+        train = train.take(np.arange(config.num_train))
+    if config.num_test:
+        test = test.take(np.arange(min(config.num_test, len(test))))
+    return train, test
+
+
+def create_model(config, num_classes: int):
+    """The model named by the config."""
+    return models.create(config.model, num_classes, width=config.width or None,
+                         dtype=config.dtype)
+
+
+def create_state(config, model, image_shape, steps_per_epoch: int) -> TrainState:
+    """A fresh train state: initial variables and PyTorch-style SGD with the schedule."""
+    init_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    variables = models.init(model, init_key, image_shape)
+    lr = optim.schedule(config.schedule, config.learning_rate, config.epochs * steps_per_epoch,
+                        steps_per_epoch, config.step_every_epochs, config.step_factor)
+    tx = optim.sgd(lr, config.momentum, config.weight_decay)
+    return TrainState.create(model.apply, variables, tx, state_key)
+
+
+def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+    """Trains (or resumes) the model of ``config`` in ``workdir`` and evaluates it.
+
+    Returns:
+      ``{"state", "result", "history"}``: the final TrainState, the ``results.json`` dict of
+      the api (dataset, model, cue_proportion, epochs, seconds, test per condition) and the
+      per-epoch metrics.
+    """
+    validate(config)
+    train, test = load_data(config)
+    model = create_model(config, train.num_classes)
+    mask = data.cue_mask(train.labels, config.cue_proportion)
+    iterator = data.EpochIterator(
+        {"images": train.images, "labels": train.labels, "cue": mask},
+        batch_size=config.batch_size, seed=config.seed)
+    state = create_state(config, model, train.image_shape, iterator.steps_per_epoch)
+    eval_key = jax.random.PRNGKey(config.seed + 1)
+
+    with RunCheckpoints(workdir, config.to_dict(), config.checkpoints_to_keep) as checkpoints:
+        state, meta = _train(config, state, checkpoints, iterator, train.cue, test, eval_key,
+                             progress)
+
+    test_metrics = evaluate(state.apply_fn, state.variables, test, eval_key,
+                            batch_size=config.eval_batch_size)
+    result = {"dataset": train.name, "model": config.model,
+              "cue_proportion": config.cue_proportion, "epochs": config.epochs,
+              "seconds": round(meta["seconds"], 2), "test": test_metrics}
+    return {"state": state, "result": result, "history": meta["history"]}
+
+
+def _train(config, state, checkpoints, iterator, cue, test, eval_key, progress):
+    """The epoch loop: resume, train, evaluate on clean test data, checkpoint each epoch."""
+    spe = iterator.steps_per_epoch
+    state, meta = checkpoints.restore(state)
+    meta = meta or {"history": [], "seconds": 0.0}
+    step = int(state.step)
+    if step:
+        print(f"resuming from step {step} (epoch {step // spe})")
+    step_fn = jax.jit(functools.partial(train_step, cue=cue), donate_argnums=0)
+    total = config.epochs * spe
+
+    with stop_requests() as stop, tqdm(total=total, initial=step, desc="train", unit="step",
+                                       disable=not progress, dynamic_ncols=True,
+                                       mininterval=0.5) as bar:
+        for epoch in range(step // spe, config.epochs):
+            start = time.perf_counter()
+            sums = {"loss": jnp.zeros(()), "accuracy": jnp.zeros(())}
+            count = 0
+            for batch in data.prefetch_to_device(iterator.epoch(epoch, step % spe)):
+                state, metrics = step_fn(state, batch)
+                sums = jax.tree.map(jnp.add, sums, metrics)
+                count += 1
+                step += 1
+                bar.update()
+                if stop["signal"] is not None:
+                    _check_finite(sums, step)
+                    meta["seconds"] += time.perf_counter() - start
+                    checkpoints.save(state, meta, force=True)
+                    raise Interrupted(f"stopped at step {step}; rerun the same command to resume")
+            _check_finite(sums, step)
+            clean = evaluate(state.apply_fn, state.variables, test, eval_key,
+                             conditions=("nocue",), batch_size=config.eval_batch_size)["nocue"]
+            record = {"epoch": epoch + 1, "step": step,
+                      "train_loss": float(sums["loss"]) / count,
+                      "train_acc": float(sums["accuracy"]) / count,
+                      "test_nocue_acc": clean["acc"], "test_nocue_loss": clean["loss"]}
+            meta["history"].append(record)
+            meta["seconds"] += time.perf_counter() - start
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}",
+                            test_acc=f"{record['test_nocue_acc']:.3f}")
+            checkpoints.save(state, meta)
+
+    return state, meta
+
+
+def _check_finite(sums, step: int) -> None:
+    loss = float(sums["loss"])
+    if not math.isfinite(loss):
+        raise NonFiniteLoss(f"training loss is {loss} at step {step}; the last good checkpoint "
+                            "is kept (lower the learning rate, or enable gradient clipping)")

@@ -1,0 +1,70 @@
+"""``python -m experiments.train`` end to end, resume on rerun, one-line errors; paper configs."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from experiments.configs import paper
+from mmc_jax import training
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--config.width=0.25", "--config.num_train=256", "--config.num_test=100",
+        "--config.batch_size=64", "--config.epochs=2", "--config.eval_batch_size=100"]
+
+
+def _train(*args):
+    return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_train_cli_writes_results_and_resumes(tmp_path):
+    workdir = tmp_path / "run"
+    first = _train(*TINY, "--config.cue_proportion=0.5", f"--workdir={workdir}")
+    assert first.returncode == 0, first.stderr
+    result = json.loads((workdir / "results.json").read_text())
+    assert {"dataset", "model", "cue_proportion", "epochs", "seconds", "test"} <= set(result)
+    assert result["dataset"] == "shapes10" and result["cue_proportion"] == 0.5
+    assert set(result["test"]) == {"nocue", "cue", "randcue", "randimg"}
+    assert all(0 <= m["acc"] <= 1 and m["loss"] > 0 for m in result["test"].values())
+    assert len(result["history"]) == 2
+    assert (workdir / "curves.png").stat().st_size > 1000
+    assert "NC ↑" in (workdir / "results.md").read_text() and "NC ↑" in first.stdout
+    # A rerun finds the finished run and reproduces its numbers without training again.
+    again = _train(*TINY, "--config.cue_proportion=0.5", f"--workdir={workdir}")
+    assert again.returncode == 0, again.stderr
+    assert "resuming from step 8" in again.stdout
+    assert json.loads((workdir / "results.json").read_text())["test"] == result["test"]
+    # The same workdir with another config is refused, naming the field.
+    other = _train(*TINY, "--config.cue_proportion=0.9", f"--workdir={workdir}")
+    assert other.returncode == 2
+    assert "cue_proportion: 0.5 -> 0.9" in other.stderr and "Traceback" not in other.stderr
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--config.learning_rate=-1", "error: learning_rate must be > 0, got -1"),
+    ("--config.model=vgg19", "error: unknown model 'vgg19'"),
+    ("--config.cue_proportion=2", "error: cue proportion must be in [0, 1], got 2"),
+])
+def test_train_cli_bad_input_is_one_line(tmp_path, flag, message):
+    result = _train(flag, f"--workdir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("arg", ["cifar10,vgg13,0.9", "cifar10,resnet18,0.0",
+                                 "cifar100,vgg13,0.6", "dominoes,resnet18,1.0"])
+def test_paper_configs_are_valid(arg):
+    config = paper.get_config(arg)
+    training.validate(config)
+    assert (config.learning_rate, config.batch_size, config.epochs, config.schedule,
+            config.step_every_epochs, config.weight_decay) == (0.1, 256, 100, "step", 40, 1e-4)
+
+
+def test_paper_config_rejects_unknown_dataset():
+    with pytest.raises(ValueError, match="dataset,model,p"):
+        paper.get_config("imagenet,vgg13,0.9")

@@ -1,0 +1,175 @@
+"""Training: SGD equals PyTorch's update, loss goes down, checkpoints round-trip bit-exactly,
+interrupted-then-resumed runs equal uninterrupted ones, bad configs fail clearly."""
+
+import contextlib
+import json
+import signal
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments.configs import demo
+from mmc_jax import InputError, data, models, training
+from mmc_jax.training import loop
+
+
+def tiny_config(**overrides):
+    config = demo.get_config()
+    config.model = "cnn4"
+    config.width = 0.25
+    config.num_train = 256
+    config.num_test = 100
+    config.batch_size = 64
+    config.epochs = 2
+    config.eval_batch_size = 100
+    for k, v in overrides.items():
+        setattr(config, k, v)
+    return config
+
+
+def test_sgd_matches_pytorch_update_by_hand():
+    lr, mu, wd = 0.1, 0.9, 0.01
+    params = {"w": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}
+    grads = [{"w": jnp.array([0.3, 0.1]), "b": jnp.array(-1.0)},
+             {"w": jnp.array([-0.2, 0.4]), "b": jnp.array(0.25)}]
+    tx = training.sgd(lr, mu, wd)
+    opt_state = tx.init(params)
+    p = params
+    for g in grads:
+        updates, opt_state = tx.update(g, opt_state, p)
+        p = optax.apply_updates(p, updates)
+    # torch.optim.SGD: d = g + wd*θ; buf = μ*buf + d (buf0 = d); θ -= lr*buf
+    expected, buf = {k: np.asarray(v, np.float64) for k, v in params.items()}, None
+    for g in grads:
+        d = {k: np.asarray(g[k]) + wd * expected[k] for k in expected}
+        buf = d if buf is None else {k: mu * buf[k] + d[k] for k in d}
+        expected = {k: expected[k] - lr * buf[k] for k in expected}
+    chex.assert_trees_all_close(p, expected, atol=1e-6)
+
+
+def test_schedules():
+    step = training.schedule("step", 0.1, total_steps=300, steps_per_epoch=2,
+                             step_every_epochs=40)
+    assert [float(step(s)) for s in (0, 79, 80, 159, 160)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001])
+    cosine = training.schedule("cosine", 0.2, total_steps=100, steps_per_epoch=10)
+    assert float(cosine(0)) == pytest.approx(0.2) and float(cosine(50)) == pytest.approx(0.1)
+    assert float(cosine(100)) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_train_step_applies_the_cue_only_where_flagged():
+    cue = data.box_cue(10)
+    images = np.full((4, 32, 32, 3), 100, np.uint8)
+    batch = {"images": images, "labels": np.array([0, 1, 2, 3]),
+             "cue": np.array([True, False, True, False])}
+    x = training.cued_inputs(cue, batch)
+    clean = data.normalize(images)
+    chex.assert_trees_all_equal(x[1::2], clean[1::2])
+    chex.assert_trees_all_equal(x[0::2], cue.add(clean[0::2], jnp.array([0, 2])))
+
+
+def test_short_training_lowers_the_loss():
+    model = models.create("cnn4", 10, width=0.25)
+    config = tiny_config(learning_rate=0.1, weight_decay=0.0, schedule="constant")
+    state = training.create_state(config, model, (32, 32, 3), 10)
+    ds = data.load("shapes10", "train", num_examples=200)
+    batch = {"images": ds.images[:64], "labels": ds.labels[:64], "cue": np.ones(64, bool)}
+    step = jax.jit(lambda s, b: training.train_step(s, b, data.box_cue(10)))
+    losses = []
+    for _ in range(40):
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < 0.5 * losses[0]
+    assert int(state.step) == 40
+
+
+def test_checkpoint_round_trip_is_bit_exact(tmp_path):
+    config = tiny_config()
+    model = models.create("cnn4", 10, width=0.25)
+    state = training.create_state(config, model, (32, 32, 3), 4)
+    state = state.replace(params=jax.tree.map(lambda x: x + 0.123, state.params),
+                          step=jnp.asarray(7, jnp.int32))
+    with training.RunCheckpoints(tmp_path, config.to_dict()) as ckpt:
+        ckpt.save(state, {"history": [{"epoch": 1}], "seconds": 1.5})
+    fresh = training.create_state(config, model, (32, 32, 3), 4)
+    with training.RunCheckpoints(tmp_path, config.to_dict()) as ckpt:
+        restored, meta = ckpt.restore(fresh)
+    chex.assert_trees_all_equal(restored.params, state.params)
+    chex.assert_trees_all_equal(restored.batch_stats, state.batch_stats)
+    chex.assert_trees_all_equal(restored.opt_state, state.opt_state)
+    chex.assert_trees_all_equal(restored.key, state.key)
+    assert int(restored.step) == 7 and meta == {"history": [{"epoch": 1}], "seconds": 1.5}
+
+
+def test_restoring_into_another_architecture_is_a_clear_error(tmp_path):
+    config = tiny_config()
+    state = training.create_state(config, models.create("cnn4", 10, width=0.25), (32, 32, 3), 4)
+    with training.RunCheckpoints(tmp_path, config.to_dict()) as ckpt:
+        ckpt.save(state, {})
+    wider = training.create_state(config, models.create("cnn4", 10, width=0.5), (32, 32, 3), 4)
+    with training.RunCheckpoints(tmp_path, config.to_dict()) as ckpt:
+        with pytest.raises(InputError, match="does not match the model"):
+            ckpt.restore(wider)
+
+
+def test_resume_with_a_different_config_lists_the_fields(tmp_path):
+    training.RunCheckpoints(tmp_path, tiny_config().to_dict()).close()
+    with pytest.raises(InputError, match=r"different config \(epochs: 2 -> 5; "
+                                         r"learning_rate: 0.05 -> 0.1\)"):
+        training.RunCheckpoints(tmp_path, tiny_config(epochs=5, learning_rate=0.1).to_dict())
+
+
+def _stop_after(n):
+    @contextlib.contextmanager
+    def requests():
+        yield _StopAfter(n)
+    return requests
+
+
+class _StopAfter(dict):
+    """A stop flag that reads as SIGTERM from the n-th poll on (one poll per step)."""
+
+    def __init__(self, n):
+        super().__init__(signal=None)
+        self.n = n
+
+    def __getitem__(self, key):
+        self.n -= 1
+        return signal.SIGTERM if self.n < 0 else None
+
+
+@pytest.mark.slow
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    config = tiny_config(cue_proportion=0.5, epochs=3)
+    full = training.train_and_evaluate(config, str(tmp_path / "full"), progress=False)
+    for stop_after in (5, 3):  # mid-epoch 2, then mid-epoch 3 (4 steps per epoch)
+        monkeypatch.setattr(loop, "stop_requests", _stop_after(stop_after))
+        with pytest.raises(training.Interrupted):
+            training.train_and_evaluate(config, str(tmp_path / "resumed"), progress=False)
+    monkeypatch.undo()
+    resumed = training.train_and_evaluate(config, str(tmp_path / "resumed"), progress=False)
+    chex.assert_trees_all_equal(resumed["state"].params, full["state"].params)
+    chex.assert_trees_all_equal(resumed["state"].batch_stats, full["state"].batch_stats)
+    assert resumed["result"]["test"] == full["result"]["test"]
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    stored = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    assert stored["cue_proportion"] == 0.5
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"learning_rate": -0.1}, "learning_rate must be > 0"),
+    ({"cue_proportion": 1.2}, r"cue proportion must be in \[0, 1\]"),
+    ({"model": "vgg11"}, "unknown model 'vgg11'"),
+    ({"schedule": "linear"}, "unknown schedule 'linear'"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"num_train": 10**6}, "num_train 1000000 exceeds"),
+    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+])
+def test_bad_config_values_fail_before_training(tmp_path, overrides, message):
+    with pytest.raises(InputError, match=message):
+        training.train_and_evaluate(tiny_config(**overrides), str(tmp_path), progress=False)
+    assert not (tmp_path / "checkpoints").exists()
