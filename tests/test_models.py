@@ -43,18 +43,22 @@ def test_output_and_feature_shapes(name, hw):
     chex.assert_trees_all_equal_structs(updates["batch_stats"], variables["batch_stats"])
 
 
+@pytest.mark.parametrize("impl", [layers.im2col_conv, layers.hybrid_conv])
 @pytest.mark.parametrize("kernel,strides", [(3, 1), (3, 2), (1, 1), (1, 2)])
-def test_im2col_conv_equals_xla_conv(kernel, strides):
+def test_cpu_convs_equal_xla_conv_and_its_gradients(impl, kernel, strides):
     x = jax.random.normal(jax.random.key(0), (3, 10, 8, 5))
     k = jax.random.normal(jax.random.key(1), (kernel, kernel, 5, 6))
     expected = jax.lax.conv_general_dilated(x, k, (strides, strides), [(kernel // 2,) * 2] * 2,
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    got = layers.im2col_conv(x, k, strides, kernel // 2)
+    got = impl(x, k, strides, kernel // 2)
     chex.assert_trees_all_close(got, expected, atol=1e-4, rtol=1e-4)
-    grad = lambda f: jax.grad(lambda k: (f(k) ** 2).sum())(k)  # noqa: E731
+
+    def grads(conv):
+        return jax.grad(lambda x, k: (conv(x, k) ** 2).sum(), argnums=(0, 1))(x, k)
+
     chex.assert_trees_all_close(
-        grad(lambda k: layers.im2col_conv(x, k, strides, kernel // 2)),
-        grad(lambda k: jax.lax.conv_general_dilated(
+        grads(lambda x, k: impl(x, k, strides, kernel // 2)),
+        grads(lambda x, k: jax.lax.conv_general_dilated(
             x, k, (strides, strides), [(kernel // 2,) * 2] * 2,
             dimension_numbers=("NHWC", "HWIO", "NHWC"))), atol=1e-3, rtol=1e-4)
 
@@ -62,11 +66,13 @@ def test_im2col_conv_equals_xla_conv(kernel, strides):
 @pytest.mark.parametrize("name", ["vgg13_small", "resnet18_small"])
 def test_conv_implementations_share_parameters_and_outputs(name):
     a = models.create(name, 10, conv_impl="xla")
-    b = models.create(name, 10, conv_impl="im2col")
     variables = models.init(a, jax.random.key(0), (32, 32, 3))
-    chex.assert_trees_all_equal_shapes(variables, models.init(b, jax.random.key(0), (32, 32, 3)))
     x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
-    chex.assert_trees_all_close(a.apply(variables, x), b.apply(variables, x), atol=1e-4)
+    for impl in ("im2col", "hybrid"):
+        b = models.create(name, 10, conv_impl=impl)
+        chex.assert_trees_all_equal_shapes(variables,
+                                           models.init(b, jax.random.key(0), (32, 32, 3)))
+        chex.assert_trees_all_close(a.apply(variables, x), b.apply(variables, x), atol=1e-4)
 
 
 def test_max_pool_2x2_matches_flax():

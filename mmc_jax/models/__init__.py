@@ -46,8 +46,9 @@ def create(name: str, num_classes: int, *, width: float | None = None,
       num_classes: classifier outputs.
       width: channel multiplier (overrides the preset's).
       dtype: computation dtype, ``"float32"`` or ``"bfloat16"``; parameters stay float32.
-      conv_impl: ``"auto"`` (im2col matmuls on CPU, XLA convolutions elsewhere), ``"xla"``
-        or ``"im2col"``; the parameters are the same either way.
+      conv_impl: ``"auto"`` (``"hybrid"`` on CPU: XLA convolutions forward, im2col matmul
+        gradients backward; XLA convolutions elsewhere), ``"xla"``, ``"im2col"`` or
+        ``"hybrid"``; the parameters are the same either way.
 
     Returns:
       A Flax Linen module.

@@ -7,6 +7,7 @@ rates) comparable to the paper's code.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -27,17 +28,19 @@ def torch_bias_init(fan_in: int):
     return init
 
 
-CONV_IMPLS = ("auto", "xla", "im2col")
+CONV_IMPLS = ("auto", "xla", "im2col", "hybrid")
 
 
 def resolve_conv_impl(impl: str) -> str:
-    """``"auto"`` → ``"im2col"`` on CPU (XLA's CPU convolutions, their gradients above all,
-    are several times slower than the same work as one matmul; see ``benchmarks/``), else
-    ``"xla"`` (cuDNN / TPU convolutions)."""
+    """``"auto"`` → ``"hybrid"`` on CPU, else ``"xla"`` (cuDNN / TPU convolutions).
+
+    On CPU, XLA's convolution *gradients* are several times slower than the same work as
+    im2col matmuls, while its forward convolution is the fastest; ``"hybrid"`` takes each
+    side's best (``benchmarks/train_throughput.py`` measures all three)."""
     if impl not in CONV_IMPLS:
         raise ValueError(f"unknown conv implementation {impl!r}; choose from {CONV_IMPLS}")
     if impl == "auto":
-        return "im2col" if jax.default_backend() == "cpu" else "xla"
+        return "hybrid" if jax.default_backend() == "cpu" else "xla"
     return impl
 
 
@@ -54,6 +57,30 @@ def im2col_conv(x, kernel, strides: int, padding: int):
     patches = patches[0] if len(patches) == 1 else jnp.concatenate(patches, axis=-1)
     return jnp.dot(patches.reshape(-1, kh * kw * c), kernel.reshape(kh * kw * c, f)
                    ).reshape(n, ho, wo, f)
+
+
+def _xla_conv(x, kernel, strides: int, padding: int):
+    return jax.lax.conv_general_dilated(x, kernel, (strides, strides), [(padding, padding)] * 2,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def hybrid_conv(x, kernel, strides: int, padding: int):
+    """XLA's convolution forward, the im2col formulation's gradients backward."""
+    return _xla_conv(x, kernel, strides, padding)
+
+
+def _hybrid_fwd(x, kernel, strides, padding):
+    return _xla_conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _hybrid_bwd(strides, padding, residuals, g):
+    x, kernel = residuals
+    _, vjp = jax.vjp(lambda x, k: im2col_conv(x, k, strides, padding), x, kernel)
+    return vjp(g)
+
+
+hybrid_conv.defvjp(_hybrid_fwd, _hybrid_bwd)
 
 
 class Conv(nn.Module):
@@ -75,11 +102,12 @@ class Conv(nn.Module):
         kernel = self.param("kernel", torch_default_init, (k, k, x.shape[-1], self.features),
                             jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        if resolve_conv_impl(self.impl) == "im2col":
+        impl = resolve_conv_impl(self.impl)
+        if impl == "im2col":
             return im2col_conv(x, kernel, self.strides, k // 2)
-        return jax.lax.conv_general_dilated(
-            x, kernel, (self.strides, self.strides), [(k // 2, k // 2)] * 2,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if impl == "hybrid":
+            return hybrid_conv(x, kernel, self.strides, k // 2)
+        return _xla_conv(x, kernel, self.strides, k // 2)
 
 
 def conv3x3(features: int, strides: int = 1, dtype: Any = jnp.float32, impl: str = "auto",
