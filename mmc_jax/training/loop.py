@@ -145,26 +145,46 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
 
 
 def _train(config, state, checkpoints, iterator, cue, test, eval_key, progress):
-    """The epoch loop: resume, train, evaluate on clean test data, checkpoint each epoch."""
+    """Trains with per-epoch clean-test evaluation; returns ``(state, meta)``."""
+    step_fn = jax.jit(functools.partial(train_step, cue=cue), donate_argnums=0)
+
+    def on_epoch_end(state, record):
+        clean = evaluate(state.apply_fn, state.variables, test, eval_key,
+                         conditions=("nocue",), batch_size=config.eval_batch_size)["nocue"]
+        return {**record, "test_nocue_acc": clean["acc"], "test_nocue_loss": clean["loss"]}
+
+    return run_epochs(state, step_fn, iterator, checkpoints, config.epochs, on_epoch_end,
+                      progress=progress, desc="train")
+
+
+def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: int,
+               on_epoch_end=None, *, progress: bool = True, desc: str = "train"):
+    """The resumable epoch loop shared by every kind of training.
+
+    Restores the latest checkpoint, runs ``step_fn(state, batch) -> (state, metrics)`` over
+    the iterator's batches (resuming mid-epoch at ``state.step``), and after each epoch
+    records the mean ``metrics`` (``train_<name>``), passes the record through
+    ``on_epoch_end(state, record)`` and checkpoints. SIGINT/SIGTERM save the state at the
+    current step and raise :class:`Interrupted`.
+
+    Returns:
+      ``(state, meta)`` with ``meta = {"history": [per-epoch records], "seconds": float}``.
+    """
     spe = iterator.steps_per_epoch
     state, meta = checkpoints.restore(state)
     meta = meta or {"history": [], "seconds": 0.0}
     step = int(state.step)
     if step:
         print(f"resuming from step {step} (epoch {step // spe})")
-    step_fn = jax.jit(functools.partial(train_step, cue=cue), donate_argnums=0)
-    total = config.epochs * spe
-
-    with stop_requests() as stop, tqdm(total=total, initial=step, desc="train", unit="step",
+    with stop_requests() as stop, tqdm(total=epochs * spe, initial=step, desc=desc, unit="step",
                                        disable=not progress, dynamic_ncols=True,
                                        mininterval=0.5) as bar:
-        for epoch in range(step // spe, config.epochs):
+        for epoch in range(step // spe, epochs):
             start = time.perf_counter()
-            sums = {"loss": jnp.zeros(()), "accuracy": jnp.zeros(())}
-            count = 0
+            sums, count = None, 0
             for batch in data.prefetch_to_device(iterator.epoch(epoch, step % spe)):
                 state, metrics = step_fn(state, batch)
-                sums = jax.tree.map(jnp.add, sums, metrics)
+                sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
                 count += 1
                 step += 1
                 bar.update()
@@ -174,18 +194,15 @@ def _train(config, state, checkpoints, iterator, cue, test, eval_key, progress):
                     checkpoints.save(state, meta, force=True)
                     raise Interrupted(f"stopped at step {step}; rerun the same command to resume")
             _check_finite(sums, step)
-            clean = evaluate(state.apply_fn, state.variables, test, eval_key,
-                             conditions=("nocue",), batch_size=config.eval_batch_size)["nocue"]
             record = {"epoch": epoch + 1, "step": step,
-                      "train_loss": float(sums["loss"]) / count,
-                      "train_acc": float(sums["accuracy"]) / count,
-                      "test_nocue_acc": clean["acc"], "test_nocue_loss": clean["loss"]}
+                      **{f"train_{k}": float(v) / count for k, v in sums.items()}}
+            if on_epoch_end is not None:
+                record = on_epoch_end(state, record)
             meta["history"].append(record)
             meta["seconds"] += time.perf_counter() - start
-            bar.set_postfix(loss=f"{record['train_loss']:.3f}",
-                            test_acc=f"{record['test_nocue_acc']:.3f}")
+            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items()
+                             if k not in ("epoch", "step")}, refresh=False)
             checkpoints.save(state, meta)
-
     return state, meta
 
 

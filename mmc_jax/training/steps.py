@@ -34,7 +34,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], cue: Cue):
     """One SGD step on cross-entropy in train mode (batch statistics updated).
 
     Returns:
-      ``(new_state, {"loss", "accuracy"})``.
+      ``(new_state, {"loss", "acc"})``.
     """
     x, labels = cued_inputs(cue, batch), batch["labels"]
 
@@ -47,7 +47,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], cue: Cue):
         state.params)
     state = state.apply_gradients(grads, batch_stats)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-    return state, {"loss": loss, "accuracy": accuracy}
+    return state, {"loss": loss, "acc": accuracy}
 
 
 def eval_step(apply_fn, variables, batch: Mapping[str, jax.Array], key: jax.Array, cue: Cue,

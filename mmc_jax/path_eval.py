@@ -1,0 +1,247 @@
+"""Loss and accuracy at many points of a path, on several counterfactual conditions, in one
+jitted call.
+
+For every ``t``: build the model at ``path(t)``, settle its BatchNorm statistics once (by the
+chosen policy, on clean training batches), then evaluate every condition with those
+statistics. The paper's code instead loops over points in Python and re-estimates the
+statistics for each condition. The K points are computed by one of three strategies:
+
+* ``"vmap"`` (default on GPU/TPU): points vectorized, ``chunk_size`` at a time;
+* ``"map"`` (default on CPU, where vmapped convolutions are slow): ``lax.map`` over points,
+  ``chunk_size`` of them vectorized together (1 by default);
+* ``"shard_map"``: points split across a 1-d device mesh, each device mapping its share.
+
+BatchNorm policies (``bn``):
+
+* ``"interpolate"``: the interpolated running statistics, as they are;
+* ``"interpolate_ema"`` (the paper code's default): interpolated statistics, then a
+  train-mode pass over the BN batches updating them by EMA (the model's own BN momentum,
+  0.1 in PyTorch terms), without reset;
+* ``"recompute"``: statistics reset and recomputed exactly as the cumulative average of
+  per-batch statistics over the BN batches (PyTorch's ``momentum=None``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
+
+from mmc_jax import barrier
+from mmc_jax.data import CONDITIONS, Dataset, check_condition, counterfactual, normalize
+from mmc_jax.data.cues import Cue
+from mmc_jax.errors import InputError
+from mmc_jax.paths import Path
+
+STRATEGIES = ("auto", "vmap", "map", "shard_map")
+BN_POLICIES = ("interpolate", "interpolate_ema", "recompute")
+
+
+def resolve_strategy(strategy: str) -> str:
+    """``"auto"`` → ``"map"`` on CPU, ``"vmap"`` elsewhere."""
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if strategy == "auto":
+        return "map" if jax.default_backend() == "cpu" else "vmap"
+    return strategy
+
+
+def stack_batches(dataset: Dataset, batch_size: int, num_batches: Optional[int] = None,
+                  pad: bool = True) -> dict[str, np.ndarray]:
+    """The dataset as ``[num_batches, batch_size, ...]`` arrays in dataset order.
+
+    ``pad``: the last batch is completed by wrapping around, with ``weight`` 0 on the filler
+    (evaluation); otherwise incomplete batches are dropped (BatchNorm statistics).
+    """
+    n = len(dataset)
+    batch_size = min(batch_size, n)
+    total = -(-n // batch_size) if pad else n // batch_size
+    total = total if num_batches is None else min(total, num_batches)
+    index = np.arange(total * batch_size)
+    return {"images": np.asarray(dataset.images[index % n]).reshape(
+                total, batch_size, *dataset.image_shape),
+            "labels": np.asarray(dataset.labels[index % n]).reshape(total, batch_size),
+            "weight": (index < n).astype(np.float32).reshape(total, batch_size)}
+
+
+def bn_momentum(apply_fn: Callable, variables: Mapping, images: jax.Array) -> float:
+    """The EMA momentum ``m`` of the model's BatchNorm (``new = m·old + (1 − m)·batch``),
+    read off two train-mode passes; 0.9 for the library's models (PyTorch's 0.1)."""
+    def updated(fill):
+        stats = jax.tree.map(lambda s: jnp.full_like(s, fill), variables["batch_stats"])
+        _, out = apply_fn({**variables, "batch_stats": stats}, images, train=True,
+                          mutable=["batch_stats"])
+        return jax.tree.leaves(out["batch_stats"])[0].ravel()[0]
+    return float(updated(1.0) - updated(0.0))
+
+
+def settle_batch_stats(apply_fn: Callable, variables: Mapping, bn_images: jax.Array,
+                       policy: str, momentum: float = 0.9) -> dict:
+    """Variables with BatchNorm statistics set by ``policy`` (see the module docstring).
+
+    Args:
+      apply_fn: ``module.apply``.
+      variables: ``{"params", "batch_stats"}`` of one path point.
+      bn_images: normalized clean images ``[num_batches, batch, H, W, C]``.
+      policy: one of :data:`BN_POLICIES`.
+      momentum: the model's BN momentum (:func:`bn_momentum`), for ``"recompute"``.
+    """
+    if policy == "interpolate" or not jax.tree.leaves(variables.get("batch_stats", {})):
+        return variables
+
+    def train_pass(stats, x):
+        _, out = apply_fn({**variables, "batch_stats": stats}, x, train=True,
+                          mutable=["batch_stats"])
+        return out["batch_stats"]
+
+    if policy == "interpolate_ema":
+        def ema(stats, x):
+            return train_pass(stats, x), None
+        stats, _ = jax.lax.scan(ema, variables["batch_stats"], bn_images)
+        return {**variables, "batch_stats": stats}
+
+    zeros = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
+
+    def accumulate(total, x):  # from zero, one update is (1 − m) · the batch's statistics
+        return jax.tree.map(jnp.add, total, train_pass(zeros, x)), None
+
+    total, _ = jax.lax.scan(accumulate, zeros, bn_images)
+    scale = 1.0 / ((1.0 - momentum) * bn_images.shape[0])
+    return {**variables, "batch_stats": jax.tree.map(lambda s: s * scale, total)}
+
+
+def condition_sums(apply_fn: Callable, variables: Mapping, batches: Mapping[str, jax.Array],
+                   cue: Cue, conditions: Sequence[str], key: jax.Array) -> jax.Array:
+    """Summed loss and correct count per condition, ``[len(conditions), 2]``, eval mode.
+
+    Batch ``i`` of condition ``c`` draws its randomness from ``fold_in(fold_in(key, c), i)``,
+    so every path point sees the same counterfactual images.
+    """
+    def body(total, inputs):
+        i, batch = inputs
+        x = normalize(batch["images"])
+        rows = []
+        for c, condition in enumerate(conditions):
+            k = jax.random.fold_in(jax.random.fold_in(key, c), i)
+            logits = apply_fn(variables, counterfactual(cue, condition, x, batch["labels"], k),
+                              train=False)
+            logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+            nll = -jnp.take_along_axis(logp, batch["labels"][:, None], axis=1)[:, 0]
+            correct = (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32)
+            rows.append(jnp.stack([(nll * batch["weight"]).sum(),
+                                   (correct * batch["weight"]).sum()]))
+        return total + jnp.stack(rows), None
+
+    count = jax.tree.leaves(batches)[0].shape[0]
+    total, _ = jax.lax.scan(body, jnp.zeros((len(conditions), 2)),
+                            (jnp.arange(count), batches))
+    return total
+
+
+@dataclasses.dataclass
+class PathResult:
+    """Metrics along a path: ``metrics[condition]["loss" | "acc"]`` are arrays over ``ts``."""
+
+    ts: np.ndarray
+    metrics: dict[str, dict[str, np.ndarray]]
+
+    def barriers(self, condition: str) -> dict[str, float]:
+        """Loss and accuracy barriers of one condition."""
+        m = self.metrics[condition]
+        return {"loss": barrier.loss_barrier(self.ts, m["loss"]),
+                "acc": barrier.accuracy_barrier(self.ts, m["acc"])}
+
+    def to_json(self, path_name: str = "linear") -> dict[str, Any]:
+        """The ``results.json`` layout of ``experiments.connectivity``."""
+        return {"path": path_name, "ts": [float(t) for t in self.ts],
+                "conditions": {c: {"acc": [float(v) for v in m["acc"]],
+                                   "loss": [float(v) for v in m["loss"]],
+                                   "barrier": self.barriers(c),
+                                   "integral": {k: barrier.trapezoid(self.ts, m[k])
+                                                for k in ("loss", "acc")}}
+                               for c, m in self.metrics.items()}}
+
+
+def evaluate_path(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
+                  cue: Optional[Cue] = None, conditions: Sequence[str] = CONDITIONS,
+                  bn: str = "recompute", bn_set: Optional[Dataset] = None,
+                  bn_batches: int = 20, batch_size: int = 500, strategy: str = "auto",
+                  chunk_size: Optional[int] = None, key: Optional[jax.Array] = None,
+                  mesh: Optional[Mesh] = None) -> PathResult:
+    """Loss and accuracy at every ``t`` in ``ts`` on every condition, in one jitted call.
+
+    Args:
+      apply_fn: ``module.apply`` of any Flax model with ``batch_stats``.
+      path: a :class:`mmc_jax.paths.Path` over ``{"params", "batch_stats"}``.
+      ts: the points, e.g. ``paths.grid(11)``.
+      eval_set: clean evaluation images (the conditions are built from it on device).
+      cue: the cue of the conditions (default ``eval_set.cue``).
+      conditions: which of :data:`CONDITIONS`.
+      bn: BatchNorm policy, one of :data:`BN_POLICIES`.
+      bn_set: clean training data for the BN statistics (needed unless ``"interpolate"``).
+      bn_batches: how many batches of ``bn_set`` (``None``: all, the paper code's full pass).
+      batch_size: batch size of the BN and evaluation passes.
+      strategy: one of :data:`STRATEGIES`.
+      chunk_size: points vectorized together (memory grows with it); default 1 for
+        ``"map"`` and all points for ``"vmap"``.
+      key: PRNG key of the random conditions (default ``PRNGKey(0)``).
+      mesh: 1-d device mesh for ``"shard_map"`` (default: all devices).
+
+    Returns:
+      A :class:`PathResult`.
+    """
+    strategy = resolve_strategy(strategy)
+    conditions = tuple(check_condition(c) for c in conditions)
+    if bn not in BN_POLICIES:
+        raise InputError(f"unknown BN policy {bn!r}; choose from {', '.join(BN_POLICIES)}")
+    if bn != "interpolate" and bn_set is None:
+        raise InputError(f"BN policy {bn!r} needs bn_set (clean training data)")
+    cue = eval_set.cue if cue is None else cue
+    key = jax.random.PRNGKey(0) if key is None else key
+    ts = jnp.asarray(ts, jnp.float32)
+    eval_batches = jax.device_put(stack_batches(eval_set, batch_size))
+    if bn == "interpolate":
+        bn_images = jnp.zeros((0, 1, *eval_set.image_shape), jnp.float32)
+        momentum = 0.9
+    else:
+        stacked = stack_batches(bn_set, batch_size, bn_batches, pad=False)
+        bn_images = normalize(jax.device_put(stacked["images"]))
+        momentum = bn_momentum(apply_fn, path.endpoints()[0], bn_images[0])
+
+    def point(t, path, eval_batches, bn_images):
+        variables = settle_batch_stats(apply_fn, path(t), bn_images, bn, momentum)
+        return condition_sums(apply_fn, variables, eval_batches, cue, conditions, key)
+
+    sums = _run(point, ts, (path, eval_batches, bn_images), strategy, chunk_size, mesh)
+    count = float(eval_batches["weight"].sum())
+    sums = np.asarray(sums, np.float64) / count
+    metrics = {c: {"loss": sums[:, i, 0], "acc": sums[:, i, 1]} for i, c in enumerate(conditions)}
+    return PathResult(np.asarray(ts, np.float64), metrics)
+
+
+def _run(point: Callable, ts: jax.Array, args: tuple, strategy: str,
+         chunk_size: Optional[int], mesh: Optional[Mesh]) -> jax.Array:
+    """Evaluates ``point(t, *args)`` for every t under the strategy, in one jitted call."""
+    k = ts.shape[0]
+    if strategy == "vmap":
+        chunk = chunk_size or k
+    else:
+        chunk = chunk_size or 1
+
+    def mapped(ts, *args):
+        return jax.lax.map(lambda t: point(t, *args), ts, batch_size=min(chunk, ts.shape[0]))
+
+    if strategy != "shard_map":
+        return jax.jit(mapped)(ts, *args)
+    mesh = mesh or Mesh(np.asarray(jax.devices()), ("t",))
+    n = mesh.devices.size
+    padded = jnp.concatenate([ts, jnp.repeat(ts[-1:], -k % n)])
+    replicated = jax.tree.map(lambda _: P(), args)
+    sharded = jax.shard_map(mapped, mesh=mesh, in_specs=(P("t"), *replicated),
+                            out_specs=P("t"), check_vma=False)
+    return jax.jit(sharded)(padded, *args)[:k]

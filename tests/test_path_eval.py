@@ -1,0 +1,149 @@
+"""The path evaluator: strategies agree with a Python loop, BN policies match direct
+computations, self-paths have no barrier, shard_map over 8 devices equals one device."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmc_jax import InputError, data, models, path_eval, paths, training
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = models.create("cnn4", 10, width=0.25)
+    a = models.init(model, jax.random.key(0), (32, 32, 3))
+    b = models.init(model, jax.random.key(1), (32, 32, 3))
+    # Distinct running statistics, so that BN policies differ.
+    b = {**b, "batch_stats": jax.tree.map(lambda s: s + 0.3, b["batch_stats"])}
+    train = data.load("shapes10", "train", num_examples=120)
+    test = data.load("shapes10", "test", num_examples=50)
+    return model, a, b, train, test
+
+
+def _loop(model, path, ts, test, bn, train, conditions):
+    """Reference: one point at a time, BN settled by the same policy, plain Python loop."""
+    stacked = path_eval.stack_batches(train, 40, None, pad=False)
+    bn_images = data.normalize(jnp.asarray(stacked["images"]))
+    out = []
+    for t in ts:
+        variables = path_eval.settle_batch_stats(model.apply, path(t), bn_images, bn)
+        out.append(training.evaluate(model.apply, variables, test, jax.random.key(0),
+                                     conditions=conditions, batch_size=50))
+    return out
+
+
+@pytest.mark.parametrize("strategy,chunk", [("map", None), ("map", 2), ("vmap", None),
+                                            ("vmap", 2), ("shard_map", None)])
+def test_strategies_agree_with_a_python_loop(setup, strategy, chunk):
+    model, a, b, train, test = setup
+    path = paths.linear(a, b)
+    ts = paths.grid(4)
+    conditions = ("nocue", "cue")  # deterministic conditions: comparable across code paths
+    result = path_eval.evaluate_path(model.apply, path, ts, test, conditions=conditions,
+                                     bn="recompute", bn_set=train, bn_batches=None,
+                                     batch_size=40, strategy=strategy, chunk_size=chunk)
+    reference = _loop(model, path, ts, test, "recompute", train, conditions)
+    for c in conditions:
+        np.testing.assert_allclose(result.metrics[c]["loss"],
+                                   [r[c]["loss"] for r in reference], atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(result.metrics[c]["acc"], [r[c]["acc"] for r in reference],
+                                   atol=1e-6)
+
+
+def test_random_conditions_are_identical_across_strategies(setup):
+    model, a, b, train, test = setup
+    kwargs = dict(bn="interpolate", batch_size=25, key=jax.random.PRNGKey(3))
+    ts = paths.grid(3)
+    results = [path_eval.evaluate_path(model.apply, paths.linear(a, b), ts, test,
+                                       strategy=s, **kwargs) for s in ("map", "vmap")]
+    for c in data.CONDITIONS:
+        np.testing.assert_allclose(results[0].metrics[c]["loss"], results[1].metrics[c]["loss"],
+                                   atol=1e-4)
+
+
+def test_recompute_over_one_batch_gives_that_batchs_statistics(setup):
+    model, a, _, train, _ = setup
+    x = data.normalize(jnp.asarray(train.images[:40]))
+    settled = path_eval.settle_batch_stats(model.apply, a, x[None], "recompute")
+    train_mode, _ = model.apply(a, x, train=True, mutable=["batch_stats"])
+    chex.assert_trees_all_close(model.apply(settled, x, train=False), train_mode, atol=1e-4)
+    # Two identical batches: the cumulative average is the same.
+    twice = path_eval.settle_batch_stats(model.apply, a, jnp.stack([x, x]), "recompute")
+    chex.assert_trees_all_close(twice["batch_stats"], settled["batch_stats"], atol=1e-5)
+
+
+def test_interpolate_ema_is_a_pytorch_style_ema_without_reset(setup):
+    model, a, _, train, _ = setup
+    xs = data.normalize(jnp.asarray(train.images[:120])).reshape(3, 40, 32, 32, 3)
+    settled = path_eval.settle_batch_stats(model.apply, a, xs, "interpolate_ema")
+    stats = a["batch_stats"]
+    for x in xs:  # running = 0.9 running + 0.1 batch (PyTorch momentum 0.1), from a's stats
+        batch = path_eval.settle_batch_stats(model.apply, a, x[None], "recompute")["batch_stats"]
+        stats = jax.tree.map(lambda r, s: 0.9 * r + 0.1 * s, stats, batch)
+    chex.assert_trees_all_close(settled["batch_stats"], stats, atol=1e-5)
+    assert path_eval.bn_momentum(model.apply, a, xs[0]) == pytest.approx(0.9, abs=1e-5)
+    unchanged = path_eval.settle_batch_stats(model.apply, a, xs, "interpolate")
+    chex.assert_trees_all_equal(unchanged, a)
+
+
+def test_path_from_a_model_to_itself_has_no_barrier(setup):
+    model, a, _, train, test = setup
+    result = path_eval.evaluate_path(model.apply, paths.linear(a, a), paths.grid(5), test,
+                                     bn="interpolate")
+    for c in data.CONDITIONS:
+        assert result.barriers(c)["loss"] == pytest.approx(0.0, abs=1e-5)
+        assert result.barriers(c)["acc"] == pytest.approx(0.0, abs=1e-6)
+    summary = result.to_json("linear")
+    assert summary["path"] == "linear" and len(summary["ts"]) == 5
+    assert set(summary["conditions"]["randimg"]) == {"acc", "loss", "barrier", "integral"}
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"strategy": "pmap"}, "unknown strategy 'pmap'"),
+    ({"bn": "reset"}, "unknown BN policy 'reset'"),
+    ({"bn": "recompute"}, "needs bn_set"),
+    ({"bn": "interpolate", "conditions": ("nocue", "flip")}, "unknown condition 'flip'"),
+])
+def test_bad_arguments(setup, kwargs, message):
+    model, a, b, _, test = setup
+    with pytest.raises(InputError, match=message):
+        path_eval.evaluate_path(model.apply, paths.linear(a, b), paths.grid(3), test, **kwargs)
+
+
+SHARD_SCRIPT = """
+import jax, numpy as np
+from mmc_jax import data, models, path_eval, paths
+assert jax.device_count() == 8, jax.devices()
+model = models.create("cnn4", 10, width=0.25)
+a = models.init(model, jax.random.key(0), (32, 32, 3))
+b = models.init(model, jax.random.key(1), (32, 32, 3))
+train = data.load("shapes10", "train", num_examples=80)
+test = data.load("shapes10", "test", num_examples=40)
+kw = dict(bn="recompute", bn_set=train, batch_size=40, key=jax.random.PRNGKey(1))
+ts = paths.grid(11)
+one = path_eval.evaluate_path(model.apply, paths.linear(a, b), ts, test, strategy="map", **kw)
+many = path_eval.evaluate_path(model.apply, paths.linear(a, b), ts, test, strategy="shard_map",
+                               **kw)
+for c in data.CONDITIONS:
+    np.testing.assert_allclose(many.metrics[c]["loss"], one.metrics[c]["loss"], atol=1e-4)
+    np.testing.assert_allclose(many.metrics[c]["acc"], one.metrics[c]["acc"], atol=1e-6)
+print("OK")
+"""
+
+
+@pytest.mark.slow
+def test_shard_map_on_8_devices_equals_one_device(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+           "MMC_JAX_CACHE": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", SHARD_SCRIPT], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-2000:]
