@@ -4,10 +4,13 @@ Submodules:
   data: datasets, cues and counterfactual evaluation sets.
   models: the paper's VGG-13 and ResNet-18 (Flax Linen) and small presets.
   training: PyTorch-equivalent SGD, train/eval steps, checkpoints, the training loop.
+  paths, barrier, path_eval: paths between models, barrier metrics, the path evaluator.
+  permute: permutation specs, weight and activation matching.
 """
 
-from mmc_jax import data, models, training
+from mmc_jax import barrier, data, models, path_eval, paths, permute, training
 from mmc_jax.errors import InputError
 
 __version__ = "0.1.0"
-__all__ = ["data", "models", "training", "InputError", "__version__"]
+__all__ = ["barrier", "data", "models", "path_eval", "paths", "permute", "training",
+           "InputError", "__version__"]

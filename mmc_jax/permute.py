@@ -32,6 +32,7 @@ names in their variables tree, so it follows any depth, width or stage sizes:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any, Iterable, Mapping
 
@@ -88,9 +89,8 @@ _BLOCK = re.compile(r"stage(\d+)_block(\d+)")
 def _chain_groups(params: Mapping[str, Any]) -> list[_Group]:
     """Groups of a conv → BN → ReLU chain (VGG, SmallCNN): one permutation per conv."""
     indices = sorted(int(m.group(1)) for name in params if (m := _CONV.fullmatch(name)))
-    groups = []
-    for i in indices:
-        groups.append(_Group(f"P_{i}", [f"conv{i}", f"bn{i}"], sites=[((f"bn{i}",), True)]))
+    groups = [_Group(f"P_{i}", [f"conv{i}", f"bn{i}"], sites=[((f"bn{i}",), True)])
+              for i in indices]
     for group, reader in zip(groups, [f"conv{i}" for i in indices[1:]] + ["classifier/dense"]):
         group.consumers.append(reader)
     return groups
@@ -260,10 +260,19 @@ def apply(spec: PermutationSpec, perm: Mapping[str, jax.Array],
         if np.shape(perm[name]) != (size,):
             raise InputError(f"permutation {name} must have shape ({size},), got "
                              f"{np.shape(perm[name])}")
-    perm = {name: jnp.asarray(p) for name, p in perm.items()}
-    return jax.tree_util.tree_map_with_path(
-        lambda keys, x: _permute_leaf(jnp.asarray(x), spec.axes_to_perm[_path(keys)], perm),
-        variables)
+    keys_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
+    layout = tuple(spec.axes_to_perm[_path(keys)] for keys, _ in keys_and_leaves)
+    leaves = _permute_leaves(layout, [x for _, x in keys_and_leaves],
+                             {name: perm[name] for name in spec.sizes})
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _permute_leaves(layout: tuple[tuple[str | None, ...], ...], leaves: list,
+                    perm: dict[str, jax.Array]) -> list:
+    """:func:`_permute_leaf` over all leaves as one compiled program (one per model layout,
+    instead of one small gather program per leaf shape when run eagerly)."""
+    return [_permute_leaf(x, axes, perm) for x, axes in zip(leaves, layout)]
 
 
 def _solve(similarity: np.ndarray) -> np.ndarray:
@@ -303,12 +312,11 @@ def weight_matching(spec: PermutationSpec, a: Mapping[str, Any], b: Mapping[str,
     leaves_b = {p: np.asarray(x, np.float64) for p, x in _flatten(b).items()
                 if p.startswith("params/")}
     perm = {name: np.arange(size) for name, size in spec.sizes.items()}
-    names = sorted(spec.sizes)
+    # A host generator seeded by the key's bits: no device program to compile per order.
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))
     for _ in range(max_iter):
-        key, order_key = jax.random.split(key)
         improved = False
-        for index in np.asarray(jax.random.permutation(order_key, len(names))):
-            name = names[index]
+        for name in rng.permutation(sorted(spec.sizes)):
             size = spec.sizes[name]
             similarity = np.zeros((size, size))
             for path, axis in spec.perm_to_axes[name]:
@@ -341,7 +349,7 @@ def _matching_groups(spec: PermutationSpec, model: nn.Module, a: Mapping[str, An
 
 
 def _moments_fn(model: nn.Module, groups: list[_Group]):
-    """A jitted ``(a, b, images) → {perm: [per site (n, mean_a, mean_b, cross, ss_a, ss_b)]}``.
+    """A compiled ``(a, b, images) → {perm: [per site (n, mean_a, mean_b, cross, ss_a, ss_b)]}``.
 
     For each site, ``n`` is the number of positions (batch × height × width), ``mean_*`` the
     channel means, ``cross`` ``[C, C]`` the centred cross products (a's channels in rows),
@@ -374,12 +382,13 @@ def _moments_fn(model: nn.Module, groups: list[_Group]):
         return (x_a.shape[0], mean_a, mean_b, x_a.T @ x_b, (x_a ** 2).sum(0), (x_b ** 2).sum(0))
 
     @jax.jit
-    def fn(a, b, images):
-        acts_a, acts_b = activations(a, images), activations(b, images)
+    def all_moments(acts_a, acts_b):
         return {name: [moments(x_a, x_b) for x_a, x_b in zip(acts_a[name], acts_b[name])]
                 for name in acts_a}
 
-    return fn
+    # Two programs rather than one: a's and b's forward passes share one compilation.
+    forward = jax.jit(activations)
+    return lambda a, b, images: all_moments(forward(a, images), forward(b, images))
 
 
 def _cosine(cross: np.ndarray, ss_a: np.ndarray, ss_b: np.ndarray) -> np.ndarray:

@@ -18,48 +18,71 @@ IMAGE_SHAPE = (16, 16, 3)
 
 @functools.lru_cache(maxsize=None)
 def _setup(name):
-    """Model, variables with random BN parameters and statistics, and the model's spec."""
-    model = models.create(name, 5)
-    variables = models.init(model, jax.random.key(0), IMAGE_SHAPE)
-    params = jax.tree.map(lambda x, k: x + 0.1 * jax.random.normal(k, x.shape),
-                          variables["params"], _keys(1, variables["params"]))
-    stats = jax.tree_util.tree_map_with_path(
-        lambda path, x, k: (jax.random.uniform(k, x.shape, minval=0.5, maxval=2.0)
-                            if path[-1].key == "var" else 0.3 * jax.random.normal(k, x.shape)),
-        variables["batch_stats"], _keys(2, variables["batch_stats"]))
-    variables = {"params": params, "batch_stats": stats}
+    """Model, random variables (BN parameters and statistics included) and the model's spec.
+
+    XLA convolutions and numpy-drawn variables keep compilation short; the parameters are
+    the same for either conv implementation.
+    """
+    model = models.create(name, 5, conv_impl="xla")
+    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                            jnp.zeros((1, *IMAGE_SHAPE)))
+    rng = np.random.default_rng(0)
+
+    def draw(path, shape):
+        if path[-1].key == "var":
+            return rng.uniform(0.5, 2.0, shape.shape).astype(np.float32)
+        scale = 1 / np.sqrt(np.prod(shape.shape[:-1])) if path[-1].key == "kernel" else 0.1
+        return (scale * rng.standard_normal(shape.shape) + (path[-1].key == "scale")
+                ).astype(np.float32)
+
+    variables = jax.tree_util.tree_map_with_path(draw, shapes)
     return model, variables, permute.spec_for(model, variables)
 
 
-def _keys(seed, tree):
-    """One PRNG key per leaf of ``tree``, in a tree of the same structure."""
-    leaves, treedef = jax.tree.flatten(tree)
-    return jax.tree.unflatten(treedef, list(jax.random.split(jax.random.key(seed), len(leaves))))
+@functools.lru_cache(maxsize=None)
+def _forward(name, train):
+    """The jitted forward pass of preset ``name`` (train mode returns the new statistics)."""
+    model = _setup(name)[0]
+    if train:
+        return jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))
+    return jax.jit(functools.partial(model.apply, train=False))
+
+
+@functools.lru_cache(maxsize=None)
+def _calibrated(name):
+    """``_setup(name)``'s variables with BatchNorm statistics of one batch of images, as a
+    trained net has: the random statistics of ``_setup`` leave many ReLUs dead in eval mode,
+    and dead channels cannot be told apart by their activations."""
+    _, variables, _ = _setup(name)
+    _, state = _forward(name, True)(variables, _images(11, n=8))
+    # Running statistics after one step are 0.9 * old + 0.1 * batch (momentum 0.9).
+    stats = jax.tree.map(lambda new, old: (new - 0.9 * old) / 0.1, state["batch_stats"],
+                         variables["batch_stats"])
+    return {**variables, "batch_stats": stats}
 
 
 def _random_perm(spec, seed):
-    keys = jax.random.split(jax.random.key(seed), len(spec.sizes))
-    return {name: jax.random.permutation(k, size)
-            for k, (name, size) in zip(keys, sorted(spec.sizes.items()))}
+    rng = np.random.default_rng(seed)
+    return {name: rng.permutation(size) for name, size in spec.sizes.items()}
 
 
 def _images(seed, n=16):
-    return jax.random.normal(jax.random.key(seed), (n, *IMAGE_SHAPE))
+    return np.random.default_rng(seed).standard_normal((n, *IMAGE_SHAPE), np.float32)
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_apply_preserves_function_in_eval_and_train_mode(name):
-    model, variables, spec = _setup(name)
-    permuted = permute.apply(spec, _random_perm(spec, 3), variables)
+    _, variables, spec = _setup(name)
+    perm = _random_perm(spec, 3)
+    permuted = permute.apply(spec, perm, variables)
     x = _images(4, n=8)
-    chex.assert_trees_all_close(model.apply(permuted, x, train=False),
-                                model.apply(variables, x, train=False), atol=1e-4)
-    logits, state = model.apply(variables, x, train=True, mutable=["batch_stats"])
-    permuted_logits, permuted_state = model.apply(permuted, x, train=True,
-                                                  mutable=["batch_stats"])
+    chex.assert_trees_all_close(_forward(name, False)(permuted, x),
+                                _forward(name, False)(variables, x), atol=1e-4)
+    logits, state = _forward(name, True)(variables, x)
+    permuted_logits, permuted_state = _forward(name, True)(permuted, x)
     chex.assert_trees_all_close(permuted_logits, logits, atol=1e-4)
     # The updated running statistics are the permuted updated statistics.
-    expected = permute.apply(spec, _random_perm(spec, 3), {**variables, **state})
+    expected = permute.apply(spec, perm, {**variables, **state})
     chex.assert_trees_all_close(permuted_state["batch_stats"], expected["batch_stats"],
                                 atol=1e-5)
 
@@ -89,9 +112,9 @@ def test_resnet_spec_shares_stream_permutations():
 
 
 def test_spec_for_rejects_unsupported_models():
-    model = nn.Dense(3)
+    variables = {"params": {"kernel": np.zeros((2, 3)), "bias": np.zeros(3)}}
     with pytest.raises(InputError, match="Dense"):
-        permute.spec_for(model, model.init(jax.random.key(0), jnp.zeros((1, 2))))
+        permute.spec_for(nn.Dense(3), variables)
 
 
 def _replace_entry(spec, path, new_axes):
@@ -137,7 +160,7 @@ def test_validate_names_the_bad_leaf():
 def test_apply_composes_with_the_inverse():
     _, variables, spec = _setup("resnet18_small")
     perm = _random_perm(spec, 5)
-    inverse = {name: jnp.argsort(p) for name, p in perm.items()}
+    inverse = {name: np.argsort(p) for name, p in perm.items()}
     roundtrip = permute.apply(spec, inverse, permute.apply(spec, perm, variables))
     chex.assert_trees_all_equal(roundtrip, variables)
     with pytest.raises(InputError, match="P_stage2"):
@@ -156,7 +179,8 @@ def test_weight_matching_recovers_a_permutation(name):
                                     permute.greedy_activation_matching])
 @pytest.mark.parametrize("name", ["cnn4", "resnet18_small"])
 def test_activation_matching_recovers_a_permutation(name, method):
-    model, a, spec = _setup(name)
+    model, _, spec = _setup(name)
+    a = _calibrated(name)
     b = permute.apply(spec, _random_perm(spec, 8), a)
     perm = method(spec, model, a, b, [_images(9), _images(10)])
     chex.assert_trees_all_equal(permute.apply(spec, perm, b), a)
