@@ -85,3 +85,27 @@ def training_curves(history: Sequence[Mapping[str, float]], title: str = ""):
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def path_curves(summary: Mapping, title: str = ""):
+    """Accuracy and loss along a path, one line per condition (the paper's Figs. 4–5).
+
+    Args:
+      summary: ``{"ts": [...], "conditions": {name: {"acc": [...], "loss": [...]}}}``
+        (``PathResult.to_json``).
+      title: figure title.
+    """
+    plt = _use_agg()
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for condition, m in summary["conditions"].items():
+        ax_acc.plot(summary["ts"], m["acc"], marker="o", ms=3, label=condition)
+        ax_loss.plot(summary["ts"], m["loss"], marker="o", ms=3, label=condition)
+    ax_acc.set(xlabel="t", ylabel="accuracy", ylim=(0, 1))
+    ax_loss.set(xlabel="t", ylabel="loss")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -8,7 +8,8 @@
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.evaluate import evaluate
 from mmc_jax.training.loop import (Interrupted, NonFiniteLoss, create_model, create_state,
-                                   load_data, train_and_evaluate, validate)
+                                   load_data, restore_trained, run_epochs,
+                                   train_and_evaluate, validate)
 from mmc_jax.training.optim import SCHEDULES, schedule, sgd
 from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import cross_entropy, cued_inputs, eval_step, train_step
@@ -16,5 +17,6 @@ from mmc_jax.training.steps import cross_entropy, cued_inputs, eval_step, train_
 __all__ = [
     "Interrupted", "NonFiniteLoss", "RunCheckpoints", "SCHEDULES", "TrainState",
     "create_model", "create_state", "cross_entropy", "cued_inputs", "eval_step", "evaluate",
-    "load_data", "schedule", "sgd", "train_and_evaluate", "train_step", "validate",
+    "load_data", "restore_trained", "run_epochs", "schedule", "sgd", "train_and_evaluate",
+    "train_step", "validate",
 ]

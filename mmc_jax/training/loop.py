@@ -93,7 +93,7 @@ def load_data(config):
             raise InputError(f"num_train {config.num_train} exceeds the {len(train)} training "
                              "samples")
         train = train.take(np.arange(config.num_train))
-    if config.num_test:
+    if config.get("num_test", 0):  # configs stored before this field existed lack it
         test = test.take(np.arange(min(config.num_test, len(test))))
     return train, test
 
@@ -112,6 +112,37 @@ def create_state(config, model, image_shape, steps_per_epoch: int) -> TrainState
                         steps_per_epoch, config.step_every_epochs, config.step_factor)
     tx = optim.sgd(lr, config.momentum, config.weight_decay)
     return TrainState.create(model.apply, variables, tx, state_key)
+
+
+def restore_trained(workdir: str):
+    """The model, variables and config of a finished (or interrupted) ``experiments.train``
+    run in ``workdir``.
+
+    Returns:
+      ``(model, variables, config)``.
+
+    Raises:
+      InputError: no run or no checkpoint there.
+    """
+    import json
+    import pathlib
+
+    import ml_collections
+
+    path = pathlib.Path(workdir).expanduser().resolve()
+    if not (path / "config.json").is_file():
+        raise InputError(f"no training run in {path} (expected config.json from "
+                         "experiments.train)")
+    config = ml_collections.ConfigDict(json.loads((path / "config.json").read_text()))
+    train, _ = load_data(config)
+    model = create_model(config, train.num_classes)
+    # The schedule's length does not change the state's structure, which is all restore needs.
+    state = create_state(config, model, train.image_shape, 1)
+    with RunCheckpoints(path, config.to_dict()) as checkpoints:
+        if checkpoints.latest_step is None:
+            raise InputError(f"no checkpoint in {path / 'checkpoints'}")
+        state, _ = checkpoints.restore(state)
+    return model, state.variables, config
 
 
 def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:

@@ -1,0 +1,121 @@
+"""Loss and accuracy along a path between two trained models, on the four counterfactual
+sets; barriers per condition.
+
+    python -m experiments.connectivity --model_a=DIR --model_b=DIR \
+        --path=linear|permuted_linear|quadratic [--config=...] [--workdir=DIR]
+
+Writes ``results.json``, ``results.md`` and ``paths.png`` to the workdir.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import numpy as np
+from absl import flags
+
+from experiments import cli
+from mmc_jax import (InputError, curve, data, io, models, path_eval, paths, permute, plots,
+                     training)
+
+CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "connectivity"),
+                                   "workdirs/connectivity")
+MODEL_A = flags.DEFINE_string("model_a", None, "Workdir of the t = 0 model (experiments.train).")
+MODEL_B = flags.DEFINE_string("model_b", None, "Workdir of the t = 1 model (experiments.train).")
+PATH = flags.DEFINE_enum("path", "linear", ["linear", "permuted_linear", "quadratic"],
+                         "Path family.")
+
+
+def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
+    """The path of ``kind`` between ``a`` and ``b`` (aligning or fitting as needed)."""
+    if kind == "linear":
+        return paths.linear(a, b)
+    if kind == "permuted_linear":
+        spec = permute.spec_for(model, b)
+        if config.permutation == "weight":
+            perm = permute.weight_matching(spec, a, b, jax.random.PRNGKey(config.seed))
+        else:
+            stacked = path_eval.stack_batches(train, config.batch_size, config.match_batches,
+                                              pad=False)
+            batches = [data.normalize(x) for x in stacked["images"]]
+            match = {"activation": permute.activation_matching,
+                     "greedy": permute.greedy_activation_matching}[config.permutation]
+            perm = match(spec, model, a, b, batches)
+        return paths.linear(a, permute.apply(spec, perm, b))
+    if config.curve_init == "mean":
+        control = curve.mean_control(a, b)
+    else:
+        control = models.init(model, jax.random.PRNGKey(config.seed + 7), train.image_shape)
+    fitted = curve.fit_midpoint(
+        model.apply, a, b, control, train, workdir / "midpoint",
+        cue_proportion=config.curve_cue_proportion, seed=config.seed,
+        epochs=config.curve_epochs, learning_rate=config.curve_learning_rate,
+        step_every_epochs=config.curve_step_every_epochs, batch_size=config.curve_batch_size)
+    return paths.bezier(a, fitted["control"], b)
+
+
+def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) -> dict:
+    """Evaluates the path and writes the outputs; returns the results.json dict."""
+    workdir = pathlib.Path(workdir).resolve()
+    if config.permutation not in ("weight", "activation", "greedy"):
+        raise InputError(f"unknown permutation {config.permutation!r}; choose from weight, "
+                         "activation, greedy")
+    if config.curve_init not in ("random", "mean"):
+        raise InputError(f"unknown curve_init {config.curve_init!r}; use random or mean")
+    conditions = tuple(c.strip() for c in config.conditions.split(",") if c.strip())
+    for c in conditions:
+        data.check_condition(c)
+    path_eval.resolve_strategy(config.strategy)
+    model, a, config_a = training.restore_trained(model_a)
+    _, b, config_b = training.restore_trained(model_b)
+    if (config_a.model, config_a.dataset, config_a.width) != (config_b.model, config_b.dataset,
+                                                               config_b.width):
+        raise InputError(f"models differ: {model_a} is {config_a.model} on {config_a.dataset}, "
+                         f"{model_b} is {config_b.model} on {config_b.dataset}")
+    train, test = training.load_data(config_a)
+    eval_set = test if config.eval_split == "test" else train
+    if config.num_eval:
+        eval_set = eval_set.take(np.arange(min(config.num_eval, len(eval_set))))
+    path = build_path(config, kind, model, a, b, train, workdir)
+    print(f"evaluating {config.num_points} points x {len(conditions)} conditions "
+          f"({path_eval.resolve_strategy(config.strategy)}, BN {config.bn})")
+    result = path_eval.evaluate_path(
+        model.apply, path, paths.grid(config.num_points), eval_set, conditions=conditions,
+        bn=config.bn, bn_set=train, bn_batches=config.bn_batches or None,
+        batch_size=config.batch_size, strategy=config.strategy,
+        chunk_size=config.chunk_size or None, key=jax.random.PRNGKey(config.seed))
+    summary = {**result.to_json(kind), "model_a": str(model_a), "model_b": str(model_b),
+               "bn": config.bn}
+    io.write_json(workdir / "results.json", summary)
+    table = plots_and_table(summary, workdir)
+    print(table)
+    return summary
+
+
+def plots_and_table(summary: dict, workdir: pathlib.Path) -> str:
+    """paths.png and the markdown table of barriers (written to results.md)."""
+    title = f"{summary['path']} path: {summary['model_a']} (t=0) → {summary['model_b']} (t=1)"
+    io.save_figure(workdir / "paths.png", plots.path_curves(summary, title))
+    lines = [f"# {summary['path']} path, BN {summary['bn']}\n",
+             "| condition | acc at t=0 | min acc | acc at t=1 | acc barrier | loss barrier |",
+             "|---|---|---|---|---|---|"]
+    for c, m in summary["conditions"].items():
+        lines.append(f"| {c} | {100 * m['acc'][0]:.1f} | {100 * min(m['acc']):.1f} | "
+                     f"{100 * m['acc'][-1]:.1f} | {100 * m['barrier']['acc']:.1f} | "
+                     f"{m['barrier']['loss']:.3f} |")
+    table = "\n".join(lines) + "\n\nAccuracies in %.\n"
+    io.write_atomic(workdir / "results.md", table)
+    return table
+
+
+def main(argv):
+    del argv
+    if not MODEL_A.value or not MODEL_B.value:
+        raise InputError("give both --model_a and --model_b (workdirs of experiments.train)")
+    print(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
+    connectivity(CONFIG.value, MODEL_A.value, MODEL_B.value, PATH.value, WORKDIR.value)
+
+
+if __name__ == "__main__":
+    cli.run(main)
