@@ -67,6 +67,9 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
     for c in conditions:
         data.check_condition(c)
     path_eval.resolve_strategy(config.strategy)
+    if config.bn not in path_eval.BN_POLICIES:
+        raise InputError(f"unknown BN policy {config.bn!r}; choose from "
+                         f"{', '.join(path_eval.BN_POLICIES)}")
     model, a, config_a = training.restore_trained(model_a)
     _, b, config_b = training.restore_trained(model_b)
     if (config_a.model, config_a.dataset, config_a.width) != (config_b.model, config_b.dataset,
