@@ -46,15 +46,3 @@ def run(main: Callable[[list[str]], None]) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     app.run(guarded)
 
-
-def load_dataset(config, split: str):
-    """``mmc_jax.data.load`` with the dataset fields of an experiment config."""
-    from mmc_jax import data
-
-    options = {}
-    if config.get("data_dir"):
-        options["data_dir"] = config.data_dir
-    if config.dataset == "dominoes":
-        options.update(top=config.get("dominoes_top", "fashion_mnist"),
-                       bottom=config.get("dominoes_bottom", "cifar10"))
-    return data.load(config.dataset, split, seed=config.seed, **options)

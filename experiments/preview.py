@@ -15,7 +15,7 @@ import numpy as np
 from absl import flags
 
 from experiments import cli
-from mmc_jax import data, io, plots
+from mmc_jax import data, io, plots, training
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "preview"), "workdirs/preview")
 
@@ -25,8 +25,7 @@ def preview(config, workdir: str) -> dict:
     workdir = pathlib.Path(workdir)
     data.cues.check_proportion(config.cue_proportion)
     start = time.perf_counter()
-    train = cli.load_dataset(config, "train")
-    test = cli.load_dataset(config, "test")
+    train, test = training.load_data(config)
     load_seconds = time.perf_counter() - start
     mask = data.cue_mask(train.labels, config.cue_proportion)
 

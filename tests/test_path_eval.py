@@ -147,3 +147,19 @@ def test_shard_map_on_8_devices_equals_one_device(tmp_path):
     result = subprocess.run([sys.executable, "-c", SHARD_SCRIPT], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-2000:]
+
+
+def test_permuted_linear_path_to_a_permuted_copy_has_no_barrier(setup):
+    from mmc_jax import permute
+
+    model, a, _, _, test = setup
+    spec = permute.spec_for(model, a)
+    rng = np.random.default_rng(0)
+    shuffled = permute.apply(spec, {p: rng.permutation(n) for p, n in spec.sizes.items()}, a)
+    perm = permute.weight_matching(spec, a, shuffled, jax.random.PRNGKey(0))
+    path = paths.linear(a, permute.apply(spec, perm, shuffled))
+    chex.assert_trees_all_close(path(0.5), a, atol=1e-6)  # the whole path is the model itself
+    aligned = path_eval.evaluate_path(model.apply, path, paths.grid(5), test, bn="interpolate",
+                                      conditions=("nocue",))
+    assert aligned.barriers("nocue")["loss"] == pytest.approx(0.0, abs=1e-5)
+    assert aligned.barriers("nocue")["acc"] == pytest.approx(0.0, abs=1e-6)

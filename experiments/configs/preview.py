@@ -17,6 +17,9 @@ def get_config():
     config.dominoes_top = "fashion_mnist"
     config.dominoes_bottom = "cifar10"
     config.cue_proportion = 0.9     # fraction of each training class that carries the cue
+    config.data_seed = 0            # seed of the procedural dataset
+    config.num_train = 0            # > 0: only the first num_train training samples
+    config.num_test = 0             # > 0: only the first num_test test samples
     config.seed = 0
     config.num_samples = 10         # columns of the preview grid
     return config

@@ -88,7 +88,7 @@ def load_data(config):
         options.update(top=config.dominoes_top, bottom=config.dominoes_bottom)
     train = data.load(config.dataset, "train", seed=config.data_seed, **options)
     test = data.load(config.dataset, "test", seed=config.data_seed, **options)
-    if config.num_train:
+    if config.get("num_train", 0):
         if config.num_train > len(train):
             raise InputError(f"num_train {config.num_train} exceeds the {len(train)} training "
                              "samples")
