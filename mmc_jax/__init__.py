@@ -8,9 +8,11 @@ Submodules:
   permute: permutation specs, weight and activation matching.
 """
 
-from mmc_jax import barrier, curve, data, models, path_eval, paths, permute, training
+from mmc_jax import (barrier, curve, data, finetune, models, objectives, path_eval, paths,
+                     permute, training)
 from mmc_jax.errors import InputError
 
 __version__ = "0.1.0"
-__all__ = ["barrier", "curve", "data", "models", "path_eval", "paths", "permute", "training",
+__all__ = ["barrier", "curve", "data", "finetune", "models", "objectives", "path_eval", "paths",
+           "permute", "training",
            "InputError", "__version__"]

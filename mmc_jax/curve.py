@@ -79,7 +79,7 @@ def fit_midpoint(apply_fn, a: Mapping, b: Mapping, control: Mapping, train_set: 
                                    "cue": mask}, batch_size=batch_size, seed=seed)
     spe = iterator.steps_per_epoch
     lr = optim.schedule("step", learning_rate, epochs * spe, spe, step_every_epochs, 0.1)
-    start = {"params": control["params"],
+    start = {"params": jax.tree.map(jnp.copy, control["params"]),  # the step donates it
              "batch_stats": mean_control(a, b)["batch_stats"]}
     state = TrainState.create(apply_fn, start, optim.sgd(lr, momentum, weight_decay),
                               jax.random.PRNGKey(seed))

@@ -109,3 +109,27 @@ def path_curves(summary: Mapping, title: str = ""):
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def cue_model_paths(curves: Mapping[str, Mapping[str, Sequence[float]]]):
+    """Cued-test accuracy and loss along the straight line from θ_C (t = 0) to each
+    fine-tuned model (t = 1): a barrier means the model left θ_C's basin.
+
+    Args:
+      curves: method → ``{"ts", "cue_acc", "cue_loss"}``.
+    """
+    plt = _use_agg()
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9.5, 3.5))
+    for name, c in curves.items():
+        if name == "cue_model":
+            continue
+        ax_acc.plot(c["ts"], c["cue_acc"], marker="o", ms=3, label=name)
+        ax_loss.plot(c["ts"], c["cue_loss"], marker="o", ms=3, label=name)
+    ax_acc.set(xlabel="t  (0 = θ_C, 1 = fine-tuned)", ylabel="accuracy on cued test data",
+               ylim=(0, 1))
+    ax_loss.set(xlabel="t  (0 = θ_C, 1 = fine-tuned)", ylabel="loss on cued test data")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

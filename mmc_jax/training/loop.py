@@ -238,7 +238,10 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
 
 
 def _check_finite(sums, step: int) -> None:
-    loss = float(sums["loss"])
-    if not math.isfinite(loss):
-        raise NonFiniteLoss(f"training loss is {loss} at step {step}; the last good checkpoint "
-                            "is kept (lower the learning rate, or enable gradient clipping)")
+    """Raises NonFiniteLoss naming the first metric that became NaN or infinite."""
+    for name, value in (sums or {}).items():
+        value = float(value)
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"training {name} is {value} at step {step}; the last good "
+                                "checkpoint is kept (lower the learning rate, or enable "
+                                "gradient clipping)")

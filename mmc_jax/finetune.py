@@ -1,0 +1,304 @@
+"""Fine-tuning a cue-reliant model θ_C: naive fine-tuning, last-layer retraining (LLRT),
+linear probing then fine-tuning (LPFT), and connectivity-based fine-tuning (CBFT).
+
+Data follow the paper's code: ``n_clean`` clean training samples and ``n_cue`` cued ones,
+both drawn with replacement (seeded here); each iteration pairs one clean batch with one cued
+batch, so an epoch is ``ceil(n_clean / batch_size)`` iterations.
+
+CBFT comes in two modes:
+
+* ``"code"`` (default, parity with the paper's code): two optimizer steps per iteration
+  sharing one momentum buffer — the barrier step, then cross-entropy (+ invariance after
+  ``warmup_epochs``) — with the code's schedule (constant for ``warmup_epochs + 1`` epochs,
+  then the cosine it would have reached);
+* ``"paper"``: one optimizer step on the summed objective CE + barrier + λ·invariance.
+
+Every method trains resumably through ``training.run_epochs`` in its own folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mmc_jax import data, objectives
+from mmc_jax.errors import InputError
+from mmc_jax.models import layers
+from mmc_jax.training import optim
+from mmc_jax.training.checkpoint import RunCheckpoints
+from mmc_jax.training.loop import run_epochs
+from mmc_jax.training.state import TrainState
+from mmc_jax.training.steps import cross_entropy
+
+METHODS = ("naive_ft", "llrt", "lpft", "cbft")
+CBFT_MODES = ("code", "paper")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """Hyperparameters of one fine-tuning run (defaults: the paper's code).
+
+    Attributes:
+      epochs: fine-tuning epochs (20).
+      learning_rate: initial learning rate (0.01; naive FT "small" uses 0.001).
+      batch_size: clean (and cued) batch size (256).
+      momentum, weight_decay: SGD (0.9, 1e-4).
+      seed: data draws, batch order and random t.
+      llrt_epochs, llrt_learning_rate, llrt_weight_decay: last-layer retraining (200, 30, 0).
+      cbft_mode: ``"code"`` or ``"paper"``.
+      barrier_target: the loss the line to θ_C should reach (1.0).
+      t_dist: distribution of t (``"clipped_normal"``: the code; ``"truncated_normal"``).
+      invariance_weight: λ (1.0).
+      normalize_means: L2-normalized class means in the invariance loss (the code).
+      warmup_epochs: epochs without the invariance term (1, the code).
+    """
+
+    epochs: int = 20
+    learning_rate: float = 0.01
+    batch_size: int = 256
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    seed: int = 0
+    llrt_epochs: int = 200
+    llrt_learning_rate: float = 30.0
+    llrt_weight_decay: float = 0.0
+    cbft_mode: str = "code"
+    barrier_target: float = 1.0
+    t_dist: str = "clipped_normal"
+    invariance_weight: float = 1.0
+    normalize_means: bool = True
+    warmup_epochs: int = 1
+
+    def __post_init__(self):
+        if self.cbft_mode not in CBFT_MODES:
+            raise InputError(f"unknown CBFT mode {self.cbft_mode!r}; choose from "
+                             f"{', '.join(CBFT_MODES)}")
+        for name in ("epochs", "batch_size", "llrt_epochs"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("learning_rate", "llrt_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+def draw_subsets(train: data.Dataset, n_clean: int, n_cue: int, seed: int):
+    """Indices of the clean and the cued fine-tuning sets, drawn with replacement."""
+    if not 1 <= n_clean <= len(train):
+        raise InputError(f"n_clean must be in [1, {len(train)}], got {n_clean}")
+    if n_cue < 1:
+        raise InputError(f"n_cue must be >= 1, got {n_cue}")
+    rng = np.random.default_rng([seed, 17])
+    return rng.integers(0, len(train), n_clean), rng.integers(0, len(train), n_cue)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedIterator:
+    """One clean batch zipped with one cued batch per iteration; epochs end with the clean
+    set, like the paper code's ``zip`` of two loaders."""
+
+    clean: data.EpochIterator
+    cued: data.EpochIterator
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Iterations per epoch."""
+        return min(self.clean.steps_per_epoch, self.cued.steps_per_epoch)
+
+    def epoch(self, epoch: int, start_step: int = 0):
+        """Batches ``{"images", "labels", "cue_images", "cue_labels"}`` from ``start_step``."""
+        for clean, cued in zip(self.clean.epoch(epoch, start_step),
+                               self.cued.epoch(epoch, start_step)):
+            yield {"images": clean["images"], "labels": clean["labels"],
+                   "cue_images": cued["images"], "cue_labels": cued["labels"]}
+
+
+def paired_iterator(train: data.Dataset, clean_index, cue_index, batch_size: int, seed: int):
+    """The :class:`PairedIterator` over the drawn subsets (the last partial batch kept)."""
+    clean = data.EpochIterator({"images": train.images[clean_index],
+                                "labels": train.labels[clean_index]},
+                               batch_size=batch_size, seed=seed, drop_remainder=False)
+    cued = data.EpochIterator({"images": train.images[cue_index],
+                               "labels": train.labels[cue_index]},
+                              batch_size=batch_size, seed=seed + 1, drop_remainder=False)
+    return PairedIterator(clean, cued)
+
+
+def _cosine(base_lr: float, total: int, offset: int = 0) -> optax.Schedule:
+    """Cosine to 0 over ``total`` steps, started ``offset`` steps late (held before)."""
+    cosine = optax.cosine_decay_schedule(base_lr, max(total, 1))
+    return lambda count: cosine(jnp.maximum(count - offset, 0))
+
+
+def _batches(cue, batch: Mapping[str, jax.Array]):
+    """Normalized clean batch and the cued batch (every cued image carries its cue)."""
+    clean = objectives.Batch(data.normalize(batch["images"]), batch["labels"])
+    cued_x = cue.add(data.normalize(batch["cue_images"]), batch["cue_labels"])
+    return clean, objectives.Batch(cued_x, batch["cue_labels"])
+
+
+def naive_step(state: TrainState, batch, cue):
+    """One SGD step on cross-entropy of the clean batch."""
+    clean, _ = _batches(cue, batch)
+    loss_fn = objectives.cross_entropy_loss(state.apply_fn)
+    ctx = objectives.Context(state.batch_stats, clean=clean)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, ctx)
+    state = state.apply_gradients(grads, aux["batch_stats"])
+    return state, {"loss": loss, "acc": jnp.mean(jnp.argmax(aux["logits"], -1) == clean.labels)}
+
+
+def _update(state: TrainState, grads, batch_stats, opt_state):
+    updates, opt_state = state.tx.update(grads, opt_state, state.params)
+    return optax.apply_updates(state.params, updates), batch_stats, opt_state
+
+
+def cbft_step(state: TrainState, batch, epoch_index, anchor, cue, config: FinetuneConfig,
+              num_classes: int):
+    """One CBFT iteration (``state.step`` advances by one in both modes)."""
+    clean, cued = _batches(cue, batch)
+    key, step_key = jax.random.split(state.key)
+    ctx = objectives.Context(state.batch_stats, clean=clean, cued=cued, anchor=anchor,
+                             key=step_key)
+    barrier = objectives.barrier_loss(state.apply_fn, config.barrier_target, config.t_dist)
+    lam = jnp.where(epoch_index >= config.warmup_epochs, config.invariance_weight, 0.0)
+    main = objectives.weighted_sum(
+        ce=objectives.cross_entropy_loss(state.apply_fn),
+        invariance=(objectives.invariance_loss(state.apply_fn, num_classes,
+                                               config.normalize_means), lam))
+    if config.cbft_mode == "paper":
+        total = objectives.weighted_sum(barrier=barrier, main=main)
+        (_, aux), grads = jax.value_and_grad(total, has_aux=True)(state.params, ctx)
+        params, batch_stats, opt_state = _update(state, grads, aux["batch_stats"],
+                                                 state.opt_state)
+        losses = {"barrier": aux["losses"]["barrier"], **aux["terms"]["main"]["losses"]}
+    else:
+        (b_loss, b_aux), grads = jax.value_and_grad(barrier, has_aux=True)(state.params, ctx)
+        params, batch_stats, opt_state = _update(state, grads, b_aux["batch_stats"],
+                                                 state.opt_state)
+        state = state.replace(params=params, opt_state=opt_state)
+        ctx = ctx._replace(batch_stats=batch_stats)
+        (_, aux), grads = jax.value_and_grad(main, has_aux=True)(params, ctx)
+        params, batch_stats, opt_state = _update(state, grads, aux["batch_stats"], opt_state)
+        losses = {"barrier": b_loss, **aux["losses"]}
+    state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                          opt_state=opt_state, key=key)
+    return state, losses
+
+
+def _state(apply_fn, variables, lr, config: FinetuneConfig, weight_decay=None, seed_offset=0):
+    """A train state on a *copy* of ``variables`` (the steps donate their state's buffers)."""
+    variables = jax.tree.map(jnp.copy, dict(variables))
+    tx = optim.sgd(lr, config.momentum,
+                   config.weight_decay if weight_decay is None else weight_decay)
+    return TrainState.create(apply_fn, variables, tx,
+                             jax.random.PRNGKey(config.seed + seed_offset))
+
+
+def naive_finetune(apply_fn, variables, iterator: PairedIterator, cue, config: FinetuneConfig,
+                   workdir, *, progress: bool = True):
+    """Naive fine-tuning: cross-entropy on the clean set, cosine schedule per iteration."""
+    spe = iterator.steps_per_epoch
+    state = _state(apply_fn, variables, _cosine(config.learning_rate, config.epochs * spe),
+                   config)
+    step = jax.jit(functools.partial(naive_step, cue=cue), donate_argnums=0)
+    with RunCheckpoints(workdir, _settings("naive_ft", config)) as ckpt:
+        state, meta = run_epochs(state, step, iterator, ckpt, config.epochs, progress=progress,
+                                 desc="naive FT")
+    return state.variables, meta["history"]
+
+
+def cbft(apply_fn, variables, anchor: Mapping, iterator: PairedIterator, cue, num_classes: int,
+         config: FinetuneConfig, workdir, *, progress: bool = True):
+    """Connectivity-based fine-tuning from ``variables`` (θ_C) away from ``anchor`` (θ_C)."""
+    spe = iterator.steps_per_epoch
+    total = config.epochs * spe
+    if config.cbft_mode == "code":
+        # Two optimizer updates per iteration; the code's scheduler starts stepping after
+        # the warm-up epoch and the next one, and is stepped once per iteration.
+        offset = (config.warmup_epochs + 1) * spe
+        schedule = _cosine(config.learning_rate, total, offset)
+        lr = lambda count: schedule(count // 2)  # noqa: E731
+    else:
+        lr = _cosine(config.learning_rate, total)
+    state = _state(apply_fn, variables, lr, config, seed_offset=1)
+
+    def step(state, batch):
+        epoch_index = state.step // spe
+        return cbft_step(state, batch, epoch_index, anchor["params"], cue, config, num_classes)
+
+    with RunCheckpoints(workdir, _settings("cbft", config)) as ckpt:
+        state, meta = run_epochs(state, jax.jit(step, donate_argnums=0), iterator, ckpt,
+                                 config.epochs, progress=progress, desc="CBFT")
+    return state.variables, meta["history"]
+
+
+def features_of(apply_fn, variables, images, batch_size: int = 500) -> np.ndarray:
+    """Penultimate features (eval mode) of uint8 images, in batches."""
+    forward = jax.jit(lambda v, x: apply_fn(v, data.normalize(x), train=False,
+                                            return_features=True)[1])
+    return np.concatenate([np.asarray(forward(variables, images[i:i + batch_size]))
+                           for i in range(0, len(images), batch_size)])
+
+
+def llrt(apply_fn, variables, train: data.Dataset, clean_index, num_classes: int,
+         config: FinetuneConfig, workdir, *, head: tuple[str, ...] = ("classifier", "dense"),
+         progress: bool = True):
+    """Last-layer retraining: a fresh linear head on frozen features of the clean set
+    (eval-mode BatchNorm), SGD lr 30, momentum 0.9, no weight decay, cosine, 200 epochs."""
+    features = features_of(apply_fn, variables, np.asarray(train.images[clean_index]))
+    labels = np.asarray(train.labels[clean_index])
+    iterator = data.EpochIterator({"features": features, "labels": labels},
+                                  batch_size=config.batch_size, seed=config.seed,
+                                  drop_remainder=False)
+    spe = iterator.steps_per_epoch
+    fan_in = features.shape[1]
+    k1, k2 = jax.random.split(jax.random.PRNGKey(config.seed + 2))
+    head_params = {"kernel": layers.torch_default_init(k1, (fan_in, num_classes)),
+                   "bias": layers.torch_bias_init(fan_in)(k2, (num_classes,))}
+    tx = optim.sgd(_cosine(config.llrt_learning_rate, config.llrt_epochs * spe),
+                   config.momentum, config.llrt_weight_decay)
+    state = TrainState.create(_linear_apply, {"params": head_params}, tx,
+                              jax.random.PRNGKey(config.seed))
+
+    def step(state, batch):
+        def loss_fn(p):
+            logits = batch["features"] @ p["kernel"] + p["bias"]
+            return cross_entropy(logits, batch["labels"]), logits
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        state = state.apply_gradients(grads, state.batch_stats)
+        return state, {"loss": loss, "acc": jnp.mean(jnp.argmax(logits, -1) == batch["labels"])}
+
+    with RunCheckpoints(workdir, _settings("llrt", config)) as ckpt:
+        state, meta = run_epochs(state, jax.jit(step, donate_argnums=0), iterator, ckpt,
+                                 config.llrt_epochs, progress=progress, desc="LLRT")
+    return _with_head(variables, head, state.params), meta["history"]
+
+
+def _linear_apply(variables, x, **kwargs):
+    del kwargs
+    return x @ variables["params"]["kernel"] + variables["params"]["bias"]
+
+
+def _with_head(variables, head: tuple[str, ...], head_params) -> dict:
+    """``variables`` with the parameters at ``params/<head...>`` replaced."""
+    params = dict(variables["params"])
+    node = params
+    for name in head[:-1]:
+        node[name] = dict(node[name])
+        node = node[name]
+    node[head[-1]] = dict(head_params)
+    return {**variables, "params": params}
+
+
+def _settings(method: str, config: FinetuneConfig) -> dict[str, Any]:
+    return {"method": method, **dataclasses.asdict(config)}
+
+
+__all__ = ["CBFT_MODES", "FinetuneConfig", "METHODS", "PairedIterator", "cbft", "cbft_step",
+           "draw_subsets", "features_of", "llrt", "naive_finetune", "naive_step",
+           "paired_iterator"]

@@ -1,0 +1,87 @@
+"""Fine-tuning methods: LLRT leaves the features untouched, one CBFT iteration in code mode
+equals the two optimizer steps written out by hand, paired batches follow the code's zip."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mmc_jax import InputError, data, finetune, models, objectives, training
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = models.create("cnn4", 10, width=0.25, conv_impl="xla")
+    variables = models.init(model, jax.random.key(0), (32, 32, 3))
+    train = data.load("shapes10", "train", num_examples=300)
+    return model, variables, train
+
+
+def test_paired_iterator_zips_clean_and_cued_batches(setup):
+    _, _, train = setup
+    clean, cued = finetune.draw_subsets(train, 100, 300, seed=0)
+    assert len(clean) == 100 and len(cued) == 300 and clean.max() < len(train)
+    it = finetune.paired_iterator(train, clean, cued, 32, seed=0)
+    batches = list(it.epoch(0))
+    assert it.steps_per_epoch == 4 == len(batches)  # ceil(100 / 32): the clean set ends it
+    assert [len(b["labels"]) for b in batches] == [32, 32, 32, 4]
+    assert all(len(b["cue_labels"]) == 32 for b in batches)
+    with pytest.raises(InputError, match="n_clean must be in"):
+        finetune.draw_subsets(train, 10_000, 10, seed=0)
+
+
+def test_llrt_leaves_the_feature_extractor_untouched(setup, tmp_path):
+    model, variables, train = setup
+    clean, _ = finetune.draw_subsets(train, 120, 10, seed=0)
+    config = finetune.FinetuneConfig(batch_size=64, llrt_epochs=3)
+    new, history = finetune.llrt(model.apply, variables, train, clean, 10, config, tmp_path,
+                                 progress=False)
+    body = lambda v: {k: x for k, x in v["params"].items() if k != "classifier"}  # noqa: E731
+    chex.assert_trees_all_equal(body(new), body(variables))
+    chex.assert_trees_all_equal(new["batch_stats"], variables["batch_stats"])
+    assert not np.array_equal(new["params"]["classifier"]["dense"]["kernel"],
+                              variables["params"]["classifier"]["dense"]["kernel"])
+    assert len(history) == 3
+
+
+def test_cbft_code_mode_iteration_equals_two_sequential_steps(setup):
+    model, variables, train = setup
+    config = finetune.FinetuneConfig(learning_rate=0.05, warmup_epochs=0)
+    anchor = jax.tree.map(lambda x: x + 0.01, variables)
+    optim_tx = training.sgd(0.05, 0.9, 1e-4)
+    state = training.TrainState.create(model.apply, variables, optim_tx, jax.random.PRNGKey(3))
+    batch = {"images": jnp.asarray(train.images[:32]), "labels": jnp.asarray(train.labels[:32]),
+             "cue_images": jnp.asarray(train.images[32:64]),
+             "cue_labels": jnp.asarray(train.labels[32:64])}
+    new, losses = finetune.cbft_step(state, batch, jnp.asarray(1), anchor["params"],
+                                     train.cue, config, 10)
+    assert int(new.step) == 1 and set(losses) == {"barrier", "ce", "invariance"}
+
+    # By hand: barrier step, then cross-entropy + invariance step, one shared optimizer state.
+    key, step_key = jax.random.split(state.key)
+    x = data.normalize(batch["images"])
+    xc = train.cue.add(data.normalize(batch["cue_images"]), batch["cue_labels"])
+    ctx = objectives.Context(variables["batch_stats"], objectives.Batch(x, batch["labels"]),
+                             objectives.Batch(xc, batch["cue_labels"]), anchor["params"],
+                             step_key)
+    barrier = objectives.barrier_loss(model.apply)
+    g1, aux1 = jax.grad(barrier, has_aux=True)(variables["params"], ctx)
+    u1, opt = optim_tx.update(g1, state.opt_state, variables["params"])
+    p1 = optax.apply_updates(variables["params"], u1)
+    main = objectives.weighted_sum(ce=objectives.cross_entropy_loss(model.apply),
+                                   invariance=objectives.invariance_loss(model.apply, 10))
+    g2, aux2 = jax.grad(main, has_aux=True)(p1, ctx._replace(batch_stats=aux1["batch_stats"]))
+    u2, opt = optim_tx.update(g2, opt, p1)
+    p2 = optax.apply_updates(p1, u2)
+    chex.assert_trees_all_close(new.params, p2, atol=1e-6)
+    chex.assert_trees_all_close(new.batch_stats, aux2["batch_stats"], atol=1e-6)
+    chex.assert_trees_all_equal(new.key, key)
+
+
+def test_bad_finetune_config():
+    with pytest.raises(InputError, match="unknown CBFT mode 'both'"):
+        finetune.FinetuneConfig(cbft_mode="both")
+    with pytest.raises(InputError, match="learning_rate must be > 0"):
+        finetune.FinetuneConfig(learning_rate=0.0)
