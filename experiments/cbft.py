@@ -39,13 +39,14 @@ def run(config, workdir: str) -> dict:
     workdir = pathlib.Path(workdir).resolve()
     small, medium = finetune_config(config, config.small_lr), finetune_config(config,
                                                                                 config.medium_lr)
+    training.validate(config.cue_model)
+    train, test = training.load_data(config.cue_model)
+    clean_index, cue_index = finetune.draw_subsets(train, config.n_clean, config.n_cue,
+                                                   config.seed)
     print("1/3 cue model θ_C")
     cue_run = training.train_and_evaluate(config.cue_model, str(workdir / "cue_model"))
     state = cue_run["state"]
     apply_fn, theta_c = state.apply_fn, state.variables
-    train, test = training.load_data(config.cue_model)
-    clean_index, cue_index = finetune.draw_subsets(train, config.n_clean, config.n_cue,
-                                                   config.seed)
     iterator = finetune.paired_iterator(train, clean_index, cue_index, config.batch_size,
                                         config.seed)
     k = train.num_classes
