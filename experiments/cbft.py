@@ -70,13 +70,12 @@ def run(config, workdir: str) -> dict:
                                   batch_size=config.eval_batch_size)
         result = path_eval.evaluate_path(
             apply_fn, paths.linear(theta_c, variables), paths.grid(config.path_points), test,
-            conditions=("cue", "nocue"), bn=config.bn, bn_set=train,
+            conditions=("cue",), bn=config.bn, bn_set=train,
             bn_batches=config.bn_batches, batch_size=config.eval_batch_size, key=key)
         methods[name] = {"test": tests, "barrier_to_cue_model": result.barriers("cue")}
         curves[name] = {"ts": result.ts.tolist(),
                         "cue_acc": result.metrics["cue"]["acc"].tolist(),
-                        "cue_loss": result.metrics["cue"]["loss"].tolist(),
-                        "nocue_acc": result.metrics["nocue"]["acc"].tolist()}
+                        "cue_loss": result.metrics["cue"]["loss"].tolist()}
         methods[name]["path_to_cue_model"] = curves[name]
     results = {"dataset": train.name, "model": config.cue_model.model,
                "cue_proportion": config.cue_model.cue_proportion, "n_clean": config.n_clean,

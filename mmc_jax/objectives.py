@@ -28,7 +28,9 @@ Every objective here has one signature, so that they compose (like optax transfo
 
 That is the paper's CBFT objective as one loss. The paper's code takes two optimizer steps per
 batch instead (first the barrier term, then cross-entropy plus invariance); two objectives
-and two updates reproduce it.
+and two updates reproduce it. The code also shares one clean forward pass between its
+cross-entropy and invariance terms; here each term runs its own, so the running statistics
+see the clean batch twice (the loss values and gradients are the same: train-mode BatchNorm).
 """
 
 from __future__ import annotations
