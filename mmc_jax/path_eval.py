@@ -34,6 +34,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from mmc_jax import barrier
 from mmc_jax.data import CONDITIONS, Dataset, check_condition, counterfactual, normalize
+from mmc_jax.data.batching import stack_batches
 from mmc_jax.data.cues import Cue
 from mmc_jax.errors import InputError
 from mmc_jax.paths import Path
@@ -49,24 +50,6 @@ def resolve_strategy(strategy: str) -> str:
     if strategy == "auto":
         return "map" if jax.default_backend() == "cpu" else "vmap"
     return strategy
-
-
-def stack_batches(dataset: Dataset, batch_size: int, num_batches: Optional[int] = None,
-                  pad: bool = True) -> dict[str, np.ndarray]:
-    """The dataset as ``[num_batches, batch_size, ...]`` arrays in dataset order.
-
-    ``pad``: the last batch is completed by wrapping around, with ``weight`` 0 on the filler
-    (evaluation); otherwise incomplete batches are dropped (BatchNorm statistics).
-    """
-    n = len(dataset)
-    batch_size = min(batch_size, n)
-    total = -(-n // batch_size) if pad else n // batch_size
-    total = total if num_batches is None else min(total, num_batches)
-    index = np.arange(total * batch_size)
-    return {"images": np.asarray(dataset.images[index % n]).reshape(
-                total, batch_size, *dataset.image_shape),
-            "labels": np.asarray(dataset.labels[index % n]).reshape(total, batch_size),
-            "weight": (index < n).astype(np.float32).reshape(total, batch_size)}
 
 
 def bn_momentum(apply_fn: Callable, variables: Mapping, images: jax.Array) -> float:

@@ -95,3 +95,21 @@ def prefetch_to_device(batches: Iterable[Any], size: int = 2,
             yield queue.popleft()
     while queue:
         yield queue.popleft()
+
+
+def stack_batches(dataset, batch_size: int, num_batches: Optional[int] = None,
+                  pad: bool = True) -> dict[str, np.ndarray]:
+    """A Dataset as ``[num_batches, batch_size, ...]`` arrays in dataset order.
+
+    ``pad``: the last batch is completed by wrapping around, with ``weight`` 0 on the filler
+    (evaluation); otherwise incomplete batches are dropped (BatchNorm statistics).
+    """
+    n = len(dataset)
+    batch_size = min(batch_size, n)
+    total = -(-n // batch_size) if pad else n // batch_size
+    total = total if num_batches is None else min(total, num_batches)
+    index = np.arange(total * batch_size)
+    return {"images": np.asarray(dataset.images[index % n]).reshape(
+                total, batch_size, *dataset.image_shape),
+            "labels": np.asarray(dataset.labels[index % n]).reshape(total, batch_size),
+            "weight": (index < n).astype(np.float32).reshape(total, batch_size)}

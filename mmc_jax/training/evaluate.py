@@ -7,23 +7,11 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mmc_jax.data import CONDITIONS, Dataset, prefetch_to_device
+from mmc_jax.data.batching import stack_batches
 from mmc_jax.data.cues import Cue
 from mmc_jax.training.steps import eval_step
-
-
-def padded_batches(dataset: Dataset, batch_size: int):
-    """Batches in dataset order; the last one is filled up by wrapping around, with weight 0
-    on the filler, so every batch has the same shape (one compilation)."""
-    n = len(dataset)
-    batch_size = min(batch_size, n)
-    for start in range(0, n, batch_size):
-        index = np.arange(start, start + batch_size) % n
-        weight = (np.arange(start, start + batch_size) < n).astype(np.float32)
-        yield {"images": np.asarray(dataset.images[index]),
-               "labels": np.asarray(dataset.labels[index]), "weight": weight}
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "cue", "conditions"))
@@ -50,7 +38,9 @@ def evaluate(apply_fn, variables, dataset: Dataset, key: jax.Array, *, cue: Cue 
     cue = dataset.cue if cue is None else cue
     conditions = tuple(conditions)
     totals = None
-    for i, batch in enumerate(prefetch_to_device(padded_batches(dataset, batch_size))):
+    stacked = stack_batches(dataset, batch_size)
+    rows = ({k: v[i] for k, v in stacked.items()} for i in range(len(stacked["labels"])))
+    for i, batch in enumerate(prefetch_to_device(rows)):
         out = _eval_batch(apply_fn, variables, batch, jax.random.fold_in(key, i), cue,
                           conditions)
         totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
