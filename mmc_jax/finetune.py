@@ -166,10 +166,8 @@ def cbft_step(state: TrainState, batch, epoch_index, anchor, cue, config: Finetu
                              key=step_key)
     barrier = objectives.barrier_loss(state.apply_fn, config.barrier_target, config.t_dist)
     lam = jnp.where(epoch_index >= config.warmup_epochs, config.invariance_weight, 0.0)
-    main = objectives.weighted_sum(
-        ce=objectives.cross_entropy_loss(state.apply_fn),
-        invariance=(objectives.invariance_loss(state.apply_fn, num_classes,
-                                               config.normalize_means), lam))
+    main = objectives.cross_entropy_invariance_loss(state.apply_fn, num_classes, lam,
+                                                    config.normalize_means)
     if config.cbft_mode == "paper":
         total = objectives.weighted_sum(barrier=barrier, main=main)
         (_, aux), grads = jax.value_and_grad(total, has_aux=True)(state.params, ctx)

@@ -28,9 +28,10 @@ Every objective here has one signature, so that they compose (like optax transfo
 
 That is the paper's CBFT objective as one loss. The paper's code takes two optimizer steps per
 batch instead (first the barrier term, then cross-entropy plus invariance); two objectives
-and two updates reproduce it. The code also shares one clean forward pass between its
-cross-entropy and invariance terms; here each term runs its own, so the running statistics
-see the clean batch twice (the loss values and gradients are the same: train-mode BatchNorm).
+and two updates reproduce it. Composed with :func:`weighted_sum`, cross-entropy and
+invariance each run their own clean forward pass (the running statistics see the clean batch
+twice); :func:`cross_entropy_invariance_loss` shares one, as the paper's code does, with the
+same value and gradient.
 """
 
 from __future__ import annotations
@@ -230,14 +231,55 @@ def invariance_loss(apply_fn: Callable, num_classes: int, normalize: bool = True
                                                 clean.inputs, return_features=True)
         (_, z_c), batch_stats = _train_forward(apply_fn, params, batch_stats, cued.inputs,
                                                return_features=True)
-        m_nc, n_nc = _class_means(z_nc, clean.labels, num_classes)
-        m_c, n_c = _class_means(z_c, cued.labels, num_classes)
-        if normalize:
-            m_nc, m_c = _l2_normalize(m_nc), _l2_normalize(m_c)
-        present = (n_nc > 0) & (n_c > 0)
-        distances = jnp.sum((m_nc - m_c) ** 2, axis=-1)
-        loss = jnp.sum(jnp.where(present, distances, 0.0)) / num_classes
-        return loss, {"batch_stats": batch_stats, "num_classes_compared": present.sum()}
+        loss, compared = _invariance(z_nc, clean.labels, z_c, cued.labels, num_classes,
+                                     normalize)
+        return loss, {"batch_stats": batch_stats, "num_classes_compared": compared}
+
+    return objective
+
+
+def _invariance(z_nc, y_nc, z_c, y_c, num_classes: int, normalize: bool):
+    """The invariance term from features, and how many classes it compared."""
+    m_nc, n_nc = _class_means(z_nc, y_nc, num_classes)
+    m_c, n_c = _class_means(z_c, y_c, num_classes)
+    if normalize:
+        m_nc, m_c = _l2_normalize(m_nc), _l2_normalize(m_c)
+    present = (n_nc > 0) & (n_c > 0)
+    distances = jnp.sum((m_nc - m_c) ** 2, axis=-1)
+    return jnp.sum(jnp.where(present, distances, 0.0)) / num_classes, present.sum()
+
+
+def cross_entropy_invariance_loss(apply_fn: Callable, num_classes: int, weight: Any = 1.0,
+                                  normalize: bool = True) -> Objective:
+    """``CE(clean) + weight · invariance`` with one clean forward pass (the paper code's
+    second step).
+
+    The value and gradient equal ``weighted_sum(ce=cross_entropy_loss(apply_fn),
+    invariance=(invariance_loss(apply_fn, num_classes, normalize), weight))``; the running
+    statistics see the clean batch once, then the cued one. Where ``weight`` is 0 (it may be
+    a traced array, e.g. during CBFT's warm-up) the cued pass leaves the statistics alone, as
+    in the code, which runs no cued pass then.
+
+    Returns:
+      An objective reading ``ctx.clean`` and ``ctx.cued``, with aux ``{"batch_stats",
+      "losses": {"ce", "invariance"}, "logits"}``.
+    """
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
+
+    def objective(params: PyTree, ctx: Context) -> tuple[jax.Array, dict]:
+        clean = _require(ctx, "clean", "cross_entropy_invariance_loss")
+        cued = _require(ctx, "cued", "cross_entropy_invariance_loss")
+        (logits, z_nc), clean_stats = _train_forward(apply_fn, params, ctx.batch_stats,
+                                                     clean.inputs, return_features=True)
+        (_, z_c), cued_stats = _train_forward(apply_fn, params, clean_stats, cued.inputs,
+                                              return_features=True)
+        ce = cross_entropy(logits, clean.labels)
+        inv, _ = _invariance(z_nc, clean.labels, z_c, cued.labels, num_classes, normalize)
+        batch_stats = jax.tree.map(lambda a, b: jnp.where(jnp.asarray(weight) != 0, a, b),
+                                   cued_stats, clean_stats)
+        return ce + weight * inv, {"batch_stats": batch_stats,
+                                   "losses": {"ce": ce, "invariance": inv}, "logits": logits}
 
     return objective
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
+
+import numpy as np
 
 from mmc_jax.data import CONDITIONS
 
@@ -11,12 +13,15 @@ HEADERS = {"nocue": "NC ↑", "cue": "C ~", "randcue": "RC ~", "randimg": "RI �
 
 
 def conditions_table(rows: Mapping[str, Mapping[str, Mapping[str, float]]],
-                     extra: Mapping[str, Mapping[str, str]] | None = None) -> str:
-    """One row per model, one column per condition: test accuracy in % (loss below).
+                     extra: Mapping[str, Mapping[str, str]] | None = None,
+                     std: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> str:
+    """One row per model, one column per condition: test accuracy in % (loss in brackets).
 
     Args:
       rows: row name → ``{condition: {"acc", "loss"}}``.
       extra: optional row name → ``{column: text}`` appended on the right.
+      std: optional standard deviations shaped like ``rows``; accuracies then read
+        ``mean ± std`` (the loss stays the mean).
     """
     conditions = [c for c in CONDITIONS if any(c in r for r in rows.values())]
     extra = extra or {}
@@ -24,7 +29,24 @@ def conditions_table(rows: Mapping[str, Mapping[str, Mapping[str, float]]],
     header = ["", *(HEADERS[c] for c in conditions), *extra_columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, metrics in rows.items():
-        cells = [f"{100 * metrics[c]['acc']:.1f} ({metrics[c]['loss']:.2f})" for c in conditions]
+        spread = (std or {}).get(name, {})
+        cells = [f"{100 * metrics[c]['acc']:.1f}"
+                 + (f" ± {100 * spread[c]['acc']:.1f}" if c in spread else "")
+                 + f" ({metrics[c]['loss']:.2f})" for c in conditions]
         cells += [extra.get(name, {}).get(k, "") for k in extra_columns]
         lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines) + "\n\nTest accuracy in % (mean cross-entropy loss in brackets).\n"
+
+
+def mean_std(trees: Sequence) -> tuple:
+    """Leaf-wise mean and (population) standard deviation of equally shaped nested dicts
+    of numbers or lists, e.g. one ``results.json`` section per seed."""
+    if not trees:
+        raise ValueError("mean_std needs at least one tree")
+    first = trees[0]
+    if isinstance(first, Mapping):
+        pairs = {k: mean_std([t[k] for t in trees]) for k in first}
+        return {k: m for k, (m, _) in pairs.items()}, {k: s for k, (_, s) in pairs.items()}
+    values = np.asarray(trees, np.float64)
+    mean, std = values.mean(0), values.std(0)
+    return (mean.tolist(), std.tolist()) if mean.ndim else (float(mean), float(std))

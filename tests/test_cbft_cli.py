@@ -23,23 +23,47 @@ def _run(*args):
 
 @pytest.mark.slow
 def test_cbft_cli_end_to_end(tmp_path):
-    result = _run(*TINY, f"--workdir={tmp_path}")
+    result = _run(*TINY, "--config.seeds=(0, 1)", f"--workdir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((tmp_path / "results.json").read_text())
     assert {"dataset", "model", "cue_proportion", "n_clean", "seconds", "methods"} <= set(out)
+    assert out["seeds"] == [0, 1]
     assert set(out["methods"]) == {"cue_model", "naive_ft_small", "naive_ft_medium", "llrt",
                                    "lpft", "cbft"}
     for m in out["methods"].values():
         assert set(m["test"]) == {"nocue", "cue", "randcue", "randimg"}
         assert set(m["barrier_to_cue_model"]) == {"loss", "acc"}
     # θ_C's path to itself has no barrier.
-    assert out["methods"]["cue_model"]["barrier_to_cue_model"]["loss"] == pytest.approx(0, abs=1e-5)
-    assert (tmp_path / "paths.png").stat().st_size > 1000
+    assert out["methods"]["cue_model"]["barrier_to_cue_model"]["loss"] == 0
+    # Each seed has its own run (θ_C included); the top level is their mean ± std.
+    seeds = [json.loads((tmp_path / f"seed_{s}" / "results.json").read_text()) for s in (0, 1)]
+    for name, method in out["methods"].items():
+        accs = [s["methods"][name]["test"]["randcue"]["acc"] for s in seeds]
+        assert method["test"]["randcue"]["acc"] == pytest.approx(sum(accs) / 2)
+        assert method["test_std"]["randcue"]["acc"] == pytest.approx(abs(accs[0] - accs[1]) / 2)
+    assert seeds[0]["methods"]["cue_model"]["test"] != seeds[1]["methods"]["cue_model"]["test"]
+    for folder in (tmp_path, tmp_path / "seed_0", tmp_path / "seed_1"):
+        assert (folder / "paths.png").stat().st_size > 1000
     table = (tmp_path / "results.md").read_text()
-    assert "cbft" in table and "RI ↓" in table and "cbft" in result.stdout
+    assert "cbft" in table and "RI ↓" in table and " ± " in table and "cbft" in result.stdout
+
+    # θ_C reused from a training workdir: the same cue model, and no new θ_C training.
+    reuse = tmp_path / "reuse"
+    result = _run(*TINY, "--config.seeds=(0,)", f"--workdir={reuse}",
+                  f"--config.cue_model_dir={tmp_path / 'seed_0' / 'cue_model'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    again = json.loads((reuse / "results.json").read_text())
+    assert again["methods"]["cue_model"]["test"] == seeds[0]["methods"]["cue_model"]["test"]
+    assert again["methods"]["cbft"]["test"] == seeds[0]["methods"]["cbft"]["test"]
+    assert not (reuse / "seed_0" / "cue_model").exists()
 
 
-def test_cbft_cli_bad_input_is_one_line(tmp_path):
-    result = _run("--config.cbft_mode=both", f"--workdir={tmp_path}")
-    assert result.returncode == 2 and "unknown CBFT mode 'both'" in result.stderr
+@pytest.mark.parametrize("flag, message", [
+    ("--config.cbft_mode=both", "unknown CBFT mode 'both'"),
+    ("--config.seeds=(1, 1)", "seeds must be distinct"),
+    ("--config.seeds=()", "seeds must be non-negative integers"),
+])
+def test_cbft_cli_bad_input_is_one_line(tmp_path, flag, message):
+    result = _run(flag, f"--workdir={tmp_path}")
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr

@@ -212,6 +212,23 @@ def test_weighted_sum_value_and_gradient_are_weighted_sums_of_the_terms():
     assert int(nested_aux["batch_stats"]["passes"]) == 4
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5, 2.0])
+def test_shared_forward_objective_equals_the_sum_of_its_terms(weight):
+    shared = objectives.cross_entropy_invariance_loss(tiny_apply, 4, weight)
+    separate = objectives.weighted_sum(ce=objectives.cross_entropy_loss(tiny_apply),
+                                       invariance=(objectives.invariance_loss(tiny_apply, 4),
+                                                   weight))
+    params, ctx = _params(1), _ctx()
+    (loss, aux), grads = jax.value_and_grad(shared, has_aux=True)(params, ctx)
+    (loss2, aux2), grads2 = jax.value_and_grad(separate, has_aux=True)(params, ctx)
+    assert float(loss) == pytest.approx(float(loss2), rel=1e-6)
+    chex.assert_trees_all_close(grads, grads2, rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(aux["losses"], aux2["losses"], rtol=1e-6)
+    # The clean batch is seen once; the cued pass counts only when the term is on.
+    assert int(aux["batch_stats"]["passes"]) == (2 if weight else 1)
+    assert int(aux2["batch_stats"]["passes"]) == 3
+
+
 def _random_variables(model, rng, image_shape):
     """Random variables of ``model`` from NumPy draws (no init compilation: a fast test)."""
     shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
