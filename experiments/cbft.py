@@ -161,13 +161,13 @@ def results_table(results: dict) -> str:
     methods = results["methods"]
     rows = {name: m["test"] for name, m in methods.items()}
     std = {name: m["test_std"] for name, m in methods.items() if "test_std" in m}
+    seeds = results["seeds"]
     extra = {}
     for name, m in methods.items():
         cell = f"{m['barrier_to_cue_model']['loss']:.2f}"
-        if "barrier_to_cue_model_std" in m:
+        if len(seeds) > 1:
             cell += f" ± {m['barrier_to_cue_model_std']['loss']:.2f}"
         extra[name] = {"loss barrier to θ_C": cell}
-    seeds = results["seeds"]
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else (
         f"mean ± std over seeds {', '.join(map(str, seeds))}")
     head = (f"# {results['model']} on {results['dataset']}, θ_C at p = "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import time
 from typing import Any, Optional
 
 import jax
@@ -44,11 +45,16 @@ class RunCheckpoints:
         first use and compared on every later use.
       max_to_keep: checkpoints kept (older ones are deleted).
       ignore: config fields allowed to differ on resume (e.g. evaluation-only settings).
+      min_interval_s: unforced saves closer than this to the previous save are skipped, so
+        short epochs do not spend their time writing checkpoints. Resuming replays the steps
+        since the last save, with the same result.
     """
 
     def __init__(self, workdir, config: dict, max_to_keep: int = 3,
-                 ignore: tuple[str, ...] = ()):
+                 ignore: tuple[str, ...] = (), min_interval_s: float = 30.0):
         self.workdir = pathlib.Path(workdir).resolve()
+        self.min_interval_s = min_interval_s
+        self._last_save = float("-inf")
         self._check_config(config, ignore)
         self.manager = ocp.CheckpointManager(
             self.workdir / "checkpoints",
@@ -73,14 +79,19 @@ class RunCheckpoints:
         """Step of the newest checkpoint, or None."""
         return self.manager.latest_step()
 
-    def save(self, state, meta: dict[str, Any], *, force: bool = False) -> None:
+    def save(self, state, meta: dict[str, Any], *, force: bool = False) -> bool:
         """Saves ``state`` (a TrainState) and ``meta`` at ``state.step``, then waits for the
-        write to finish (a later kill cannot lose it)."""
+        write to finish (a later kill cannot lose it). Unless ``force``, skips the save when
+        the previous one is less than ``min_interval_s`` old; returns whether it saved."""
+        if not force and time.monotonic() - self._last_save < self.min_interval_s:
+            return False
         step = int(jax.device_get(state.step))
         items = {name: getattr(state, name) for name in STATE_FIELDS}
         self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta)), force=force)
+            state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta)), force=True)
         self.manager.wait_until_finished()
+        self._last_save = time.monotonic()
+        return True
 
     def restore(self, state, step: Optional[int] = None):
         """Restores the checkpoint at ``step`` (default: the latest) into the structure of

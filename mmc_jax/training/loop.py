@@ -195,7 +195,8 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
     Restores the latest checkpoint, runs ``step_fn(state, batch) -> (state, metrics)`` over
     the iterator's batches (resuming mid-epoch at ``state.step``), and after each epoch
     records the mean ``metrics`` (``train_<name>``), passes the record through
-    ``on_epoch_end(state, record)`` and checkpoints. SIGINT/SIGTERM save the state at the
+    ``on_epoch_end(state, record)`` and checkpoints (at most every
+    ``checkpoints.min_interval_s``, and always after the last epoch). SIGINT/SIGTERM save the state at the
     current step and raise :class:`Interrupted`.
 
     Returns:
@@ -233,7 +234,7 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
             meta["seconds"] += time.perf_counter() - start
             bar.set_postfix({k: f"{v:.3f}" for k, v in record.items()
                              if k not in ("epoch", "step")}, refresh=False)
-            checkpoints.save(state, meta)
+            checkpoints.save(state, meta, force=epoch == epochs - 1)
     return state, meta
 
 
