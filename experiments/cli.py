@@ -14,7 +14,7 @@ from typing import Callable
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mmc_jax.data.cache import cache_dir
+from mmc_jax import runtime
 from mmc_jax.errors import InputError
 
 
@@ -33,19 +33,9 @@ def config_path(module_file: str, name: str) -> str:
     return str(pathlib.Path(module_file).resolve().parent / "configs" / f"{name}.py")
 
 
-def enable_compilation_cache() -> None:
-    """Keeps compiled XLA programs on disk, so reruns and resumed runs skip compilation:
-    ``$JAX_COMPILATION_CACHE_DIR`` if set, else ``<mmc_jax cache>/jax``."""
-    import jax
-
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
 def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run(main)`` with the compilation cache, turning InputError into a one-line
-    message and exit code 2."""
+    """``absl.app.run(main)`` with :mod:`mmc_jax.runtime`'s settings (compilation cache,
+    host allocator), turning InputError into a one-line message and exit code 2."""
 
     def guarded(argv):
         logging.set_verbosity(logging.WARNING)  # absl's INFO lines bury the progress bars
@@ -56,6 +46,7 @@ def run(main: Callable[[list[str]], None]) -> None:
             sys.exit(2)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    enable_compilation_cache()
+    runtime.tune_host_allocator()
+    runtime.enable_compilation_cache()
     app.run(guarded)
 

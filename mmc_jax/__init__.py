@@ -6,13 +6,15 @@ Submodules:
   training: PyTorch-equivalent SGD, train/eval steps, checkpoints, the training loop.
   paths, barrier, path_eval: paths between models, barrier metrics, the path evaluator.
   permute: permutation specs, weight and activation matching.
+  objectives, finetune: CBFT's losses; naive FT, LLRT, LPFT and CBFT.
+  runtime: compilation cache and host-allocator settings for fast CPU runs.
 """
 
 from mmc_jax import (barrier, curve, data, finetune, models, objectives, path_eval, paths,
-                     permute, training)
+                     permute, runtime, training)
 from mmc_jax.errors import InputError
 
 __version__ = "0.1.0"
 __all__ = ["barrier", "curve", "data", "finetune", "models", "objectives", "path_eval", "paths",
-           "permute", "training",
+           "permute", "runtime", "training",
            "InputError", "__version__"]

@@ -6,6 +6,10 @@ import pathlib
 import jax
 import pytest
 
+from mmc_jax import runtime
+
+runtime.tune_host_allocator()
+
 # Compiled programs are reused across test runs (CI sets JAX_COMPILATION_CACHE_DIR).
 jax.config.update("jax_compilation_cache_dir", os.environ.get(
     "JAX_COMPILATION_CACHE_DIR", str(pathlib.Path("~/.cache/mmc_jax/jax").expanduser())))

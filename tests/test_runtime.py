@@ -1,0 +1,33 @@
+"""Process settings: the compilation cache folder and the host-allocator switch."""
+
+import os
+import subprocess
+import sys
+
+import jax
+
+from mmc_jax import runtime
+
+
+def test_compilation_cache_follows_the_environment(monkeypatch, tmp_path):
+    previous = jax.config.jax_compilation_cache_dir
+    try:
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "a"))
+        assert runtime.enable_compilation_cache() == str(tmp_path / "a")
+        monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+        monkeypatch.setenv("MMC_JAX_CACHE", str(tmp_path / "b"))
+        assert runtime.enable_compilation_cache() == str(tmp_path / "b" / "jax")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "b" / "jax")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous)
+
+
+def _tune(env):
+    code = "from mmc_jax import runtime; print(runtime.tune_host_allocator())"
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_host_allocator_tuning_applies_on_linux_and_can_be_switched_off():
+    assert _tune({}) == str(sys.platform.startswith("linux"))
+    assert _tune({"MMC_JAX_TUNE_MALLOC": "0"}) == "False"
