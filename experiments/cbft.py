@@ -19,6 +19,7 @@ import time
 
 import jax
 import ml_collections
+from tqdm.auto import tqdm
 
 from experiments import cli
 from mmc_jax import finetune, io, path_eval, paths, plots, report, training
@@ -109,7 +110,7 @@ def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
     print("3/3 evaluation and barriers to θ_C")
     key = jax.random.PRNGKey(seed + 1)
     methods = {}
-    for name, variables in models.items():
+    for name, variables in tqdm(models.items(), desc="evaluate", unit="model"):
         methods[name] = {"test": training.evaluate(apply_fn, variables, test, key,
                                                    batch_size=config.eval_batch_size)}
         if name == "cue_model":  # the path from θ_C to itself: no barrier by definition
