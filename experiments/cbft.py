@@ -13,6 +13,7 @@ the linear-path barrier from θ_C on cued test data. Each seed writes ``results.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 import time
@@ -69,11 +70,29 @@ def run(config, workdir: str) -> dict:
     training.validate(config.cue_model)
     runs = []
     for i, seed in enumerate(seeds):
-        print(f"seed {seed} ({i + 1}/{len(seeds)}): {workdir / f'seed_{seed}'}")
-        runs.append(run_seed(config, seed, workdir / f"seed_{seed}"))
+        folder = workdir / f"seed_{seed}"
+        print(f"seed {seed} ({i + 1}/{len(seeds)}): {folder}")
+        runs.append(finished_seed(config, seed, folder) or run_seed(config, seed, folder))
     results = aggregate(runs)
     results["seconds"] = round(time.perf_counter() - start, 1)
     write_outputs(results, workdir)
+    return results
+
+
+def seed_config(config, seed: int) -> dict:
+    """The config of one seed's run, as stored in its ``results.json``."""
+    return {**config.to_dict(), "seeds": [seed]}
+
+
+def finished_seed(config, seed: int, workdir: pathlib.Path) -> dict | None:
+    """The results of a seed already finished with this very config, else None."""
+    path = workdir / "results.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    if results.get("config") != json.loads(json.dumps(seed_config(config, seed))):
+        return None
+    print("  finished earlier with this config; reusing its results")
     return results
 
 
@@ -127,7 +146,7 @@ def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
     results = {"dataset": train.name, "model": cue_config.model,
                "cue_proportion": cue_config.cue_proportion, "n_clean": config.n_clean,
                "seeds": [seed], "seconds": round(time.perf_counter() - start, 1),
-               "methods": methods}
+               "methods": methods, "config": seed_config(config, seed)}
     write_outputs(results, workdir)
     return results
 
