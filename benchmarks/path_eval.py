@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmc_jax import data, models, path_eval, paths
+from mmc_jax import data, models, path_eval, paths, runtime
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -72,6 +72,7 @@ def sequential(model, path, ts, test, train, bn, bn_batches, batch_size, key):
 
 
 def main():
+    runtime.tune_host_allocator()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller evaluation set")
     parser.add_argument("--model", default="cnn4")

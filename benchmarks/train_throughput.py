@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from mmc_jax import data, models, training
+from mmc_jax import data, models, runtime, training
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -52,6 +52,7 @@ def measure(name: str, conv_impl: str, batch: int, dtype: str, repeats: int) -> 
 
 
 def main():
+    runtime.tune_host_allocator()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small presets only, few repeats")
     parser.add_argument("--models", default="", help="comma-separated preset names")

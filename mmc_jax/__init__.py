@@ -7,14 +7,15 @@ Submodules:
   paths, barrier, path_eval: paths between models, barrier metrics, the path evaluator.
   permute: permutation specs, weight and activation matching.
   objectives, finetune: CBFT's losses; naive FT, LLRT, LPFT and CBFT.
+  parallel: data parallelism over all local devices (sharding annotations).
   runtime: compilation cache and host-allocator settings for fast CPU runs.
 """
 
 from mmc_jax import (barrier, curve, data, finetune, models, objectives, path_eval, paths,
-                     permute, runtime, training)
+                     parallel, permute, runtime, training)
 from mmc_jax.errors import InputError
 
 __version__ = "0.1.0"
-__all__ = ["barrier", "curve", "data", "finetune", "models", "objectives", "path_eval", "paths",
-           "permute", "runtime", "training",
+__all__ = ["barrier", "curve", "data", "finetune", "models", "objectives", "parallel", "path_eval",
+           "paths", "permute", "runtime", "training",
            "InputError", "__version__"]

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmc_jax import data, models
+from mmc_jax import data, models, parallel
 from mmc_jax.errors import InputError
 from mmc_jax.training import optim
 from mmc_jax.training.checkpoint import RunCheckpoints
@@ -189,21 +189,26 @@ def _train(config, state, checkpoints, iterator, cue, test, eval_key, progress):
 
 
 def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: int,
-               on_epoch_end=None, *, progress: bool = True, desc: str = "train"):
+               on_epoch_end=None, *, progress: bool = True, desc: str = "train", mesh=None):
     """The resumable epoch loop shared by every kind of training.
 
     Restores the latest checkpoint, runs ``step_fn(state, batch) -> (state, metrics)`` over
     the iterator's batches (resuming mid-epoch at ``state.step``), and after each epoch
     records the mean ``metrics`` (``train_<name>``), passes the record through
     ``on_epoch_end(state, record)`` and checkpoints (at most every
-    ``checkpoints.min_interval_s``, and always after the last epoch). SIGINT/SIGTERM save the state at the
-    current step and raise :class:`Interrupted`.
+    ``checkpoints.min_interval_s``, and always after the last epoch). SIGINT/SIGTERM save
+    the state at the current step and raise :class:`Interrupted`.
+
+    Data-parallel over ``mesh`` (default: every local device, see :mod:`mmc_jax.parallel`):
+    the state is replicated and every batch split along its first axis.
 
     Returns:
       ``(state, meta)`` with ``meta = {"history": [per-epoch records], "seconds": float}``.
     """
     spe = iterator.steps_per_epoch
     state, meta = checkpoints.restore(state)
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    state = parallel.replicate(state, mesh)
     meta = meta or {"history": [], "seconds": 0.0}
     step = int(state.step)
     if step:
@@ -214,7 +219,7 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
         for epoch in range(step // spe, epochs):
             start = time.perf_counter()
             sums, count = None, 0
-            for batch in data.prefetch_to_device(iterator.epoch(epoch, step % spe)):
+            for batch in parallel.shard_batches(iterator.epoch(epoch, step % spe), mesh):
                 state, metrics = step_fn(state, batch)
                 sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
                 count += 1

@@ -1,0 +1,62 @@
+"""Data parallelism over all local devices, through sharding annotations.
+
+Training steps stay ordinary jitted functions of ``(state, batch)``. Placing the state
+replicated and the batch split along its first axis over a 1-d ``"data"`` mesh is enough:
+XLA partitions the step, all-reduces the gradients and computes BatchNorm statistics over the
+whole (global) batch, so the result equals one device's up to float summation order. With
+one device every function here is a plain ``device_put``.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+#: Name of the mesh axis batches are split along.
+DATA_AXIS = "data"
+
+
+def data_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+    """A 1-d mesh over ``devices`` (default: all local devices) with axis ``"data"``."""
+    devices = jax.local_devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """``tree`` copied to every device of ``mesh`` (parameters, optimizer state, keys)."""
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def batch_sharding(batch: Any, mesh: Mesh) -> Any:
+    """Per-leaf shardings that split each array's first axis over the mesh.
+
+    A leaf whose first axis does not divide evenly (e.g. the last, smaller batch of an
+    epoch) is replicated instead: every device computes it whole, with the same result.
+    """
+    n = mesh.devices.size
+
+    def sharding(leaf):
+        shape = np.shape(leaf)
+        split = len(shape) > 0 and shape[0] % n == 0
+        return NamedSharding(mesh, P(DATA_AXIS) if split else P())
+
+    return jax.tree.map(sharding, batch)
+
+
+def shard_batches(batches: Iterable[Any], mesh: Mesh, size: int = 2) -> Iterator[Any]:
+    """Moves batches to the mesh, split along their first axis, ``size`` batches ahead of
+    use (transfers overlap the computation on the previous batch)."""
+    queue = collections.deque()
+    for batch in batches:
+        queue.append(jax.device_put(batch, batch_sharding(batch, mesh)))
+        if len(queue) > size:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()
+
+
+__all__ = ["DATA_AXIS", "batch_sharding", "data_mesh", "replicate", "shard_batches"]
