@@ -58,10 +58,14 @@ def main():
     parser.add_argument("--models", default="", help="comma-separated preset names")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--dtypes", default="float32")
-    parser.add_argument("--impls", default="xla,im2col")
+    parser.add_argument("--impls", default="",
+                        help="conv implementations (default: hybrid,layerwise with --quick, "
+                             "else xla,im2col,hybrid,layerwise)")
     args = parser.parse_args()
+    args.impls = args.impls or ("hybrid,layerwise" if args.quick
+                                else "xla,im2col,hybrid,layerwise")
     names = args.models.split(",") if args.models else (
-        ["cnn4", "vgg13_small", "resnet18_small"] if args.quick else list(models.PRESETS))
+        ["cnn4", "vgg13_small"] if args.quick else list(models.PRESETS))
     repeats = 3 if args.quick else 10
     rows = [measure(n, impl, args.batch, dt, repeats) for n in names
             for dt in args.dtypes.split(",") for impl in args.impls.split(",")]
