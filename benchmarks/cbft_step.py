@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import pathlib
-import platform
 import time
 
 import jax
 import numpy as np
 
+import common
 from mmc_jax import data, finetune, models, runtime, training
-
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
 def _per_call(fn, state, batch, repeats: int) -> float:
@@ -80,17 +76,13 @@ def main():
         ["cnn4"] if args.quick else ["cnn4", "vgg13_small", "resnet18_small"])
     repeats = 3 if args.quick else 10
     rows = [r for n in names for r in measure(n, args.batch, repeats)]
-    device = f"{jax.devices()[0].device_kind} ×{jax.device_count()} ({jax.default_backend()})"
-    print(f"\n{device}, {platform.processor() or platform.machine()}, jax {jax.__version__}, "
-          f"batch {args.batch}\n")
+    print(f"\n{common.machine()}, batch {args.batch}\n")
     print("| model | iteration | ms | × naive FT | passes | × naive per pass |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['method']} | {1000 * r['seconds']:.1f} | {r['ratio']:.2f} | "
               f"{r['passes']} | {r['overhead']:.2f} |")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cbft_step.json").write_text(json.dumps(
-        {"device": device, "jax": jax.__version__, "batch": args.batch, "rows": rows}, indent=2))
+    common.save("cbft_step", {"batch": args.batch, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import pathlib
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import common
 from mmc_jax import data, models, path_eval, paths, runtime
-
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
 def _seconds(fn) -> float:
@@ -115,8 +112,8 @@ def main():
     paper()  # compile
     paper_default = _seconds(paper)
     print(f"\n{args.model}, K = {args.points} points x 4 conditions, {num_eval} eval images, "
-          f"BN over {bn_batches} x {batch_size}; {jax.devices()[0].device_kind} "
-          f"({jax.default_backend()}), forward {rates['eval']:,.0f} img/s eval, "
+          f"BN over {bn_batches} x {batch_size}; {common.machine()}, "
+          f"forward {rates['eval']:,.0f} img/s eval, "
           f"{rates['train']:,.0f} img/s train mode\n")
     print("| BN policy | evaluator s | sequential s | speedup | floor s | evaluator / floor "
           "| equal |")
@@ -128,11 +125,9 @@ def main():
           f"{rows[0]['evaluator_s']:.2f} s; the paper code's algorithm and default "
           f"(EMA over all {full_train_size} training images, per condition): "
           f"{paper_default:.2f} s; speedup {paper_default / rows[0]['evaluator_s']:.2f}x")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "path_eval.json").write_text(json.dumps(
-        {"model": args.model, "points": args.points, "num_eval": num_eval, "rates": rates,
-         "rows": rows, "paper_default_s": paper_default, "full_train": full_train_size},
-        indent=2))
+    common.save("path_eval", {
+        "model": args.model, "points": args.points, "num_eval": num_eval, "rates": rates,
+        "rows": rows, "paper_default_s": paper_default, "full_train": full_train_size})
 
 
 if __name__ == "__main__":

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import pathlib
-import platform
 import time
 
 import jax
 import numpy as np
 
+import common
 from mmc_jax import data, models, runtime, training
-
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
 def _timed(fn, repeats: int) -> float:
@@ -69,16 +65,13 @@ def main():
     repeats = 3 if args.quick else 10
     rows = [measure(n, impl, args.batch, dt, repeats) for n in names
             for dt in args.dtypes.split(",") for impl in args.impls.split(",")]
-    device = f"{jax.devices()[0].device_kind} ×{jax.device_count()} ({jax.default_backend()})"
-    print(f"\n{device}, {platform.processor() or platform.machine()}, jax {jax.__version__}\n")
+    print(f"\n{common.machine()}\n")
     print("| model | params | conv | dtype | batch | train img/s | eval img/s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['params']:,} | {r['conv_impl']} | {r['dtype']} | "
               f"{r['batch']} | {r['train_img_s']:,.0f} | {r['eval_img_s']:,.0f} |")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "train_throughput.json").write_text(json.dumps(
-        {"device": device, "jax": jax.__version__, "rows": rows}, indent=2))
+    common.save("train_throughput", {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -188,11 +188,10 @@ def cbft_step(state: TrainState, batch, epoch_index, anchor, cue, config: Finetu
     return state, losses
 
 
-def _state(apply_fn, variables, lr, config: FinetuneConfig, weight_decay=None, seed_offset=0):
+def _state(apply_fn, variables, lr, config: FinetuneConfig, seed_offset=0):
     """A train state on a *copy* of ``variables`` (the steps donate their state's buffers)."""
     variables = jax.tree.map(jnp.copy, dict(variables))
-    tx = optim.sgd(lr, config.momentum,
-                   config.weight_decay if weight_decay is None else weight_decay)
+    tx = optim.sgd(lr, config.momentum, config.weight_decay)
     return TrainState.create(apply_fn, variables, tx,
                              jax.random.PRNGKey(config.seed + seed_offset))
 

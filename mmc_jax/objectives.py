@@ -94,6 +94,23 @@ def _train_forward(apply_fn: Callable, params: PyTree, batch_stats: PyTree, inpu
     return out, updates.get("batch_stats", batch_stats)
 
 
+def _check_num_classes(num_classes) -> None:
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
+
+
+def _clean_and_cued_features(apply_fn: Callable, params: PyTree, ctx: Context, objective: str):
+    """Train-mode passes over the clean, then the cued batch, with features: returns
+    ``(clean logits, clean features, cued features, stats after clean, stats after cued)``."""
+    clean = _require(ctx, "clean", objective)
+    cued = _require(ctx, "cued", objective)
+    (logits, z_nc), clean_stats = _train_forward(apply_fn, params, ctx.batch_stats,
+                                                 clean.inputs, return_features=True)
+    (_, z_c), cued_stats = _train_forward(apply_fn, params, clean_stats, cued.inputs,
+                                          return_features=True)
+    return logits, z_nc, z_c, clean_stats, cued_stats
+
+
 def cross_entropy_loss(apply_fn: Callable, batch: str = "clean") -> Objective:
     """Mean cross-entropy of θ in train mode on one batch of the context.
 
@@ -221,18 +238,13 @@ def invariance_loss(apply_fn: Callable, num_classes: int, normalize: bool = True
       An objective reading ``ctx.clean`` and ``ctx.cued``, with aux ``{"batch_stats",
       "num_classes_compared"}``.
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
+    _check_num_classes(num_classes)
 
     def objective(params: PyTree, ctx: Context) -> tuple[jax.Array, dict]:
-        clean = _require(ctx, "clean", "invariance_loss")
-        cued = _require(ctx, "cued", "invariance_loss")
-        (_, z_nc), batch_stats = _train_forward(apply_fn, params, ctx.batch_stats,
-                                                clean.inputs, return_features=True)
-        (_, z_c), batch_stats = _train_forward(apply_fn, params, batch_stats, cued.inputs,
-                                               return_features=True)
-        loss, compared = _invariance(z_nc, clean.labels, z_c, cued.labels, num_classes,
-                                     normalize)
+        _, z_nc, z_c, _, batch_stats = _clean_and_cued_features(apply_fn, params, ctx,
+                                                                "invariance_loss")
+        loss, compared = _invariance(z_nc, ctx.clean.labels, z_c, ctx.cued.labels,
+                                     num_classes, normalize)
         return loss, {"batch_stats": batch_stats, "num_classes_compared": compared}
 
     return objective
@@ -264,18 +276,14 @@ def cross_entropy_invariance_loss(apply_fn: Callable, num_classes: int, weight: 
       An objective reading ``ctx.clean`` and ``ctx.cued``, with aux ``{"batch_stats",
       "losses": {"ce", "invariance"}, "logits"}``.
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
+    _check_num_classes(num_classes)
 
     def objective(params: PyTree, ctx: Context) -> tuple[jax.Array, dict]:
-        clean = _require(ctx, "clean", "cross_entropy_invariance_loss")
-        cued = _require(ctx, "cued", "cross_entropy_invariance_loss")
-        (logits, z_nc), clean_stats = _train_forward(apply_fn, params, ctx.batch_stats,
-                                                     clean.inputs, return_features=True)
-        (_, z_c), cued_stats = _train_forward(apply_fn, params, clean_stats, cued.inputs,
-                                              return_features=True)
-        ce = cross_entropy(logits, clean.labels)
-        inv, _ = _invariance(z_nc, clean.labels, z_c, cued.labels, num_classes, normalize)
+        logits, z_nc, z_c, clean_stats, cued_stats = _clean_and_cued_features(
+            apply_fn, params, ctx, "cross_entropy_invariance_loss")
+        ce = cross_entropy(logits, ctx.clean.labels)
+        inv, _ = _invariance(z_nc, ctx.clean.labels, z_c, ctx.cued.labels, num_classes,
+                             normalize)
         batch_stats = jax.tree.map(lambda a, b: jnp.where(jnp.asarray(weight) != 0, a, b),
                                    cued_stats, clean_stats)
         return ce + weight * inv, {"batch_stats": batch_stats,

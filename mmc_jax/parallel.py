@@ -9,12 +9,13 @@ one device every function here is a plain ``device_put``.
 
 from __future__ import annotations
 
-import collections
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mmc_jax.data.batching import prefetch_to_device
 
 #: Name of the mesh axis batches are split along.
 DATA_AXIS = "data"
@@ -50,13 +51,7 @@ def batch_sharding(batch: Any, mesh: Mesh) -> Any:
 def shard_batches(batches: Iterable[Any], mesh: Mesh, size: int = 2) -> Iterator[Any]:
     """Moves batches to the mesh, split along their first axis, ``size`` batches ahead of
     use (transfers overlap the computation on the previous batch)."""
-    queue = collections.deque()
-    for batch in batches:
-        queue.append(jax.device_put(batch, batch_sharding(batch, mesh)))
-        if len(queue) > size:
-            yield queue.popleft()
-    while queue:
-        yield queue.popleft()
+    return prefetch_to_device(batches, size, lambda batch: batch_sharding(batch, mesh))
 
 
 __all__ = ["DATA_AXIS", "batch_sharding", "data_mesh", "replicate", "shard_batches"]

@@ -81,16 +81,17 @@ class EpochIterator:
 
 
 def prefetch_to_device(batches: Iterable[Any], size: int = 2,
-                       sharding: Optional[jax.sharding.Sharding] = None) -> Iterator[Any]:
+                       sharding: Any = None) -> Iterator[Any]:
     """Keeps ``size`` batches in flight to the device while the current one is used.
 
     ``jax.device_put`` is asynchronous, so queuing transfers ahead overlaps them with the
-    computation on the previous batch. ``sharding`` (e.g. a batch-sharded
-    ``NamedSharding``) places each batch across devices.
+    computation on the previous batch. ``sharding`` places each batch across devices: a
+    sharding (or PyTree of them), or a function of the batch returning one (e.g.
+    :func:`mmc_jax.parallel.batch_sharding`).
     """
     queue = collections.deque()
     for batch in batches:
-        queue.append(jax.device_put(batch, sharding))
+        queue.append(jax.device_put(batch, sharding(batch) if callable(sharding) else sharding))
         if len(queue) > size:
             yield queue.popleft()
     while queue:
