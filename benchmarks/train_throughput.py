@@ -55,11 +55,10 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--dtypes", default="float32")
     parser.add_argument("--impls", default="",
-                        help="conv implementations (default: hybrid,layerwise with --quick, "
-                             "else xla,im2col,hybrid,layerwise)")
+                        help="conv implementations (default: hybrid,auto with --quick, "
+                             "else xla,im2col,hybrid,auto)")
     args = parser.parse_args()
-    args.impls = args.impls or ("hybrid,layerwise" if args.quick
-                                else "xla,im2col,hybrid,layerwise")
+    args.impls = args.impls or ("hybrid,auto" if args.quick else "xla,im2col,hybrid,auto")
     names = args.models.split(",") if args.models else (
         ["cnn4", "vgg13_small"] if args.quick else list(models.PRESETS))
     repeats = 3 if args.quick else 10

@@ -68,7 +68,7 @@ def test_conv_implementations_share_parameters_and_outputs(name):
     a = models.create(name, 10, conv_impl="xla")
     variables = models.init(a, jax.random.key(0), (32, 32, 3))
     x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
-    for impl in ("im2col", "hybrid", "layerwise"):
+    for impl in ("im2col", "hybrid", "auto"):
         b = models.create(name, 10, conv_impl=impl)
         chex.assert_trees_all_equal_shapes(variables,
                                            models.init(b, jax.random.key(0), (32, 32, 3)))

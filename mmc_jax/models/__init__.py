@@ -46,10 +46,10 @@ def create(name: str, num_classes: int, *, width: float | None = None,
       num_classes: classifier outputs.
       width: channel multiplier (overrides the preset's).
       dtype: computation dtype, ``"float32"`` or ``"bfloat16"``; parameters stay float32.
-      conv_impl: ``"auto"`` (``"hybrid"`` on CPU: XLA convolutions forward, im2col matmul
-        gradients backward; XLA convolutions elsewhere), ``"layerwise"`` (on CPU, im2col for
-        small or wide layers, hybrid for the rest: 4× faster for the full-width VGG-13),
-        ``"xla"``, ``"im2col"`` or ``"hybrid"``; the parameters are the same either way.
+      conv_impl: ``"auto"`` (XLA convolutions on GPU/TPU; on CPU, per layer, im2col
+        matmuls for small or wide layers and ``"hybrid"`` for the rest), ``"xla"``,
+        ``"im2col"`` or ``"hybrid"`` (XLA convolutions forward, im2col gradients backward);
+        the parameters are the same either way.
 
     Returns:
       A Flax Linen module.

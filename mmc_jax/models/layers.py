@@ -28,30 +28,27 @@ def torch_bias_init(fan_in: int):
     return init
 
 
-CONV_IMPLS = ("auto", "layerwise", "xla", "im2col", "hybrid")
+CONV_IMPLS = ("auto", "xla", "im2col", "hybrid")
 
 
 def resolve_conv_impl(impl: str, out_pixels: int | None = None, in_channels: int = 0) -> str:
     """The implementation of one convolution.
 
-    * ``"auto"``: ``"hybrid"`` on CPU, plain XLA on GPU/TPU.
-    * ``"layerwise"``: plain XLA on GPU/TPU; on CPU, per layer, ``"im2col"`` for small outputs
-      (≤ 4×4 pixels) or wide inputs (≥ 256 channels), else ``"hybrid"``.
+    ``"auto"`` is plain XLA on GPU/TPU; on CPU it picks per layer: ``"im2col"`` for small
+    outputs (≤ 4×4 pixels) or wide inputs (≥ 256 channels), else ``"hybrid"``.
 
     XLA's CPU convolution is fast for narrow layers at large spatial size but pathological
     for wide ones at small size (a 2×2, 512-channel layer: 1.8 s forward for 128 images
     against 25 ms as one im2col matmul), and its gradients are slower than im2col's;
-    ``"hybrid"`` takes XLA's forward and im2col's gradients. ``"layerwise"`` trains the
-    full-width VGG-13 4× faster than ``"hybrid"`` on CPU (``benchmarks/train_throughput.py``).
+    ``"hybrid"`` takes XLA's forward and im2col's gradients. The per-layer choice trains the
+    full-width VGG-13 4× faster than ``"hybrid"`` everywhere (``benchmarks/train_throughput.py``).
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"unknown conv implementation {impl!r}; choose from {CONV_IMPLS}")
-    if impl not in ("auto", "layerwise"):
+    if impl != "auto":
         return impl
     if jax.default_backend() != "cpu":
         return "xla"
-    if impl == "auto":
-        return "hybrid"
     small = out_pixels is not None and out_pixels <= 16
     return "im2col" if small or in_channels >= 256 else "hybrid"
 
