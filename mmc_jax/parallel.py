@@ -32,18 +32,19 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def batch_sharding(batch: Any, mesh: Mesh) -> Any:
-    """Per-leaf shardings that split each array's first axis over the mesh.
+def batch_sharding(batch: Any, mesh: Mesh, axis: int = 0) -> Any:
+    """Per-leaf shardings that split each array's ``axis`` (the batch axis) over the mesh.
 
-    A leaf whose first axis does not divide evenly (e.g. the last, smaller batch of an
+    A leaf whose batch axis does not divide evenly (e.g. the last, smaller batch of an
     epoch) is replicated instead: every device computes it whole, with the same result.
     """
     n = mesh.devices.size
+    name = mesh.axis_names[0]
 
     def sharding(leaf):
         shape = np.shape(leaf)
-        split = len(shape) > 0 and shape[0] % n == 0
-        return NamedSharding(mesh, P(DATA_AXIS) if split else P())
+        split = len(shape) > axis and shape[axis] % n == 0
+        return NamedSharding(mesh, P(*[None] * axis, name) if split else P())
 
     return jax.tree.map(sharding, batch)
 

@@ -11,6 +11,12 @@ statistics for each condition. The K points are computed by one of three strateg
   ``chunk_size`` of them vectorized together (1 by default);
 * ``"shard_map"``: points split across a 1-d device mesh, each device mapping its share.
 
+With ``"vmap"`` and ``"map"`` on several devices the evaluation batches are split across
+them instead (data parallel; BatchNorm statistics are still those of the whole batch).
+Unless ``chunk_size`` is given, the number of points vectorized together is the largest that
+keeps XLA's working memory within ``memory_budget`` (default: half the device's memory), read
+from the compiled program, so K = 61 points of a full-width model fit a 24 GiB machine.
+
 BatchNorm policies (``bn``):
 
 * ``"interpolate"``: the interpolated running statistics, as they are;
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
@@ -32,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
-from mmc_jax import barrier
+from mmc_jax import barrier, parallel
 from mmc_jax.data import CONDITIONS, Dataset, check_condition, counterfactual, normalize
 from mmc_jax.data.batching import stack_batches
 from mmc_jax.data.cues import Cue
@@ -132,6 +139,10 @@ class PathResult:
 
     ts: np.ndarray
     metrics: dict[str, dict[str, np.ndarray]]
+    #: points vectorized together (per device for ``"shard_map"``).
+    chunk_size: int = 1
+    #: XLA working memory of the evaluation program per device, bytes (``None``: unknown).
+    memory_bytes: Optional[int] = None
 
     def barriers(self, condition: str) -> dict[str, float]:
         """Loss and accuracy barriers of one condition."""
@@ -150,12 +161,24 @@ class PathResult:
                                for c, m in self.metrics.items()}}
 
 
+def default_memory_budget(device: Optional[jax.Device] = None) -> int:
+    """Half the memory of ``device`` (default: the first local device): its allocator's
+    limit on GPU/TPU, the machine's physical memory on CPU."""
+    device = jax.local_devices()[0] if device is None else device
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # some backends do not report memory
+        stats = {}
+    total = stats.get("bytes_limit") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(total) // 2
+
+
 def evaluate_path(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
                   cue: Optional[Cue] = None, conditions: Sequence[str] = CONDITIONS,
                   bn: str = "recompute", bn_set: Optional[Dataset] = None,
                   bn_batches: int = 20, batch_size: int = 500, strategy: str = "auto",
-                  chunk_size: Optional[int] = None, key: Optional[jax.Array] = None,
-                  mesh: Optional[Mesh] = None) -> PathResult:
+                  chunk_size: Optional[int] = None, memory_budget: Optional[int] = None,
+                  key: Optional[jax.Array] = None, mesh: Optional[Mesh] = None) -> PathResult:
     """Loss and accuracy at every ``t`` in ``ts`` on every condition, in one jitted call.
 
     Args:
@@ -170,13 +193,19 @@ def evaluate_path(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
       bn_batches: how many batches of ``bn_set`` (``None``: all, the paper code's full pass).
       batch_size: batch size of the BN and evaluation passes.
       strategy: one of :data:`STRATEGIES`.
-      chunk_size: points vectorized together (memory grows with it); default 1 for
-        ``"map"`` and all points for ``"vmap"``.
+      chunk_size: points vectorized together; default: as many as ``memory_budget`` allows,
+        up to all of them for ``"vmap"`` and 1 for ``"map"``.
+      memory_budget: bytes of XLA working memory per device the evaluation may use when
+        choosing ``chunk_size`` (default :func:`default_memory_budget`).
       key: PRNG key of the random conditions (default ``PRNGKey(0)``).
-      mesh: 1-d device mesh for ``"shard_map"`` (default: all devices).
+      mesh: 1-d device mesh (default: all local devices): ``"shard_map"`` splits the points
+        over it, the other strategies split the evaluation batches.
 
     Returns:
       A :class:`PathResult`.
+
+    Raises:
+      InputError: for unknown names, or when one point alone exceeds ``memory_budget``.
     """
     strategy = resolve_strategy(strategy)
     conditions = tuple(check_condition(c) for c in conditions)
@@ -184,47 +213,84 @@ def evaluate_path(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
         raise InputError(f"unknown BN policy {bn!r}; choose from {', '.join(BN_POLICIES)}")
     if bn != "interpolate" and bn_set is None:
         raise InputError(f"BN policy {bn!r} needs bn_set (clean training data)")
+    if chunk_size is not None and chunk_size < 1:
+        raise InputError(f"chunk_size must be positive, got {chunk_size}")
     cue = eval_set.cue if cue is None else cue
     key = jax.random.PRNGKey(0) if key is None else key
+    mesh = parallel.data_mesh() if mesh is None else mesh
     ts = jnp.asarray(ts, jnp.float32)
-    eval_batches = jax.device_put(stack_batches(eval_set, batch_size))
+    eval_batches = stack_batches(eval_set, batch_size)
     if bn == "interpolate":
-        bn_images = jnp.zeros((0, 1, *eval_set.image_shape), jnp.float32)
-        momentum = 0.9
+        bn_images = np.zeros((0, 1, *eval_set.image_shape), np.float32)
     else:
-        stacked = stack_batches(bn_set, batch_size, bn_batches, pad=False)
-        bn_images = normalize(jax.device_put(stacked["images"]))
-        momentum = bn_momentum(apply_fn, path.endpoints()[0], bn_images[0])
+        bn_images = stack_batches(bn_set, batch_size, bn_batches, pad=False)["images"]
+    if strategy == "shard_map":  # points are split; data replicated
+        place = lambda tree: parallel.replicate(tree, mesh)  # noqa: E731
+    else:  # batches [num_batches, batch, ...] split along the batch axis
+        place = lambda tree: jax.device_put(  # noqa: E731
+            tree, parallel.batch_sharding(tree, mesh, axis=1))
+    eval_batches, bn_images = place(eval_batches), place(bn_images)
+    path = parallel.replicate(path, mesh)
+    bn_images = normalize(bn_images) if bn != "interpolate" else bn_images
+    momentum = 0.9 if bn == "interpolate" else bn_momentum(apply_fn, path.endpoints()[0],
+                                                            bn_images[0])
 
     def point(t, path, eval_batches, bn_images):
         variables = settle_batch_stats(apply_fn, path(t), bn_images, bn, momentum)
         return condition_sums(apply_fn, variables, eval_batches, cue, conditions, key)
 
-    sums = _run(point, ts, (path, eval_batches, bn_images), strategy, chunk_size, mesh)
+    budget = default_memory_budget(mesh.devices.flat[0]) if memory_budget is None \
+        else memory_budget
+    sums, chunk, memory = _run(point, ts, (path, eval_batches, bn_images), strategy,
+                               chunk_size, budget, mesh)
     count = float(eval_batches["weight"].sum())
     sums = np.asarray(sums, np.float64) / count
     metrics = {c: {"loss": sums[:, i, 0], "acc": sums[:, i, 1]} for i, c in enumerate(conditions)}
-    return PathResult(np.asarray(ts, np.float64), metrics)
+    return PathResult(np.asarray(ts, np.float64), metrics, chunk, memory)
+
+
+def _working_bytes(compiled) -> Optional[int]:
+    """XLA temporaries of a compiled program per device, if the backend reports them."""
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:
+        return None
+    return None if stats is None else int(stats.temp_size_in_bytes)
 
 
 def _run(point: Callable, ts: jax.Array, args: tuple, strategy: str,
-         chunk_size: Optional[int], mesh: Optional[Mesh]) -> jax.Array:
-    """Evaluates ``point(t, *args)`` for every t under the strategy, in one jitted call."""
+         chunk_size: Optional[int], budget: int, mesh: Mesh):
+    """Evaluates ``point(t, *args)`` for every t under the strategy in one jitted call.
+
+    Returns ``(sums, chunk, working bytes)``. Without ``chunk_size``, the chunk starts at the
+    strategy's default and shrinks, in proportion to the compiled program's working memory,
+    until the program fits ``budget``.
+    """
     k = ts.shape[0]
-    if strategy == "vmap":
-        chunk = chunk_size or k
-    else:
-        chunk = chunk_size or 1
+    if strategy == "shard_map":
+        n = mesh.devices.size
+        ts = jnp.concatenate([ts, jnp.repeat(ts[-1:], -k % n)])
+        ts = jax.device_put(ts, jax.sharding.NamedSharding(mesh, P(mesh.axis_names[0])))
+    local = ts.shape[0] // (mesh.devices.size if strategy == "shard_map" else 1)
 
-    def mapped(ts, *args):
-        return jax.lax.map(lambda t: point(t, *args), ts, batch_size=min(chunk, ts.shape[0]))
+    def program(chunk):
+        def mapped(ts, *args):
+            return jax.lax.map(lambda t: point(t, *args), ts, batch_size=chunk)
+        if strategy != "shard_map":
+            return jax.jit(mapped)
+        specs = (P(mesh.axis_names[0]),) + (P(),) * len(args)
+        return jax.jit(jax.shard_map(mapped, mesh=mesh, in_specs=specs,
+                                     out_specs=P(mesh.axis_names[0]), check_vma=False))
 
-    if strategy != "shard_map":
-        return jax.jit(mapped)(ts, *args)
-    mesh = mesh or Mesh(np.asarray(jax.devices()), ("t",))
-    n = mesh.devices.size
-    padded = jnp.concatenate([ts, jnp.repeat(ts[-1:], -k % n)])
-    replicated = jax.tree.map(lambda _: P(), args)
-    sharded = jax.shard_map(mapped, mesh=mesh, in_specs=(P("t"), *replicated),
-                            out_specs=P("t"), check_vma=False)
-    return jax.jit(sharded)(padded, *args)[:k]
+    chunk = min(chunk_size or (local if strategy == "vmap" else 1), local)
+    while True:
+        compiled = program(chunk).lower(ts, *args).compile()
+        memory = _working_bytes(compiled)
+        if chunk_size is not None or memory is None or memory <= budget:
+            break
+        if chunk == 1:
+            raise InputError(f"one path point needs {memory / 2**30:.2f} GiB of working memory, "
+                             f"more than the budget of {budget / 2**30:.2f} GiB; lower "
+                             f"batch_size or raise memory_budget")
+        chunk = max(1, min(chunk - 1, int(chunk * budget / memory)))
+    return compiled(ts, *args)[:k], chunk, memory

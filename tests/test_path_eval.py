@@ -1,5 +1,6 @@
 """The path evaluator: strategies agree with a Python loop, BN policies match direct
-computations, self-paths have no barrier, shard_map over 8 devices equals one device."""
+computations, self-paths have no barrier, the memory budget chunks the points, and splitting points or
+batches over 8 devices equals one device."""
 
 import os
 import pathlib
@@ -119,9 +120,28 @@ def test_bad_arguments(setup, kwargs, message):
         path_eval.evaluate_path(model.apply, paths.linear(a, b), paths.grid(3), test, **kwargs)
 
 
+def test_memory_budget_shrinks_the_chunk_without_changing_the_result(setup):
+    model, a, b, train, test = setup
+    kwargs = dict(conditions=("nocue",), bn="recompute", bn_set=train, batch_size=40,
+                  strategy="vmap")
+    ts = paths.grid(6)
+    whole = path_eval.evaluate_path(model.apply, paths.linear(a, b), ts, test, **kwargs)
+    assert whole.chunk_size == 6 and whole.memory_bytes > 0
+    budget = whole.memory_bytes // 3
+    chunked = path_eval.evaluate_path(model.apply, paths.linear(a, b), ts, test,
+                                      memory_budget=budget, **kwargs)
+    assert chunked.chunk_size < 6 and chunked.memory_bytes <= budget
+    for k in ("loss", "acc"):
+        np.testing.assert_allclose(chunked.metrics["nocue"][k], whole.metrics["nocue"][k],
+                                   atol=1e-5)
+    with pytest.raises(InputError, match="one path point needs .* GiB"):
+        path_eval.evaluate_path(model.apply, paths.linear(a, b), ts, test, memory_budget=1,
+                                **kwargs)
+
+
 SHARD_SCRIPT = """
 import jax, numpy as np
-from mmc_jax import data, models, path_eval, paths
+from mmc_jax import data, models, parallel, path_eval, paths, training
 assert jax.device_count() == 8, jax.devices()
 model = models.create("cnn4", 10, width=0.25)
 a = models.init(model, jax.random.key(0), (32, 32, 3))
@@ -130,18 +150,29 @@ train = data.load("shapes10", "train", num_examples=80)
 test = data.load("shapes10", "test", num_examples=40)
 kw = dict(bn="recompute", bn_set=train, batch_size=40, key=jax.random.PRNGKey(1))
 ts = paths.grid(11)
-one = path_eval.evaluate_path(model.apply, paths.linear(a, b), ts, test, strategy="map", **kw)
-many = path_eval.evaluate_path(model.apply, paths.linear(a, b), ts, test, strategy="shard_map",
-                               **kw)
+one_device = parallel.data_mesh(jax.devices()[:1])
+one = path_eval.evaluate_path(model.apply, paths.linear(a, b), ts, test, strategy="map",
+                              mesh=one_device, **kw)
+by_points = path_eval.evaluate_path(model.apply, paths.linear(a, b), ts, test,
+                                    strategy="shard_map", **kw)
+by_data = path_eval.evaluate_path(model.apply, paths.linear(a, b), ts, test, strategy="map",
+                                  **kw)  # batches of 40 split over the 8 devices
+for many in (by_points, by_data):
+    for c in data.CONDITIONS:
+        np.testing.assert_allclose(many.metrics[c]["loss"], one.metrics[c]["loss"], atol=1e-4)
+        np.testing.assert_allclose(many.metrics[c]["acc"], one.metrics[c]["acc"], atol=1e-6)
+key = jax.random.PRNGKey(2)
+single = training.evaluate(model.apply, a, test, key, batch_size=40, mesh=one_device)
+split = training.evaluate(model.apply, a, test, key, batch_size=40)
 for c in data.CONDITIONS:
-    np.testing.assert_allclose(many.metrics[c]["loss"], one.metrics[c]["loss"], atol=1e-4)
-    np.testing.assert_allclose(many.metrics[c]["acc"], one.metrics[c]["acc"], atol=1e-6)
+    np.testing.assert_allclose(split[c]["loss"], single[c]["loss"], atol=1e-5)
+    assert split[c]["acc"] == single[c]["acc"]
 print("OK")
 """
 
 
 @pytest.mark.slow
-def test_shard_map_on_8_devices_equals_one_device(tmp_path):
+def test_points_or_data_split_over_8_devices_equal_one_device(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
            "MMC_JAX_CACHE": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", SHARD_SCRIPT], cwd=ROOT, env=env,

@@ -8,7 +8,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from mmc_jax.data import CONDITIONS, Dataset, prefetch_to_device
+from mmc_jax import parallel
+from mmc_jax.data import CONDITIONS, Dataset
 from mmc_jax.data.batching import stack_batches
 from mmc_jax.data.cues import Cue
 from mmc_jax.training.steps import eval_step
@@ -20,7 +21,8 @@ def _eval_batch(apply_fn, variables, batch, key, cue, conditions):
 
 
 def evaluate(apply_fn, variables, dataset: Dataset, key: jax.Array, *, cue: Cue | None = None,
-             conditions: Sequence[str] = CONDITIONS, batch_size: int = 500) -> dict:
+             conditions: Sequence[str] = CONDITIONS, batch_size: int = 500,
+             mesh=None) -> dict:
     """Mean loss and accuracy under each condition, eval-mode BatchNorm.
 
     Args:
@@ -31,6 +33,8 @@ def evaluate(apply_fn, variables, dataset: Dataset, key: jax.Array, *, cue: Cue 
       cue: the cue (default ``dataset.cue``).
       conditions: which of :data:`CONDITIONS`.
       batch_size: evaluation batch size (``randimg`` draws its images within a batch).
+      mesh: data-parallel mesh (default: every local device, see :mod:`mmc_jax.parallel`);
+        batches are split over it, the variables replicated.
 
     Returns:
       ``{condition: {"acc": float, "loss": float}}``.
@@ -40,7 +44,9 @@ def evaluate(apply_fn, variables, dataset: Dataset, key: jax.Array, *, cue: Cue 
     totals = None
     stacked = stack_batches(dataset, batch_size)
     rows = ({k: v[i] for k, v in stacked.items()} for i in range(len(stacked["labels"])))
-    for i, batch in enumerate(prefetch_to_device(rows)):
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    variables = parallel.replicate(variables, mesh)
+    for i, batch in enumerate(parallel.shard_batches(rows, mesh)):
         out = _eval_batch(apply_fn, variables, batch, jax.random.fold_in(key, i), cue,
                           conditions)
         totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
