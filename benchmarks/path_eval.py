@@ -1,14 +1,21 @@
 """Path evaluation: mmc_jax's one-call evaluator against the paper code's algorithm and
 against the floor, measured in one run on this machine.
 
-    python benchmarks/path_eval.py [--quick] [--model cnn4] [--points 11]
+    python benchmarks/path_eval.py [--quick] [--models cnn4] [--points 11,61]
+        [--bn recompute,interpolate_ema,interpolate] [--strategies map,vmap]
+        [--num-eval 2000] [--bn-batches 8] [--batch-size 250] [--paper-default]
 
-* **evaluator**: ``path_eval.evaluate_path`` (BN statistics once per point, shared by the four
-  conditions; one jitted call for all points);
+* **evaluator**: ``path_eval.evaluate_path`` under each strategy (BN statistics once per
+  point, shared by the four conditions; one jitted call for all points);
 * **sequential**: the paper code's algorithm — a Python loop over points *and* conditions,
   settling BN statistics again for every (point, condition), each step jitted;
-* **floor**: the forward passes the work needs (BN passes in train mode + four evaluation
-  passes per point) at the model's measured jitted forward throughput.
+* **floor**: the forward passes the work needs (the BN passes in train mode and four
+  evaluation passes per point) at the model's measured jitted forward throughput;
+* ``× map``: the strategy's speed against ``"map"`` with one point at a time, i.e. a loop
+  over points inside one program (the vmap target on GPU/TPU).
+
+``--paper-default`` adds the paper code's algorithm *with its default*: EMA over the whole
+clean training set, re-done for every condition.
 
 Prints a markdown table and writes ``benchmarks/results/path_eval.json``.
 """
@@ -27,10 +34,6 @@ import common
 from mmc_jax import data, models, path_eval, paths, runtime
 
 
-def _seconds(fn) -> float:
-    return _timed(fn)[0]
-
-
 def _timed(fn):
     """``(seconds, result)`` of one call."""
     start = time.perf_counter()
@@ -45,18 +48,21 @@ def forward_rates(model, variables, images: jax.Array) -> dict[str, float]:
     rates = {}
     for name, fn in (("eval", evaluate), ("train", train)):
         jax.block_until_ready(fn(variables, images))
-        reps = 5
-        seconds = _seconds(lambda: [fn(variables, images) for _ in range(reps)])
+        reps = 3
+        seconds, _ = _timed(lambda: [fn(variables, images) for _ in range(reps)])
         rates[name] = reps * images.shape[0] / seconds
     return rates
 
 
 def sequential(model, path, ts, test, train, bn, bn_batches, batch_size, key):
     """The paper code's loop: for each point, for each condition, settle BN, evaluate."""
-    stacked = path_eval.stack_batches(train, batch_size, bn_batches, pad=False)
-    bn_images = data.normalize(jnp.asarray(stacked["images"]))
+    if bn == "interpolate":
+        settle = jax.jit(lambda v: v)
+    else:
+        stacked = path_eval.stack_batches(train, batch_size, bn_batches, pad=False)
+        bn_images = data.normalize(jnp.asarray(stacked["images"]))
+        settle = jax.jit(lambda v: path_eval.settle_batch_stats(model.apply, v, bn_images, bn))
     eval_batches = jax.device_put(path_eval.stack_batches(test, batch_size))
-    settle = jax.jit(lambda v: path_eval.settle_batch_stats(model.apply, v, bn_images, bn))
     point = jax.jit(path.__call__)
     sums = {c: jax.jit(functools.partial(path_eval.condition_sums, model.apply, cue=test.cue,
                                          conditions=(c,), key=key))
@@ -68,66 +74,110 @@ def sequential(model, path, ts, test, train, bn, bn_batches, batch_size, key):
     return jnp.stack(out)
 
 
-def main():
-    runtime.tune_host_allocator()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller evaluation set")
-    parser.add_argument("--model", default="cnn4")
-    parser.add_argument("--points", type=int, default=11)
-    args = parser.parse_args()
-    num_eval, bn_batches, batch_size = (1000, 10, 250) if args.quick else (5000, 20, 500)
-    full_train_size = 5000 if args.quick else 20000
-    model = models.create(args.model, 10)
+def measure(name: str, points: int, bn: str, strategies, args, train, test, key) -> list[dict]:
+    """One model, K and BN policy: every strategy, the sequential loop and the floor."""
+    model = models.create(name, 10)
     a = models.init(model, jax.random.key(0), (32, 32, 3))
     b = models.init(model, jax.random.key(1), (32, 32, 3))
     path = paths.linear(a, b)
-    ts = paths.grid(args.points)
-    train = data.load("shapes10", "train", num_examples=bn_batches * batch_size)
-    test = data.load("shapes10", "test", num_examples=num_eval)
-    key = jax.random.PRNGKey(0)
-    rates = forward_rates(model, a, data.normalize(jnp.asarray(train.images[:batch_size])))
-    n_bn = bn_batches * batch_size
-    floor = args.points * (n_bn / rates["train"] + 4 * num_eval / rates["eval"])
-
+    ts = paths.grid(points)
+    rates = forward_rates(model, a, data.normalize(jnp.asarray(train.images[:args.batch_size])))
+    n_bn = 0 if bn == "interpolate" else args.bn_batches * args.batch_size
+    floor = points * (n_bn / rates["train"] + 4 * len(test) / rates["eval"])
+    seq = functools.partial(sequential, model, path, ts, test, train, bn, args.bn_batches,
+                            args.batch_size, key)
+    seq()  # compile
+    t_seq, slow = _timed(seq)
+    slow = np.asarray(slow) / len(test)
     rows = []
-    for bn in ("recompute", "interpolate_ema"):
-        kwargs = dict(bn=bn, bn_set=train, bn_batches=bn_batches, batch_size=batch_size,
-                      key=key)
-        run = functools.partial(path_eval.evaluate_path, model.apply, path, ts, test, **kwargs)
-        run()  # compile
-        t_eval, fast = _timed(run)
-        seq = functools.partial(sequential, model, path, ts, test, train, bn, bn_batches,
-                                batch_size, key)
-        seq()  # compile
-        t_seq, slow = _timed(seq)
-        slow = np.asarray(slow) / num_eval
-        agree = bool(np.allclose(fast.metrics["nocue"]["loss"], slow[:, 0, 0], atol=1e-4))
-        rows.append({"bn": bn, "evaluator_s": t_eval, "sequential_s": t_seq,
-                     "speedup": t_seq / t_eval, "floor_s": floor, "vs_floor": t_eval / floor,
-                     "equal": agree})
-    # The paper code's default: EMA over the *whole* clean training set, per condition.
-    full_train = data.load("shapes10", "train", num_examples=full_train_size)
-    paper = functools.partial(sequential, model, path, ts, test, full_train, "interpolate_ema",
-                              None, batch_size, key)
-    paper()  # compile
-    paper_default = _seconds(paper)
-    print(f"\n{args.model}, K = {args.points} points x 4 conditions, {num_eval} eval images, "
-          f"BN over {bn_batches} x {batch_size}; {common.machine()}, "
-          f"forward {rates['eval']:,.0f} img/s eval, "
-          f"{rates['train']:,.0f} img/s train mode\n")
-    print("| BN policy | evaluator s | sequential s | speedup | floor s | evaluator / floor "
-          "| equal |")
-    print("|---|---|---|---|---|---|---|")
+    for strategy in strategies:
+        run = functools.partial(path_eval.evaluate_path, model.apply, path, ts, test, bn=bn,
+                                bn_set=train, bn_batches=args.bn_batches,
+                                batch_size=args.batch_size, strategy=strategy, key=key)
+        result = run()  # compile
+        t_eval, result = _timed(run)
+        equal = bool(np.allclose(result.metrics["nocue"]["loss"], slow[:, 0, 0], atol=1e-4))
+        rows.append({"model": name, "points": points, "bn": bn, "strategy": strategy,
+                     "chunk": result.chunk_size, "memory_bytes": result.memory_bytes,
+                     "evaluator_s": t_eval, "sequential_s": t_seq, "speedup": t_seq / t_eval,
+                     "floor_s": floor, "vs_floor": t_eval / floor, "equal": equal,
+                     "rates": rates})
+    base = next((r["evaluator_s"] for r in rows if r["strategy"] == "map"), None)
     for r in rows:
-        print(f"| {r['bn']} | {r['evaluator_s']:.2f} | {r['sequential_s']:.2f} | "
-              f"{r['speedup']:.2f}x | {r['floor_s']:.2f} | {r['vs_floor']:.2f} | {r['equal']} |")
-    print(f"\nmmc_jax default (recompute over {n_bn} images, shared by the conditions): "
-          f"{rows[0]['evaluator_s']:.2f} s; the paper code's algorithm and default "
-          f"(EMA over all {full_train_size} training images, per condition): "
-          f"{paper_default:.2f} s; speedup {paper_default / rows[0]['evaluator_s']:.2f}x")
-    common.save("path_eval", {
-        "model": args.model, "points": args.points, "num_eval": num_eval, "rates": rates,
-        "rows": rows, "paper_default_s": paper_default, "full_train": full_train_size})
+        r["vs_map"] = base / r["evaluator_s"] if base else None
+    return rows
+
+
+def paper_default(name, points, test, full_train, batch_size, key) -> float:
+    """Seconds of the paper code's algorithm with its default BN (EMA over all training
+    images, per condition)."""
+    model = models.create(name, 10)
+    a = models.init(model, jax.random.key(0), (32, 32, 3))
+    b = models.init(model, jax.random.key(1), (32, 32, 3))
+    run = functools.partial(sequential, model, paths.linear(a, b), paths.grid(points), test,
+                            full_train, "interpolate_ema", None, batch_size, key)
+    run()  # compile
+    return _timed(run)[0]
+
+
+def main():
+    runtime.tune_host_allocator()
+    runtime.enable_compilation_cache()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="cnn4, K = 11 and 61, recompute, map, small sets (≈ 1.5 min)")
+    parser.add_argument("--models", default="cnn4")
+    parser.add_argument("--points", default="11,61")
+    parser.add_argument("--bn", default="recompute,interpolate_ema,interpolate")
+    parser.add_argument("--strategies", default="",
+                        help="default: map on CPU, map,vmap elsewhere, plus shard_map with "
+                             "several devices")
+    parser.add_argument("--num-eval", type=int, default=2000)
+    parser.add_argument("--bn-batches", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--paper-default", action="store_true",
+                        help="also time the paper code's default (EMA over all training data)")
+    args = parser.parse_args()
+    if args.quick:
+        args.points, args.bn, args.num_eval, args.bn_batches, args.batch_size = (
+            "11,61", "recompute", 250, 2, 125)
+    strategies = args.strategies.split(",") if args.strategies else (
+        ["map"] if jax.default_backend() == "cpu" else ["map", "vmap"])
+    if not args.strategies and jax.device_count() > 1:
+        strategies.append("shard_map")
+    train = data.load("shapes10", "train", num_examples=args.bn_batches * args.batch_size)
+    test = data.load("shapes10", "test", num_examples=args.num_eval)
+    key = jax.random.PRNGKey(0)
+    rows = []
+    for name in args.models.split(","):
+        for points in map(int, args.points.split(",")):
+            for bn in args.bn.split(","):
+                rows += measure(name, points, bn, strategies, args, train, test, key)
+    print(f"\n{len(test)} evaluation images x 4 conditions, BN over {args.bn_batches} x "
+          f"{args.batch_size} images; {common.machine()}\n")
+    print("| model | K | BN policy | strategy | chunk | evaluator s | sequential s | speedup "
+          "| floor s | evaluator / floor | x map | equal |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['points']} | {r['bn']} | {r['strategy']} | {r['chunk']} | "
+              f"{r['evaluator_s']:.2f} | {r['sequential_s']:.2f} | {r['speedup']:.2f}x | "
+              f"{r['floor_s']:.2f} | {r['vs_floor']:.2f} | {r['vs_map']:.2f} | {r['equal']} |")
+    payload = {"num_eval": len(test), "bn_batches": args.bn_batches,
+               "batch_size": args.batch_size, "rows": rows}
+    if args.paper_default:
+        name, points = args.models.split(",")[0], int(args.points.split(",")[0])
+        # As in CIFAR (50,000 / 10,000): five training images per evaluation image.
+        full_train = data.load("shapes10", "train", num_examples=5 * len(test))
+        seconds = paper_default(name, points, test, full_train, args.batch_size, key)
+        ours = next(r["evaluator_s"] for r in rows
+                    if r["model"] == name and r["points"] == points and r["bn"] == "recompute")
+        print(f"\n{name}, K = {points}: mmc_jax's default (recompute, shared by the "
+              f"conditions) {ours:.2f} s; the paper code's algorithm and default (EMA over all "
+              f"{len(full_train)} training images, per condition) {seconds:.2f} s; speedup "
+              f"{seconds / ours:.2f}x")
+        payload["paper_default"] = {"seconds": seconds, "full_train": len(full_train),
+                                    "speedup": seconds / ours}
+    common.save("path_eval", payload)
 
 
 if __name__ == "__main__":

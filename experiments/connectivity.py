@@ -87,9 +87,13 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
         model.apply, path, paths.grid(config.num_points), eval_set, conditions=conditions,
         bn=config.bn, bn_set=train, bn_batches=config.bn_batches or None,
         batch_size=config.batch_size, strategy=config.strategy,
-        chunk_size=config.chunk_size or None, key=jax.random.PRNGKey(config.seed))
+        chunk_size=config.chunk_size or None,
+        memory_budget=int(config.memory_budget_gib * 2**30) or None,
+        key=jax.random.PRNGKey(config.seed))
     summary = {**result.to_json(kind), "model_a": str(model_a), "model_b": str(model_b),
-               "bn": config.bn}
+               "bn": config.bn, "chunk_size": result.chunk_size,
+               "memory_gib": None if result.memory_bytes is None
+               else round(result.memory_bytes / 2**30, 3)}
     io.write_json(workdir / "results.json", summary)
     table = plots_and_table(summary, workdir)
     print(table)

@@ -21,7 +21,8 @@ def get_config():
     config.bn_batches = 20           # clean training batches for the BN statistics (0: all)
     config.batch_size = 500
     config.strategy = "auto"         # auto | map | vmap | shard_map
-    config.chunk_size = 0            # points vectorized together (0: strategy default)
+    config.chunk_size = 0            # points vectorized together (0: fitted to the budget)
+    config.memory_budget_gib = 0.0   # working memory per device (0: half the device's)
     config.permutation = "weight"    # permuted_linear: weight | activation | greedy
     config.match_batches = 10        # activation matching: clean training batches used
     # Quadratic path: midpoint training (the paper code's defaults).
