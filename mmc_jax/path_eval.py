@@ -173,13 +173,39 @@ def default_memory_budget(device: Optional[jax.Device] = None) -> int:
     return int(total) // 2
 
 
-def evaluate_path(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
-                  cue: Optional[Cue] = None, conditions: Sequence[str] = CONDITIONS,
-                  bn: str = "recompute", bn_set: Optional[Dataset] = None,
-                  bn_batches: int = 20, batch_size: int = 500, strategy: str = "auto",
-                  chunk_size: Optional[int] = None, memory_budget: Optional[int] = None,
-                  key: Optional[jax.Array] = None, mesh: Optional[Mesh] = None) -> PathResult:
+@dataclasses.dataclass
+class CompiledEvaluation:
+    """A path evaluation compiled for its inputs, not yet run: its chunk size and XLA working
+    memory are known (:func:`compile_evaluation`)."""
+
+    chunk_size: int
+    #: XLA working memory per device, bytes (``None``: the backend does not report it).
+    memory_bytes: Optional[int]
+    _run: Callable[[], PathResult]
+
+    def run(self) -> PathResult:
+        """Evaluates every point; one call of the compiled program."""
+        return self._run()
+
+
+def evaluate_path(apply_fn: Callable, path: Path, ts, eval_set: Dataset,
+                  **kwargs) -> PathResult:
     """Loss and accuracy at every ``t`` in ``ts`` on every condition, in one jitted call.
+
+    Takes the arguments of :func:`compile_evaluation` and runs the result.
+    """
+    return compile_evaluation(apply_fn, path, ts, eval_set, **kwargs).run()
+
+
+def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
+                       cue: Optional[Cue] = None, conditions: Sequence[str] = CONDITIONS,
+                       bn: str = "recompute", bn_set: Optional[Dataset] = None,
+                       bn_batches: int = 20, batch_size: int = 500, strategy: str = "auto",
+                       chunk_size: Optional[int] = None, memory_budget: Optional[int] = None,
+                       key: Optional[jax.Array] = None,
+                       mesh: Optional[Mesh] = None) -> CompiledEvaluation:
+    """The evaluation of every ``t`` in ``ts`` on every condition, compiled as one program
+    whose chunk size fits ``memory_budget``; ``.run()`` gives the :class:`PathResult`.
 
     Args:
       apply_fn: ``module.apply`` of any Flax model with ``batch_stats``.
@@ -202,7 +228,7 @@ def evaluate_path(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
         over it, the other strategies split the evaluation batches.
 
     Returns:
-      A :class:`PathResult`.
+      A :class:`CompiledEvaluation`.
 
     Raises:
       InputError: for unknown names, or when one point alone exceeds ``memory_budget``.
@@ -241,12 +267,17 @@ def evaluate_path(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
 
     budget = default_memory_budget(mesh.devices.flat[0]) if memory_budget is None \
         else memory_budget
-    sums, chunk, memory = _run(point, ts, (path, eval_batches, bn_images), strategy,
-                               chunk_size, budget, mesh)
+    compiled, args, chunk, memory = _compile(point, ts, (path, eval_batches, bn_images),
+                                             strategy, chunk_size, budget, mesh)
     count = float(eval_batches["weight"].sum())
-    sums = np.asarray(sums, np.float64) / count
-    metrics = {c: {"loss": sums[:, i, 0], "acc": sums[:, i, 1]} for i, c in enumerate(conditions)}
-    return PathResult(np.asarray(ts, np.float64), metrics, chunk, memory)
+
+    def run() -> PathResult:
+        sums = np.asarray(compiled(*args)[:ts.shape[0]], np.float64) / count
+        metrics = {c: {"loss": sums[:, i, 0], "acc": sums[:, i, 1]}
+                   for i, c in enumerate(conditions)}
+        return PathResult(np.asarray(ts, np.float64), metrics, chunk, memory)
+
+    return CompiledEvaluation(chunk, memory, run)
 
 
 def _working_bytes(compiled) -> Optional[int]:
@@ -258,13 +289,14 @@ def _working_bytes(compiled) -> Optional[int]:
     return None if stats is None else int(stats.temp_size_in_bytes)
 
 
-def _run(point: Callable, ts: jax.Array, args: tuple, strategy: str,
-         chunk_size: Optional[int], budget: int, mesh: Mesh):
-    """Evaluates ``point(t, *args)`` for every t under the strategy in one jitted call.
+def _compile(point: Callable, ts: jax.Array, args: tuple, strategy: str,
+             chunk_size: Optional[int], budget: int, mesh: Mesh):
+    """One program evaluating ``point(t, *args)`` for every t under the strategy.
 
-    Returns ``(sums, chunk, working bytes)``. Without ``chunk_size``, the chunk starts at the
-    strategy's default and shrinks, in proportion to the compiled program's working memory,
-    until the program fits ``budget``.
+    Returns ``(compiled, its arguments, chunk, working bytes)``; the program's output has
+    one row per t (and padding rows for ``"shard_map"``). Without ``chunk_size``, the chunk
+    starts at the strategy's default and shrinks, in proportion to the compiled program's
+    working memory, until the program fits ``budget``.
     """
     k = ts.shape[0]
     if strategy == "shard_map":
@@ -293,4 +325,4 @@ def _run(point: Callable, ts: jax.Array, args: tuple, strategy: str,
                              f"more than the budget of {budget / 2**30:.2f} GiB; lower "
                              f"batch_size or raise memory_budget")
         chunk = max(1, min(chunk - 1, int(chunk * budget / memory)))
-    return compiled(ts, *args)[:k], chunk, memory
+    return compiled, (ts, *args), chunk, memory
