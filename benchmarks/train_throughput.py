@@ -25,18 +25,22 @@ import common
 from mmc_jax import data, models, runtime, training
 
 
-def _rate(fn, batch: int, seconds: float = 4.0) -> float:
-    """Images/s of ``fn`` (one batch per call), timed over about ``seconds``."""
+def _rate(fn, batch: int, seconds: float = 4.0, rounds: int = 3) -> float:
+    """Images/s of ``fn`` (one batch per call): the best of ``rounds`` timings of about
+    ``seconds / rounds`` each, so a transient slowdown of a shared machine does not count."""
     jax.block_until_ready(fn())  # compile and warm up
     start = time.perf_counter()
     jax.block_until_ready(fn())
     once = time.perf_counter() - start
-    repeats = int(min(10, max(2, seconds / max(once, 1e-6))))
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = fn()
-    jax.block_until_ready(out)
-    return batch * repeats / (time.perf_counter() - start)
+    repeats = int(min(10, max(1, seconds / rounds / max(once, 1e-6))))
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            out = fn()
+        jax.block_until_ready(out)
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return batch / best
 
 
 def measure(name: str, conv_impl: str, batch: int, dtype: str) -> dict:
