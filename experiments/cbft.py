@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 import time
 
 import jax
@@ -38,7 +37,7 @@ def finetune_config(config, learning_rate: float, seed: int) -> finetune.Finetun
         llrt_epochs=config.llrt_epochs, llrt_learning_rate=config.llrt_learning_rate,
         cbft_mode=config.cbft_mode, barrier_target=config.barrier_target, t_dist=config.t_dist,
         invariance_weight=config.invariance_weight, normalize_means=config.normalize_means,
-        warmup_epochs=config.warmup_epochs)
+        warmup_epochs=config.warmup_epochs, grad_clip_norm=config.grad_clip_norm)
 
 
 def seeds_of(config) -> tuple[int, ...]:
@@ -53,6 +52,39 @@ def seeds_of(config) -> tuple[int, ...]:
     return seeds
 
 
+def validate(config) -> None:
+    """Raises InputError for impossible values before any long work."""
+    for name in ("small_lr", "medium_lr"):
+        finetune_config(config, config[name], 0)
+    if not config.cue_model_dir:
+        training.validate(config.cue_model)
+    checks = [
+        (config.n_clean >= 1, f"n_clean must be >= 1, got {config.n_clean}"),
+        (config.n_cue >= 1, f"n_cue must be >= 1, got {config.n_cue}"),
+        (config.path_points >= 2, f"path_points must be >= 2, got {config.path_points}"),
+        (config.bn_batches >= 1, f"bn_batches must be >= 1, got {config.bn_batches}"),
+        (config.eval_batch_size >= 1,
+         f"eval_batch_size must be >= 1, got {config.eval_batch_size}"),
+        (config.bn in path_eval.BN_POLICIES,
+         f"unknown BN policy {config.bn!r}; choose from {', '.join(path_eval.BN_POLICIES)}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(message)
+
+
+def data_config(config) -> ml_collections.ConfigDict:
+    """The config naming θ_C's data: the reused θ_C's own (``cue_model_dir``), else
+    ``config.cue_model``."""
+    if not config.cue_model_dir:
+        return config.cue_model
+    path = pathlib.Path(config.cue_model_dir).expanduser().resolve() / "config.json"
+    if not path.is_file():
+        raise InputError(f"no training run in {path.parent} (expected config.json from "
+                         "experiments.train)")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
 def cue_model_config(config, seed: int):
     """θ_C's training config for one seed of the sweep."""
     cue_config = ml_collections.ConfigDict(config.cue_model.to_dict())
@@ -65,9 +97,10 @@ def run(config, workdir: str) -> dict:
     start = time.perf_counter()
     workdir = pathlib.Path(workdir).resolve()
     seeds = seeds_of(config)
-    for name in ("small_lr", "medium_lr"):
-        finetune_config(config, config[name], 0)  # bad hyperparameters fail before training
-    training.validate(config.cue_model)
+    validate(config)
+    train, _ = training.load_data(data_config(config))
+    finetune.draw_subsets(train, config.n_clean, config.n_cue, 0)  # sizes fit the data
+    training.check_config(workdir, config.to_dict(), ignore=("seeds",))  # a sweep may grow
     runs = []
     for i, seed in enumerate(seeds):
         folder = workdir / f"seed_{seed}"
@@ -101,14 +134,15 @@ def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
     start = time.perf_counter()
     small = finetune_config(config, config.small_lr, seed)
     medium = finetune_config(config, config.medium_lr, seed)
-    cue_config = cue_model_config(config, seed)
-    train, test = training.load_data(cue_config)
-    clean_index, cue_index = finetune.draw_subsets(train, config.n_clean, config.n_cue, seed)
-    if config.cue_model_dir:
+    if config.cue_model_dir:  # its data and cue are those it was trained with
         print(f"1/3 cue model θ_C: reusing {config.cue_model_dir}")
-        model, theta_c, _ = training.restore_trained(config.cue_model_dir)
+        model, theta_c, cue_config = training.restore_trained(config.cue_model_dir)
         apply_fn = model.apply
     else:
+        cue_config = cue_model_config(config, seed)
+    train, test = training.load_data(cue_config)
+    clean_index, cue_index = finetune.draw_subsets(train, config.n_clean, config.n_cue, seed)
+    if not config.cue_model_dir:
         print("1/3 cue model θ_C")
         state = training.train_and_evaluate(cue_config, str(workdir / "cue_model"))["state"]
         apply_fn, theta_c = state.apply_fn, state.variables
@@ -200,11 +234,7 @@ def results_table(results: dict) -> str:
 def main(argv):
     del argv
     print(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
-    try:
-        run(CONFIG.value, WORKDIR.value)
-    except training.Interrupted as stop:
-        print(stop, file=sys.stderr)
-        sys.exit(130)
+    run(CONFIG.value, WORKDIR.value)
 
 
 if __name__ == "__main__":

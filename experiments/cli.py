@@ -1,6 +1,7 @@
 """What every entry point shares: absl flags, the config flag, the workdir, error handling.
 
 User errors (:class:`mmc_jax.InputError`) are printed as one line and exit with status 2;
+a run stopped by SIGINT/SIGTERM (after saving a checkpoint) exits with status 130;
 everything else keeps its traceback.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import sys
 from typing import Callable
 
@@ -16,16 +18,40 @@ from ml_collections import config_flags
 
 from mmc_jax import runtime
 from mmc_jax.errors import InputError
+from mmc_jax.training import Interrupted
+
+
+#: What an entry point leaves in its workdir; ``--restart`` deletes only folders holding one.
+WORKDIR_MARKERS = ("config.json", "checkpoints", "results.json")
+
+RESTART = flags.DEFINE_bool("restart", False, "Delete --workdir (a previous run's "
+                            "checkpoints and results) and start over instead of resuming.")
 
 
 def define_flags(default_config: str, default_workdir: str):
     """Defines ``--config`` (an ml_collections config file) and ``--workdir``."""
-    config = config_flags.DEFINE_config_file(
-        "config", default_config, "Experiment configuration file (fields override with "
-        "--config.field=value).", lock_config=True)
+    try:  # config_flags reads the --config.field overrides right here
+        config = config_flags.DEFINE_config_file(
+            "config", default_config, "Experiment configuration file (fields override with "
+            "--config.field=value).", lock_config=True)
+    except (AttributeError, KeyError) as err:
+        _exit_with(_unknown_field(err, sys.argv))
     workdir = flags.DEFINE_string("workdir", default_workdir,
                                   "Folder for checkpoints and results.")
     return config, workdir
+
+
+def clear_workdir(workdir: str) -> None:
+    """Deletes a previous run's workdir (``--restart``); refuses folders that no entry point
+    wrote, so a mistyped ``--workdir`` cannot delete anything else."""
+    path = pathlib.Path(workdir).expanduser().resolve()
+    if not path.exists():
+        return
+    runs = [p for p in path.rglob("*") if p.name in WORKDIR_MARKERS]
+    if not runs:
+        raise InputError(f"--restart: {path} does not look like an mmc_jax workdir (no "
+                         f"{', '.join(WORKDIR_MARKERS)} inside); delete it yourself")
+    shutil.rmtree(path)
 
 
 def config_path(module_file: str, name: str) -> str:
@@ -40,13 +66,43 @@ def run(main: Callable[[list[str]], None]) -> None:
     def guarded(argv):
         logging.set_verbosity(logging.WARNING)  # absl's INFO lines bury the progress bars
         try:
+            if RESTART.value:
+                clear_workdir(flags.FLAGS.workdir)
             main(argv)
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        except Interrupted as stop:  # SIGINT/SIGTERM: a checkpoint was saved
+            print(stop, file=sys.stderr)
+            sys.exit(130)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     runtime.tune_host_allocator()
     runtime.enable_compilation_cache()
-    app.run(guarded)
+    app.run(guarded, flags_parser=parse_flags)
 
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with every command-line mistake (unknown flag or config field,
+    a value of the wrong type) reported as one line and exit status 2."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        _exit_with(str(err))
+    except (AttributeError, KeyError) as err:
+        _exit_with(_unknown_field(err, argv))
+
+
+def _unknown_field(err: Exception, argv: list[str]) -> str:
+    """The message for an override of a config field that does not exist."""
+    given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+    text = str(err).strip("\"' ")
+    name = text.split("Attempting to lookup: ")[-1] if "lookup:" in text else text
+    match = [g for g in given if g.endswith(name)] or given
+    where = f" ({match[0]})" if match else ""
+    return f"unknown config field {name!r}{where}; see the config file for the fields"
+
+
+def _exit_with(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -9,7 +9,6 @@ Rerunning the same command resumes from the latest checkpoint in the workdir. Wr
 from __future__ import annotations
 
 import pathlib
-import sys
 
 from experiments import cli
 from mmc_jax import io, plots, report, training
@@ -32,11 +31,7 @@ def main(argv):
     del argv
     workdir = pathlib.Path(WORKDIR.value).resolve()
     print(f"workdir: {workdir}")
-    try:
-        out = training.train_and_evaluate(CONFIG.value, str(workdir))
-    except training.Interrupted as stop:
-        print(stop, file=sys.stderr)
-        sys.exit(130)
+    out = training.train_and_evaluate(CONFIG.value, str(workdir))
     print(write_outputs(workdir, out["result"], out["history"]))
 
 

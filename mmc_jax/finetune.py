@@ -57,6 +57,7 @@ class FinetuneConfig:
       invariance_weight: λ (1.0).
       normalize_means: L2-normalized class means in the invariance loss (the code).
       warmup_epochs: epochs without the invariance term (1, the code).
+      grad_clip_norm: clip each gradient to this global norm (0: off, the code).
     """
 
     epochs: int = 20
@@ -74,6 +75,7 @@ class FinetuneConfig:
     invariance_weight: float = 1.0
     normalize_means: bool = True
     warmup_epochs: int = 1
+    grad_clip_norm: float = 0.0
 
     def __post_init__(self):
         if self.cbft_mode not in CBFT_MODES:
@@ -82,9 +84,18 @@ class FinetuneConfig:
         for name in ("epochs", "batch_size", "llrt_epochs"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("learning_rate", "llrt_learning_rate"):
+        for name in ("learning_rate", "llrt_learning_rate", "barrier_target"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "llrt_weight_decay", "invariance_weight",
+                     "warmup_epochs", "grad_clip_norm"):
+            if not getattr(self, name) >= 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise InputError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.t_dist not in objectives.T_DISTRIBUTIONS:
+            raise InputError(f"unknown t_dist {self.t_dist!r}; choose from "
+                             f"{', '.join(objectives.T_DISTRIBUTIONS)}")
 
 
 def draw_subsets(train: data.Dataset, n_clean: int, n_cue: int, seed: int):
@@ -191,7 +202,7 @@ def cbft_step(state: TrainState, batch, epoch_index, anchor, cue, config: Finetu
 def _state(apply_fn, variables, lr, config: FinetuneConfig, seed_offset=0):
     """A train state on a *copy* of ``variables`` (the steps donate their state's buffers)."""
     variables = jax.tree.map(jnp.copy, dict(variables))
-    tx = optim.sgd(lr, config.momentum, config.weight_decay)
+    tx = optim.sgd(lr, config.momentum, config.weight_decay, config.grad_clip_norm)
     return TrainState.create(apply_fn, variables, tx,
                              jax.random.PRNGKey(config.seed + seed_offset))
 
@@ -258,7 +269,7 @@ def llrt(apply_fn, variables, train: data.Dataset, clean_index, num_classes: int
     head_params = {"kernel": layers.torch_default_init(k1, (fan_in, num_classes)),
                    "bias": layers.torch_bias_init(fan_in)(k2, (num_classes,))}
     tx = optim.sgd(_cosine(config.llrt_learning_rate, config.llrt_epochs * spe),
-                   config.momentum, config.llrt_weight_decay)
+                   config.momentum, config.llrt_weight_decay, config.grad_clip_norm)
     state = TrainState.create(_linear_apply, {"params": head_params}, tx,
                               jax.random.PRNGKey(config.seed))
 

@@ -1,4 +1,5 @@
-"""Shared test setup: a persistent XLA compilation cache and a private dataset cache."""
+"""Shared test setup: a persistent XLA compilation cache, a private dataset cache, and two
+tiny trained models for the connectivity entry point."""
 
 import os
 import pathlib
@@ -21,3 +22,18 @@ def _private_cache(tmp_path_factory):
     """Keeps generated and decoded datasets out of the user's cache."""
     os.environ["MMC_JAX_CACHE"] = str(tmp_path_factory.mktemp("mmc_jax_cache"))
     yield
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """Workdirs ``nc`` (θ_NC) and ``c`` (θ_C) of two tiny ``experiments.train`` runs."""
+    from experiments.configs import demo
+    from mmc_jax import training
+
+    root = tmp_path_factory.mktemp("models")
+    for name, p in (("nc", 0.0), ("c", 1.0)):
+        config = demo.get_config()
+        config.update(width=0.25, num_train=256, num_test=60, batch_size=64, epochs=1,
+                      eval_batch_size=60, cue_proportion=p)
+        training.train_and_evaluate(config, str(root / name), progress=False)
+    return root

@@ -1,7 +1,9 @@
 """Training: SGD equals PyTorch's update, loss goes down, checkpoints round-trip bit-exactly,
-interrupted-then-resumed runs equal uninterrupted ones, bad configs fail clearly."""
+interrupted-then-resumed runs equal uninterrupted ones, an unreadable latest checkpoint falls
+back to the previous one, NaN losses stop the run, bad configs fail clearly."""
 
 import contextlib
+import functools
 import json
 import signal
 
@@ -116,6 +118,28 @@ def test_restoring_into_another_architecture_is_a_clear_error(tmp_path):
             ckpt.restore(wider)
 
 
+@pytest.mark.parametrize("damage", ["garbage", "delete"])
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage):
+    config = tiny_config()
+    state = training.create_state(config, models.create("cnn4", 10, width=0.25), (32, 32, 3), 4)
+    with training.RunCheckpoints(tmp_path, config.to_dict(), min_interval_s=0) as ckpt:
+        for step in (1, 2, 3):
+            ckpt.save(state.replace(step=jnp.asarray(step, jnp.int32),
+                                    params=jax.tree.map(lambda x: x + step, state.params)),
+                      {"step": step})
+    for file in (tmp_path / "checkpoints" / "3" / "state").rglob("*"):
+        if file.is_file():
+            if damage == "garbage":
+                file.write_bytes(b"\x00not a checkpoint")
+            else:
+                file.unlink()
+    with training.RunCheckpoints(tmp_path, config.to_dict()) as ckpt:
+        with pytest.warns(UserWarning, match=r"checkpoints/3 cannot be read .* from step 2"):
+            restored, meta = ckpt.restore(state)
+    assert int(restored.step) == 2 and meta == {"step": 2}
+    chex.assert_trees_all_equal(restored.params, jax.tree.map(lambda x: x + 2, state.params))
+
+
 def test_resume_with_a_different_config_lists_the_fields(tmp_path):
     training.RunCheckpoints(tmp_path, tiny_config().to_dict()).close()
     with pytest.raises(InputError, match=r"different config \(epochs: 2 -> 5; "
@@ -173,3 +197,33 @@ def test_bad_config_values_fail_before_training(tmp_path, overrides, message):
     with pytest.raises(InputError, match=message):
         training.train_and_evaluate(tiny_config(**overrides), str(tmp_path), progress=False)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_gradient_clipping_rescales_to_the_global_norm():
+    grads = {"w": jnp.array([3.0, 4.0]), "b": jnp.array([0.0])}  # global norm 5
+    params = jax.tree.map(jnp.zeros_like, grads)
+    clipped = training.sgd(1.0, momentum=0.0, weight_decay=0.0, clip_norm=1.0)
+    updates, _ = clipped.update(grads, clipped.init(params), params)
+    chex.assert_trees_all_close(updates, jax.tree.map(lambda g: -g / 5.0, grads))
+    plain = training.sgd(1.0, momentum=0.0, weight_decay=0.0)  # no clipping, no extra state
+    assert len(plain.init(params)) == 2 and len(clipped.init(params)) == 3
+
+
+def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny_config(epochs=3)  # 4 steps per epoch
+    train, _ = training.load_data(config)
+    model = training.create_model(config, train.num_classes)
+    iterator = data.EpochIterator({"images": train.images, "labels": train.labels,
+                                   "cue": np.zeros(len(train), bool)}, batch_size=64, seed=0)
+    state = training.create_state(config, model, train.image_shape, 4)
+    step = jax.jit(functools.partial(training.train_step, cue=train.cue))
+
+    def diverging(state, batch):  # the loss of the 7th step is NaN
+        state, metrics = step(state, batch)
+        return state, {**metrics, "loss": jnp.where(state.step == 7, jnp.nan, metrics["loss"])}
+
+    with training.RunCheckpoints(tmp_path, config.to_dict(), min_interval_s=0) as ckpt:
+        with pytest.raises(training.NonFiniteLoss,
+                           match="training loss became NaN or infinite at step 7"):
+            training.run_epochs(state, diverging, iterator, ckpt, 3, progress=False)
+        assert ckpt.latest_step == 4  # epoch 1; epoch 2 (steps 5-8) was not saved

@@ -43,6 +43,7 @@ def get_config():
     config.invariance_weight = 1.0
     config.normalize_means = True
     config.warmup_epochs = 1
+    config.grad_clip_norm = 0.0                  # > 0: clip gradients to this global norm
     # Barrier to θ_C: linear path on cued test data, BN statistics recomputed at every point
     # from bn_batches × eval_batch_size clean training images.
     config.path_points = 11

@@ -40,6 +40,7 @@ def get_config():
     config.schedule = "cosine"      # constant | step | cosine
     config.step_every_epochs = 40   # "step" schedule: ×step_factor every this many epochs
     config.step_factor = 0.1
+    config.grad_clip_norm = 0.0     # > 0: clip gradients to this global norm (0: off)
     # Run.
     config.seed = 0
     config.eval_batch_size = 500

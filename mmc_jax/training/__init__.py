@@ -5,7 +5,7 @@
 >>> evaluate(state.apply_fn, state.variables, test_set, key)   # four conditions
 """
 
-from mmc_jax.training.checkpoint import RunCheckpoints
+from mmc_jax.training.checkpoint import RunCheckpoints, check_config
 from mmc_jax.training.evaluate import evaluate
 from mmc_jax.training.loop import (Interrupted, NonFiniteLoss, create_model, create_state,
                                    load_data, restore_trained, run_epochs,
@@ -16,7 +16,7 @@ from mmc_jax.training.steps import cross_entropy, cued_inputs, eval_step, train_
 
 __all__ = [
     "Interrupted", "NonFiniteLoss", "RunCheckpoints", "SCHEDULES", "TrainState",
-    "create_model", "create_state", "cross_entropy", "cued_inputs", "eval_step", "evaluate",
+    "check_config", "create_model", "create_state", "cross_entropy", "cued_inputs", "eval_step", "evaluate",
     "load_data", "restore_trained", "run_epochs", "schedule", "sgd", "train_and_evaluate",
     "train_step", "validate",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import pathlib
 import time
+import warnings
 from typing import Any, Optional
 
 import jax
@@ -36,6 +37,24 @@ def config_differences(stored: dict, current: dict, prefix: str = "") -> list[st
     return out
 
 
+def check_config(workdir, config: dict, ignore: tuple[str, ...] = ()) -> None:
+    """Stores ``config`` as ``workdir/config.json`` on first use; later, raises InputError
+    listing every field (outside ``ignore``) that differs from the stored one, so a rerun can
+    never mix two configs in one workdir."""
+    path = pathlib.Path(workdir) / "config.json"
+    config = json.loads(json.dumps(config))  # tuples → lists, as stored
+    if path.exists():
+        stored = json.loads(path.read_text())
+        diffs = [d for d in config_differences(stored, config) if d.split(":")[0] not in ignore]
+        if diffs:
+            raise InputError(
+                f"{pathlib.Path(workdir).resolve()} holds a run with a different config "
+                f"({'; '.join(diffs)}); rerun with --restart to start over, or use another "
+                "--workdir")
+    else:
+        write_json(path, config)
+
+
 class RunCheckpoints:
     """Save and restore a train state (and JSON metadata) under ``workdir``.
 
@@ -55,24 +74,12 @@ class RunCheckpoints:
         self.workdir = pathlib.Path(workdir).resolve()
         self.min_interval_s = min_interval_s
         self._last_save = float("-inf")
-        self._check_config(config, ignore)
+        check_config(self.workdir, config, ignore)
         self.manager = ocp.CheckpointManager(
             self.workdir / "checkpoints",
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-            item_names=("state", "meta"))
-
-    def _check_config(self, config: dict, ignore: tuple[str, ...]) -> None:
-        path = self.workdir / "config.json"
-        if path.exists():
-            stored = json.loads(path.read_text())
-            diffs = [d for d in config_differences(stored, config)
-                     if d.split(":")[0] not in ignore]
-            if diffs:
-                raise InputError(
-                    f"{self.workdir} holds a run with a different config ({'; '.join(diffs)}); "
-                    "use another --workdir, or delete that one to start over")
-        else:
-            write_json(path, config)
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()})
 
     @property
     def latest_step(self) -> Optional[int]:
@@ -94,24 +101,68 @@ class RunCheckpoints:
         return True
 
     def restore(self, state, step: Optional[int] = None):
-        """Restores the checkpoint at ``step`` (default: the latest) into the structure of
-        ``state``; returns ``(state, meta)``, or ``(state, None)`` when there is none.
+        """Restores the checkpoint at ``step`` (default: the latest readable one) into the
+        structure of ``state``; returns ``(state, meta)``, or ``(state, None)`` when there is
+        none.
+
+        A latest checkpoint that cannot be read (corrupt or partly deleted files) is skipped
+        with a warning, and the previous one restored: the steps since are recomputed, with
+        the same result.
 
         Raises:
-          InputError: the checkpoint does not fit the model (architecture mismatch).
+          InputError: the checkpoint was written for another architecture (names or shapes
+            differ), or no checkpoint can be read.
         """
-        step = self.latest_step if step is None else step
-        if step is None:
+        steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [step]
+        if not steps:
             return state, None
         items = {name: getattr(state, name) for name in STATE_FIELDS}
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, items)
-        try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        except (ValueError, KeyError, TypeError) as err:
-            raise InputError(f"checkpoint {self.workdir / 'checkpoints' / str(step)} does not "
-                             f"match the model ({str(err).splitlines()[0][:200]})") from None
-        return state.replace(**restored.state), restored.meta
+        errors = []
+        for candidate in steps:
+            try:
+                mismatch = self._mismatch(candidate, items)
+            except Exception as err:  # unreadable metadata: a damaged checkpoint
+                errors.append((candidate, _first_line(err)))
+                continue
+            if mismatch:
+                raise InputError(f"checkpoint {self.workdir / 'checkpoints' / str(candidate)} "
+                                 f"does not match the model ({mismatch})")
+            try:
+                restored = self.manager.restore(candidate, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            except Exception as err:  # orbax/tensorstore raise several types for bad files
+                errors.append((candidate, _first_line(err)))
+                continue
+            for bad, reason in errors:
+                warnings.warn(f"checkpoint {self.workdir / 'checkpoints' / str(bad)} cannot be "
+                              f"read ({reason}); resuming from step {candidate} instead",
+                              stacklevel=2)
+            return state.replace(**restored.state), restored.meta
+        latest, reason = errors[0]
+        raise InputError(f"checkpoint {self.workdir / 'checkpoints' / str(latest)} cannot be "
+                         f"read ({reason})") from None
+
+    def _mismatch(self, step: int, items: dict) -> Optional[str]:
+        """How the stored parameters and BN statistics differ from the model's in names or
+        shapes (read from the checkpoint's metadata), or None when they fit."""
+        stored = self.manager.item_metadata(step)["state"]
+
+        def shapes(tree):
+            flat = jax.tree_util.tree_flatten_with_path(
+                {k: tree[k] for k in ("params", "batch_stats")})[0]
+            return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
+                    for path, leaf in flat}
+
+        have, want = shapes(stored), shapes(items)
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        if missing or extra:
+            return "; ".join(([f"missing {', '.join(missing[:3])}"] if missing else [])
+                             + ([f"unexpected {', '.join(extra[:3])}"] if extra else []))
+        for name, shape in want.items():
+            if have[name] != shape:
+                return f"{name}: checkpoint {have[name]}, model {shape}"
+        return None
 
     def close(self) -> None:
         """Waits for pending writes and releases the manager."""
@@ -123,3 +174,9 @@ class RunCheckpoints:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's message, at most 200 characters."""
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:200]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import signal
 import time
 from typing import Any
@@ -71,6 +70,8 @@ def validate(config) -> None:
          f"unknown dtype {config.dtype!r}; choose from {', '.join(models.DTYPES)}"),
         (config.num_train >= 0, f"num_train must be >= 0, got {config.num_train}"),
         (config.num_test >= 0, f"num_test must be >= 0, got {config.num_test}"),
+        (config.get("grad_clip_norm", 0.0) >= 0,
+         f"grad_clip_norm must be >= 0, got {config.get('grad_clip_norm')}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -110,7 +111,7 @@ def create_state(config, model, image_shape, steps_per_epoch: int) -> TrainState
     variables = models.init(model, init_key, image_shape)
     lr = optim.schedule(config.schedule, config.learning_rate, config.epochs * steps_per_epoch,
                         steps_per_epoch, config.step_every_epochs, config.step_factor)
-    tx = optim.sgd(lr, config.momentum, config.weight_decay)
+    tx = optim.sgd(lr, config.momentum, config.weight_decay, config.get("grad_clip_norm", 0.0))
     return TrainState.create(model.apply, variables, tx, state_key)
 
 
@@ -218,19 +219,19 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
                                        mininterval=0.5) as bar:
         for epoch in range(step // spe, epochs):
             start = time.perf_counter()
-            sums, count = None, 0
+            sums, first_bad, count = None, None, 0
             for batch in parallel.shard_batches(iterator.epoch(epoch, step % spe), mesh):
                 state, metrics = step_fn(state, batch)
-                sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-                count += 1
                 step += 1
+                sums, first_bad = _accumulate(sums, first_bad, metrics, step)
+                count += 1
                 bar.update()
                 if stop["signal"] is not None:
-                    _check_finite(sums, step)
+                    _check_finite(first_bad)
                     meta["seconds"] += time.perf_counter() - start
                     checkpoints.save(state, meta, force=True)
                     raise Interrupted(f"stopped at step {step}; rerun the same command to resume")
-            _check_finite(sums, step)
+            _check_finite(first_bad)
             record = {"epoch": epoch + 1, "step": step,
                       **{f"train_{k}": float(v) / count for k, v in sums.items()}}
             if on_epoch_end is not None:
@@ -243,11 +244,24 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
     return state, meta
 
 
-def _check_finite(sums, step: int) -> None:
-    """Raises NonFiniteLoss naming the first metric that became NaN or infinite."""
-    for name, value in (sums or {}).items():
-        value = float(value)
-        if not math.isfinite(value):
-            raise NonFiniteLoss(f"training {name} is {value} at step {step}; the last good "
-                                "checkpoint is kept (lower the learning rate, or enable "
-                                "gradient clipping)")
+@jax.jit
+def _accumulate(sums, first_bad, metrics, step):
+    """Running sums of the step metrics, and per metric the first step (1-based) at which it
+    was NaN or infinite (0: never), kept on device so the loop never waits for the host."""
+    step = jnp.asarray(step, jnp.int32)
+    if sums is None:
+        sums = jax.tree.map(jnp.zeros_like, metrics)
+        first_bad = jax.tree.map(lambda _: jnp.zeros((), jnp.int32), metrics)
+    bad = jax.tree.map(lambda m: ~jnp.all(jnp.isfinite(m)), metrics)
+    first_bad = jax.tree.map(lambda f, b: jnp.where((f == 0) & b, step, f), first_bad, bad)
+    return jax.tree.map(jnp.add, sums, metrics), first_bad
+
+
+def _check_finite(first_bad) -> None:
+    """Raises NonFiniteLoss naming the metric that first became NaN or infinite, and when."""
+    bad = {name: int(s) for name, s in jax.device_get(first_bad or {}).items() if int(s)}
+    if bad:
+        name, step = min(bad.items(), key=lambda item: item[1])
+        raise NonFiniteLoss(f"training {name} became NaN or infinite at step {step}; stopped, "
+                            "and the last good checkpoint is kept (lower the learning rate, or "
+                            "set grad_clip_norm)")

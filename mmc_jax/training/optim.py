@@ -15,13 +15,21 @@ SCHEDULES = ("constant", "step", "cosine")
 
 
 def sgd(learning_rate: float | optax.Schedule, momentum: float = 0.9,
-        weight_decay: float = 1e-4) -> optax.GradientTransformation:
-    """PyTorch-equivalent SGD with momentum and coupled weight decay (on every parameter)."""
+        weight_decay: float = 1e-4, clip_norm: float = 0.0) -> optax.GradientTransformation:
+    """PyTorch-equivalent SGD with momentum and coupled weight decay (on every parameter).
+
+    ``clip_norm > 0`` first rescales the gradient to global norm at most ``clip_norm``
+    (PyTorch's ``clip_grad_norm_`` before ``optimizer.step()``); 0 leaves it alone and adds
+    nothing to the optimizer state.
+    """
     if momentum < 0:
         raise InputError(f"momentum must be >= 0, got {momentum}")
     if weight_decay < 0:
         raise InputError(f"weight_decay must be >= 0, got {weight_decay}")
-    return optax.chain(optax.add_decayed_weights(weight_decay),
+    if clip_norm < 0:
+        raise InputError(f"grad_clip_norm must be >= 0, got {clip_norm}")
+    clip = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
+    return optax.chain(*clip, optax.add_decayed_weights(weight_decay),
                        optax.sgd(learning_rate, momentum=momentum or None))
 
 

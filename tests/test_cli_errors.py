@@ -1,0 +1,87 @@
+"""Bad input to every entry point: one line on stderr starting with ``error:``, exit status
+2, no traceback, and nothing written or deleted before the check."""
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from experiments.configs import demo
+from mmc_jax import models, training
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A workdir as experiments.train leaves it (config + checkpoint of an untrained model),
+    and a copy whose config names a wider model than its checkpoint holds."""
+    root = tmp_path_factory.mktemp("saved")
+    config = demo.get_config()
+    config.update(width=0.25, num_train=64, num_test=20)
+    state = training.create_state(config, models.create("cnn4", 10, width=0.25), (32, 32, 3), 1)
+    with training.RunCheckpoints(root / "a", config.to_dict()) as checkpoints:
+        checkpoints.save(state, {})
+    shutil.copytree(root / "a", root / "wider")
+    stored = json.loads((root / "wider" / "config.json").read_text())
+    (root / "wider" / "config.json").write_text(json.dumps({**stored, "width": 0.5}))
+    return root
+
+
+CASES = [
+    # experiments.train: impossible values, unknown names, bad flags and fields.
+    ("train", ["--config.learning_rate=-1"], "learning_rate must be > 0, got -1"),
+    ("train", ["--config.model=vgg19"], "unknown model 'vgg19'"),
+    ("train", ["--config.cue_proportion=2"], "cue proportion must be in [0, 1], got 2"),
+    ("train", ["--config.dataset=imagenet"], "unknown dataset 'imagenet'"),
+    ("train", ["--config.num_train=100000000"], "num_train 100000000 exceeds"),
+    ("train", ["--config.epochs=0"], "epochs must be >= 1"),
+    ("train", ["--config.grad_clip_norm=-1"], "grad_clip_norm must be >= 0"),
+    ("train", ["--config.foo=1"], "unknown config field 'foo' (--config.foo)"),
+    ("train", ["--config.epochs=abc"], "--config.epochs=abc: invalid literal"),
+    ("train", ["--nosuchflag"], "Unknown command line flag 'nosuchflag'"),
+    ("train", ["--restart", "--workdir={tmp}/notes"], "does not look like an mmc_jax workdir"),
+    # experiments.cbft.
+    ("cbft", ["--config.cbft_mode=both"], "unknown CBFT mode 'both'"),
+    ("cbft", ["--config.seeds=(1, 1)"], "seeds must be distinct"),
+    ("cbft", ["--config.seeds=()"], "seeds must be non-negative integers"),
+    ("cbft", ["--config.n_clean=100000000"], "n_clean must be in [1, 20000]"),
+    ("cbft", ["--config.medium_lr=-0.1"], "learning_rate must be > 0, got -0.1"),
+    ("cbft", ["--config.t_dist=cauchy"], "unknown t_dist 'cauchy'"),
+    ("cbft", ["--config.bn=reset"], "unknown BN policy 'reset'"),
+    ("cbft", ["--config.path_points=1"], "path_points must be >= 2"),
+    ("cbft", ["--config.cue_model.cue_proportion=1.5"], "cue proportion must be in [0, 1]"),
+    ("cbft", ["--config.cue_model.fooo=1"], "unknown config field 'fooo'"),
+    ("cbft", ["--config.cue_model_dir={tmp}/none"], "no training run in"),
+    # experiments.connectivity.
+    ("connectivity", ["--model_a={tmp}/none", "--model_b={tmp}/none"], "no training run in"),
+    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a", "--config.bn=reset"],
+     "unknown BN policy 'reset'"),
+    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a", "--config.strategy=pmap"],
+     "unknown strategy 'pmap'"),
+    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a", "--path=cubic"],
+     "--path=cubic: value should be one of"),
+    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/wider"],
+     "does not match the model"),
+]
+
+
+@pytest.mark.parametrize("entry,args,message", CASES,
+                         ids=[f"{e}:{' '.join(a)}" for e, a, _ in CASES])
+def test_bad_input_is_one_line(tmp_path, saved_model, entry, args, message):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("not a run")
+    args = [a.format(tmp=tmp_path, saved=saved_model) for a in args]
+    if not any(a.startswith("--workdir") for a in args):
+        args.append(f"--workdir={tmp_path}/run")
+    result = subprocess.run([sys.executable, "-m", f"experiments.{entry}", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, result.stderr[-2000:]
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "not a run"
+    assert not (tmp_path / "run" / "checkpoints").exists()

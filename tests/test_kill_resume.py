@@ -1,0 +1,114 @@
+"""Kill anywhere, resume exactly: entry points killed (SIGKILL, or SIGTERM) at random moments
+and rerun with the same command end with bit-identical parameters and results."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+TRAIN = ["--config.width=0.25", "--config.num_train=384", "--config.num_test=100",
+         "--config.batch_size=64", "--config.epochs=3", "--config.eval_batch_size=100",
+         "--config.cue_proportion=0.8"]
+CBFT = ["--config.cue_model.width=0.25", "--config.cue_model.num_train=256",
+        "--config.cue_model.num_test=100", "--config.cue_model.batch_size=64",
+        "--config.cue_model.epochs=2", "--config.cue_model.eval_batch_size=100",
+        "--config.n_clean=128", "--config.n_cue=256", "--config.batch_size=64",
+        "--config.epochs=2", "--config.llrt_epochs=3", "--config.path_points=3",
+        "--config.bn_batches=2", "--config.eval_batch_size=100"]
+
+
+CONNECTIVITY = ["--path=quadratic", "--config.num_points=3", "--config.num_eval=60",
+                "--config.bn_batches=2", "--config.batch_size=60", "--config.curve_epochs=3",
+                "--config.curve_batch_size=64"]
+
+
+def _command(entry, args, workdir):
+    return [sys.executable, "-m", f"experiments.{entry}", *args, f"--workdir={workdir}"]
+
+
+def _run(entry, args, workdir) -> float:
+    """Runs to completion; returns the wall time."""
+    start = time.perf_counter()
+    result = subprocess.run(_command(entry, args, workdir), cwd=ROOT, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return time.perf_counter() - start
+
+
+def _interrupt(entry, args, workdir, after: float, sig: int) -> bool:
+    """Starts the command and sends ``sig`` after ``after`` seconds; returns whether it was
+    still running then."""
+    process = subprocess.Popen(_command(entry, args, workdir), cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        process.wait(timeout=after)
+        interrupted = False
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, sig)
+        process.wait(timeout=120)
+        interrupted = True
+    stderr = process.stderr.read().decode()
+    assert "Traceback" not in stderr or sig == signal.SIGKILL, stderr[-3000:]
+    return interrupted
+
+
+def _final_arrays(workdir: pathlib.Path) -> dict:
+    """Every run's latest checkpointed arrays under ``workdir``, by run folder."""
+    out = {}
+    for folder in sorted(workdir.rglob("checkpoints")):
+        steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
+        state = ocp.StandardCheckpointer().restore(folder / str(max(steps)) / "state")
+        out[str(folder.parent.relative_to(workdir))] = state
+    return out
+
+
+def _assert_same_arrays(a, b, where=""):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same_arrays(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_arrays(x, y, f"{where}/{i}")
+    else:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=where)
+
+
+def _numbers(results: dict) -> dict:
+    """results.json without its wall-clock fields."""
+    return {k: v for k, v in results.items() if "seconds" not in k}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry,args,kills", [("train", TRAIN, 3), ("cbft", CBFT, 3),
+                                              ("connectivity", CONNECTIVITY, 2)])
+def test_killed_and_rerun_equals_uninterrupted(request, tmp_path, entry, args, kills):
+    if entry == "connectivity":  # midpoint training of the quadratic path
+        trained = request.getfixturevalue("trained")
+        args = args + [f"--model_a={trained / 'nc'}", f"--model_b={trained / 'c'}"]
+    reference = tmp_path / "reference"
+    duration = _run(entry, args, reference)
+    rng = np.random.default_rng(0)
+    resumed = tmp_path / "resumed"
+    hits = 0
+    for i in range(kills):  # the first interruption is a polite SIGTERM, the rest SIGKILL
+        sig = signal.SIGTERM if i == 0 else signal.SIGKILL
+        hits += _interrupt(entry, args, resumed, rng.uniform(0.2, 0.9) * duration, sig)
+    assert hits >= 2  # most interruptions hit a running job (startup included)
+    _run(entry, args, resumed)
+    expected = json.loads((reference / "results.json").read_text())
+    assert _numbers(json.loads((resumed / "results.json").read_text())) == _numbers(expected)
+    reference_arrays, resumed_arrays = _final_arrays(reference), _final_arrays(resumed)
+    assert reference_arrays.keys() == resumed_arrays.keys() and reference_arrays
+    _assert_same_arrays(resumed_arrays, reference_arrays)
