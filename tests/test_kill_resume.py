@@ -1,5 +1,6 @@
-"""Kill anywhere, resume exactly: entry points killed (SIGKILL, or SIGTERM) at random moments
-and rerun with the same command end with bit-identical parameters and results."""
+"""Kill anywhere, resume exactly: entry points interrupted (SIGTERM, then SIGKILLs) right after
+checkpoints and at random moments, and rerun with the same command, end with bit-identical
+parameters and results."""
 
 import json
 import os
@@ -35,23 +36,31 @@ def _command(entry, args, workdir):
     return [sys.executable, "-m", f"experiments.{entry}", *args, f"--workdir={workdir}"]
 
 
-def _run(entry, args, workdir) -> float:
-    """Runs to completion; returns the wall time."""
-    start = time.perf_counter()
+def _run(entry, args, workdir) -> None:
+    """Runs to completion."""
     result = subprocess.run(_command(entry, args, workdir), cwd=ROOT, capture_output=True,
                             text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    return time.perf_counter() - start
 
 
-def _interrupt(entry, args, workdir, after: float, sig: int) -> bool:
-    """Starts the command and sends ``sig`` after ``after`` seconds; returns whether it was
-    still running then."""
+def _checkpoints(workdir: pathlib.Path) -> int:
+    """How many checkpoints (of any run) the workdir holds."""
+    return sum(1 for p in workdir.rglob("checkpoints/*") if p.name.isdigit())
+
+
+def _interrupt(entry, args, workdir, sig: int, new_checkpoints: int, delay: float) -> bool:
+    """Starts the command, waits until it has written ``new_checkpoints`` more checkpoints
+    (0: not at all), then ``delay`` seconds more, and sends ``sig``; returns whether the job
+    was still running then."""
+    before = _checkpoints(workdir) if workdir.exists() else 0
     process = subprocess.Popen(_command(entry, args, workdir), cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                start_new_session=True)
+    while process.poll() is None and new_checkpoints and (
+            not workdir.exists() or _checkpoints(workdir) < before + new_checkpoints):
+        time.sleep(0.1)
     try:
-        process.wait(timeout=after)
+        process.wait(timeout=delay)
         interrupted = False
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, sig)
@@ -98,14 +107,17 @@ def test_killed_and_rerun_equals_uninterrupted(request, tmp_path, entry, args, k
         trained = request.getfixturevalue("trained")
         args = args + [f"--model_a={trained / 'nc'}", f"--model_b={trained / 'c'}"]
     reference = tmp_path / "reference"
-    duration = _run(entry, args, reference)
+    _run(entry, args, reference)
     rng = np.random.default_rng(0)
     resumed = tmp_path / "resumed"
+    # A polite SIGTERM right after a checkpoint, a SIGKILL at a random moment of startup,
+    # compilation or restoring, then SIGKILLs right after the next checkpoints.
+    schedule = [(signal.SIGTERM, 1), (signal.SIGKILL, 0)] + [(signal.SIGKILL, 1)] * (kills - 2)
     hits = 0
-    for i in range(kills):  # the first interruption is a polite SIGTERM, the rest SIGKILL
-        sig = signal.SIGTERM if i == 0 else signal.SIGKILL
-        hits += _interrupt(entry, args, resumed, rng.uniform(0.2, 0.9) * duration, sig)
-    assert hits >= 2  # most interruptions hit a running job (startup included)
+    for sig, after in schedule:
+        delay = rng.uniform(0.0, 1.0) if after else rng.uniform(0.5, 4.0)
+        hits += _interrupt(entry, args, resumed, sig, after, delay)
+    assert hits >= 2  # the job was running when interrupted
     _run(entry, args, resumed)
     expected = json.loads((reference / "results.json").read_text())
     assert _numbers(json.loads((resumed / "results.json").read_text())) == _numbers(expected)
