@@ -14,7 +14,6 @@ Prints a markdown table and writes ``benchmarks/results/cbft_step.json``.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import time
 
@@ -22,7 +21,7 @@ import jax
 import numpy as np
 
 import common
-from mmc_jax import data, finetune, models, runtime, training
+from mmc_jax import data, finetune, models, training
 
 
 def _per_call(fn, state, batch, repeats: int) -> float:
@@ -66,12 +65,10 @@ def measure(name: str, batch_size: int, repeats: int) -> list[dict]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="cnn4 only, few repeats")
+    parser = common.parser(__doc__, "cnn4 only, few repeats")
     parser.add_argument("--models", default="", help="comma-separated preset names")
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
-    runtime.tune_host_allocator()
     names = args.models.split(",") if args.models else (
         ["cnn4"] if args.quick else ["cnn4", "vgg13_small", "resnet18_small"])
     repeats = 3 if args.quick else 10

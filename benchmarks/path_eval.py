@@ -26,7 +26,6 @@ Prints a markdown table and writes ``benchmarks/results/path_eval.json``.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import time
 
@@ -35,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import common
-from mmc_jax import data, models, path_eval, paths, runtime
+from mmc_jax import data, models, path_eval, paths
 
 
 def _timed(fn):
@@ -131,11 +130,8 @@ def paper_default(name, points, test, full_train, batch_size, key) -> float:
 
 
 def main():
-    runtime.tune_host_allocator()
-    runtime.enable_compilation_cache()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="cnn4, K = 11 and 61, recompute, map, small sets (≈ 1.5 min)")
+    parser = common.parser(__doc__,
+                           "cnn4, K = 11 and 61, recompute, map, small sets (≈ 1.5 min)")
     parser.add_argument("--models", default="cnn4")
     parser.add_argument("--points", default="11,61")
     parser.add_argument("--bn", default="recompute,interpolate_ema,interpolate")

@@ -13,23 +13,19 @@ Prints a markdown table and writes ``benchmarks/results/path_memory.json``.
 
 from __future__ import annotations
 
-import argparse
 import resource
 import time
 
 import jax
 
 import common
-from mmc_jax import InputError, data, models, path_eval, paths, runtime
+from mmc_jax import InputError, data, models, path_eval, paths
 
 GIB = 2**30
 
 
 def main():
-    runtime.tune_host_allocator()
-    runtime.enable_compilation_cache()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="vgg13_small only (≈ 1 min)")
+    parser = common.parser(__doc__, "vgg13_small only (≈ 1 min)")
     parser.add_argument("--models", default="vgg13,resnet18")
     parser.add_argument("--points", type=int, default=61)
     parser.add_argument("--budgets-gib", default="0,4,1")

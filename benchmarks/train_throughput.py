@@ -14,7 +14,6 @@ Prints a markdown table and writes ``benchmarks/results/train_throughput.json``.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import time
 
@@ -22,7 +21,7 @@ import jax
 import numpy as np
 
 import common
-from mmc_jax import data, models, runtime, training
+from mmc_jax import data, models, training
 
 
 def _rate(fn, batch: int, seconds: float = 4.0, rounds: int = 3) -> float:
@@ -94,11 +93,7 @@ def measure_torch(name: str, batch: int) -> dict | None:
 
 
 def main():
-    runtime.tune_host_allocator()
-    runtime.enable_compilation_cache()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="cnn4 and vgg13_small, batch 128, float32 (≈ 1.5 min)")
+    parser = common.parser(__doc__, "cnn4 and vgg13_small, batch 128, float32 (≈ 1.5 min)")
     parser.add_argument("--models", default="", help="comma-separated preset names")
     parser.add_argument("--impls", default="hybrid,auto",
                         help="conv implementations (also: xla, im2col)")

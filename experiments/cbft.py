@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from experiments import cli
 from mmc_jax import finetune, io, path_eval, paths, plots, report, training
-from mmc_jax.errors import InputError
+from mmc_jax.errors import InputError, require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "cbft"), "workdirs/cbft")
 METHOD_NAMES = ("cue_model", "naive_ft_small", "naive_ft_medium", "llrt", "lpft", "cbft")
@@ -58,7 +58,7 @@ def validate(config) -> None:
         finetune_config(config, config[name], 0)
     if not config.cue_model_dir:
         training.validate(config.cue_model)
-    checks = [
+    require([
         (config.n_clean >= 1, f"n_clean must be >= 1, got {config.n_clean}"),
         (config.n_cue >= 1, f"n_cue must be >= 1, got {config.n_cue}"),
         (config.path_points >= 2, f"path_points must be >= 2, got {config.path_points}"),
@@ -67,22 +67,15 @@ def validate(config) -> None:
          f"eval_batch_size must be >= 1, got {config.eval_batch_size}"),
         (config.bn in path_eval.BN_POLICIES,
          f"unknown BN policy {config.bn!r}; choose from {', '.join(path_eval.BN_POLICIES)}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise InputError(message)
+    ])
 
 
 def data_config(config) -> ml_collections.ConfigDict:
     """The config naming θ_C's data: the reused θ_C's own (``cue_model_dir``), else
     ``config.cue_model``."""
-    if not config.cue_model_dir:
-        return config.cue_model
-    path = pathlib.Path(config.cue_model_dir).expanduser().resolve() / "config.json"
-    if not path.is_file():
-        raise InputError(f"no training run in {path.parent} (expected config.json from "
-                         "experiments.train)")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    if config.cue_model_dir:
+        return training.trained_config(config.cue_model_dir)
+    return config.cue_model
 
 
 def cue_model_config(config, seed: int):

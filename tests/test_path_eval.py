@@ -1,6 +1,6 @@
 """The path evaluator: strategies agree with a Python loop, BN policies match direct
-computations, self-paths have no barrier, the memory budget chunks the points, and splitting points or
-batches over 8 devices equals one device."""
+computations, self-paths have no barrier, the memory budget chunks the points, and splitting
+points or batches over 8 devices equals one device."""
 
 import os
 import pathlib

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import pathlib
 import signal
 import time
 from typing import Any
@@ -21,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmc_jax import data, models, parallel
-from mmc_jax.errors import InputError
+from mmc_jax.errors import InputError, require
 from mmc_jax.training import optim
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.evaluate import evaluate
@@ -56,7 +58,7 @@ def stop_requests():
 
 def validate(config) -> None:
     """Raises InputError for impossible values before any long work."""
-    checks = [
+    require([
         (config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}"),
         (config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}"),
         (config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate}"),
@@ -72,10 +74,7 @@ def validate(config) -> None:
         (config.num_test >= 0, f"num_test must be >= 0, got {config.num_test}"),
         (config.get("grad_clip_norm", 0.0) >= 0,
          f"grad_clip_norm must be >= 0, got {config.get('grad_clip_norm')}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise InputError(message)
+    ])
     data.cues.check_proportion(config.cue_proportion)
 
 
@@ -115,6 +114,21 @@ def create_state(config, model, image_shape, steps_per_epoch: int) -> TrainState
     return TrainState.create(model.apply, variables, tx, state_key)
 
 
+def trained_config(workdir: str):
+    """The config an ``experiments.train`` run in ``workdir`` was started with.
+
+    Raises:
+      InputError: no run there.
+    """
+    import ml_collections
+
+    path = pathlib.Path(workdir).expanduser().resolve() / "config.json"
+    if not path.is_file():
+        raise InputError(f"no training run in {path.parent} (expected config.json from "
+                         "experiments.train)")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
 def restore_trained(workdir: str):
     """The model, variables and config of a finished (or interrupted) ``experiments.train``
     run in ``workdir``.
@@ -125,16 +139,8 @@ def restore_trained(workdir: str):
     Raises:
       InputError: no run or no checkpoint there.
     """
-    import json
-    import pathlib
-
-    import ml_collections
-
     path = pathlib.Path(workdir).expanduser().resolve()
-    if not (path / "config.json").is_file():
-        raise InputError(f"no training run in {path} (expected config.json from "
-                         "experiments.train)")
-    config = ml_collections.ConfigDict(json.loads((path / "config.json").read_text()))
+    config = trained_config(path)
     train, _ = load_data(config)
     model = create_model(config, train.num_classes)
     # The schedule's length does not change the state's structure, which is all restore needs.
