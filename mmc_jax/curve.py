@@ -2,9 +2,21 @@
 frozen models so that the loss is low all along it (Garipov et al. 2018; the paper's QMC).
 
 Each batch draws ``t ~ U(0, 1)`` and takes an SGD step on the cross-entropy of the model at
-``path(t) = (1 - t)² a + 2t(1 - t) θ_m + t² b`` with respect to ``θ_m`` only; the gradient
-through the path carries the factor ``2t(1 - t)``. BatchNorm runs in train mode (batch
-statistics); the path's running statistics are settled at evaluation time.
+``path(t) = (1 - t)² a + 2t(1 - t) θ_m + t² b`` with respect to ``θ_m`` only. Since
+``d path(t) / d θ_m = 2t(1 - t)``, that factor enters the step in one of two places
+(``scale``):
+
+* ``"lr"`` (default; the paper's PyTorch code): the gradient at the path point ``path(t)``
+  is handed to the optimizer unscaled, and the step's learning rate is multiplied by
+  ``2t(1 - t)``, i.e. ``buf = μ·buf + (g_point + wd·θ_m); θ_m -= lr·2t(1 - t)·buf``. The
+  momentum trace and the coupled weight decay see the unscaled gradient.
+* ``"gradient"``: the gradient with respect to ``θ_m`` (``2t(1 - t)·g_point``, by the chain
+  rule) goes to the optimizer, so momentum accumulates scaled gradients and weight decay is
+  not scaled relative to them.
+
+The two agree for plain SGD without momentum or weight decay. BatchNorm runs in train mode
+(batch statistics) and its running statistics are not updated; the path's running statistics
+are settled at evaluation time.
 """
 
 from __future__ import annotations
@@ -14,34 +26,76 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from mmc_jax import data, paths
+from mmc_jax.errors import InputError
 from mmc_jax.training import optim
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.loop import run_epochs
 from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import cross_entropy, cued_inputs
 
-#: The paper code's midpoint training: 15 epochs, lr 0.1 ×0.1 every 10, batch 128.
+#: Where the Bezier factor ``2t(1 - t)`` is applied: the step's learning rate (the paper
+#: code) or the gradient handed to the optimizer.
+SCALES = ("lr", "gradient")
+
+#: The paper code's midpoint training: 15 epochs, lr 0.1 ×0.1 every 10, batch 128, and the
+#: Bezier factor on the learning rate.
 DEFAULTS = {"epochs": 15, "learning_rate": 0.1, "step_every_epochs": 10, "batch_size": 128,
-            "momentum": 0.9, "weight_decay": 1e-4}
+            "momentum": 0.9, "weight_decay": 1e-4, "scale": "lr"}
+
+
+def _check_scale(scale) -> None:
+    if not isinstance(scale, str) or scale not in SCALES:
+        raise InputError(f"unknown midpoint scale {scale!r}; choose from {', '.join(SCALES)}")
 
 
 def curve_train_step(state: TrainState, batch: Mapping[str, jax.Array], a: Mapping,
-                     b: Mapping, cue):
-    """One SGD step on the control point (``state.params``) at a random ``t``."""
+                     b: Mapping, cue, scale: str = "lr"):
+    """One optimizer step on the control point (``state.params``) at a random ``t``.
+
+    Args:
+      state: the control point's train state (its ``key`` draws ``t``; ``batch_stats`` are
+        used in train mode and left unchanged).
+      batch: ``{"images", "labels", "cue"}``.
+      a, b: endpoint variables (frozen).
+      cue: the dataset's cue (see :func:`mmc_jax.training.steps.cued_inputs`).
+      scale: ``"lr"`` (default, the paper code): the optimizer gets the gradient at
+        ``path(t)`` and its update is multiplied by ``2t(1 - t)``; ``"gradient"``: the
+        optimizer gets the gradient with respect to the control point. A static Python
+        value (bind it with :func:`functools.partial` before ``jax.jit``).
+
+    Returns:
+      The new state (step + 1, fresh key) and ``{"loss", "acc"}`` of the batch at ``path(t)``.
+    """
+    _check_scale(scale)
     key, t_key = jax.random.split(state.key)
     t = jax.random.uniform(t_key)
     x, labels = cued_inputs(cue, batch), batch["labels"]
 
-    def loss_fn(control):
-        params = paths.bezier(a["params"], control, b["params"])(t)
+    def loss_at(params):  # loss as a function of the model's own parameters at path(t)
         logits, _ = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x,
                                    train=True, mutable=["batch_stats"])
         return cross_entropy(logits, labels), logits
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    state = state.apply_gradients(grads, state.batch_stats).replace(key=key)
+    if scale == "gradient":
+        def loss_fn(control):
+            return loss_at(paths.bezier(a["params"], control, b["params"])(t))
+
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        state = state.apply_gradients(grads, state.batch_stats)
+    else:
+        point = paths.bezier(a["params"], state.params, b["params"])(t)
+        (loss, logits), grads = jax.value_and_grad(loss_at, has_aux=True)(point)
+        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+        factor = 2 * t * (1 - t)
+        updates = jax.tree.map(lambda u: u * factor.astype(u.dtype), updates)
+        # As TrainState.apply_gradients, with the update scaled (PyTorch: lr·2t(1-t)·buf).
+        state = state.replace(step=state.step + 1,
+                              params=optax.apply_updates(state.params, updates),
+                              batch_stats=state.batch_stats, opt_state=opt_state)
+    state = state.replace(key=key)
     return state, {"loss": loss, "acc": jnp.mean(jnp.argmax(logits, -1) == labels)}
 
 
@@ -54,7 +108,7 @@ def fit_midpoint(apply_fn, a: Mapping, b: Mapping, control: Mapping, train_set: 
                  workdir, *, cue_proportion: float = 1.0, seed: int = 0, epochs: int = 15,
                  learning_rate: float = 0.1, step_every_epochs: int = 10,
                  batch_size: int = 128, momentum: float = 0.9, weight_decay: float = 1e-4,
-                 progress: bool = True) -> dict[str, Any]:
+                 scale: str = "lr", progress: bool = True) -> dict[str, Any]:
     """Trains the control point of the quadratic path from ``a`` to ``b`` (resumable).
 
     Args:
@@ -63,17 +117,25 @@ def fit_midpoint(apply_fn, a: Mapping, b: Mapping, control: Mapping, train_set: 
       control: initial control-point variables (a fresh init, as in the paper's code, or
         :func:`mean_control`).
       train_set: the data the path is fitted on.
-      workdir: folder for its checkpoints (rerunning resumes).
+      workdir: folder for its checkpoints (rerunning resumes; a different config, ``scale``
+        included, is refused).
       cue_proportion: cue on this fraction of each class (the paper: 1.0 for the cue set,
         0.0 for the clean set).
       seed: batch order and t sampling.
       epochs, learning_rate, step_every_epochs, batch_size, momentum, weight_decay: the
         paper code's step schedule and SGD (see :data:`DEFAULTS`).
+      scale: where the Bezier factor ``2t(1 - t)`` goes: ``"lr"`` (default, the paper code:
+        the step's learning rate) or ``"gradient"`` (the gradient given to the optimizer);
+        see :func:`curve_train_step`.
 
     Returns:
       ``{"control": variables, "history": per-epoch records}``; the control point's
       ``batch_stats`` are the endpoints' mean (settle them by a BN policy before use).
+
+    Raises:
+      InputError: unknown ``scale``, or ``workdir`` holds a run with another config.
     """
+    _check_scale(scale)
     mask = data.cue_mask(train_set.labels, cue_proportion)
     iterator = data.EpochIterator({"images": train_set.images, "labels": train_set.labels,
                                    "cue": mask}, batch_size=batch_size, seed=seed)
@@ -83,12 +145,12 @@ def fit_midpoint(apply_fn, a: Mapping, b: Mapping, control: Mapping, train_set: 
              "batch_stats": mean_control(a, b)["batch_stats"]}
     state = TrainState.create(apply_fn, start, optim.sgd(lr, momentum, weight_decay),
                               jax.random.PRNGKey(seed))
-    step_fn = jax.jit(functools.partial(curve_train_step, a=a, b=b, cue=train_set.cue),
-                      donate_argnums=0)
+    step_fn = jax.jit(functools.partial(curve_train_step, a=a, b=b, cue=train_set.cue,
+                                        scale=scale), donate_argnums=0)
     settings = {"cue_proportion": cue_proportion, "seed": seed, "epochs": epochs,
                 "learning_rate": learning_rate, "step_every_epochs": step_every_epochs,
                 "batch_size": batch_size, "momentum": momentum, "weight_decay": weight_decay,
-                "num_train": len(train_set)}
+                "scale": scale, "num_train": len(train_set)}
     with RunCheckpoints(workdir, settings) as checkpoints:
         state, meta = run_epochs(state, step_fn, iterator, checkpoints, epochs,
                                  progress=progress, desc="midpoint")
@@ -100,5 +162,5 @@ def control_weight_factor(t: float) -> float:
     return float(2 * t * (1 - t))
 
 
-__all__ = ["DEFAULTS", "control_weight_factor", "curve_train_step", "fit_midpoint",
+__all__ = ["DEFAULTS", "SCALES", "control_weight_factor", "curve_train_step", "fit_midpoint",
            "mean_control"]
