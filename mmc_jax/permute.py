@@ -84,6 +84,7 @@ class _Group:
 
 _CONV = re.compile(r"conv(\d+)")
 _BLOCK = re.compile(r"stage(\d+)_block(\d+)")
+_STREAM = re.compile(r"P_stage\d+")
 
 
 def _chain_groups(params: Mapping[str, Any]) -> list[_Group]:
@@ -506,3 +507,81 @@ def greedy_activation_matching(spec: PermutationSpec, model: nn.Module, a: Mappi
         similarity = sum(_cosine(cross, ss_a, ss_b) for _, _, _, cross, ss_a, ss_b in pooled)
         perm[group.perm] = jnp.asarray(_solve(similarity), jnp.int32)
     return perm
+
+
+def _paper_groups(model: nn.Module, groups: list[_Group]) -> list[_Group]:
+    """``groups`` with the activations the paper's code matches on.
+
+    Chains keep theirs. A ResNet stream permutation is matched on its first writer alone,
+    ``relu`` of the BatchNorm that follows it (a stream group's second producer): the stem's
+    ``stem_bn`` for stage 0, the ``shortcut_bn`` of the block that starts the stage (the
+    shortcut projection before the residual add) for later stages, instead of the outputs of
+    the stage's blocks.
+    """
+    if not isinstance(model, ResNet):
+        return groups
+    return [dataclasses.replace(g, sites=[(tuple(g.producers[1].split("/")), True)])
+            if _STREAM.fullmatch(g.perm) else g for g in groups]
+
+
+def paper_activation_matching(spec: PermutationSpec, model: nn.Module, a: Mapping[str, Any],
+                              b: Mapping[str, Any],
+                              batches: Iterable[Any]) -> dict[str, jax.Array]:
+    """Activation matching as the paper's code (``find_permutation.py``) does it: one assignment
+    per batch, each composed into the permutation at once.
+
+    Permutations are solved greedily in forward order of their activations. For each, on every
+    batch in turn, both models run in eval mode, the permutation's activations are centred per
+    channel over this batch's batch × height × width positions, a's and the *currently
+    permuted* b's channels are compared by cosine similarity, and the linear assignment
+    maximising it is composed into the permutation before the next batch. So each batch's
+    solve acts on a b already aligned by the earlier batches and re-decides the whole
+    assignment: the batches do not accumulate evidence, and up to ties and float rounding the
+    result is the assignment that the last batch alone gives. This is the code's behaviour,
+    reproduced as is; :func:`greedy_activation_matching` pools the statistics of all batches
+    instead.
+
+    The activations are those of :func:`activation_matching`, except for a ResNet's residual
+    stream, which the code matches only where a stream starts: ``P_stage0`` on ``relu`` of
+    ``stem_bn``'s output, ``P_stage{s}`` (s > 0) on ``relu`` of the ``shortcut_bn`` output of
+    the block starting stage ``s`` (not on block outputs). Block permutations are matched on
+    ``relu`` of their ``bn1`` output, each block fed its real input: the code feeds the
+    second block of ``layer1`` the stem's output instead of the first block's, a bug not
+    reproduced here. The code's ResNet version loops over batches outside the layers rather
+    than inside; since a permutation's activations do not depend on the other permutations
+    (they cancel between writer and reader), the order makes no difference beyond rounding.
+    A constant channel has similarity 0 to every channel.
+
+    Args:
+      spec: the models' spec, from :func:`spec_for`.
+      model: the module both variables belong to.
+      a: the reference variables (θ_NC in the paper).
+      b: the variables to align (θ_C).
+      batches: normalised NHWC float images, one array per batch (the paper: 91 shuffled
+        clean training batches of 128); iterated once per permutation, so it must be
+        re-iterable (a list), not an iterator. Batches of one shape share one compilation.
+
+    Returns:
+      Permutation name → int32 array, for ``apply(spec, perm, b)``.
+
+    Raises:
+      InputError: no batches, an iterator for ``batches``, or a spec that is not the model's.
+    """
+    if iter(batches) is batches:
+        raise InputError("paper activation matching iterates over the batches once per "
+                         "permutation; pass a re-iterable (e.g. a list), not an iterator")
+    groups = _paper_groups(model, _matching_groups(spec, model, a, b))
+    moments_fn = _moments_fn(model, groups)
+    perm = {name: np.arange(size) for name, size in spec.sizes.items()}
+    for group in groups:
+        solved = False
+        for images in batches:
+            sites = moments_fn(a, apply(spec, perm, b), images)[group.perm]
+            similarity = sum(_cosine(cross, ss_a, ss_b)
+                             for _, _, _, cross, ss_a, ss_b in map(_host, sites))
+            # apply(spec, {g: s}, apply(spec, perm, b)) takes channel perm[g][s[i]] of b.
+            perm[group.perm] = perm[group.perm][_solve(similarity)]
+            solved = True
+        if not solved:
+            raise InputError("activation matching needs at least one batch")
+    return {name: jnp.asarray(p, jnp.int32) for name, p in perm.items()}
