@@ -4,11 +4,17 @@
     python -m experiments.cbft --config.seeds="(0, 1, 2)"          # a seed sweep
 
 For every seed s (``config.seeds``), in ``DIR/seed_<s>``: trains θ_C with seed s (or reuses
-``config.cue_model_dir``), fine-tunes it with naive FT at a small and a medium learning rate,
-LLRT, LPFT and CBFT, evaluates every model on the four counterfactual conditions and measures
-the linear-path barrier from θ_C on cued test data. Each seed writes ``results.json``,
-``results.md`` and ``paths.png``; ``DIR`` gets the same files aggregated over the seeds
-(mean ± std, laid out like the paper's Table 1). Rerunning resumes.
+``config.cue_model_dir``), and θ_NC when a path starts from it; runs every method of
+``config.methods`` (see ``experiments.methods``); evaluates every model on the four
+counterfactual conditions and along the straight line from each reference model of
+``config.path_targets`` on ``config.path_conditions``. Each seed writes ``results.json``,
+``results.md`` and ``paths_to_<reference>.png``; ``DIR`` gets the same files aggregated over
+the seeds (mean ± std, laid out like the paper's Table 1). Every model folder
+(``DIR/seed_<s>/<method>``) loads in ``experiments.connectivity``. Rerunning resumes.
+
+The paper's other experiments are configs of this entry point: ``fig5.py`` (naive
+fine-tuning at three learning rates, paths on all four conditions), ``cbft_paths.py`` (paths
+to θ_C and θ_NC) and ``ablations.py`` (Tables 3 and 4).
 """
 
 from __future__ import annotations
@@ -18,26 +24,15 @@ import pathlib
 import time
 
 import jax
-import ml_collections
 from tqdm.auto import tqdm
 
-from experiments import cli
-from mmc_jax import finetune, io, path_eval, paths, plots, report, training
+from experiments import cli, methods as methods_lib
+from mmc_jax import data, finetune, io, path_eval, paths, plots, report, training
 from mmc_jax.errors import InputError, require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "cbft"), "workdirs/cbft")
-METHOD_NAMES = ("cue_model", "naive_ft_small", "naive_ft_medium", "llrt", "lpft", "cbft")
-
-
-def finetune_config(config, learning_rate: float, seed: int) -> finetune.FinetuneConfig:
-    """The fine-tuning hyperparameters of the experiment config, for one seed."""
-    return finetune.FinetuneConfig(
-        epochs=config.epochs, learning_rate=learning_rate, batch_size=config.batch_size,
-        momentum=config.momentum, weight_decay=config.weight_decay, seed=seed,
-        llrt_epochs=config.llrt_epochs, llrt_learning_rate=config.llrt_learning_rate,
-        cbft_mode=config.cbft_mode, barrier_target=config.barrier_target, t_dist=config.t_dist,
-        invariance_weight=config.invariance_weight, normalize_means=config.normalize_means,
-        warmup_epochs=config.warmup_epochs, grad_clip_norm=config.grad_clip_norm)
+#: How the reference models are named in reports and plots.
+LABELS = {"cue_model": "θ_C", "nocue_model": "θ_NC"}
 
 
 def seeds_of(config) -> tuple[int, ...]:
@@ -52,37 +47,55 @@ def seeds_of(config) -> tuple[int, ...]:
     return seeds
 
 
+def path_conditions(config) -> tuple[str, ...]:
+    """The conditions evaluated along paths, checked."""
+    conditions = config.path_conditions
+    conditions = (conditions,) if isinstance(conditions, str) else tuple(conditions)
+    if not conditions:
+        raise InputError("path_conditions must name at least one condition")
+    return tuple(data.check_condition(c) for c in conditions)
+
+
 def validate(config) -> None:
     """Raises InputError for impossible values before any long work."""
-    for name in ("small_lr", "medium_lr"):
-        finetune_config(config, config[name], 0)
+    for lr in ("small_lr", "medium_lr", "large_lr"):
+        methods_lib.finetune_config(config, config[lr], 0)
+    methods_lib.check_methods(config.methods)
+    methods_lib.check_targets(config.path_targets)
+    path_conditions(config)
+    data.check_random_from(config.random_from)
     if not config.cue_model_dir:
         training.validate(config.cue_model)
+    init = config.cue_model.get("init_from", "")
     require([
         (config.n_clean >= 1, f"n_clean must be >= 1, got {config.n_clean}"),
         (config.n_cue >= 1, f"n_cue must be >= 1, got {config.n_cue}"),
+        (config.scratch_epochs >= 1, f"scratch_epochs must be >= 1, got {config.scratch_epochs}"),
         (config.path_points >= 2, f"path_points must be >= 2, got {config.path_points}"),
         (config.bn_batches >= 1, f"bn_batches must be >= 1, got {config.bn_batches}"),
         (config.eval_batch_size >= 1,
          f"eval_batch_size must be >= 1, got {config.eval_batch_size}"),
         (config.bn in path_eval.BN_POLICIES,
          f"unknown BN policy {config.bn!r}; choose from {', '.join(path_eval.BN_POLICIES)}"),
+        (not (init and init != "nocue_model" and not training.has_model(init)
+              and not pathlib.Path(init, "config.json").is_file()),
+         f"cue_model.init_from {init!r} holds no model (give a model folder, or "
+         "'nocue_model' for this seed's θ_NC)"),
     ])
+    for name, folder in (("cue_model_dir", config.cue_model_dir),
+                         ("nocue_model_dir", config.nocue_model_dir)):
+        if folder and not (training.has_model(folder)
+                           or pathlib.Path(folder, "config.json").is_file()):
+            raise InputError(f"{name} {folder} holds no model (expected an experiments.train "
+                             "workdir or a model folder of experiments.cbft)")
 
 
-def data_config(config) -> ml_collections.ConfigDict:
+def data_config(config):
     """The config naming θ_C's data: the reused θ_C's own (``cue_model_dir``), else
     ``config.cue_model``."""
     if config.cue_model_dir:
-        return training.trained_config(config.cue_model_dir)
+        return training.load_model(config.cue_model_dir)[2]
     return config.cue_model
-
-
-def cue_model_config(config, seed: int):
-    """θ_C's training config for one seed of the sweep."""
-    cue_config = ml_collections.ConfigDict(config.cue_model.to_dict())
-    cue_config.seed = seed
-    return cue_config
 
 
 def run(config, workdir: str) -> dict:
@@ -123,59 +136,62 @@ def finished_seed(config, seed: int, workdir: pathlib.Path) -> dict | None:
 
 
 def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
-    """θ_C, the five fine-tuned models, their evaluation and barriers for one seed."""
+    """The reference models, every method, their evaluation and paths for one seed."""
     start = time.perf_counter()
-    small = finetune_config(config, config.small_lr, seed)
-    medium = finetune_config(config, config.medium_lr, seed)
-    if config.cue_model_dir:  # its data and cue are those it was trained with
-        print(f"1/3 cue model θ_C: reusing {config.cue_model_dir}")
-        model, theta_c, cue_config = training.restore_trained(config.cue_model_dir)
-        apply_fn = model.apply
-    else:
-        cue_config = cue_model_config(config, seed)
+    print("1/3 reference models")
+    apply_fn, references, cue_config = methods_lib.reference_models(config, seed, workdir)
     train, test = training.load_data(cue_config)
-    clean_index, cue_index = finetune.draw_subsets(train, config.n_clean, config.n_cue, seed)
-    if not config.cue_model_dir:
-        print("1/3 cue model θ_C")
-        state = training.train_and_evaluate(cue_config, str(workdir / "cue_model"))["state"]
-        apply_fn, theta_c = state.apply_fn, state.variables
-    iterator = finetune.paired_iterator(train, clean_index, cue_index, config.batch_size, seed)
-    k = train.num_classes
     print("2/3 fine-tuning")
-    models = {"cue_model": theta_c}
-    models["naive_ft_small"], _ = finetune.naive_finetune(
-        apply_fn, theta_c, iterator, train.cue, small, workdir / "naive_ft_small")
-    models["naive_ft_medium"], _ = finetune.naive_finetune(
-        apply_fn, theta_c, iterator, train.cue, medium, workdir / "naive_ft_medium")
-    models["llrt"], _ = finetune.llrt(apply_fn, theta_c, train, clean_index, k, medium,
-                                      workdir / "llrt")
-    models["lpft"], _ = finetune.naive_finetune(
-        apply_fn, models["llrt"], iterator, train.cue, medium, workdir / "lpft")
-    models["cbft"], _ = finetune.cbft(apply_fn, theta_c, theta_c, iterator, train.cue, k,
-                                      medium, workdir / "cbft")
-    print("3/3 evaluation and barriers to θ_C")
-    key = jax.random.PRNGKey(seed + 1)
-    methods = {}
-    for name, variables in tqdm(models.items(), desc="evaluate", unit="model"):
-        methods[name] = {"test": training.evaluate(apply_fn, variables, test, key,
-                                                   batch_size=config.eval_batch_size)}
-        if name == "cue_model":  # the path from θ_C to itself: no barrier by definition
-            methods[name]["barrier_to_cue_model"] = {"loss": 0.0, "acc": 0.0}
-            continue
-        result = path_eval.evaluate_path(
-            apply_fn, paths.linear(theta_c, variables), paths.grid(config.path_points), test,
-            conditions=("cue",), bn=config.bn, bn_set=train, bn_batches=config.bn_batches,
-            batch_size=config.eval_batch_size, key=key)
-        methods[name]["barrier_to_cue_model"] = result.barriers("cue")
-        methods[name]["path_to_cue_model"] = {
-            "ts": result.ts.tolist(), "cue_acc": result.metrics["cue"]["acc"].tolist(),
-            "cue_loss": result.metrics["cue"]["loss"].tolist()}
+    fine_tuned = methods_lib.fine_tuned_models(config, seed, workdir, apply_fn,
+                                               references["cue_model"], cue_config, train, test)
+    print("3/3 evaluation and paths")
+    models = {**references, **fine_tuned}
+    methods = evaluate_models(config, apply_fn, models, references, train, test,
+                              jax.random.PRNGKey(seed + 1))
     results = {"dataset": train.name, "model": cue_config.model,
                "cue_proportion": cue_config.cue_proportion, "n_clean": config.n_clean,
                "seeds": [seed], "seconds": round(time.perf_counter() - start, 1),
                "methods": methods, "config": seed_config(config, seed)}
     write_outputs(results, workdir)
     return results
+
+
+def evaluate_models(config, apply_fn, models: dict, references: dict, train, test,
+                    key) -> dict:
+    """Every model on the four conditions, and along the line from each path target.
+
+    Returns:
+      model name → ``{"test", "barrier_to_cue_model", "paths": {target: path json}}``;
+      ``barrier_to_cue_model`` is the barrier on cued test data (0 for θ_C itself).
+    """
+    conditions = path_conditions(config)
+    methods = {}
+    jobs = [(target, name) for target in methods_lib.check_targets(config.path_targets)
+            for name in models if name != target]
+    bar = tqdm(total=len(models) + len(jobs), desc="evaluate", unit="eval")
+    for name, variables in models.items():
+        methods[name] = {"test": training.evaluate(
+            apply_fn, variables, test, key, batch_size=config.eval_batch_size,
+            random_from=config.random_from), "paths": {}}
+        bar.update()
+    for target, name in jobs:
+        wanted = conditions if target != "cue_model" else tuple(dict.fromkeys(
+            (*conditions, "cue")))
+        result = path_eval.evaluate_path(
+            apply_fn, paths.linear(references[target], models[name]),
+            paths.grid(config.path_points), test, conditions=wanted, bn=config.bn,
+            bn_set=train, bn_batches=config.bn_batches, batch_size=config.eval_batch_size,
+            random_from=config.random_from, key=key)
+        summary = result.to_json()
+        methods[name]["paths"][target] = {"ts": summary["ts"],
+                                          "conditions": summary["conditions"]}
+        bar.update()
+    bar.close()
+    for name, m in methods.items():
+        to_cue = m["paths"].get("cue_model")
+        m["barrier_to_cue_model"] = (to_cue["conditions"]["cue"]["barrier"] if to_cue
+                                     else {"loss": 0.0, "acc": 0.0})
+    return methods
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -193,35 +209,64 @@ def aggregate(runs: list[dict]) -> dict:
 
 
 def write_outputs(results: dict, workdir: pathlib.Path) -> None:
-    """``results.json``, ``results.md`` (also printed) and ``paths.png`` in ``workdir``."""
+    """``results.json``, ``results.md`` (also printed) and one ``paths_to_<target>.png`` per
+    path target in ``workdir``."""
     io.write_json(workdir / "results.json", results)
-    curves = {name: m["path_to_cue_model"] for name, m in results["methods"].items()
-              if "path_to_cue_model" in m}
-    io.save_figure(workdir / "paths.png", plots.cue_model_paths(curves))
+    for target in methods_lib.TARGETS:
+        curves = {name: m["paths"][target] for name, m in results["methods"].items()
+                  if target in m.get("paths", {})}
+        if curves:
+            io.save_figure(workdir / f"paths_to_{target}.png",
+                           plots.method_paths(curves, LABELS[target]))
     table = results_table(results)
     io.write_atomic(workdir / "results.md", table)
     print(table)
 
 
 def results_table(results: dict) -> str:
-    """Markdown table like the paper's Table 1 plus the loss barrier to θ_C."""
+    """Markdown: a table like the paper's Table 1 (plus the loss barrier to θ_C), then the
+    barriers on the line from each reference model, per condition."""
     methods = results["methods"]
+    seeds = results["seeds"]
+    several = len(seeds) > 1
     rows = {name: m["test"] for name, m in methods.items()}
     std = {name: m["test_std"] for name, m in methods.items() if "test_std" in m}
-    seeds = results["seeds"]
     extra = {}
     for name, m in methods.items():
         cell = f"{m['barrier_to_cue_model']['loss']:.2f}"
-        if len(seeds) > 1:
+        if several:
             cell += f" ± {m['barrier_to_cue_model_std']['loss']:.2f}"
         extra[name] = {"loss barrier to θ_C": cell}
-    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else (
+    seed_text = f"seed {seeds[0]}" if not several else (
         f"mean ± std over seeds {', '.join(map(str, seeds))}")
-    head = (f"# {results['model']} on {results['dataset']}, θ_C at p = "
-            f"{results['cue_proportion']}, {results['n_clean']} clean samples, {seed_text}\n\n")
-    return head + report.conditions_table(rows, extra, std if len(seeds) > 1 else None) + (
-        "\nNC ↑ higher is better; C ~ and RC ~ should match NC (cue ignored); RI ↓ chance "
-        "is ideal. Barrier: linear path from θ_C, cued test data.\n")
+    out = (f"# {results['model']} on {results['dataset']}, θ_C at p = "
+           f"{results['cue_proportion']}, {results['n_clean']} clean samples, {seed_text}\n\n"
+           + report.conditions_table(rows, extra, std if several else None)
+           + "\nNC ↑ higher is better; C ~ and RC ~ should match NC (cue ignored); RI ↓ "
+           "chance is ideal. Barrier: linear path from θ_C, cued test data.\n")
+    for target in methods_lib.TARGETS:
+        curves = {name: m["paths"][target] for name, m in methods.items()
+                  if target in m.get("paths", {})}
+        if curves:
+            out += "\n" + barrier_table(curves, LABELS[target])
+    return out
+
+
+def barrier_table(curves: dict, start: str) -> str:
+    """Loss barrier (accuracy barrier in points) on the line from ``start`` to each model,
+    one column per condition."""
+    conditions = [c for c in data.CONDITIONS if any(c in m["conditions"]
+                                                    for m in curves.values())]
+    lines = [f"## Barriers on the line from {start}\n",
+             "| model | " + " | ".join(report.HEADERS[c] for c in conditions) + " |",
+             "|---|" + "---|" * len(conditions)]
+    for name, m in curves.items():
+        cells = [f"{m['conditions'][c]['barrier']['loss']:.2f} "
+                 f"({100 * m['conditions'][c]['barrier']['acc']:.1f})"
+                 if c in m["conditions"] else "" for c in conditions]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + ("\n\nLoss barrier (accuracy barrier in points) on the "
+                               f"straight line from {start} (t = 0) to each model (t = 1).\n")
 
 
 def main(argv):

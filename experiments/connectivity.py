@@ -4,7 +4,9 @@ sets; barriers per condition.
     python -m experiments.connectivity --model_a=DIR --model_b=DIR \
         --path=linear|permuted_linear|quadratic [--config=...] [--workdir=DIR]
 
-Writes ``results.json``, ``results.md`` and ``paths.png`` to the workdir.
+A model is any folder holding one: an ``experiments.train`` workdir, or any model folder of
+``experiments.cbft`` (``<workdir>/seed_<s>/<cue_model|nocue_model|cbft|lpft|...>``). Writes
+``results.json``, ``results.md`` and ``paths.png`` to the workdir.
 """
 
 from __future__ import annotations
@@ -18,13 +20,29 @@ from absl import flags
 from experiments import cli
 from mmc_jax import (InputError, curve, data, io, models, path_eval, paths, permute, plots,
                      training)
+from mmc_jax.data.batching import sample_batches
+from mmc_jax.errors import require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "connectivity"),
                                    "workdirs/connectivity")
-MODEL_A = flags.DEFINE_string("model_a", None, "Workdir of the t = 0 model (experiments.train).")
-MODEL_B = flags.DEFINE_string("model_b", None, "Workdir of the t = 1 model (experiments.train).")
+MODEL_A = flags.DEFINE_string("model_a", None, "Folder of the t = 0 model (an experiments.train "
+                              "workdir or a model folder of experiments.cbft).")
+MODEL_B = flags.DEFINE_string("model_b", None, "Folder of the t = 1 model.")
+PERMUTATIONS = ("weight", "activation", "greedy", "paper")
 PATH = flags.DEFINE_enum("path", "linear", ["linear", "permuted_linear", "quadratic"],
                          "Path family.")
+
+
+def matching_batches(config, train) -> list:
+    """Clean (cue removed) training batches for activation matching: the paper code's 91
+    shuffled batches of 128 for ``permutation="paper"``, else ``match_batches`` batches of
+    ``batch_size`` in dataset order (``match_batches``/``match_batch_size`` override)."""
+    paper = config.permutation == "paper"
+    images = sample_batches(train, config.match_batch_size or (128 if paper else
+                                                               config.batch_size),
+                            config.match_batches or (91 if paper else 10),
+                            config.seed if paper else None)
+    return [data.clean_inputs(train.cue, x) for x in images]
 
 
 def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
@@ -36,12 +54,10 @@ def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
         if config.permutation == "weight":
             perm = permute.weight_matching(spec, a, b, jax.random.PRNGKey(config.seed))
         else:
-            stacked = path_eval.stack_batches(train, config.batch_size, config.match_batches,
-                                              pad=False)
-            batches = [data.normalize(x) for x in stacked["images"]]
             match = {"activation": permute.activation_matching,
-                     "greedy": permute.greedy_activation_matching}[config.permutation]
-            perm = match(spec, model, a, b, batches)
+                     "greedy": permute.greedy_activation_matching,
+                     "paper": permute.paper_activation_matching}[config.permutation]
+            perm = match(spec, model, a, b, matching_batches(config, train))
         return paths.linear(a, permute.apply(spec, perm, b))
     if config.curve_init == "mean":
         control = curve.mean_control(a, b)
@@ -51,31 +67,40 @@ def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
         model.apply, a, b, control, train, workdir / "midpoint",
         cue_proportion=config.curve_cue_proportion, seed=config.seed,
         epochs=config.curve_epochs, learning_rate=config.curve_learning_rate,
-        step_every_epochs=config.curve_step_every_epochs, batch_size=config.curve_batch_size)
+        step_every_epochs=config.curve_step_every_epochs, batch_size=config.curve_batch_size,
+        scale=config.curve_scale)
     return paths.bezier(a, fitted["control"], b)
+
+
+def validate(config) -> tuple[str, ...]:
+    """Raises InputError for impossible values; returns the conditions."""
+    require([
+        (config.permutation in PERMUTATIONS, f"unknown permutation {config.permutation!r}; "
+         f"choose from {', '.join(PERMUTATIONS)}"),
+        (config.curve_init in ("random", "mean"),
+         f"unknown curve_init {config.curve_init!r}; use random or mean"),
+        (config.curve_scale in curve.SCALES,
+         f"unknown curve_scale {config.curve_scale!r}; choose from {', '.join(curve.SCALES)}"),
+        (config.bn in path_eval.BN_POLICIES, f"unknown BN policy {config.bn!r}; choose from "
+         f"{', '.join(path_eval.BN_POLICIES)}"),
+        (config.num_points >= 2, f"num_points must be >= 2, got {config.num_points}"),
+    ])
+    conditions = tuple(c.strip() for c in config.conditions.split(",") if c.strip())
+    for c in conditions:
+        data.check_condition(c)
+    data.check_random_from(config.random_from)
+    path_eval.resolve_strategy(config.strategy)
+    return conditions
 
 
 def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) -> dict:
     """Evaluates the path and writes the outputs; returns the results.json dict."""
     workdir = pathlib.Path(workdir).resolve()
-    if config.permutation not in ("weight", "activation", "greedy"):
-        raise InputError(f"unknown permutation {config.permutation!r}; choose from weight, "
-                         "activation, greedy")
-    if config.curve_init not in ("random", "mean"):
-        raise InputError(f"unknown curve_init {config.curve_init!r}; use random or mean")
-    conditions = tuple(c.strip() for c in config.conditions.split(",") if c.strip())
-    for c in conditions:
-        data.check_condition(c)
-    path_eval.resolve_strategy(config.strategy)
-    if config.bn not in path_eval.BN_POLICIES:
-        raise InputError(f"unknown BN policy {config.bn!r}; choose from "
-                         f"{', '.join(path_eval.BN_POLICIES)}")
-    model, a, config_a = training.restore_trained(model_a)
-    _, b, config_b = training.restore_trained(model_b)
-    if (config_a.model, config_a.dataset, config_a.width) != (config_b.model, config_b.dataset,
-                                                               config_b.width):
-        raise InputError(f"models differ: {model_a} is {config_a.model} on {config_a.dataset}, "
-                         f"{model_b} is {config_b.model} on {config_b.dataset}")
+    conditions = validate(config)
+    model, a, config_a = training.load_model(model_a)
+    _, b, config_b = training.load_model(model_b)
+    training.check_compatible(config_a, config_b, f"--model_a {model_a}",
+                              f"--model_b {model_b}")
     train, test = training.load_data(config_a)
     eval_set = test if config.eval_split == "test" else train
     if config.num_eval:
@@ -86,12 +111,15 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
     result = path_eval.evaluate_path(
         model.apply, path, paths.grid(config.num_points), eval_set, conditions=conditions,
         bn=config.bn, bn_set=train, bn_batches=config.bn_batches or None,
-        batch_size=config.batch_size, strategy=config.strategy,
+        batch_size=config.batch_size, bn_batch_size=config.bn_batch_size or None,
+        bn_shuffle_seed=config.seed if config.bn_shuffle else None,
+        random_from=config.random_from, strategy=config.strategy,
         chunk_size=config.chunk_size or None,
         memory_budget=int(config.memory_budget_gib * 2**30) or None,
         key=jax.random.PRNGKey(config.seed))
     summary = {**result.to_json(kind), "model_a": str(model_a), "model_b": str(model_b),
-               "bn": config.bn, "chunk_size": result.chunk_size,
+               "bn": config.bn, "permutation": config.permutation if kind ==
+               "permuted_linear" else None, "chunk_size": result.chunk_size,
                "memory_gib": None if result.memory_bytes is None
                else round(result.memory_bytes / 2**30, 3)}
     io.write_json(workdir / "results.json", summary)
@@ -119,7 +147,8 @@ def plots_and_table(summary: dict, workdir: pathlib.Path) -> str:
 def main(argv):
     del argv
     if not MODEL_A.value or not MODEL_B.value:
-        raise InputError("give both --model_a and --model_b (workdirs of experiments.train)")
+        raise InputError("give both --model_a and --model_b (model folders: experiments.train "
+                         "workdirs or <cbft workdir>/seed_<s>/<method>)")
     print(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
     connectivity(CONFIG.value, MODEL_A.value, MODEL_B.value, PATH.value, WORKDIR.value)
 

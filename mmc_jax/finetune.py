@@ -53,6 +53,9 @@ class FinetuneConfig:
       llrt_epochs, llrt_learning_rate, llrt_weight_decay: last-layer retraining (200, 30, 0).
       cbft_mode: ``"code"`` or ``"paper"``.
       barrier_target: the loss the line to θ_C should reach (1.0).
+      barrier_weight: weight of the barrier term (1.0); 0 drops it (the paper's Table 3
+        ablation "without L_B": in ``"code"`` mode the barrier step is skipped, leaving one
+        optimizer step per iteration).
       t_dist: distribution of t (``"clipped_normal"``: the code; ``"truncated_normal"``).
       invariance_weight: λ (1.0).
       normalize_means: L2-normalized class means in the invariance loss (the code).
@@ -71,6 +74,7 @@ class FinetuneConfig:
     llrt_weight_decay: float = 0.0
     cbft_mode: str = "code"
     barrier_target: float = 1.0
+    barrier_weight: float = 1.0
     t_dist: str = "clipped_normal"
     invariance_weight: float = 1.0
     normalize_means: bool = True
@@ -88,7 +92,7 @@ class FinetuneConfig:
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("weight_decay", "llrt_weight_decay", "invariance_weight",
-                     "warmup_epochs", "grad_clip_norm"):
+                     "barrier_weight", "warmup_epochs", "grad_clip_norm"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.momentum < 1:
@@ -146,16 +150,18 @@ def _cosine(base_lr: float, total: int, offset: int = 0) -> optax.Schedule:
     return lambda count: cosine(jnp.maximum(count - offset, 0))
 
 
-def _batches(cue, batch: Mapping[str, jax.Array]):
-    """Normalized clean batch and the cued batch (every cued image carries its cue)."""
-    clean = objectives.Batch(data.normalize(batch["images"]), batch["labels"])
+def paired_batches(cue, batch: Mapping[str, jax.Array]):
+    """The model inputs of one iteration: the clean batch (cue removed by
+    ``data.clean_inputs``; an all-zero top for dominoes) and the cued batch (every image
+    carries its label's cue)."""
+    clean = objectives.Batch(data.clean_inputs(cue, batch["images"]), batch["labels"])
     cued_x = cue.add(data.normalize(batch["cue_images"]), batch["cue_labels"])
     return clean, objectives.Batch(cued_x, batch["cue_labels"])
 
 
 def naive_step(state: TrainState, batch, cue):
     """One SGD step on cross-entropy of the clean batch."""
-    clean, _ = _batches(cue, batch)
+    clean, _ = paired_batches(cue, batch)
     loss_fn = objectives.cross_entropy_loss(state.apply_fn)
     ctx = objectives.Context(state.batch_stats, clean=clean)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, ctx)
@@ -171,7 +177,7 @@ def _update(state: TrainState, grads, batch_stats, opt_state):
 def cbft_step(state: TrainState, batch, epoch_index, anchor, cue, config: FinetuneConfig,
               num_classes: int):
     """One CBFT iteration (``state.step`` advances by one in both modes)."""
-    clean, cued = _batches(cue, batch)
+    clean, cued = paired_batches(cue, batch)
     key, step_key = jax.random.split(state.key)
     ctx = objectives.Context(state.batch_stats, clean=clean, cued=cued, anchor=anchor,
                              key=step_key)
@@ -179,21 +185,29 @@ def cbft_step(state: TrainState, batch, epoch_index, anchor, cue, config: Finetu
     lam = jnp.where(epoch_index >= config.warmup_epochs, config.invariance_weight, 0.0)
     main = objectives.cross_entropy_invariance_loss(state.apply_fn, num_classes, lam,
                                                     config.normalize_means)
+    use_barrier = config.barrier_weight > 0
+    losses, opt_state, batch_stats = {}, state.opt_state, state.batch_stats
     if config.cbft_mode == "paper":
-        total = objectives.weighted_sum(barrier=barrier, main=main)
+        terms = {"barrier": (barrier, config.barrier_weight)} if use_barrier else {}
+        total = objectives.weighted_sum(**terms, main=main)
         (_, aux), grads = jax.value_and_grad(total, has_aux=True)(state.params, ctx)
-        params, batch_stats, opt_state = _update(state, grads, aux["batch_stats"],
-                                                 state.opt_state)
-        losses = {"barrier": aux["losses"]["barrier"], **aux["terms"]["main"]["losses"]}
-    else:
-        (b_loss, b_aux), grads = jax.value_and_grad(barrier, has_aux=True)(state.params, ctx)
-        params, batch_stats, opt_state = _update(state, grads, b_aux["batch_stats"],
-                                                 state.opt_state)
-        state = state.replace(params=params, opt_state=opt_state)
-        ctx = ctx._replace(batch_stats=batch_stats)
-        (_, aux), grads = jax.value_and_grad(main, has_aux=True)(params, ctx)
         params, batch_stats, opt_state = _update(state, grads, aux["batch_stats"], opt_state)
-        losses = {"barrier": b_loss, **aux["losses"]}
+        losses = {**{k: v for k, v in aux["losses"].items() if k != "main"},
+                  **aux["terms"]["main"]["losses"]}
+    else:
+        params = state.params
+        if use_barrier:
+            weighted = objectives.weighted_sum(barrier=(barrier, config.barrier_weight))
+            (_, b_aux), grads = jax.value_and_grad(weighted, has_aux=True)(params, ctx)
+            params, batch_stats, opt_state = _update(state, grads, b_aux["batch_stats"],
+                                                     opt_state)
+            ctx = ctx._replace(batch_stats=batch_stats)
+            losses["barrier"] = b_aux["losses"]["barrier"]
+        (_, aux), grads = jax.value_and_grad(main, has_aux=True)(params, ctx)
+        params, batch_stats, opt_state = _update(
+            state.replace(params=params, opt_state=opt_state), grads, aux["batch_stats"],
+            opt_state)
+        losses.update(aux["losses"])
     state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                           opt_state=opt_state, key=key)
     return state, losses
@@ -226,11 +240,13 @@ def cbft(apply_fn, variables, anchor: Mapping, iterator: PairedIterator, cue, nu
     spe = iterator.steps_per_epoch
     total = config.epochs * spe
     if config.cbft_mode == "code":
-        # Two optimizer updates per iteration; the code's scheduler starts stepping after
-        # the warm-up epoch and the next one, and is stepped once per iteration.
+        # Two optimizer updates per iteration (one without the barrier step); the code's
+        # scheduler starts stepping after the warm-up epoch and the next one, and is stepped
+        # once per iteration.
         offset = (config.warmup_epochs + 1) * spe
         schedule = _cosine(config.learning_rate, total, offset)
-        lr = lambda count: schedule(count // 2)  # noqa: E731
+        updates = 2 if config.barrier_weight > 0 else 1
+        lr = lambda count: schedule(count // updates)  # noqa: E731
     else:
         lr = _cosine(config.learning_rate, total)
     state = _state(apply_fn, variables, lr, config, seed_offset=1)
@@ -245,9 +261,10 @@ def cbft(apply_fn, variables, anchor: Mapping, iterator: PairedIterator, cue, nu
     return state.variables, meta["history"]
 
 
-def features_of(apply_fn, variables, images, batch_size: int = 500) -> np.ndarray:
-    """Penultimate features (eval mode) of uint8 images, in batches."""
-    forward = jax.jit(lambda v, x: apply_fn(v, data.normalize(x), train=False,
+def features_of(apply_fn, variables, images, cue, batch_size: int = 500) -> np.ndarray:
+    """Penultimate features (eval mode) of uint8 images with the cue removed
+    (``data.clean_inputs``), in batches."""
+    forward = jax.jit(lambda v, x: apply_fn(v, data.clean_inputs(cue, x), train=False,
                                             return_features=True)[1])
     return np.concatenate([np.asarray(forward(variables, images[i:i + batch_size]))
                            for i in range(0, len(images), batch_size)])
@@ -258,7 +275,8 @@ def llrt(apply_fn, variables, train: data.Dataset, clean_index, num_classes: int
          progress: bool = True):
     """Last-layer retraining: a fresh linear head on frozen features of the clean set
     (eval-mode BatchNorm), SGD lr 30, momentum 0.9, no weight decay, cosine, 200 epochs."""
-    features = features_of(apply_fn, variables, np.asarray(train.images[clean_index]))
+    features = features_of(apply_fn, variables, np.asarray(train.images[clean_index]),
+                           train.cue)
     labels = np.asarray(train.labels[clean_index])
     iterator = data.EpochIterator({"features": features, "labels": labels},
                                   batch_size=config.batch_size, seed=config.seed,
@@ -309,4 +327,4 @@ def _settings(method: str, config: FinetuneConfig) -> dict[str, Any]:
 
 __all__ = ["CBFT_MODES", "FinetuneConfig", "METHODS", "PairedIterator", "cbft", "cbft_step",
            "draw_subsets", "features_of", "llrt", "naive_finetune", "naive_step",
-           "paired_iterator"]
+           "paired_batches", "paired_iterator"]

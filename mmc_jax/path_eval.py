@@ -40,11 +40,13 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
 from mmc_jax import barrier, parallel
-from mmc_jax.data import CONDITIONS, Dataset, check_condition, counterfactual, normalize
-from mmc_jax.data.batching import stack_batches
+from mmc_jax.data import (CONDITIONS, Dataset, check_condition, clean_inputs,
+                          evaluation_pool)
+from mmc_jax.data.batching import sample_batches, stack_batches
 from mmc_jax.data.cues import Cue
 from mmc_jax.errors import InputError
 from mmc_jax.paths import Path
+from mmc_jax.training.steps import eval_step
 
 STRATEGIES = ("auto", "vmap", "map", "shard_map")
 BN_POLICIES = ("interpolate", "interpolate_ema", "recompute")
@@ -106,26 +108,19 @@ def settle_batch_stats(apply_fn: Callable, variables: Mapping, bn_images: jax.Ar
 
 
 def condition_sums(apply_fn: Callable, variables: Mapping, batches: Mapping[str, jax.Array],
-                   cue: Cue, conditions: Sequence[str], key: jax.Array) -> jax.Array:
+                   cue: Cue, conditions: Sequence[str], key: jax.Array,
+                   pool: Optional[jax.Array] = None) -> jax.Array:
     """Summed loss and correct count per condition, ``[len(conditions), 2]``, eval mode.
 
-    Batch ``i`` of condition ``c`` draws its randomness from ``fold_in(fold_in(key, c), i)``,
-    so every path point sees the same counterfactual images.
+    Scans ``training.eval_step``, the one evaluation kernel, over the stacked batches: batch
+    ``i`` of condition ``c`` draws from ``data.condition_key(key, c, i)``, so every path
+    point sees the same counterfactual images, and the same as ``training.evaluate``.
     """
     def body(total, inputs):
         i, batch = inputs
-        x = normalize(batch["images"])
-        rows = []
-        for c, condition in enumerate(conditions):
-            k = jax.random.fold_in(jax.random.fold_in(key, c), i)
-            logits = apply_fn(variables, counterfactual(cue, condition, x, batch["labels"], k),
-                              train=False)
-            logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-            nll = -jnp.take_along_axis(logp, batch["labels"][:, None], axis=1)[:, 0]
-            correct = (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32)
-            rows.append(jnp.stack([(nll * batch["weight"]).sum(),
-                                   (correct * batch["weight"]).sum()]))
-        return total + jnp.stack(rows), None
+        out = eval_step(apply_fn, variables, batch, key, cue, conditions, i, pool)
+        return total + jnp.stack([jnp.stack([out[c]["loss"], out[c]["correct"]])
+                                  for c in conditions]), None
 
     count = jax.tree.leaves(batches)[0].shape[0]
     total, _ = jax.lax.scan(body, jnp.zeros((len(conditions), 2)),
@@ -200,7 +195,9 @@ def evaluate_path(apply_fn: Callable, path: Path, ts, eval_set: Dataset,
 def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
                        cue: Optional[Cue] = None, conditions: Sequence[str] = CONDITIONS,
                        bn: str = "recompute", bn_set: Optional[Dataset] = None,
-                       bn_batches: int = 20, batch_size: int = 500, strategy: str = "auto",
+                       bn_batches: Optional[int] = 20, batch_size: int = 500,
+                       bn_batch_size: Optional[int] = None, bn_shuffle_seed: Optional[int] = None,
+                       random_from: str = "set", strategy: str = "auto",
                        chunk_size: Optional[int] = None, memory_budget: Optional[int] = None,
                        key: Optional[jax.Array] = None,
                        mesh: Optional[Mesh] = None) -> CompiledEvaluation:
@@ -215,9 +212,16 @@ def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
       cue: the cue of the conditions (default ``eval_set.cue``).
       conditions: which of :data:`CONDITIONS`.
       bn: BatchNorm policy, one of :data:`BN_POLICIES`.
-      bn_set: clean training data for the BN statistics (needed unless ``"interpolate"``).
+      bn_set: training data for the BN statistics (needed unless ``"interpolate"``); its cue
+        is removed (``data.clean_inputs``), so the statistics are always those of clean data.
       bn_batches: how many batches of ``bn_set`` (``None``: all, the paper code's full pass).
-      batch_size: batch size of the BN and evaluation passes.
+      batch_size: batch size of the evaluation passes (and of the BN passes, by default).
+      bn_batch_size: batch size of the BN passes (the paper's code: 128).
+      bn_shuffle_seed: BN batches from a shuffled ``bn_set`` (``None``: dataset order); with
+        ``bn="interpolate_ema"``, ``bn_batches=None`` and ``bn_batch_size=128`` this is the
+        paper code's pass.
+      random_from: where ``randimg`` images and random domino cues come from, ``"set"`` (the
+        whole ``eval_set``, the paper's code) or ``"batch"`` (see ``data.counterfactual``).
       strategy: one of :data:`STRATEGIES`.
       chunk_size: points vectorized together; default: as many as ``memory_budget`` allows,
         up to all of them for ``"vmap"`` and 1 for ``"map"``.
@@ -246,10 +250,12 @@ def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
     mesh = parallel.data_mesh() if mesh is None else mesh
     ts = jnp.asarray(ts, jnp.float32)
     eval_batches = stack_batches(eval_set, batch_size)
+    use_pool = evaluation_pool(eval_set.images, random_from) is not None
     if bn == "interpolate":
         bn_images = np.zeros((0, 1, *eval_set.image_shape), np.float32)
     else:
-        bn_images = stack_batches(bn_set, batch_size, bn_batches, pad=False)["images"]
+        bn_images = sample_batches(bn_set, bn_batch_size or batch_size, bn_batches,
+                                   bn_shuffle_seed)
     if strategy == "shard_map":  # points are split; data replicated
         place = lambda tree: parallel.replicate(tree, mesh)  # noqa: E731
     else:  # batches [num_batches, batch, ...] split along the batch axis
@@ -257,13 +263,18 @@ def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
             tree, parallel.batch_sharding(tree, mesh, axis=1))
     eval_batches, bn_images = place(eval_batches), place(bn_images)
     path = parallel.replicate(path, mesh)
-    bn_images = normalize(bn_images) if bn != "interpolate" else bn_images
+    if bn != "interpolate":  # [num_batches, batch, ...]: the cue removed image by image
+        bn_images = clean_inputs(bn_set.cue, bn_images.reshape(-1, *bn_images.shape[2:])
+                                 ).reshape(bn_images.shape)
     momentum = 0.9 if bn == "interpolate" else bn_momentum(apply_fn, path.endpoints()[0],
                                                             bn_images[0])
+    num_eval = len(eval_set)
 
     def point(t, path, eval_batches, bn_images):
         variables = settle_batch_stats(apply_fn, path(t), bn_images, bn, momentum)
-        return condition_sums(apply_fn, variables, eval_batches, cue, conditions, key)
+        images = eval_batches["images"]
+        pool = images.reshape(-1, *images.shape[2:])[:num_eval] if use_pool else None
+        return condition_sums(apply_fn, variables, eval_batches, cue, conditions, key, pool)
 
     budget = default_memory_budget(mesh.devices.flat[0]) if memory_budget is None \
         else memory_budget

@@ -63,7 +63,7 @@ def training_curves(history: Sequence[Mapping[str, float]], title: str = ""):
 
     Args:
       history: per-epoch records with ``epoch``, ``train_loss``, ``train_acc`` and
-        ``test_nocue_acc``.
+        ``test_nocue_acc`` (on the epochs that were evaluated).
       title: figure title.
 
     Returns:
@@ -75,8 +75,9 @@ def training_curves(history: Sequence[Mapping[str, float]], title: str = ""):
     ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", ms=3)
     ax_loss.set(xlabel="epoch", ylabel="train loss", yscale="log")
     ax_acc.plot(epochs, [h["train_acc"] for h in history], marker="o", ms=3, label="train")
-    ax_acc.plot(epochs, [h["test_nocue_acc"] for h in history], marker="o", ms=3,
-                label="test (no cue)")
+    tested = [h for h in history if "test_nocue_acc" in h]  # evaluated epochs only
+    ax_acc.plot([h["epoch"] for h in tested], [h["test_nocue_acc"] for h in tested],
+                marker="o", ms=3, label="test (no cue)")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
     ax_acc.legend()
     for ax in (ax_loss, ax_acc):
@@ -111,25 +112,33 @@ def path_curves(summary: Mapping, title: str = ""):
     return fig
 
 
-def cue_model_paths(curves: Mapping[str, Mapping[str, Sequence[float]]]):
-    """Cued-test accuracy and loss along the straight line from θ_C (t = 0) to each
-    fine-tuned model (t = 1): a barrier means the model left θ_C's basin.
+def method_paths(curves: Mapping[str, Mapping], start: str = "θ_C"):
+    """Accuracy (top row) and loss (bottom row) along the straight line from a reference
+    model (t = 0) to each model (t = 1), one panel per condition and one curve per model:
+    the paper's Fig. 5 layout. A barrier means the model left the reference's basin.
 
     Args:
-      curves: method → ``{"ts", "cue_acc", "cue_loss"}``.
+      curves: model name → ``{"ts": [...], "conditions": {condition: {"acc": [...],
+        "loss": [...]}}}`` (``PathResult.to_json``).
+      start: name of the reference model, for the axis labels.
     """
     plt = _use_agg()
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9.5, 3.5))
-    for name, c in curves.items():
-        if name == "cue_model":
-            continue
-        ax_acc.plot(c["ts"], c["cue_acc"], marker="o", ms=3, label=name)
-        ax_loss.plot(c["ts"], c["cue_loss"], marker="o", ms=3, label=name)
-    ax_acc.set(xlabel="t  (0 = θ_C, 1 = fine-tuned)", ylabel="accuracy on cued test data",
-               ylim=(0, 1))
-    ax_loss.set(xlabel="t  (0 = θ_C, 1 = fine-tuned)", ylabel="loss on cued test data")
-    for ax in (ax_acc, ax_loss):
-        ax.grid(alpha=0.3)
-    ax_acc.legend(fontsize=8)
+    conditions = list(dict.fromkeys(c for m in curves.values() for c in m["conditions"]))
+    fig, axes = plt.subplots(2, len(conditions), figsize=(3.3 * len(conditions) + 0.6, 5.6),
+                             squeeze=False, sharex=True)
+    for j, condition in enumerate(conditions):
+        for name, m in curves.items():
+            if condition not in m["conditions"]:
+                continue
+            values = m["conditions"][condition]
+            axes[0, j].plot(m["ts"], values["acc"], marker="o", ms=3, label=name)
+            axes[1, j].plot(m["ts"], values["loss"], marker="o", ms=3, label=name)
+        axes[0, j].set(title=condition, ylim=(0, 1))
+        axes[1, j].set(xlabel=f"t  (0 = {start}, 1 = model)")
+        for ax in axes[:, j]:
+            ax.grid(alpha=0.3)
+    axes[0, 0].set(ylabel="accuracy")
+    axes[1, 0].set(ylabel="loss")
+    axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -43,7 +43,7 @@ def test_cbft_cli_end_to_end(tmp_path):
         assert method["test_std"]["randcue"]["acc"] == pytest.approx(abs(accs[0] - accs[1]) / 2)
     assert seeds[0]["methods"]["cue_model"]["test"] != seeds[1]["methods"]["cue_model"]["test"]
     for folder in (tmp_path, tmp_path / "seed_0", tmp_path / "seed_1"):
-        assert (folder / "paths.png").stat().st_size > 1000
+        assert (folder / "paths_to_cue_model.png").stat().st_size > 1000
     table = (tmp_path / "results.md").read_text()
     assert "cbft" in table and "RI ↓" in table and " ± " in table and "cbft" in result.stdout
 

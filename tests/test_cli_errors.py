@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from experiments.configs import demo
@@ -28,6 +29,11 @@ def saved_model(tmp_path_factory):
     shutil.copytree(root / "a", root / "wider")
     stored = json.loads((root / "wider" / "config.json").read_text())
     (root / "wider" / "config.json").write_text(json.dumps({**stored, "width": 0.5}))
+    # A fine-tuned model folder (as experiments.cbft writes them) of another architecture.
+    config.update(model="vgg13_small", width=0.0)
+    model = models.create("vgg13_small", 10)
+    training.save_model(root / "vgg", config, models.init(model, jax.random.key(0),
+                                                          (32, 32, 3)), 10, (32, 32, 3))
     return root
 
 
@@ -55,9 +61,23 @@ CASES = [
     ("cbft", ["--config.path_points=1"], "path_points must be >= 2"),
     ("cbft", ["--config.cue_model.cue_proportion=1.5"], "cue proportion must be in [0, 1]"),
     ("cbft", ["--config.cue_model.fooo=1"], "unknown config field 'fooo'"),
-    ("cbft", ["--config.cue_model_dir={tmp}/none"], "no training run in"),
+    ("cbft", ["--config.cue_model_dir={tmp}/none"], "cue_model_dir {tmp}/none holds no model"),
+    ("cbft", ["--config.nocue_model_dir={tmp}/notes"], "nocue_model_dir {tmp}/notes holds no"),
+    ("cbft", ["--config.methods=('cbft', 'dfr')"], "unknown method(s) 'dfr'"),
+    ("cbft", ["--config.methods=()"], "unknown method(s) (none given)"),
+    ("cbft", ["--config.path_targets=('theta_0',)"], "unknown path target(s) 'theta_0'"),
+    ("cbft", ["--config.path_conditions=('clean',)"], "unknown condition 'clean'"),
+    ("cbft", ["--config.random_from=epoch"], "unknown random_from 'epoch'"),
+    ("cbft", ["--config.barrier_weight=-1"], "barrier_weight must be >= 0"),
+    ("cbft", ["--config.cue_model.init_from={tmp}/notes"], "cue_model.init_from"),
     # experiments.connectivity.
-    ("connectivity", ["--model_a={tmp}/none", "--model_b={tmp}/none"], "no training run in"),
+    ("connectivity", ["--model_a={tmp}/none", "--model_b={tmp}/none"], "holds no model"),
+    ("connectivity", ["--model_a={tmp}/notes", "--model_b={saved}/a"],
+     "notes holds no model (expected an experiments.train workdir"),
+    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/vgg"],
+     "have different architectures (model 'cnn4' vs 'vgg13_small'"),
+    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a",
+                      "--config.permutation=zipit"], "unknown permutation 'zipit'"),
     ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a", "--config.bn=reset"],
      "unknown BN policy 'reset'"),
     ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a", "--config.strategy=pmap"],
@@ -75,6 +95,7 @@ def test_bad_input_is_one_line(tmp_path, saved_model, entry, args, message):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("not a run")
     args = [a.format(tmp=tmp_path, saved=saved_model) for a in args]
+    message = message.format(tmp=tmp_path, saved=saved_model)
     if not any(a.startswith("--workdir") for a in args):
         args.append(f"--workdir={tmp_path}/run")
     result = subprocess.run([sys.executable, "-m", f"experiments.{entry}", *args], cwd=ROOT,

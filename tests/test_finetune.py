@@ -100,3 +100,25 @@ def test_bad_finetune_config():
         finetune.FinetuneConfig(cbft_mode="both")
     with pytest.raises(InputError, match="learning_rate must be > 0"):
         finetune.FinetuneConfig(learning_rate=0.0)
+
+
+def test_cbft_without_barrier_is_one_main_step(setup):
+    """barrier_weight = 0 (Table 3, "w/o L_B"): the code mode's barrier step is skipped, so
+    the parameters move exactly as one cross-entropy step (λ = 0 in the warm-up epoch)."""
+    model, variables, train = setup
+    config = finetune.FinetuneConfig(barrier_weight=0.0)
+    state = training.TrainState.create(model.apply, variables, training.sgd(0.05, 0.9, 1e-4),
+                                       jax.random.PRNGKey(3))
+    batch = {"images": jnp.asarray(train.images[:32]), "labels": jnp.asarray(train.labels[:32]),
+             "cue_images": jnp.asarray(train.images[32:64]),
+             "cue_labels": jnp.asarray(train.labels[32:64])}
+    new, losses = finetune.cbft_step(state, batch, jnp.asarray(0), variables["params"],
+                                     train.cue, config, 10)
+    assert "barrier" not in losses and int(new.step) == 1
+    naive, _ = finetune.naive_step(state, batch, train.cue)
+    chex.assert_trees_all_close(new.params, naive.params, atol=1e-6)
+    with_barrier, _ = finetune.cbft_step(state, batch, jnp.asarray(0), variables["params"],
+                                         train.cue, finetune.FinetuneConfig(), 10)
+    assert not np.allclose(with_barrier.params["conv0"]["kernel"], new.params["conv0"]["kernel"])
+    with pytest.raises(InputError, match="barrier_weight must be >= 0"):
+        finetune.FinetuneConfig(barrier_weight=-1.0)

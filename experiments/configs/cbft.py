@@ -25,27 +25,39 @@ def get_config():
     config = ml_collections.ConfigDict()
     config.cue_model = demo.get_config()          # how θ_C is trained (its seed: the sweep's)
     config.cue_model.cue_proportion = demo.DEMO_CUE_PROPORTION
-    config.cue_model_dir = ""                    # reuse θ_C from an experiments.train workdir
+    config.cue_model_dir = ""                    # reuse θ_C from a model folder (train workdir
+                                                 # or <cbft workdir>/seed_<s>/cue_model)
+    config.nocue_model_dir = ""                  # reuse θ_NC likewise (else trained when needed)
     config.seeds = (0,)                          # θ_C, data draws, batch order, t
+    # What runs (experiments/methods.py): naive_ft_small | naive_ft_medium | naive_ft_large |
+    # llrt | lpft | cbft | cbft_no_barrier | cbft_no_invariance | scratch.
+    config.methods = ("naive_ft_small", "naive_ft_medium", "llrt", "lpft", "cbft")
     config.n_clean = 1000                        # clean fine-tuning samples (paper: 2,500)
     config.n_cue = 19000                         # cued fine-tuning samples (paper: 47,500)
     config.epochs = 20
     config.batch_size = 256
     config.small_lr = 0.001                      # naive FT "small"
     config.medium_lr = 0.01                      # naive FT "medium", LPFT and CBFT
+    config.large_lr = 0.1                        # naive FT "large" (Fig. 5)
     config.momentum = 0.9
     config.weight_decay = 1e-4
     config.llrt_epochs = 200
     config.llrt_learning_rate = 1.0              # the paper's code: 30 (see above)
     config.cbft_mode = "code"                    # code (two steps per iteration) | paper
     config.barrier_target = 1.0
+    config.barrier_weight = 1.0                  # 0: no barrier term (cbft_no_barrier does this)
     config.t_dist = "clipped_normal"             # code | "truncated_normal" (paper text)
     config.invariance_weight = 1.0
     config.normalize_means = True
     config.warmup_epochs = 1
     config.grad_clip_norm = 0.0                  # > 0: clip gradients to this global norm
-    # Barrier to θ_C: linear path on cued test data, BN statistics recomputed at every point
-    # from bn_batches × eval_batch_size clean training images.
+    config.scratch_epochs = 100                  # "scratch": epochs on the n_clean samples
+    # Paths: the straight line from each reference model (cue_model = θ_C, nocue_model = θ_NC)
+    # to every model, on path_conditions (cue always on the line from θ_C), BN statistics
+    # recomputed at every point from bn_batches × eval_batch_size clean training images.
+    config.path_targets = ("cue_model",)
+    config.path_conditions = ("cue",)
+    config.random_from = "set"                   # randimg / random domino cues: set | batch
     config.path_points = 11
     config.bn = "recompute"
     config.bn_batches = 5

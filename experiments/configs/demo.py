@@ -30,6 +30,8 @@ def get_config():
     # Model.
     config.model = "cnn4"
     config.width = 0.0              # channel multiplier (0 = the preset's)
+    config.init_from = ""           # start from this model folder (the paper code's
+                                    # --use_pretrained, e.g. θ_C from θ_NC) instead of a fresh init
     config.dtype = "float32"        # or "bfloat16" (compute; parameters stay float32)
     # Optimisation (PyTorch-style SGD, coupled weight decay).
     config.epochs = 12

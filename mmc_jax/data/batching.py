@@ -114,3 +114,18 @@ def stack_batches(dataset, batch_size: int, num_batches: Optional[int] = None,
                 total, batch_size, *dataset.image_shape),
             "labels": np.asarray(dataset.labels[index % n]).reshape(total, batch_size),
             "weight": (index < n).astype(np.float32).reshape(total, batch_size)}
+
+
+def sample_batches(dataset, batch_size: int, num_batches: Optional[int] = None,
+                   shuffle_seed: Optional[int] = None) -> np.ndarray:
+    """Complete batches of ``dataset``'s uint8 images, ``[num_batches, batch_size, ...]``
+    (``None``: as many as fit), in dataset order or, with ``shuffle_seed``, from a shuffled
+    order (only the images used are gathered). For BatchNorm statistics and activation
+    matching; remove the cue with ``data.clean_inputs`` before use.
+    """
+    batch_size = min(batch_size, len(dataset))
+    if shuffle_seed is not None:
+        order = np.random.default_rng(shuffle_seed).permutation(len(dataset))
+        total = len(dataset) // batch_size if num_batches is None else num_batches
+        dataset = dataset.take(order[:total * batch_size])
+    return stack_batches(dataset, batch_size, num_batches, pad=False)["images"]

@@ -3,22 +3,33 @@
 * ``nocue`` (NC): the clean images;
 * ``cue`` (C): every image carries its label's cue;
 * ``randcue`` (RC): the cue is drawn at random, the natural image is kept;
-* ``randimg`` (RI): the natural image is replaced by another random image of the batch,
-  and the cue still matches the *original* label (high accuracy means the model reads the
-  cue; chance is the ideal).
+* ``randimg`` (RI): the natural image is replaced by another random image, and the cue still
+  matches the *original* label (high accuracy means the model reads the cue; chance is the
+  ideal).
 
-Labels are never changed. All conditions are pure and jittable (``cue`` and ``condition``
-are static), so they are built on device inside evaluation steps.
+Random images (``randimg``) and random domino cue images (``randcue`` on dominoes) come from
+a *pool*: the whole evaluation set, as in the paper's code (``random_from="set"``), or the
+batch itself (``"batch"``). Labels are never changed. All conditions are pure and jittable
+(``cue`` and ``condition`` are static), so they are built on device inside evaluation steps.
+
+:func:`clean_inputs` is the one way to turn stored images into cue-free model inputs: every
+use of "clean data" (fine-tuning batches, LLRT features, BatchNorm statistics along paths,
+activation matching) goes through it, for every cue type.
 """
 
 from __future__ import annotations
 
-import jax
+from typing import Optional
 
-from mmc_jax.data.cues import Cue
+import jax
+import numpy as np
+
+from mmc_jax.data.cues import Cue, draw_images, normalize
 from mmc_jax.errors import InputError
 
 CONDITIONS = ("nocue", "cue", "randcue", "randimg")
+#: Where random images and random domino cues are drawn from (see the module docstring).
+RANDOM_FROM = ("set", "batch")
 
 
 def check_condition(condition: str) -> str:
@@ -28,8 +39,36 @@ def check_condition(condition: str) -> str:
     return condition
 
 
+def check_random_from(random_from: str) -> str:
+    """Returns ``random_from`` if it is one of :data:`RANDOM_FROM`, else raises InputError."""
+    if random_from not in RANDOM_FROM:
+        raise InputError(f"unknown random_from {random_from!r}; choose from "
+                         f"{', '.join(RANDOM_FROM)}")
+    return random_from
+
+
+def clean_inputs(cue: Cue, images) -> jax.Array:
+    """Cue-free, normalized model inputs from stored uint8 images (the ``nocue`` condition).
+
+    Box-cue datasets store clean images, dominoes store the paired cue image on top; this
+    removes it (an all-zero top, as the paper code's no-cue loader gives).
+    """
+    return cue.remove(normalize(images))
+
+
+def condition_key(key: jax.Array, condition: str, batch_index) -> jax.Array:
+    """The PRNG key of one condition on one evaluation batch.
+
+    It depends only on ``(key, condition name, batch index)``, so a model sees the same
+    counterfactual images whichever other conditions are evaluated with it, in
+    ``training.evaluate`` as along a path.
+    """
+    return jax.random.fold_in(jax.random.fold_in(key, CONDITIONS.index(condition)),
+                              batch_index)
+
+
 def counterfactual(cue: Cue, condition: str, images: jax.Array, labels: jax.Array,
-                   key: jax.Array) -> jax.Array:
+                   key: jax.Array, pool: Optional[jax.Array] = None) -> jax.Array:
     """Builds the ``condition`` version of a batch of normalized images.
 
     Args:
@@ -39,6 +78,9 @@ def counterfactual(cue: Cue, condition: str, images: jax.Array, labels: jax.Arra
         cues, with their paired cue image on top for dominoes.
       labels: int labels ``[N]``.
       key: PRNG key; ``nocue`` and ``cue`` ignore it.
+      pool: images to draw random images (``randimg``) and random domino cues (``randcue``)
+        from, uniformly with replacement: uint8 or normalized, ``[M, H, W, C]``, e.g. the
+        whole evaluation set. ``None``: a random permutation of the batch itself.
 
     Returns:
       float images of the same shape. ``nocue`` returns box-cue images unchanged (and blanks
@@ -50,6 +92,14 @@ def counterfactual(cue: Cue, condition: str, images: jax.Array, labels: jax.Arra
     if condition == "cue":
         return cue.add(images, labels)
     if condition == "randcue":
-        return cue.add_random(images, key)
-    perm = jax.random.permutation(key, images.shape[0])
-    return cue.add(images[perm], labels, source=images)
+        return cue.add_random(images, key, pool)
+    if pool is None:
+        others = images[jax.random.permutation(key, images.shape[0])]
+    else:
+        others = draw_images(pool, key, images.shape[0])
+    return cue.add(others, labels, source=images)
+
+
+def evaluation_pool(images: np.ndarray, random_from: str) -> Optional[np.ndarray]:
+    """The pool of :func:`counterfactual` for an evaluation set's uint8 ``images``."""
+    return images if check_random_from(random_from) == "set" else None

@@ -5,7 +5,8 @@ three pure operations on *normalized* float images ``[N, H, W, C]``:
 
 * ``remove(images)``: the cue-free version of a batch;
 * ``add(images, labels, source=None)``: every image carries the cue of its label;
-* ``add_random(images, key)``: every image carries a cue drawn at random.
+* ``add_random(images, key, pool=None)``: every image carries a cue drawn at random (for
+  cues that are images, drawn from ``pool``, e.g. the whole evaluation set).
 
 Two cues reproduce the paper's code (see ``shared/design/reference.md`` §3):
 
@@ -135,9 +136,10 @@ class BoxCue:
         del source
         return self.stamp(images, labels % NUM_LOCATIONS, self.label_hue(labels))
 
-    def add_random(self, images: Array, key: Array) -> Array:
+    def add_random(self, images: Array, key: Array, pool: Optional[Array] = None) -> Array:
         """Stamps a random box: location uniform over 0..9 and, in the CIFAR-100 style, hue
-        uniform in [0, 1) (the paper code's randomised cue)."""
+        uniform in [0, 1) (the paper code's randomised cue); ``pool`` is unused."""
+        del pool
         loc_key, hue_key = jax.random.split(key)
         n = images.shape[0]
         locations = jax.random.randint(loc_key, (n,), 0, NUM_LOCATIONS)
@@ -181,14 +183,25 @@ class DominoCue:
         top, _ = self._split(images if source is None else source)
         return jnp.concatenate([(top + 1.0) / 2.0, bottom], axis=1)
 
-    def add_random(self, images: Array, key: Array) -> Array:
-        """Shows the cue image of a random other sample of the batch (a random Fashion-MNIST
-        image, as in the paper's code)."""
-        perm = jax.random.permutation(key, images.shape[0])
-        return self.add(images, None, source=images[perm])
+    def add_random(self, images: Array, key: Array, pool: Optional[Array] = None) -> Array:
+        """Shows a random cue image: the top of a uniformly drawn member of ``pool`` (the whole
+        evaluation set: a random Fashion-MNIST image, as in the paper's code), or with no
+        pool, of a random other sample of the batch."""
+        if pool is None:
+            source = images[jax.random.permutation(key, images.shape[0])]
+        else:
+            source = draw_images(pool, key, images.shape[0])
+        return self.add(images, None, source=source)
 
 
 Cue = BoxCue | DominoCue
+
+
+def draw_images(pool: Array, key: Array, n: int) -> Array:
+    """``n`` normalized images drawn uniformly, with replacement, from ``pool`` (uint8, or
+    already normalized)."""
+    drawn = pool[jax.random.randint(key, (n,), 0, pool.shape[0])]
+    return normalize(drawn) if drawn.dtype == jnp.uint8 else drawn
 
 
 def box_cue(num_classes: int, size: int = 3) -> BoxCue:

@@ -72,6 +72,8 @@ def validate(config) -> None:
          f"unknown dtype {config.dtype!r}; choose from {', '.join(models.DTYPES)}"),
         (config.num_train >= 0, f"num_train must be >= 0, got {config.num_train}"),
         (config.num_test >= 0, f"num_test must be >= 0, got {config.num_test}"),
+        (config.get("eval_every_epochs", 1) >= 1,
+         f"eval_every_epochs must be >= 1, got {config.get('eval_every_epochs')}"),
         (config.get("grad_clip_norm", 0.0) >= 0,
          f"grad_clip_norm must be >= 0, got {config.get('grad_clip_norm')}"),
     ])
@@ -114,6 +116,22 @@ def create_state(config, model, image_shape, steps_per_epoch: int) -> TrainState
     return TrainState.create(model.apply, variables, tx, state_key)
 
 
+def init_from(state: TrainState, config, folder) -> TrainState:
+    """``state`` starting from the variables of the model in ``folder`` (the paper code's
+    ``--use_pretrained``: θ_C trained from θ_NC), with a fresh optimizer state.
+
+    Raises:
+      InputError: no model there, or one of another architecture or data.
+    """
+    from mmc_jax.training.saved_model import check_compatible, load_model
+
+    _, variables, source = load_model(folder)
+    check_compatible(source, config, f"init_from model {folder}", "this run")
+    params = jax.tree.map(jnp.asarray, variables["params"])
+    return state.replace(params=params, batch_stats=variables.get("batch_stats", {}),
+                         opt_state=state.tx.init(params))
+
+
 def trained_config(workdir: str):
     """The config an ``experiments.train`` run in ``workdir`` was started with.
 
@@ -152,8 +170,13 @@ def restore_trained(workdir: str):
     return model, state.variables, config
 
 
-def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+def train_and_evaluate(config, workdir: str, *, progress: bool = True,
+                       datasets=None) -> dict[str, Any]:
     """Trains (or resumes) the model of ``config`` in ``workdir`` and evaluates it.
+
+    With ``config.init_from`` (a folder holding a model, see ``training.load_model``) the run
+    starts from that model's variables instead of a fresh initialisation. ``datasets``
+    (``(train, test)``) replaces the config's data, e.g. a subset of it.
 
     Returns:
       ``{"state", "result", "history"}``: the final TrainState, the ``results.json`` dict of
@@ -161,13 +184,15 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
       per-epoch metrics.
     """
     validate(config)
-    train, test = load_data(config)
+    train, test = load_data(config) if datasets is None else datasets
     model = create_model(config, train.num_classes)
     mask = data.cue_mask(train.labels, config.cue_proportion)
     iterator = data.EpochIterator(
         {"images": train.images, "labels": train.labels, "cue": mask},
         batch_size=config.batch_size, seed=config.seed)
     state = create_state(config, model, train.image_shape, iterator.steps_per_epoch)
+    if config.get("init_from"):
+        state = init_from(state, config, config.init_from)
     eval_key = jax.random.PRNGKey(config.seed + 1)
 
     with RunCheckpoints(workdir, config.to_dict(), config.checkpoints_to_keep) as checkpoints:
@@ -183,10 +208,15 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
 
 
 def _train(config, state, checkpoints, iterator, cue, test, eval_key, progress):
-    """Trains with per-epoch clean-test evaluation; returns ``(state, meta)``."""
+    """Trains with a clean-test evaluation every ``config.eval_every_epochs`` epochs (default
+    1) and after the last; returns ``(state, meta)``."""
     step_fn = jax.jit(functools.partial(train_step, cue=cue), donate_argnums=0)
 
+    every = config.get("eval_every_epochs", 1)
+
     def on_epoch_end(state, record):
+        if record["epoch"] % every and record["epoch"] != config.epochs:
+            return record
         clean = evaluate(state.apply_fn, state.variables, test, eval_key,
                          conditions=("nocue",), batch_size=config.eval_batch_size)["nocue"]
         return {**record, "test_nocue_acc": clean["acc"], "test_nocue_loss": clean["loss"]}

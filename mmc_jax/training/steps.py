@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mmc_jax.data.counterfactual import CONDITIONS, counterfactual
+from mmc_jax.data.counterfactual import CONDITIONS, clean_inputs, condition_key, counterfactual
 from mmc_jax.data.cues import Cue, apply_cue, normalize
 from mmc_jax.training.state import TrainState
 
@@ -23,11 +23,11 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def cued_inputs(cue: Cue, batch: Mapping[str, jax.Array]) -> jax.Array:
-    """Normalized images of a training batch, with the cue where ``batch["cue"]`` is True."""
-    x = normalize(batch["images"])
+    """Normalized images of a training batch, with the cue where ``batch["cue"]`` is True
+    and cue-free elsewhere (all cue-free without a ``"cue"`` flag)."""
     if "cue" not in batch:
-        return x
-    return apply_cue(cue, x, batch["labels"], batch["cue"])
+        return clean_inputs(cue, batch["images"])
+    return apply_cue(cue, normalize(batch["images"]), batch["labels"], batch["cue"])
 
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], cue: Cue):
@@ -51,10 +51,23 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], cue: Cue):
 
 
 def eval_step(apply_fn, variables, batch: Mapping[str, jax.Array], key: jax.Array, cue: Cue,
-              conditions: Sequence[str] = CONDITIONS) -> dict:
+              conditions: Sequence[str] = CONDITIONS, batch_index=0, pool=None) -> dict:
     """Summed loss and correct count per condition on one batch (eval-mode BatchNorm).
 
-    ``batch["weight"]`` (0/1, optional) masks padding samples out of the sums.
+    The one evaluation kernel: ``training.evaluate`` and the path evaluator both call it, so
+    a model gets the same numbers from either.
+
+    Args:
+      apply_fn, variables: the model.
+      batch: ``{"images" (uint8), "labels", "weight" (0/1, optional)}``; ``weight`` masks
+        padding samples out of the sums.
+      key: the evaluation's PRNG key; condition ``c`` of batch ``i`` draws from
+        ``data.condition_key(key, c, i)``.
+      cue: the cue of the conditions.
+      conditions: which of :data:`CONDITIONS`.
+      batch_index: ``i``, the batch's position in the evaluation set (may be traced).
+      pool: images that random images and random domino cues are drawn from (see
+        ``data.counterfactual``); ``None``: the batch itself.
 
     Returns:
       ``{condition: {"loss": sum, "correct": sum}}`` plus ``"count"``.
@@ -62,9 +75,10 @@ def eval_step(apply_fn, variables, batch: Mapping[str, jax.Array], key: jax.Arra
     x, labels = normalize(batch["images"]), batch["labels"]
     weight = batch.get("weight", jnp.ones(labels.shape, jnp.float32))
     out = {"count": weight.sum()}
-    for i, condition in enumerate(conditions):
-        xc = counterfactual(cue, condition, x, labels, jax.random.fold_in(key, i))
-        logits = apply_fn(variables, xc, train=False)
+    for condition in conditions:
+        xc = counterfactual(cue, condition, x, labels, condition_key(key, condition, batch_index),
+                            pool)
+        logits = apply_fn(variables, xc, train=False).astype(jnp.float32)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         out[condition] = {"loss": (losses * weight).sum(),
                           "correct": ((jnp.argmax(logits, -1) == labels) * weight).sum()}

@@ -1,0 +1,182 @@
+"""The models ``experiments.cbft`` compares: the reference models θ_C and θ_NC, and every
+fine-tuning method, each trained (resumably) in its own folder of a seed's workdir.
+
+Methods (``config.methods``), all starting from θ_C unless said otherwise:
+
+=====================  ===================================================================
+``naive_ft_small``     naive fine-tuning on the clean samples at ``small_lr`` (FTS)
+``naive_ft_medium``    naive fine-tuning at ``medium_lr`` (FTM)
+``naive_ft_large``     naive fine-tuning at ``large_lr`` (the paper's Fig. 5, lr 0.1)
+``llrt``               last-layer retraining on the clean samples (LLR)
+``lpft``               LLRT, then naive fine-tuning at ``medium_lr``
+``cbft``               connectivity-based fine-tuning at ``medium_lr``
+``cbft_no_barrier``    CBFT without the barrier term (Table 3, "w/o L_B")
+``cbft_no_invariance`` CBFT without the invariance term (Table 3, "w/o L_I")
+``scratch``            a fresh model trained on the clean samples only (Table 4)
+=====================  ===================================================================
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import ml_collections
+
+from mmc_jax import finetune, training
+from mmc_jax.errors import InputError
+
+#: Method name → one-line description (the rows of the report, in this order).
+METHODS = {
+    "naive_ft_small": "naive fine-tuning, small lr",
+    "naive_ft_medium": "naive fine-tuning, medium lr",
+    "naive_ft_large": "naive fine-tuning, large lr",
+    "llrt": "last-layer retraining",
+    "lpft": "linear probe, then fine-tuning",
+    "cbft": "connectivity-based fine-tuning",
+    "cbft_no_barrier": "CBFT without the barrier term",
+    "cbft_no_invariance": "CBFT without the invariance term",
+    "scratch": "from scratch on the clean samples",
+}
+#: The reference models paths can start from.
+TARGETS = ("cue_model", "nocue_model")
+
+
+def check_methods(methods) -> tuple[str, ...]:
+    """``methods`` as a tuple of known, distinct names, else InputError."""
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise InputError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+                         f"choose from {', '.join(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise InputError(f"methods must be distinct, got {methods}")
+    return methods
+
+
+def check_targets(targets) -> tuple[str, ...]:
+    """``targets`` as a tuple of names from :data:`TARGETS` (``"cue_model"`` always first:
+    the barrier to θ_C is part of every report), else InputError."""
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise InputError(f"unknown path target(s) {', '.join(map(repr, unknown))}; choose "
+                         f"from {', '.join(TARGETS)}")
+    return tuple(dict.fromkeys(("cue_model", *targets)))
+
+
+def finetune_config(config, learning_rate: float, seed: int,
+                    **overrides) -> finetune.FinetuneConfig:
+    """The fine-tuning hyperparameters of the experiment config, for one seed (``overrides``
+    change single fields, e.g. ``barrier_weight=0``)."""
+    fields = dict(
+        epochs=config.epochs, learning_rate=learning_rate, batch_size=config.batch_size,
+        momentum=config.momentum, weight_decay=config.weight_decay, seed=seed,
+        llrt_epochs=config.llrt_epochs, llrt_learning_rate=config.llrt_learning_rate,
+        cbft_mode=config.cbft_mode, barrier_target=config.barrier_target,
+        barrier_weight=config.barrier_weight, t_dist=config.t_dist,
+        invariance_weight=config.invariance_weight, normalize_means=config.normalize_means,
+        warmup_epochs=config.warmup_epochs, grad_clip_norm=config.grad_clip_norm)
+    return finetune.FinetuneConfig(**{**fields, **overrides})
+
+
+def derived_config(config, **changes) -> ml_collections.ConfigDict:
+    """A copy of a training config with some fields changed."""
+    out = ml_collections.ConfigDict(config.to_dict())
+    out.update(changes)
+    return out
+
+
+def reference_models(config, seed: int, workdir: pathlib.Path):
+    """θ_C (and θ_NC when a path target or θ_C's ``init_from`` needs it) for one seed.
+
+    Each is reused from ``config.cue_model_dir`` / ``config.nocue_model_dir`` or trained in
+    ``workdir/cue_model`` / ``workdir/nocue_model`` with the demo's training config, seed
+    ``seed`` (θ_NC: no cue). ``cue_model.init_from = "nocue_model"`` starts θ_C from this
+    seed's θ_NC (the paper code's ``--use_pretrained``).
+
+    Returns:
+      ``(apply_fn, {"cue_model": variables[, "nocue_model": variables]}, θ_C's config)``.
+    """
+    cue_config = derived_config(config.cue_model, seed=seed)
+    need_nocue = ("nocue_model" in check_targets(config.path_targets)
+                  or cue_config.get("init_from") == "nocue_model")
+    out = {}
+    if need_nocue:
+        if config.nocue_model_dir:
+            print(f"θ_NC: reusing {config.nocue_model_dir}")
+            _, out["nocue_model"], _ = training.load_model(config.nocue_model_dir)
+        else:
+            print("θ_NC (no cue)")
+            nocue_config = derived_config(cue_config, cue_proportion=0.0, init_from="")
+            out["nocue_model"] = training.train_and_evaluate(
+                nocue_config, str(workdir / "nocue_model"))["state"].variables
+    if cue_config.get("init_from") == "nocue_model":
+        cue_config.init_from = config.nocue_model_dir or str(workdir / "nocue_model")
+    if config.cue_model_dir:
+        print(f"θ_C: reusing {config.cue_model_dir}")
+        model, out["cue_model"], cue_config = training.load_model(config.cue_model_dir)
+        apply_fn = model.apply
+    else:
+        print("θ_C (cue)")
+        state = training.train_and_evaluate(cue_config, str(workdir / "cue_model"))["state"]
+        apply_fn, out["cue_model"] = state.apply_fn, state.variables
+    return apply_fn, out, cue_config
+
+
+def fine_tuned_models(config, seed: int, workdir: pathlib.Path, apply_fn, theta_c, cue_config,
+                      train, test) -> dict:
+    """Every method of ``config.methods`` run from θ_C, in its own folder; each is also
+    saved as a loadable model (``training.save_model``) in that folder.
+
+    Returns:
+      method name → variables, in ``config.methods`` order.
+    """
+    clean_index, cue_index = finetune.draw_subsets(train, config.n_clean, config.n_cue, seed)
+    iterator = finetune.paired_iterator(train, clean_index, cue_index, config.batch_size, seed)
+    k, cue = train.num_classes, train.cue
+    medium = finetune_config(config, config.medium_lr, seed)
+    done: dict = {}
+
+    def naive(lr, start, folder):
+        return finetune.naive_finetune(apply_fn, start, iterator, cue,
+                                       finetune_config(config, lr, seed), workdir / folder)[0]
+
+    def llrt():
+        if "llrt" not in done:
+            done["llrt"] = finetune.llrt(apply_fn, theta_c, train, clean_index, k, medium,
+                                         workdir / "llrt")[0]
+        return done["llrt"]
+
+    def cbft(name, **overrides):
+        return finetune.cbft(apply_fn, theta_c, theta_c, iterator, cue, k,
+                             finetune_config(config, config.medium_lr, seed, **overrides),
+                             workdir / name)[0]
+
+    def scratch():
+        scratch_config = derived_config(
+            cue_config, cue_proportion=0.0, init_from="", epochs=config.scratch_epochs,
+            batch_size=min(cue_config.batch_size, config.n_clean),
+            eval_every_epochs=max(1, config.scratch_epochs // 10))
+        subset = train.take(clean_index)
+        return training.train_and_evaluate(scratch_config, str(workdir / "scratch"),
+                                           datasets=(subset, test))["state"].variables
+
+    runners = {
+        "naive_ft_small": lambda: naive(config.small_lr, theta_c, "naive_ft_small"),
+        "naive_ft_medium": lambda: naive(config.medium_lr, theta_c, "naive_ft_medium"),
+        "naive_ft_large": lambda: naive(config.large_lr, theta_c, "naive_ft_large"),
+        "llrt": llrt,
+        "lpft": lambda: naive(config.medium_lr, llrt(), "lpft"),
+        "cbft": lambda: cbft("cbft"),
+        "cbft_no_barrier": lambda: cbft("cbft_no_barrier", barrier_weight=0.0),
+        "cbft_no_invariance": lambda: cbft("cbft_no_invariance", invariance_weight=0.0),
+        "scratch": scratch,
+    }
+    models = {}
+    for name in check_methods(config.methods):
+        print(f"{name}: {METHODS[name]}")
+        models[name] = done[name] = done[name] if name in done else runners[name]()
+    for name, variables in done.items():  # LLRT too when only LPFT asked for it
+        if not training.has_model(workdir / name):
+            training.save_model(workdir / name, cue_config, variables, k, train.image_shape)
+    return models

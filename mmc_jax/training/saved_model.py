@@ -1,0 +1,115 @@
+"""Trained models as folders any entry point can load: every workdir that holds a model.
+
+Two kinds of folder hold a model:
+
+* an ``experiments.train`` workdir (``config.json`` with the training config, and the
+  checkpoints of the run), which is also what ``experiments.cbft`` writes for θ_C, θ_NC and
+  the from-scratch baseline;
+* a folder with ``model.json`` (the training config of the architecture and data, the number
+  of classes and the image shape) beside ``model/`` (the variables), which
+  :func:`save_model` writes, e.g. for every fine-tuned model of ``experiments.cbft``
+  (``<workdir>/seed_<s>/<method>/``).
+
+:func:`load_model` reads either, so paths can be evaluated between any two of them.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from mmc_jax import models
+from mmc_jax.errors import InputError
+from mmc_jax.io import write_json
+from mmc_jax.training.loop import restore_trained
+
+#: Config fields that fix a model's architecture, and those that fix its data.
+ARCHITECTURE_FIELDS = ("model", "width", "dtype")
+DATA_FIELDS = ("dataset", "dominoes_top", "dominoes_bottom", "data_seed")
+
+
+def save_model(folder, config, variables: Mapping[str, Any], num_classes: int,
+               image_shape) -> pathlib.Path:
+    """Writes ``variables`` and the description needed to rebuild their model to ``folder``.
+
+    Args:
+      folder: where to write (``model/`` and ``model.json``).
+      config: the training config naming the architecture and the data (the one θ_C was
+        trained with, for a model fine-tuned from θ_C).
+      variables: ``{"params", "batch_stats"}``.
+      num_classes, image_shape: of the data the model reads.
+
+    ``model.json`` is written last, so a folder that has it holds a complete model.
+    """
+    folder = pathlib.Path(folder).resolve()
+    target = folder / "model"
+    if target.exists():  # a previous export that did not finish
+        shutil.rmtree(target)
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(target, {"params": variables["params"],
+                                   "batch_stats": variables.get("batch_stats", {})})
+    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    write_json(folder / "model.json", {"config": config, "num_classes": int(num_classes),
+                                       "image_shape": [int(d) for d in image_shape]})
+    return folder
+
+
+def has_model(folder) -> bool:
+    """Whether ``folder`` holds a complete :func:`save_model` export."""
+    return (pathlib.Path(folder) / "model.json").is_file()
+
+
+def load_model(folder):
+    """The model, variables and training config held by ``folder`` (either kind above).
+
+    Returns:
+      ``(module, variables, config)``; ``config`` is an ``ml_collections.ConfigDict`` naming
+      the architecture and the data (``training.load_data(config)`` loads the data).
+
+    Raises:
+      InputError: the folder holds no model, or its files do not fit each other.
+    """
+    path = pathlib.Path(folder).expanduser().resolve()
+    if has_model(path):
+        meta = json.loads((path / "model.json").read_text())
+        config = ml_collections.ConfigDict(meta["config"])
+        module = models.create(config.model, meta["num_classes"], width=config.width or None,
+                               dtype=config.dtype)
+        abstract = jax.eval_shape(lambda: models.init(module, jax.random.PRNGKey(0),
+                                                      tuple(meta["image_shape"])))
+        abstract = {"params": abstract["params"],
+                    "batch_stats": abstract.get("batch_stats", {})}
+        try:
+            with ocp.StandardCheckpointer() as checkpointer:
+                variables = checkpointer.restore(path / "model", abstract)
+        except Exception as err:  # orbax raises several types for missing or bad files
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise InputError(f"{path / 'model'} cannot be read as a {config.model} ({first})"
+                             ) from None
+        return module, dict(variables), config
+    if (path / "config.json").is_file() and "model" in json.loads(
+            (path / "config.json").read_text()):
+        return restore_trained(path)
+    raise InputError(f"{path} holds no model (expected an experiments.train workdir, or a "
+                     "model folder of experiments.cbft such as <workdir>/seed_0/cbft)")
+
+
+def check_compatible(config_a, config_b, name_a: str = "model a",
+                     name_b: str = "model b") -> None:
+    """Raises InputError unless two models share their architecture and their data."""
+    for fields, what in ((ARCHITECTURE_FIELDS, "architectures"), (DATA_FIELDS, "data")):
+        a = {f: config_a.get(f) for f in fields}
+        b = {f: config_b.get(f) for f in fields}
+        if a != b:
+            diff = ", ".join(f"{f} {a[f]!r} vs {b[f]!r}" for f in fields if a[f] != b[f])
+            raise InputError(f"{name_a} and {name_b} have different {what} ({diff})")
+
+
+__all__ = ["ARCHITECTURE_FIELDS", "DATA_FIELDS", "check_compatible", "has_model",
+           "load_model", "save_model"]
