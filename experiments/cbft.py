@@ -66,7 +66,6 @@ def validate(config) -> None:
     data.check_random_from(config.random_from)
     if not config.cue_model_dir:
         training.validate(config.cue_model)
-    init = config.cue_model.get("init_from", "")
     require([
         (config.n_clean >= 1, f"n_clean must be >= 1, got {config.n_clean}"),
         (config.n_cue >= 1, f"n_cue must be >= 1, got {config.n_cue}"),
@@ -77,24 +76,23 @@ def validate(config) -> None:
          f"eval_batch_size must be >= 1, got {config.eval_batch_size}"),
         (config.bn in path_eval.BN_POLICIES,
          f"unknown BN policy {config.bn!r}; choose from {', '.join(path_eval.BN_POLICIES)}"),
-        (not (init and init != "nocue_model" and not training.has_model(init)
-              and not pathlib.Path(init, "config.json").is_file()),
-         f"cue_model.init_from {init!r} holds no model (give a model folder, or "
-         "'nocue_model' for this seed's θ_NC)"),
     ])
-    for name, folder in (("cue_model_dir", config.cue_model_dir),
-                         ("nocue_model_dir", config.nocue_model_dir)):
-        if folder and not (training.has_model(folder)
-                           or pathlib.Path(folder, "config.json").is_file()):
-            raise InputError(f"{name} {folder} holds no model (expected an experiments.train "
-                             "workdir or a model folder of experiments.cbft)")
+    init = config.cue_model.get("init_from", "")
+    folders = {"cue_model_dir": config.cue_model_dir, "nocue_model_dir": config.nocue_model_dir,
+               "cue_model.init_from": "" if init == "nocue_model" else init}
+    for name, folder in folders.items():
+        if folder:
+            try:
+                training.model_config(folder)
+            except InputError as err:
+                raise InputError(f"{name}: {err}") from None
 
 
 def data_config(config):
     """The config naming θ_C's data: the reused θ_C's own (``cue_model_dir``), else
     ``config.cue_model``."""
     if config.cue_model_dir:
-        return training.load_model(config.cue_model_dir)[2]
+        return training.model_config(config.cue_model_dir)
     return config.cue_model
 
 

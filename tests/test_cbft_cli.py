@@ -61,3 +61,52 @@ def test_cbft_cli_end_to_end(tmp_path):
     assert again["methods"]["cue_model"]["test"] == seeds[0]["methods"]["cue_model"]["test"]
     assert again["methods"]["cbft"]["test"] == seeds[0]["methods"]["cbft"]["test"]
     assert not (reuse / "seed_0" / "cue_model").exists()
+
+
+@pytest.mark.parametrize("name", ["fig5", "cbft_paths", "ablations"])
+@pytest.mark.parametrize("arg", ["", "cifar10,vgg13,0.9"])
+def test_paper_experiment_configs(name, arg):
+    """Each paper experiment's config names known methods, targets and conditions; its
+    paper variant keeps the paper's fine-tuning data sizes."""
+    import importlib
+
+    from experiments import methods
+    from mmc_jax import data
+
+    config = importlib.import_module(f"experiments.configs.{name}").get_config(arg)
+    methods.check_methods(config.methods)
+    assert methods.check_targets(config.path_targets)[0] == "cue_model"
+    assert all(data.check_condition(c) for c in config.path_conditions)
+    assert (config.n_clean, config.cue_model.dataset) == (
+        (2500, "cifar10") if arg else (1000, "shapes10"))
+
+
+@pytest.mark.slow
+def test_fig5_config_and_any_model_folder_in_connectivity(tmp_path):
+    """Fig. 5 from its config (three learning rates, four conditions, one figure), and the
+    line between two of its model folders in experiments.connectivity."""
+    result = _run("--config=experiments/configs/fig5.py", *TINY, f"--workdir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads((tmp_path / "results.json").read_text())
+    assert list(out["methods"]) == ["cue_model", "naive_ft_small", "naive_ft_medium",
+                                    "naive_ft_large"]
+    for name in ("naive_ft_small", "naive_ft_medium", "naive_ft_large"):
+        path = out["methods"][name]["paths"]["cue_model"]
+        assert set(path["conditions"]) == {"nocue", "cue", "randcue", "randimg"}
+        assert out["methods"][name]["barrier_to_cue_model"] == path["conditions"]["cue"][
+            "barrier"]
+    assert (tmp_path / "paths_to_cue_model.png").stat().st_size > 10_000
+    assert "Barriers on the line from θ_C" in (tmp_path / "results.md").read_text()
+    seed = tmp_path / "seed_0"
+    conn = subprocess.run(
+        [sys.executable, "-m", "experiments.connectivity", f"--model_a={seed / 'cue_model'}",
+         f"--model_b={seed / 'naive_ft_large'}", f"--workdir={tmp_path / 'line'}",
+         "--config.num_points=3", "--config.bn_batches=2", "--config.batch_size=100",
+         "--config.seed=1"],  # experiments.cbft evaluates seed s with key s + 1
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert conn.returncode == 0, conn.stderr[-3000:]
+    line = json.loads((tmp_path / "line" / "results.json").read_text())
+    # The same line as experiments.cbft evaluated (same points, data, BN policy and key).
+    expected = out["methods"]["naive_ft_large"]["paths"]["cue_model"]["conditions"]
+    for c in ("nocue", "cue", "randcue", "randimg"):
+        assert line["conditions"][c]["acc"] == pytest.approx(expected[c]["acc"], abs=1e-6)

@@ -24,7 +24,10 @@ CBFT = ["--config.cue_model.width=0.25", "--config.cue_model.num_train=256",
         "--config.cue_model.epochs=2", "--config.cue_model.eval_batch_size=100",
         "--config.n_clean=128", "--config.n_cue=256", "--config.batch_size=64",
         "--config.epochs=2", "--config.llrt_epochs=3", "--config.path_points=3",
-        "--config.bn_batches=2", "--config.eval_batch_size=100"]
+        "--config.bn_batches=2", "--config.eval_batch_size=100",
+        # θ_NC, the from-scratch model and an ablation resume too.
+        "--config.methods=('naive_ft_small', 'lpft', 'cbft_no_barrier', 'scratch')",
+        "--config.path_targets=('cue_model', 'nocue_model')", "--config.scratch_epochs=2"]
 
 
 CONNECTIVITY = ["--path=quadratic", "--config.num_points=3", "--config.num_eval=60",

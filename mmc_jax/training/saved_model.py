@@ -65,6 +65,24 @@ def has_model(folder) -> bool:
     return (pathlib.Path(folder) / "model.json").is_file()
 
 
+def model_config(folder) -> ml_collections.ConfigDict:
+    """The training config (architecture and data) of the model in ``folder``, read without
+    loading the model.
+
+    Raises:
+      InputError: the folder holds no model.
+    """
+    path = pathlib.Path(folder).expanduser().resolve()
+    if has_model(path):
+        return ml_collections.ConfigDict(json.loads((path / "model.json").read_text())["config"])
+    if (path / "config.json").is_file():
+        config = json.loads((path / "config.json").read_text())
+        if "model" in config and "dataset" in config:
+            return ml_collections.ConfigDict(config)
+    raise InputError(f"{path} holds no model (expected an experiments.train workdir, or a "
+                     "model folder of experiments.cbft such as <workdir>/seed_0/cbft)")
+
+
 def load_model(folder):
     """The model, variables and training config held by ``folder`` (either kind above).
 
@@ -76,28 +94,23 @@ def load_model(folder):
       InputError: the folder holds no model, or its files do not fit each other.
     """
     path = pathlib.Path(folder).expanduser().resolve()
-    if has_model(path):
-        meta = json.loads((path / "model.json").read_text())
-        config = ml_collections.ConfigDict(meta["config"])
-        module = models.create(config.model, meta["num_classes"], width=config.width or None,
-                               dtype=config.dtype)
-        abstract = jax.eval_shape(lambda: models.init(module, jax.random.PRNGKey(0),
-                                                      tuple(meta["image_shape"])))
-        abstract = {"params": abstract["params"],
-                    "batch_stats": abstract.get("batch_stats", {})}
-        try:
-            with ocp.StandardCheckpointer() as checkpointer:
-                variables = checkpointer.restore(path / "model", abstract)
-        except Exception as err:  # orbax raises several types for missing or bad files
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise InputError(f"{path / 'model'} cannot be read as a {config.model} ({first})"
-                             ) from None
-        return module, dict(variables), config
-    if (path / "config.json").is_file() and "model" in json.loads(
-            (path / "config.json").read_text()):
+    config = model_config(path)
+    if not has_model(path):
         return restore_trained(path)
-    raise InputError(f"{path} holds no model (expected an experiments.train workdir, or a "
-                     "model folder of experiments.cbft such as <workdir>/seed_0/cbft)")
+    meta = json.loads((path / "model.json").read_text())
+    module = models.create(config.model, meta["num_classes"], width=config.width or None,
+                           dtype=config.dtype)
+    abstract = jax.eval_shape(lambda: models.init(module, jax.random.PRNGKey(0),
+                                                  tuple(meta["image_shape"])))
+    abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            variables = checkpointer.restore(path / "model", abstract)
+    except Exception as err:  # orbax raises several types for missing or bad files
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise InputError(f"{path / 'model'} cannot be read as a {config.model} ({first})"
+                         ) from None
+    return module, dict(variables), config
 
 
 def check_compatible(config_a, config_b, name_a: str = "model a",
@@ -112,4 +125,4 @@ def check_compatible(config_a, config_b, name_a: str = "model a",
 
 
 __all__ = ["ARCHITECTURE_FIELDS", "DATA_FIELDS", "check_compatible", "has_model",
-           "load_model", "save_model"]
+           "load_model", "model_config", "save_model"]
