@@ -124,8 +124,12 @@ def method_paths(curves: Mapping[str, Mapping], start: str = "θ_C"):
     """
     plt = _use_agg()
     conditions = list(dict.fromkeys(c for m in curves.values() for c in m["conditions"]))
-    fig, axes = plt.subplots(2, len(conditions), figsize=(3.3 * len(conditions) + 0.6, 5.6),
-                             squeeze=False, sharex=True)
+    if len(conditions) == 1:  # accuracy and loss side by side
+        fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.5))
+        axes = np.asarray(axes).reshape(2, 1)
+    else:
+        fig, axes = plt.subplots(2, len(conditions), figsize=(3.3 * len(conditions) + 0.6, 5.6),
+                                 squeeze=False, sharex=True)
     for j, condition in enumerate(conditions):
         for name, m in curves.items():
             if condition not in m["conditions"]:
@@ -135,6 +139,7 @@ def method_paths(curves: Mapping[str, Mapping], start: str = "θ_C"):
             axes[1, j].plot(m["ts"], values["loss"], marker="o", ms=3, label=name)
         axes[0, j].set(title=condition, ylim=(0, 1))
         axes[1, j].set(xlabel=f"t  (0 = {start}, 1 = model)")
+        axes[0, j].set(xlabel=f"t  (0 = {start}, 1 = model)" if len(conditions) == 1 else "")
         for ax in axes[:, j]:
             ax.grid(alpha=0.3)
     axes[0, 0].set(ylabel="accuracy")

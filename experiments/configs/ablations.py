@@ -12,7 +12,7 @@ recipe for ``scratch_epochs`` epochs on the same random draw of clean samples th
 uses), and medium-LR naive FT for reference. Expected (the paper's findings): without the
 barrier term the model stays in θ_C's basin and keeps the cue; without the invariance term
 it leaves the basin but need not become cue-invariant; from scratch, clean accuracy is far
-below fine-tuning's. Runtime on a 2-core CPU: ~7 minutes.
+below fine-tuning's. Runtime on a 2-core CPU: ~6.5 minutes.
 """
 
 from experiments.configs import cbft, cbft_paper

@@ -7,7 +7,7 @@ Trains the cue model θ_C with the demo's training config at cue proportion
 ``cue_proportion`` (seed s for seed s of the sweep), then fine-tunes it with naive FT at a
 small and a medium learning rate, LLRT, LPFT and CBFT on ``n_clean`` clean samples plus
 ``n_cue`` cued ones, evaluates every model on the four conditions and measures the
-linear-path barrier to θ_C on cued test data. Runtime on a 2-core CPU: ~7.5 minutes a seed.
+linear-path barrier to θ_C on cued test data. Runtime on a 2-core CPU: ~4 minutes a seed.
 
 Everything follows the paper's code except two demo calibrations, both documented here:
 ``n_clean`` 1,000 (of 20,000; with 2,500 the shapes are easy enough that even small-LR naive

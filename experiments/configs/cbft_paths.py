@@ -10,7 +10,7 @@ Trains θ_NC (no cue) besides θ_C, then writes ``paths_to_cue_model.png`` and
 ``paths_to_nocue_model.png`` (a panel per condition, a curve per model) and a barrier table
 per reference model in ``results.md``. The paper's claim: models that keep θ_C's mechanism
 (naive FT) are linearly connected to θ_C and not to θ_NC; CBFT leaves θ_C's basin. Runtime
-on a 2-core CPU: ~15 minutes.
+on a 2-core CPU: ~11 minutes.
 """
 
 from experiments.configs import cbft, cbft_paper

@@ -4,7 +4,7 @@
     python -m experiments.train --config=experiments/configs/demo.py \
         --config.cue_proportion=0.87 --workdir=workdirs/demo_c
 
-Runtime on a 2-core CPU: ~3.5 minutes each (12 epochs of 20,000 images).
+Runtime on a 2-core CPU: 2–3.5 minutes each (12 epochs of 20,000 images).
 Expected: no cue → ≥ 85 % clean test accuracy; p = 0.87 → a cue-reliant model (cue ≥ 95 %,
 randcue far below nocue, randimg ≥ 65 %). Weight decay 5e-3 shifts the trade-off so that
 the cue wins at p ≈ 0.85–0.9 while the shapes are still learned.

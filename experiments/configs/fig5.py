@@ -13,7 +13,7 @@ accuracy barriers on the line from θ_C per condition). As in the paper, fine-tu
 100 epochs (on the ``n_clean`` clean samples). Expected on the demo: small and medium
 learning rates stay linearly connected to θ_C on every condition and keep reading the cue
 (high RI); the large one leaves θ_C's basin (a barrier on the cued data) and drops the cue.
-Runtime on a 2-core CPU: ~6 minutes (θ_C ~3.5 of them).
+Runtime on a 2-core CPU: ~7.5 minutes (θ_C ~2 of them).
 """
 
 from experiments.configs import cbft, cbft_paper
