@@ -40,8 +40,8 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
 from mmc_jax import barrier, parallel
-from mmc_jax.data import (CONDITIONS, Dataset, check_condition, clean_inputs,
-                          evaluation_pool)
+from mmc_jax.data import (CONDITIONS, Dataset, check_condition, check_random_from,
+                          clean_inputs)
 from mmc_jax.data.batching import sample_batches, stack_batches
 from mmc_jax.data.cues import Cue
 from mmc_jax.errors import InputError
@@ -250,7 +250,7 @@ def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
     mesh = parallel.data_mesh() if mesh is None else mesh
     ts = jnp.asarray(ts, jnp.float32)
     eval_batches = stack_batches(eval_set, batch_size)
-    use_pool = evaluation_pool(eval_set.images, random_from) is not None
+    use_pool = check_random_from(random_from) == "set"
     if bn == "interpolate":
         bn_images = np.zeros((0, 1, *eval_set.image_shape), np.float32)
     else:

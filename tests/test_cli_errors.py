@@ -69,7 +69,8 @@ CASES = [
     ("cbft", ["--config.path_conditions=('clean',)"], "unknown condition 'clean'"),
     ("cbft", ["--config.random_from=epoch"], "unknown random_from 'epoch'"),
     ("cbft", ["--config.barrier_weight=-1"], "barrier_weight must be >= 0"),
-    ("cbft", ["--config.cue_model.init_from={tmp}/notes"], "cue_model.init_from: {tmp}/notes holds no"),
+    ("cbft", ["--config.cue_model.init_from={tmp}/notes"],
+     "cue_model.init_from: {tmp}/notes holds no"),
     # experiments.connectivity.
     ("connectivity", ["--model_a={tmp}/none", "--model_b={tmp}/none"], "holds no model"),
     ("connectivity", ["--model_a={tmp}/notes", "--model_b={saved}/a"],

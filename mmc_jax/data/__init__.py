@@ -10,7 +10,7 @@
 from mmc_jax.data.batching import EpochIterator, prefetch_to_device
 from mmc_jax.data.counterfactual import (CONDITIONS, RANDOM_FROM, check_condition,
                                          check_random_from, clean_inputs, condition_key,
-                                         counterfactual, evaluation_pool)
+                                         counterfactual)
 from mmc_jax.data.cues import (BoxCue, Cue, DominoCue, apply_cue, box_cue, cue_mask,
                                normalize)
 from mmc_jax.data.datasets import NAMES, Dataset, load
@@ -18,6 +18,6 @@ from mmc_jax.data.datasets import NAMES, Dataset, load
 __all__ = [
     "BoxCue", "CONDITIONS", "Cue", "Dataset", "DominoCue", "EpochIterator", "NAMES",
     "RANDOM_FROM", "apply_cue", "box_cue", "check_condition", "check_random_from",
-    "clean_inputs", "condition_key", "counterfactual", "cue_mask", "evaluation_pool", "load",
+    "clean_inputs", "condition_key", "counterfactual", "cue_mask", "load",
     "normalize", "prefetch_to_device",
 ]

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Optional
 
 import jax
-import numpy as np
 
 from mmc_jax.data.cues import Cue, draw_images, normalize
 from mmc_jax.errors import InputError
@@ -99,7 +98,3 @@ def counterfactual(cue: Cue, condition: str, images: jax.Array, labels: jax.Arra
         others = draw_images(pool, key, images.shape[0])
     return cue.add(others, labels, source=images)
 
-
-def evaluation_pool(images: np.ndarray, random_from: str) -> Optional[np.ndarray]:
-    """The pool of :func:`counterfactual` for an evaluation set's uint8 ``images``."""
-    return images if check_random_from(random_from) == "set" else None

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from mmc_jax import parallel
-from mmc_jax.data import CONDITIONS, Dataset, evaluation_pool
+from mmc_jax.data import CONDITIONS, Dataset, check_random_from
 from mmc_jax.data.batching import stack_batches
 from mmc_jax.data.cues import Cue
 from mmc_jax.training.steps import eval_step
@@ -45,8 +45,8 @@ def evaluate(apply_fn, variables, dataset: Dataset, key: jax.Array, *, cue: Cue 
     cue = dataset.cue if cue is None else cue
     conditions = tuple(conditions)
     mesh = parallel.data_mesh() if mesh is None else mesh
-    pool = evaluation_pool(dataset.images, random_from)
-    pool = None if pool is None else parallel.replicate(pool, mesh)
+    pool = (parallel.replicate(dataset.images, mesh)
+            if check_random_from(random_from) == "set" else None)
     totals = None
     stacked = stack_batches(dataset, batch_size)
     rows = ({k: v[i] for k, v in stacked.items()} for i in range(len(stacked["labels"])))
