@@ -45,8 +45,9 @@ def evaluate(apply_fn, variables, dataset: Dataset, key: jax.Array, *, cue: Cue 
     cue = dataset.cue if cue is None else cue
     conditions = tuple(conditions)
     mesh = parallel.data_mesh() if mesh is None else mesh
+    random = {"randcue", "randimg"} & set(conditions)  # the conditions that draw images
     pool = (parallel.replicate(dataset.images, mesh)
-            if check_random_from(random_from) == "set" else None)
+            if check_random_from(random_from) == "set" and random else None)
     totals = None
     stacked = stack_batches(dataset, batch_size)
     rows = ({k: v[i] for k, v in stacked.items()} for i in range(len(stacked["labels"])))
