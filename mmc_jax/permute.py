@@ -55,11 +55,14 @@ class PermutationSpec:
       axes_to_perm: leaf path → per axis, the name of the permutation acting there, or None.
         Every leaf of the variables has an entry, also leaves no permutation touches.
       sizes: permutation name → its length (the number of channels it permutes).
+      unsupported: ops of the traced model that fixed axes of weights (:func:`derive_spec`),
+        so the symmetry there is not used; empty for hand-made specs.
     """
 
     perm_to_axes: dict[str, tuple[tuple[str, int], ...]]
     axes_to_perm: dict[str, tuple[str | None, ...]]
     sizes: dict[str, int]
+    unsupported: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -186,6 +189,19 @@ def spec_for(model: nn.Module, variables: Mapping[str, Any]) -> PermutationSpec:
     spec = _spec_from_groups(_groups(model, variables), variables)
     validate(spec, variables)
     return spec
+
+
+def derive_spec(apply_fn, variables: Mapping[str, Any], *example_args, strict: bool = False,
+                **apply_kwargs) -> PermutationSpec:
+    """The permutation spec of any Flax model, from its traced forward pass (see
+    :mod:`mmc_jax.permute_derive` for the rules and the supported ops).
+
+    >>> spec = derive_spec(model.apply, variables, x, train=False)
+    """
+    from mmc_jax import permute_derive
+
+    return permute_derive.derive_spec(apply_fn, variables, *example_args, strict=strict,
+                                      **apply_kwargs)
 
 
 def validate(spec: PermutationSpec, variables: Mapping[str, Any]) -> None:
