@@ -27,7 +27,7 @@ import jax
 from tqdm.auto import tqdm
 
 from experiments import cli, methods as methods_lib
-from mmc_jax import data, finetune, io, path_eval, paths, plots, report, training
+from mmc_jax import data, finetune, io, models, path_eval, paths, plots, report, training
 from mmc_jax.errors import InputError, require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "cbft"), "workdirs/cbft")
@@ -104,6 +104,10 @@ def run(config, workdir: str) -> dict:
     validate(config)
     train, _ = training.load_data(data_config(config))
     finetune.draw_subsets(train, config.n_clean, config.n_cue, 0)  # sizes fit the data
+    model = training.create_model(data_config(config), train.num_classes)
+    abstract = jax.eval_shape(lambda: models.init(model, jax.random.PRNGKey(0),
+                                                  train.image_shape))
+    methods_lib.check_model_contract(model.apply, abstract, train, config.methods)
     training.check_config(workdir, config.to_dict(), ignore=("seeds",))  # a sweep may grow
     runs = []
     for i, seed in enumerate(seeds):

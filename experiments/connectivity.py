@@ -14,6 +14,7 @@ from __future__ import annotations
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
@@ -45,12 +46,29 @@ def matching_batches(config, train) -> list:
     return [data.clean_inputs(train.cue, x) for x in images]
 
 
+def permutation_spec(config, model, variables, image_shape) -> permute.PermutationSpec:
+    """The library's hand-written spec for its own models; any other model's is derived from
+    its traced forward pass (weight matching only: activation matching needs the library's
+    layer layout)."""
+    if isinstance(model, (models.VGG, models.SmallCNN, models.ResNet)):
+        return permute.spec_for(model, variables)
+    if config.permutation != "weight":
+        raise InputError(f"permutation {config.permutation!r} supports the library's models; "
+                         f"use --config.permutation=weight for {type(model).__name__}")
+    spec = permute.derive_spec(model.apply, variables, jnp.zeros((1, *image_shape)),
+                               train=False)
+    if spec.unsupported:
+        print(f"note: ops outside the permutation rules leave some axes unpermuted: "
+              f"{', '.join(spec.unsupported)}")
+    return spec
+
+
 def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
     """The path of ``kind`` between ``a`` and ``b`` (aligning or fitting as needed)."""
     if kind == "linear":
         return paths.linear(a, b)
     if kind == "permuted_linear":
-        spec = permute.spec_for(model, b)
+        spec = permutation_spec(config, model, b, train.image_shape)
         if config.permutation == "weight":
             perm = permute.weight_matching(spec, a, b, jax.random.PRNGKey(config.seed))
         else:

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import pathlib
 
+import jax
 import ml_collections
 
-from mmc_jax import finetune, training
+from mmc_jax import data, finetune, training
 from mmc_jax.errors import InputError
 
 #: Method name → one-line description (the rows of the report, in this order).
@@ -79,6 +80,34 @@ def finetune_config(config, learning_rate: float, seed: int,
     return finetune.FinetuneConfig(**{**fields, **overrides})
 
 
+#: Methods that read penultimate features (LLRT's probe, CBFT's invariance term).
+FEATURE_METHODS = frozenset(["llrt", "lpft", "cbft", "cbft_no_barrier", "cbft_no_invariance"])
+
+
+def check_model_contract(apply_fn, variables, train, methods) -> None:
+    """One-line errors when a (user's) model cannot run ``methods``: LLRT, LPFT and CBFT need
+    ``apply(..., return_features=True)`` to return ``(logits, features)``; LLRT and LPFT
+    retrain the linear head at ``params/classifier/dense``."""
+    needs = sorted(FEATURE_METHODS & set(methods))
+    if not needs:
+        return
+    x = train.images[:2]
+    try:
+        out = jax.eval_shape(lambda v: apply_fn(v, data.clean_inputs(train.cue, x),
+                                                train=False, return_features=True), variables)
+        ok = isinstance(out, tuple) and len(out) == 2 and len(out[1].shape) == 2
+    except TypeError:
+        ok = False
+    if not ok:
+        raise InputError(f"{', '.join(needs)} need the model's penultimate features: "
+                         "apply(variables, x, train=..., return_features=True) must return "
+                         "(logits, features [N, D])")
+    head = variables["params"].get("classifier", {}).get("dense", {})
+    if {"llrt", "lpft"} & set(methods) and set(head) != {"kernel", "bias"}:
+        raise InputError("llrt and lpft retrain the linear head at params/classifier/dense "
+                         "(kernel, bias); the model has none there")
+
+
 def derived_config(config, **changes) -> ml_collections.ConfigDict:
     """A copy of a training config with some fields changed."""
     out = ml_collections.ConfigDict(config.to_dict())
@@ -131,6 +160,7 @@ def fine_tuned_models(config, seed: int, workdir: pathlib.Path, apply_fn, theta_
     Returns:
       method name → variables, in ``config.methods`` order.
     """
+    check_model_contract(apply_fn, theta_c, train, check_methods(config.methods))
     clean_index, cue_index = finetune.draw_subsets(train, config.n_clean, config.n_cue, seed)
     iterator = finetune.paired_iterator(train, clean_index, cue_index, config.batch_size, seed)
     k, cue = train.num_classes, train.cue

@@ -63,7 +63,10 @@ def resolve_strategy(strategy: str) -> str:
 
 def bn_momentum(apply_fn: Callable, variables: Mapping, images: jax.Array) -> float:
     """The EMA momentum ``m`` of the model's BatchNorm (``new = m·old + (1 − m)·batch``),
-    read off two train-mode passes; 0.9 for the library's models (PyTorch's 0.1)."""
+    read off two train-mode passes; 0.9 for the library's models (PyTorch's 0.1), and for
+    models without BatchNorm (where it is unused)."""
+    if not jax.tree.leaves(variables.get("batch_stats", {})):
+        return 0.9
     def updated(fill):
         stats = jax.tree.map(lambda s: jnp.full_like(s, fill), variables["batch_stats"])
         _, out = apply_fn({**variables, "batch_stats": stats}, images, train=True,

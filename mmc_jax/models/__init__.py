@@ -12,6 +12,7 @@ with the pooled penultimate features when ``return_features=True``. Variables ho
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -36,13 +37,42 @@ PRESETS: dict[str, Callable[..., nn.Module]] = {
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def check_name(name: str) -> str:
+    """Returns ``name`` if it names a preset or an importable ``"module:factory"``, else
+    raises InputError."""
+    if name in PRESETS:
+        return name
+    if isinstance(name, str) and ":" in name:
+        factory(name)
+        return name
+    raise InputError(f"unknown model {name!r}; choose from {', '.join(PRESETS)}, or give "
+                     "'my_package.my_module:make_model'")
+
+
+def factory(name: str) -> Callable[[int], nn.Module]:
+    """The callable a ``"module:attribute"`` model name points to (imported)."""
+    module_name, _, attribute = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # any import failure of the user's module
+        raise InputError(f"model {name!r}: cannot import {module_name!r} "
+                         f"({type(err).__name__}: {err})") from None
+    make = getattr(module, attribute, None)
+    if not callable(make):
+        raise InputError(f"model {name!r}: {module_name} has no callable {attribute!r}")
+    return make
+
+
 def create(name: str, num_classes: int, *, width: float | None = None,
            dtype: str | Any = "float32", conv_impl: str = "auto") -> nn.Module:
     """Builds a model by name.
 
     Args:
-      name: ``"vgg13"``, ``"resnet18"`` (the paper's CIFAR variants), or a small preset:
-        ``"vgg13_small"``, ``"resnet18_small"`` (1/8 width), ``"cnn4"`` (4 conv layers).
+      name: ``"vgg13"``, ``"resnet18"`` (the paper's CIFAR variants), a small preset:
+        ``"vgg13_small"``, ``"resnet18_small"`` (1/8 width), ``"cnn4"`` (4 conv layers); or
+        your own model as ``"my_package.my_module:make_model"``, a callable taking
+        ``num_classes`` and returning a Linen module called as ``module(x, train=...)``
+        (``width``, ``dtype`` and ``conv_impl`` apply to the presets only).
       num_classes: classifier outputs.
       width: channel multiplier (overrides the preset's).
       dtype: computation dtype, ``"float32"`` or ``"bfloat16"``; parameters stay float32.
@@ -54,10 +84,16 @@ def create(name: str, num_classes: int, *, width: float | None = None,
     Returns:
       A Flax Linen module.
     """
-    if name not in PRESETS:
-        raise InputError(f"unknown model {name!r}; choose from {', '.join(PRESETS)}")
     if num_classes < 1:
         raise InputError(f"num_classes must be positive, got {num_classes}")
+    if check_name(name) not in PRESETS:
+        if width is not None:
+            raise InputError(f"width applies to the library's presets, not to {name!r}")
+        module = factory(name)(num_classes)
+        if not isinstance(module, nn.Module):
+            raise InputError(f"model {name!r} returned {type(module).__name__}, not a Flax "
+                             "Linen module")
+        return module
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise InputError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
@@ -85,4 +121,5 @@ def num_params(variables: dict) -> int:
     return sum(x.size for x in jax.tree.leaves(variables["params"]))
 
 
-__all__ = ["DTYPES", "PRESETS", "ResNet", "SmallCNN", "VGG", "create", "init", "num_params"]
+__all__ = ["DTYPES", "PRESETS", "ResNet", "SmallCNN", "VGG", "check_name", "create", "factory",
+           "init", "num_params"]

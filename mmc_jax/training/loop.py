@@ -66,8 +66,6 @@ def validate(config) -> None:
         (0 <= config.momentum < 1, f"momentum must be in [0, 1), got {config.momentum}"),
         (config.schedule in optim.SCHEDULES,
          f"unknown schedule {config.schedule!r}; choose from {', '.join(optim.SCHEDULES)}"),
-        (config.model in models.PRESETS,
-         f"unknown model {config.model!r}; choose from {', '.join(models.PRESETS)}"),
         (config.dtype in models.DTYPES,
          f"unknown dtype {config.dtype!r}; choose from {', '.join(models.DTYPES)}"),
         (config.num_train >= 0, f"num_train must be >= 0, got {config.num_train}"),
@@ -78,6 +76,7 @@ def validate(config) -> None:
          f"grad_clip_norm must be >= 0, got {config.get('grad_clip_norm')}"),
     ])
     data.cues.check_proportion(config.cue_proportion)
+    models.check_name(config.model)
 
 
 def load_data(config):

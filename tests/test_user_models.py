@@ -1,0 +1,70 @@
+"""A model of the user's own, named ``module:factory``, in every entry point."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from mmc_jax import InputError, data, models
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXAMPLE = "examples.my_model:make_model"
+
+
+def _run(entry, *args):
+    return subprocess.run([sys.executable, "-m", f"experiments.{entry}", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_bad_model_names_are_one_line_errors():
+    with pytest.raises(InputError, match="cannot import 'no_such_package.models'"):
+        models.create("no_such_package.models:make", 10)
+    with pytest.raises(InputError, match="has no callable 'NOT_CALLABLE'"):
+        models.create("tests.user_models:NOT_CALLABLE", 10)
+    with pytest.raises(InputError, match="width applies to the library's presets"):
+        models.create(EXAMPLE, 10, width=2.0)
+
+
+def test_models_without_features_are_refused_by_the_methods_that_need_them():
+    from experiments import methods
+
+    model = models.create("tests.user_models:no_features", 10)
+    variables = models.init(model, jax.random.key(0), (32, 32, 3))
+    train = data.load("shapes10", "test", num_examples=4)
+    methods.check_model_contract(model.apply, variables, train, ("naive_ft_small",))
+    with pytest.raises(InputError, match="cbft, llrt need the model's penultimate features"):
+        methods.check_model_contract(model.apply, variables, train, ("cbft", "llrt"))
+
+
+@pytest.mark.slow
+def test_user_model_in_train_connectivity_and_cbft(tmp_path):
+    tiny = ["--config.num_train=256", "--config.num_test=100", "--config.batch_size=64",
+            "--config.epochs=1", "--config.eval_batch_size=100"]
+    result = _run("train", f"--config.model={EXAMPLE}", *tiny, f"--workdir={tmp_path / 'nc'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    cbft = [*[f"--config.cue_model.{a[len('--config.'):]}" for a in tiny],
+            "--config.n_clean=128", "--config.n_cue=256", "--config.batch_size=64",
+            "--config.epochs=1", "--config.llrt_epochs=1", "--config.path_points=3",
+            "--config.bn_batches=2", "--config.eval_batch_size=100",
+            "--config.methods=('lpft', 'cbft')"]
+    result = _run("cbft", f"--config.cue_model.model={EXAMPLE}", *cbft,
+                  f"--workdir={tmp_path / 'cbft'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads((tmp_path / "cbft" / "results.json").read_text())
+    assert out["model"] == EXAMPLE and set(out["methods"]) == {"cue_model", "lpft", "cbft"}
+    # θ_NC (experiments.train) to the CBFT model, aligned by a derived permutation spec.
+    result = _run("connectivity", f"--model_a={tmp_path / 'nc'}",
+                  f"--model_b={tmp_path / 'cbft' / 'seed_0' / 'cbft'}", "--path=permuted_linear",
+                  "--config.num_points=3", "--config.num_eval=100", "--config.bn_batches=2",
+                  "--config.batch_size=100", f"--workdir={tmp_path / 'line'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = json.loads((tmp_path / "line" / "results.json").read_text())
+    assert line["permutation"] == "weight" and len(line["conditions"]["cue"]["acc"]) == 3
+    # A model without penultimate features is refused before any training.
+    result = _run("cbft", "--config.cue_model.model=tests.user_models:no_features", *cbft,
+                  f"--workdir={tmp_path / 'refused'}")
+    assert result.returncode == 2 and "penultimate features" in result.stderr.splitlines()[-1]
+    assert not (tmp_path / "refused" / "seed_0").exists()
