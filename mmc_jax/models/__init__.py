@@ -3,7 +3,8 @@
 Every model is called as ``module.apply(variables, x, train, return_features=False)`` on NHWC
 float images of any height and width; it returns float32 logits, or ``(logits, features)``
 with the pooled penultimate features when ``return_features=True``. Variables hold
-``params`` and ``batch_stats``; train mode needs ``mutable=["batch_stats"]``.
+``params`` and ``batch_stats`` (empty for ``mlp`` and ``vit_tiny``); train mode needs
+``mutable=["batch_stats"]``.
 
 >>> model = models.create("vgg13", num_classes=10)
 >>> variables = models.init(model, jax.random.key(0), (32, 32, 3))
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 
 from mmc_jax.errors import InputError
 from mmc_jax.models import layers
+from mmc_jax.models.beyond import MLP, ViT, WideResNet
 from mmc_jax.models.cnn import SmallCNN
 from mmc_jax.models.resnet import ResNet
 from mmc_jax.models.vgg import VGG, VGG13_BLOCKS
@@ -32,6 +34,11 @@ PRESETS: dict[str, Callable[..., nn.Module]] = {
     "vgg13_small": functools.partial(VGG, blocks=VGG13_BLOCKS, width=0.125),
     "resnet18_small": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), width=0.125),
     "cnn4": SmallCNN,
+    # Beyond the paper: permutation specs from permute.derive_spec.
+    "mlp": MLP,
+    "vit_tiny": ViT,
+    "wrn": WideResNet,
+    "wrn_gn": functools.partial(WideResNet, norm="group"),
 }
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -69,7 +76,9 @@ def create(name: str, num_classes: int, *, width: float | None = None,
 
     Args:
       name: ``"vgg13"``, ``"resnet18"`` (the paper's CIFAR variants), a small preset:
-        ``"vgg13_small"``, ``"resnet18_small"`` (1/8 width), ``"cnn4"`` (4 conv layers); or
+        ``"vgg13_small"``, ``"resnet18_small"`` (1/8 width), ``"cnn4"`` (4 conv layers);
+        beyond the paper, ``"mlp"`` (LayerNorm), ``"vit_tiny"`` (attention), ``"wrn"`` and
+        ``"wrn_gn"`` (wide pre-activation ResNet, BatchNorm or GroupNorm); or
         your own model as ``"my_package.my_module:make_model"``, a callable taking
         ``num_classes`` and returning a Linen module called as ``module(x, train=...)``
         (``width``, ``dtype`` and ``conv_impl`` apply to the presets only).
@@ -121,5 +130,5 @@ def num_params(variables: dict) -> int:
     return sum(x.size for x in jax.tree.leaves(variables["params"]))
 
 
-__all__ = ["DTYPES", "PRESETS", "ResNet", "SmallCNN", "VGG", "check_name", "create", "factory",
-           "init", "num_params"]
+__all__ = ["DTYPES", "MLP", "PRESETS", "ResNet", "SmallCNN", "VGG", "ViT", "WideResNet",
+           "check_name", "create", "factory", "init", "num_params"]
