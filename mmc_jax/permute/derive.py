@@ -32,10 +32,10 @@ from __future__ import annotations
 from typing import Any, Callable, Hashable, Iterable, Mapping
 
 import jax
-import numpy as np
 from jax.extend import core as jcore
 
 from mmc_jax.errors import InputError
+from mmc_jax.permute.spec import PermutationSpec, _path, validate
 
 #: Primitives whose output element i depends only on the inputs' elements i.
 ELEMENTWISE = frozenset("""
@@ -302,8 +302,6 @@ def derive_spec(apply_fn: Callable, variables: Mapping[str, Any], *example_args,
     Raises:
       InputError: with ``strict=True``, naming the unsupported op and the leaves it touches.
     """
-    from mmc_jax.permute import PermutationSpec, _path, validate
-
     flat = jax.tree_util.tree_flatten_with_path(variables)[0]
     names = [_path(keys) for keys, _ in flat]
     closed = jax.make_jaxpr(lambda v, *args: apply_fn(v, *args, **apply_kwargs))(

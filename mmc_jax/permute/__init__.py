@@ -1,0 +1,32 @@
+"""Permutation symmetries of the models, and ways to align one trained model to another.
+
+Permuting the hidden channels of a layer, consistently on every array that writes or reads
+them, leaves a network's function unchanged. Aligning two networks through these symmetries
+(weight or activation matching) is what linear mode connectivity after "re-basin" needs.
+
+The symmetry is described as data, a :class:`PermutationSpec`: each named permutation lists
+the ``(leaf path, axis)`` pairs it acts on, and each leaf of the variables lists, per axis, the
+permutation acting there (or None). One module per job:
+
+- :mod:`~mmc_jax.permute.spec`: the spec as data, :func:`validate` and :func:`apply`;
+- :mod:`~mmc_jax.permute.derive`: :func:`derive_spec`, the spec of any Flax model from its
+  traced forward pass;
+- :mod:`~mmc_jax.permute.layouts`: :func:`spec_for`, the hand-written layouts of the
+  library's VGG, SmallCNN and ResNet (and the activations activation matching compares);
+- :mod:`~mmc_jax.permute.matching`: :func:`weight_matching`, :func:`activation_matching`,
+  :func:`greedy_activation_matching` and :func:`paper_activation_matching`.
+
+>>> spec = derive_spec(model.apply, variables_a, x, train=False)   # or spec_for(model, a)
+>>> perm = weight_matching(spec, variables_a, variables_b, jax.random.key(0))
+>>> aligned_b = apply(spec, perm, variables_b)
+"""
+
+from mmc_jax.permute.derive import derive_spec
+from mmc_jax.permute.layouts import spec_for
+from mmc_jax.permute.matching import (activation_matching, greedy_activation_matching,
+                                      paper_activation_matching, weight_matching)
+from mmc_jax.permute.spec import PermutationSpec, apply, validate
+
+__all__ = ["PermutationSpec", "activation_matching", "apply", "derive_spec",
+           "greedy_activation_matching", "paper_activation_matching", "spec_for", "validate",
+           "weight_matching"]

@@ -1,0 +1,144 @@
+"""Hand-written permutation layouts of the library's own models (VGG, SmallCNN, ResNet):
+the groups of :func:`spec_for` (equal to what :func:`mmc_jax.permute.derive_spec` traces), and
+the activations activation matching compares, by layer name.
+
+- VGG and SmallCNN are chains: permutation ``P_i`` acts on the output channels of ``conv{i}``
+  (kernel axis 3), on every leaf of ``bn{i}`` (axis 0), and on the input channels of the next
+  reader: ``conv{i+1}`` (kernel axis 2) or the classifier (``classifier/dense`` kernel axis 0).
+- ResNet adds its identity shortcuts to the residual stream, so everything that writes to the
+  stream between two 1×1 shortcut projections shares one permutation: ``P_stage{s}`` covers
+  the stem (for stage 0), ``shortcut_conv``/``shortcut_bn`` of the block that starts stage
+  ``s``, and ``conv2``/``bn2`` of every block of the stage; each block's inner channels
+  (``conv1``, ``bn1``, read by ``conv2``) get their own ``P_stage{s}_block{b}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Mapping
+
+import flax.linen as nn
+import numpy as np
+
+from mmc_jax.errors import InputError
+from mmc_jax.models import ResNet, SmallCNN, VGG
+from mmc_jax.permute.spec import PermutationSpec, _flatten, validate
+
+
+@dataclasses.dataclass
+class _Group:
+    """One permutation's place in a model, as :func:`spec_for` and activation matching see it.
+
+    Attributes:
+      perm: the permutation's name.
+      producers: ``"/"``-joined module paths writing the channels; the last axis of every
+        leaf of these modules (conv kernel ``[H, W, I, O]``, BatchNorm vectors) is permuted.
+      consumers: module paths reading the channels; axis -2 of their ``kernel`` (conv input
+        channels, dense input features) is permuted.
+      sites: the activations the permutation acts on, in forward order, as (module path,
+        whether a ReLU follows the module's output) pairs.
+    """
+
+    perm: str
+    producers: list[str]
+    consumers: list[str] = dataclasses.field(default_factory=list)
+    sites: list[tuple[tuple[str, ...], bool]] = dataclasses.field(default_factory=list)
+
+
+_CONV = re.compile(r"conv(\d+)")
+_BLOCK = re.compile(r"stage(\d+)_block(\d+)")
+_STREAM = re.compile(r"P_stage\d+")
+
+
+def _chain_groups(params: Mapping[str, Any]) -> list[_Group]:
+    """Groups of a conv → BN → ReLU chain (VGG, SmallCNN): one permutation per conv."""
+    indices = sorted(int(m.group(1)) for name in params if (m := _CONV.fullmatch(name)))
+    groups = [_Group(f"P_{i}", [f"conv{i}", f"bn{i}"], sites=[((f"bn{i}",), True)])
+              for i in indices]
+    for group, reader in zip(groups, [f"conv{i}" for i in indices[1:]] + ["classifier/dense"]):
+        group.consumers.append(reader)
+    return groups
+
+
+def _resnet_groups(params: Mapping[str, Any]) -> list[_Group]:
+    """Groups of a ResNet: one per residual stream segment and one per block's inner layer.
+
+    Blocks are walked in forward order; a block with a ``shortcut_conv`` projects the stream
+    and so starts a new stream permutation, a block without one adds to the current stream.
+    """
+    blocks = sorted((int(m.group(1)), int(m.group(2)), name)
+                    for name in params if (m := _BLOCK.fullmatch(name)))
+    stream = _Group("P_stage0", ["stem_conv", "stem_bn"], sites=[(("stem_bn",), True)])
+    groups = [stream]
+    for stage, _, name in blocks:
+        stream.consumers.append(f"{name}/conv1")
+        groups.append(_Group(f"P_{name}", [f"{name}/conv1", f"{name}/bn1"], [f"{name}/conv2"],
+                             [((name, "bn1"), True)]))
+        if "shortcut_conv" in params[name]:
+            stream.consumers.append(f"{name}/shortcut_conv")
+            stream = _Group(f"P_stage{stage}", [f"{name}/shortcut_conv", f"{name}/shortcut_bn"])
+            groups.append(stream)
+        stream.producers += [f"{name}/conv2", f"{name}/bn2"]
+        stream.sites.append(((name,), False))
+    stream.consumers.append("classifier/dense")
+    return groups
+
+
+def _groups(model: nn.Module, variables: Mapping[str, Any]) -> list[_Group]:
+    """The permutation groups of one of the library's models, in forward order of their sites."""
+    if isinstance(model, (VGG, SmallCNN)):
+        return _chain_groups(variables["params"])
+    if isinstance(model, ResNet):
+        return _resnet_groups(variables["params"])
+    raise InputError(f"no permutation spec for model type {type(model).__name__}; supported: "
+                     "VGG, SmallCNN, ResNet")
+
+
+def _spec_from_groups(groups: list[_Group], variables: Mapping[str, Any]) -> PermutationSpec:
+    """The spec of ``groups`` over every leaf of ``variables`` (unpermuted axes get None)."""
+    leaves = _flatten(variables)
+    axes = {path: [None] * np.ndim(x) for path, x in leaves.items()}
+    perm_to_axes, sizes = {}, {}
+    for group in groups:
+        if group.perm in sizes:
+            raise InputError(f"permutation {group.perm} would be defined twice; unsupported "
+                             "model layout")
+        entries = []
+        for module in group.producers:
+            paths = [path for path in leaves for collection in ("params", "batch_stats")
+                     if path.startswith(f"{collection}/{module}/")]
+            if not paths:
+                raise InputError(f"the variables lack {module}, which writes {group.perm}")
+            entries += [(path, np.ndim(leaves[path]) - 1) for path in paths]
+        for module in group.consumers:
+            path = f"params/{module}/kernel"
+            if path not in leaves:
+                raise InputError(f"the variables lack {path}, which reads {group.perm}")
+            entries.append((path, np.ndim(leaves[path]) - 2))
+        for path, axis in entries:
+            axes[path][axis] = group.perm
+        perm_to_axes[group.perm] = tuple(entries)
+        sizes[group.perm] = int(np.shape(leaves[entries[0][0]])[entries[0][1]])
+    return PermutationSpec(perm_to_axes, {path: tuple(a) for path, a in axes.items()}, sizes)
+
+
+def spec_for(model: nn.Module, variables: Mapping[str, Any]) -> PermutationSpec:
+    """Derives the permutation spec of a library model (see the module docstring for the rules).
+
+    Args:
+      model: a VGG, SmallCNN or ResNet module (``models.create``).
+      variables: its ``{"params", "batch_stats"}``; the layer names and shapes found there
+        define the spec, and every leaf gets an entry.
+
+    Returns:
+      The spec, already checked against ``variables`` with :func:`validate`.
+
+    Raises:
+      InputError: unsupported model type, or variables that do not fit the model's layout.
+    """
+    spec = _spec_from_groups(_groups(model, variables), variables)
+    validate(spec, variables)
+    return spec
+
+

@@ -1,0 +1,139 @@
+"""A permutation symmetry as data: which permutation acts on which axis of which leaf of a
+variables tree, its validation against variables, and its application.
+
+Leaf paths are ``"/"``-joined keys of the *full* variables dict (``"params/conv0/kernel"``,
+``"batch_stats/bn0/mean"``), so BatchNorm statistics are permuted along with the parameters.
+With the symmetry as data, :func:`apply`, :func:`validate` and the matching algorithms are
+generic: they never look at the model, and a spec can be checked against any variables tree,
+saved, or edited by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+from mmc_jax.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class PermutationSpec:
+    """Which permutation acts on which axis of which leaf of a variables tree.
+
+    Attributes:
+      perm_to_axes: permutation name → the ``(leaf path, axis)`` pairs it permutes.
+      axes_to_perm: leaf path → per axis, the name of the permutation acting there, or None.
+        Every leaf of the variables has an entry, also leaves no permutation touches.
+      sizes: permutation name → its length (the number of channels it permutes).
+      unsupported: ops of the traced model that fixed axes of weights (:func:`derive_spec`),
+        so the symmetry there is not used; empty for hand-made specs.
+    """
+
+    perm_to_axes: dict[str, tuple[tuple[str, int], ...]]
+    axes_to_perm: dict[str, tuple[str | None, ...]]
+    sizes: dict[str, int]
+    unsupported: tuple[str, ...] = ()
+
+
+def _path(keys: tuple) -> str:
+    """``"/"``-joined dict keys of a pytree key path."""
+    return "/".join(str(k.key) for k in keys)
+
+
+def _flatten(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """Leaf path → leaf of a nested dict of arrays."""
+    return {_path(keys): x for keys, x in jax.tree_util.tree_flatten_with_path(variables)[0]}
+
+
+def validate(spec: PermutationSpec, variables: Mapping[str, Any]) -> None:
+    """Checks that ``spec`` describes ``variables`` exactly, so that :func:`apply` is total.
+
+    Raises:
+      InputError: naming the first offending leaf path, when a leaf has no entry, an entry has
+        no leaf, an entry's length differs from the leaf's ndim, an axis is out of range, an
+        axis's size differs from its permutation's size, or the two views of the spec
+        (``perm_to_axes`` and ``axes_to_perm``) disagree.
+    """
+    leaves = _flatten(variables)
+    if missing := sorted(leaves.keys() - spec.axes_to_perm.keys()):
+        raise InputError(f"leaves without an entry in the permutation spec: {', '.join(missing)}")
+    if extra := sorted(spec.axes_to_perm.keys() - leaves.keys()):
+        raise InputError(f"spec entries naming no leaf of the variables: {', '.join(extra)}")
+    for path, perms in spec.axes_to_perm.items():
+        shape = np.shape(leaves[path])
+        if len(perms) != len(shape):
+            raise InputError(f"spec entry {path} has {len(perms)} axes, the leaf has shape "
+                             f"{shape}")
+        for axis, name in enumerate(perms):
+            if name is not None and (path, axis) not in spec.perm_to_axes.get(name, ()):
+                raise InputError(f"axis {axis} of {path} is given to permutation {name}, which "
+                                 "does not list it")
+    if spec.perm_to_axes.keys() != spec.sizes.keys():
+        raise InputError(f"permutations {sorted(spec.perm_to_axes)} and sizes "
+                         f"{sorted(spec.sizes)} name different permutations")
+    for name, entries in spec.perm_to_axes.items():
+        for path, axis in entries:
+            if path not in leaves:
+                raise InputError(f"permutation {name} acts on {path}, which is no leaf of the "
+                                 "variables")
+            shape = np.shape(leaves[path])
+            if not 0 <= axis < len(shape):
+                raise InputError(f"permutation {name} acts on axis {axis} of {path}, out of "
+                                 f"range for shape {shape}")
+            if shape[axis] != spec.sizes[name]:
+                raise InputError(f"permutation {name} of size {spec.sizes[name]} acts on axis "
+                                 f"{axis} of {path}, of size {shape[axis]}")
+            if spec.axes_to_perm[path][axis] != name:
+                raise InputError(f"permutation {name} lists axis {axis} of {path}, whose entry "
+                                 f"gives it to {spec.axes_to_perm[path][axis]}")
+
+
+def _permute_leaf(x, perms: tuple[str | None, ...], perm: Mapping[str, Any],
+                  skip_axis: int | None = None):
+    """``x`` with ``x.take(perm[p], axis)`` for every permuted axis except ``skip_axis``."""
+    for axis, name in enumerate(perms):
+        if name is not None and axis != skip_axis:
+            x = x.take(perm[name], axis=axis)
+    return x
+
+
+def apply(spec: PermutationSpec, perm: Mapping[str, jax.Array],
+          variables: Mapping[str, Any]) -> Any:
+    """Permutes every leaf axis of ``variables`` that ``spec`` assigns to a permutation.
+
+    Args:
+      spec: the model's permutation spec.
+      perm: permutation name → integer array; channel ``i`` of the result is channel
+        ``perm[name][i]`` of ``variables``. Every permutation of the spec is needed.
+      variables: the variables tree (``params`` and ``batch_stats``).
+
+    Returns:
+      A tree of the same structure with permuted jax arrays: the same function as
+      ``variables`` when ``perm`` holds permutations.
+    """
+    validate(spec, variables)
+    for name, size in spec.sizes.items():
+        if name not in perm:
+            raise InputError(f"no permutation given for {name}")
+        if np.shape(perm[name]) != (size,):
+            raise InputError(f"permutation {name} must have shape ({size},), got "
+                             f"{np.shape(perm[name])}")
+    keys_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
+    layout = tuple(spec.axes_to_perm[_path(keys)] for keys, _ in keys_and_leaves)
+    leaves = _permute_leaves(layout, [x for _, x in keys_and_leaves],
+                             {name: perm[name] for name in spec.sizes})
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _permute_leaves(layout: tuple[tuple[str | None, ...], ...], leaves: list,
+                    perm: dict[str, jax.Array]) -> list:
+    """:func:`_permute_leaf` over all leaves as one compiled program (one per model layout,
+    instead of one small gather program per leaf shape when run eagerly)."""
+    return [_permute_leaf(x, axes, perm) for x, axes in zip(leaves, layout)]
+
+
