@@ -49,8 +49,7 @@ def seeds_of(config) -> tuple[int, ...]:
 
 def path_conditions(config) -> tuple[str, ...]:
     """The conditions evaluated along paths, checked."""
-    conditions = config.path_conditions
-    conditions = (conditions,) if isinstance(conditions, str) else tuple(conditions)
+    conditions = methods_lib.as_names(config.path_conditions)
     if not conditions:
         raise InputError("path_conditions must name at least one condition")
     return tuple(data.check_condition(c) for c in conditions)

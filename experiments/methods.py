@@ -42,9 +42,14 @@ METHODS = {
 TARGETS = ("cue_model", "nocue_model")
 
 
+def as_names(value) -> tuple[str, ...]:
+    """A config field that names one thing or several, as a tuple of names."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def check_methods(methods) -> tuple[str, ...]:
     """``methods`` as a tuple of known, distinct names, else InputError."""
-    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    methods = as_names(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise InputError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
@@ -57,7 +62,7 @@ def check_methods(methods) -> tuple[str, ...]:
 def check_targets(targets) -> tuple[str, ...]:
     """``targets`` as a tuple of names from :data:`TARGETS` (``"cue_model"`` always first:
     the barrier to θ_C is part of every report), else InputError."""
-    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    targets = as_names(targets)
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise InputError(f"unknown path target(s) {', '.join(map(repr, unknown))}; choose "
