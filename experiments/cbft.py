@@ -101,9 +101,10 @@ def run(config, workdir: str) -> dict:
     workdir = pathlib.Path(workdir).resolve()
     seeds = seeds_of(config)
     validate(config)
-    train, _ = training.load_data(data_config(config))
+    cue_data = data_config(config)
+    train, _ = training.load_data(cue_data)
     finetune.draw_subsets(train, config.n_clean, config.n_cue, 0)  # sizes fit the data
-    model = training.create_model(data_config(config), train.num_classes)
+    model = training.create_model(cue_data, train.num_classes)  # its contract, before training
     abstract = jax.eval_shape(lambda: models.init(model, jax.random.PRNGKey(0),
                                                   train.image_shape))
     methods_lib.check_model_contract(model.apply, abstract, train, config.methods)

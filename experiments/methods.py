@@ -165,7 +165,6 @@ def fine_tuned_models(config, seed: int, workdir: pathlib.Path, apply_fn, theta_
     Returns:
       method name → variables, in ``config.methods`` order.
     """
-    check_model_contract(apply_fn, theta_c, train, check_methods(config.methods))
     clean_index, cue_index = finetune.draw_subsets(train, config.n_clean, config.n_cue, seed)
     iterator = finetune.paired_iterator(train, clean_index, cue_index, config.batch_size, seed)
     k, cue = train.num_classes, train.cue
