@@ -3,7 +3,6 @@ throughput comparisons on the same machine. Needs ``torch`` (not a dependency of
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -23,6 +23,7 @@ from mmc_jax import (InputError, curve, data, io, models, path_eval, paths, perm
                      training)
 from mmc_jax.data.batching import sample_batches
 from mmc_jax.errors import require
+from mmc_jax.permute.sites import as_apply
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "connectivity"),
                                    "workdirs/connectivity")
@@ -47,16 +48,15 @@ def matching_batches(config, train) -> list:
 
 
 def permutation_spec(config, model, variables, image_shape) -> permute.PermutationSpec:
-    """The library's hand-written spec for its own models; any other model's is derived from
-    its traced forward pass (weight matching only: activation matching needs the library's
-    layer layout)."""
+    """The spec derived from the model's traced forward pass, with the hand-written layout's
+    names for the library's own models (which the paper's matching needs)."""
     if isinstance(model, (models.VGG, models.SmallCNN, models.ResNet)):
-        return permute.spec_for(model, variables)
-    if config.permutation != "weight":
-        raise InputError(f"permutation {config.permutation!r} supports the library's models; "
-                         f"use --config.permutation=weight for {type(model).__name__}")
-    spec = permute.derive_spec(model.apply, variables, jnp.zeros((1, *image_shape)),
-                               train=False)
+        return permute.spec_for(model, variables, image_shape)
+    if config.permutation == "paper":
+        raise InputError("permutation 'paper' reproduces the paper code on its models (VGG, "
+                         f"SmallCNN, ResNet); use weight, activation or greedy for "
+                         f"{type(model).__name__}")
+    spec = permute.derive_spec(as_apply(model), variables, jnp.zeros((1, *image_shape)))
     if spec.unsupported:
         print(f"note: ops outside the permutation rules leave some axes unpermuted: "
               f"{', '.join(spec.unsupported)}")

@@ -12,7 +12,6 @@ import time
 
 import jax
 import numpy as np
-from absl import flags
 
 from experiments import cli
 from mmc_jax import data, io, plots, training

@@ -30,7 +30,6 @@ BatchNorm policies (``bn``):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 

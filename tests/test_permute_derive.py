@@ -3,6 +3,8 @@ of the library's models, and exact symmetries of models written only here (MLP w
 LayerNorm, attention, pre-activation residual blocks, arbitrary module names); unsupported
 ops are reported, or raise with ``strict=True``."""
 
+import dataclasses
+
 import chex
 import flax.linen as nn
 import jax
@@ -52,9 +54,35 @@ class PreActBlocks(nn.Module):
 
 
 class GroupNormNet(nn.Module):
+    """GroupNorm after the first convolution: its channels are 2 groups × 4."""
+
     @nn.compact
     def __call__(self, x, train=False):
         x = nn.GroupNorm(num_groups=2, name="gn")(nn.Conv(8, (3, 3), name="c0")(x))
+        x = nn.relu(nn.Conv(8, (3, 3), name="c1")(nn.relu(x)))
+        return nn.Dense(10, name="out")(x.mean((1, 2)))
+
+
+class ConcatFlatten(nn.Module):
+    """Two branches concatenated along channels, then a strided conv whose output is
+    flattened (height × width × channels) into a dense layer."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        left = nn.relu(nn.Conv(6, (3, 3), name="left")(x))
+        right = nn.relu(nn.Conv(5, (3, 3), name="right")(x))
+        h = nn.relu(nn.Conv(7, (3, 3), strides=2, name="mix")(jnp.concatenate([left, right],
+                                                                              -1)))
+        h = nn.relu(nn.Dense(9, name="fc")(h.reshape(h.shape[0], -1)))
+        return nn.Dense(10, name="out")(h)
+
+
+class CumsumNet(nn.Module):
+    """A cumulative sum over channels, which no permutation rule covers."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = jnp.cumsum(nn.Conv(8, (3, 3), name="c0")(x), axis=-1)
         x = nn.relu(nn.Conv(8, (3, 3), name="c1")(nn.relu(x)))
         return nn.Dense(10, name="out")(x.mean((1, 2)))
 
@@ -86,6 +114,8 @@ def test_library_models_derive_their_hand_written_spec(name, width):
     (MLP(), [32, 24]),
     (TinyViT(), [16, 32, 2, 8, 8]),      # stream, MLP, heads, q/k and v/out head dims
     (PreActBlocks(), [8, 12, 12]),       # stream, each block's inner channels
+    (GroupNormNet(), [2, 4, 8]),         # c0: groups × channels within a group; c1
+    (ConcatFlatten(), [6, 5, 7, 9]),     # each branch, mix (inside the flattening), fc
 ])
 def test_derived_permutations_are_symmetries_and_weight_matching_recovers_them(module,
                                                                               expected):
@@ -101,18 +131,74 @@ def test_derived_permutations_are_symmetries_and_weight_matching_recovers_them(m
     chex.assert_trees_all_close(permute.apply(spec, found, permuted), variables, atol=1e-6)
 
 
+def test_split_axes_get_blocks_of_permutations():
+    x, variables = _setup(GroupNormNet())
+    spec = permute.derive_spec(GroupNormNet().apply, variables, x)
+    groups = permute.Blocks("factors", (2, 4), ("P_c0.0", "P_c0.1"))
+    for leaf in ("params/gn/scale", "params/gn/bias", "params/c0/bias"):
+        assert spec.axes_to_perm[leaf] == (groups,)
+    assert spec.axes_to_perm["params/c1/kernel"] == (None, None, groups, "P_c1")
+    x, variables = _setup(ConcatFlatten())
+    spec = permute.derive_spec(ConcatFlatten().apply, variables, x)
+    assert spec.axes_to_perm["params/mix/kernel"][2:] == (
+        permute.Blocks("segments", (6, 5), ("P_left", "P_right")), "P_mix")
+    # fc reads height × width × channels: only the channels (mix's units) are permuted.
+    assert spec.axes_to_perm["params/fc/kernel"] == (
+        permute.Blocks("factors", (8, 8, 7), (None, None, "P_mix")), "P_fc")
+
+
+def test_blocks_are_validated():
+    x, variables = _setup(GroupNormNet())
+    spec = permute.derive_spec(GroupNormNet().apply, variables, x)
+    bad = {**spec.axes_to_perm,
+           "params/gn/scale": (permute.Blocks("factors", (2, 3), ("P_c0.0", "P_c0.1")),)}
+    with pytest.raises(InputError, match=r"params/gn/scale has size 8, its factors \(2, 3\)"):
+        permute.validate(dataclasses.replace(spec, axes_to_perm=bad), variables)
+
+
 def test_unsupported_ops_are_reported_or_raise_when_strict():
-    module = GroupNormNet()
+    module = CumsumNet()
     x, variables = _setup(module)
     spec = permute.derive_spec(module.apply, variables, x)
-    assert set(spec.sizes.values()) == {8} and len(spec.sizes) == 1  # c1 only; c0 → GroupNorm
-    assert any(op.startswith("reshape (4, 16, 16, 8) -> (4, 16, 16, 2, 4)")
-               for op in spec.unsupported)
-    with pytest.raises(InputError, match=r"unsupported op reshape .* touches .*params/c0/"):
+    assert list(spec.sizes.values()) == [8] and "params/c1/kernel" in dict(
+        spec.perm_to_axes["P_c1"])                     # c1 only; c0 feeds the cumsum
+    assert spec.unsupported == ("cumsum((4, 16, 16, 8))",)
+    with pytest.raises(InputError, match=r"unsupported op cumsum.* touches .*params/c0/"):
         permute.derive_spec(module.apply, variables, x, strict=True)
 
 
-@pytest.mark.parametrize("name", ["mlp", "vit_tiny", "wrn"])
+@pytest.mark.parametrize("method", [permute.activation_matching,
+                                    permute.greedy_activation_matching])
+@pytest.mark.parametrize("module", [MLP(), PreActBlocks(), GroupNormNet(), ConcatFlatten(),
+                                    TinyViT()], ids=lambda m: type(m).__name__)
+def test_activation_matching_finds_its_sites_in_the_trace(module, method):
+    x, variables = _setup(module)
+    spec = permute.derive_spec(module.apply, variables, x)
+    rng = np.random.default_rng(4)
+    planted = {name: jnp.asarray(rng.permutation(n)) for name, n in spec.sizes.items()}
+    permuted = permute.apply(spec, planted, variables)
+    batches = [jax.random.normal(jax.random.key(i), (8, 16, 16, 3)) for i in (5, 6)]
+    found = method(spec, module.apply, variables, permuted, batches)
+    chex.assert_trees_all_close(permute.apply(spec, found, permuted), variables, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cnn4", "resnet18_small"])
+def test_traced_sites_are_the_hand_written_sites(name):
+    """The trace's sites of a library model are its documented activations: the per-site
+    moments equal those from ``capture_intermediates`` of the hand-written layout."""
+    from mmc_jax.permute import layouts, matching
+
+    model = models.create(name, 10, width=0.25, conv_impl="xla")
+    a = models.init(model, jax.random.key(0), (16, 16, 3))
+    b = models.init(model, jax.random.key(1), (16, 16, 3))
+    spec = permute.spec_for(model, a)
+    images = jax.random.normal(jax.random.key(2), (4, 16, 16, 3))
+    hand = matching._moments_fn(matching._module_activations(model, layouts._groups(model, a)))
+    traced = matching._moments_fn(matching.TracedActivations(spec, model, a))
+    chex.assert_trees_all_close(traced(a, b, images), hand(a, b, images), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["mlp", "vit_tiny", "wrn", "wrn_gn"])
 def test_presets_beyond_the_paper_have_exact_derived_symmetries(name):
     model = models.create(name, 10, width=0.25, conv_impl="xla")
     x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
@@ -130,13 +216,15 @@ def test_presets_beyond_the_paper_have_exact_derived_symmetries(name):
         chex.assert_trees_all_close(permute.apply(spec, found, permuted), variables, atol=1e-6)
 
 
-def test_groupnorm_preset_reports_its_channel_groups():
+def test_groupnorm_preset_permutes_groups_and_channels_within_them():
     model = models.create("wrn_gn", 10, width=0.5, conv_impl="xla")
     variables = models.init(model, jax.random.key(0), (32, 32, 3))
     spec = permute.derive_spec(model.apply, variables, jnp.zeros((2, 32, 32, 3)), train=False)
-    assert spec.unsupported and all(op.startswith("reshape") for op in spec.unsupported)
-    # Every layer (16, 32 and 64 channels) feeds a GroupNorm of 8 groups: nothing is permuted.
-    assert spec.sizes == {}
+    assert spec.unsupported == ()
+    # Every layer (16, 32 and 64 channels) feeds a GroupNorm of 8 groups.
+    kernel = spec.axes_to_perm["params/stage1_block0_conv1/kernel"][3]
+    assert kernel.kind == "factors" and kernel.sizes == (8, 4)
+    assert sorted(spec.sizes.values()) == sorted([8, 2, 8, 2] + [8, 4, 8, 4] + [8, 8, 8, 8])
 
 
 def test_models_without_batchnorm_train_save_and_load(tmp_path):

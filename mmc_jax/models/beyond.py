@@ -1,7 +1,7 @@
 """Presets beyond the paper's models, to show that everything works on any architecture:
 an MLP with LayerNorm, a tiny Vision Transformer (multi-head attention, no BatchNorm) and a
 wide pre-activation ResNet with BatchNorm or GroupNorm. Their permutation symmetries come
-from ``permute.derive_spec``; GroupNorm's channel groups are reported as unsupported there.
+from ``permute.derive_spec`` (GroupNorm: a permutation of its groups times one within them).
 """
 
 from __future__ import annotations

@@ -6,13 +6,18 @@ them, leaves a network's function unchanged. Aligning two networks through these
 
 The symmetry is described as data, a :class:`PermutationSpec`: each named permutation lists
 the ``(leaf path, axis)`` pairs it acts on, and each leaf of the variables lists, per axis, the
-permutation acting there (or None). One module per job:
+permutation acting there (a :class:`Blocks` when several act on parts of one axis, or None).
+One module per job:
 
 - :mod:`~mmc_jax.permute.spec`: the spec as data, :func:`validate` and :func:`apply`;
+- :mod:`~mmc_jax.permute.trace`: the traced forward pass as groups of array axes that share a
+  permutation (one rule per primitive), and the activations that read each group;
 - :mod:`~mmc_jax.permute.derive`: :func:`derive_spec`, the spec of any Flax model from its
-  traced forward pass;
-- :mod:`~mmc_jax.permute.layouts`: :func:`spec_for`, the hand-written layouts of the
-  library's VGG, SmallCNN and ResNet (and the activations activation matching compares);
+  trace;
+- :mod:`~mmc_jax.permute.layouts`: :func:`spec_for`, the derived spec of the library's VGG,
+  SmallCNN and ResNet under their hand-written names (and the paper code's activations);
+- :mod:`~mmc_jax.permute.sites`: the activations of a spec's permutations, for activation
+  matching;
 - :mod:`~mmc_jax.permute.matching`: :func:`weight_matching`, :func:`activation_matching`,
   :func:`greedy_activation_matching` and :func:`paper_activation_matching`.
 
@@ -25,8 +30,8 @@ from mmc_jax.permute.derive import derive_spec
 from mmc_jax.permute.layouts import spec_for
 from mmc_jax.permute.matching import (activation_matching, greedy_activation_matching,
                                       paper_activation_matching, weight_matching)
-from mmc_jax.permute.spec import PermutationSpec, apply, validate
+from mmc_jax.permute.spec import Blocks, PermutationSpec, apply, validate
 
-__all__ = ["PermutationSpec", "activation_matching", "apply", "derive_spec",
+__all__ = ["Blocks", "PermutationSpec", "activation_matching", "apply", "derive_spec",
            "greedy_activation_matching", "paper_activation_matching", "spec_for", "validate",
            "weight_matching"]

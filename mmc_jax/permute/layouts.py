@@ -1,6 +1,6 @@
 """Hand-written permutation layouts of the library's own models (VGG, SmallCNN, ResNet):
-the groups of :func:`spec_for` (equal to what :func:`mmc_jax.permute.derive_spec` traces), and
-the activations activation matching compares, by layer name.
+the names :func:`spec_for` gives the permutations :func:`mmc_jax.permute.derive_spec` traces,
+and the activations the paper code's matching compares, by layer name.
 
 - VGG and SmallCNN are chains: permutation ``P_i`` acts on the output channels of ``conv{i}``
   (kernel axis 3), on every leaf of ``bn{i}`` (axis 0), and on the input channels of the next
@@ -19,10 +19,13 @@ import re
 from typing import Any, Mapping
 
 import flax.linen as nn
+import jax.numpy as jnp
 import numpy as np
 
 from mmc_jax.errors import InputError
 from mmc_jax.models import ResNet, SmallCNN, VGG
+from mmc_jax.permute.derive import derive_spec
+from mmc_jax.permute.sites import as_apply
 from mmc_jax.permute.spec import PermutationSpec, _flatten, validate
 
 
@@ -95,41 +98,19 @@ def _groups(model: nn.Module, variables: Mapping[str, Any]) -> list[_Group]:
                      "VGG, SmallCNN, ResNet")
 
 
-def _spec_from_groups(groups: list[_Group], variables: Mapping[str, Any]) -> PermutationSpec:
-    """The spec of ``groups`` over every leaf of ``variables`` (unpermuted axes get None)."""
-    leaves = _flatten(variables)
-    axes = {path: [None] * np.ndim(x) for path, x in leaves.items()}
-    perm_to_axes, sizes = {}, {}
-    for group in groups:
-        if group.perm in sizes:
-            raise InputError(f"permutation {group.perm} would be defined twice; unsupported "
-                             "model layout")
-        entries = []
-        for module in group.producers:
-            paths = [path for path in leaves for collection in ("params", "batch_stats")
-                     if path.startswith(f"{collection}/{module}/")]
-            if not paths:
-                raise InputError(f"the variables lack {module}, which writes {group.perm}")
-            entries += [(path, np.ndim(leaves[path]) - 1) for path in paths]
-        for module in group.consumers:
-            path = f"params/{module}/kernel"
-            if path not in leaves:
-                raise InputError(f"the variables lack {path}, which reads {group.perm}")
-            entries.append((path, np.ndim(leaves[path]) - 2))
-        for path, axis in entries:
-            axes[path][axis] = group.perm
-        perm_to_axes[group.perm] = tuple(entries)
-        sizes[group.perm] = int(np.shape(leaves[entries[0][0]])[entries[0][1]])
-    return PermutationSpec(perm_to_axes, {path: tuple(a) for path, a in axes.items()}, sizes)
+def spec_for(model: nn.Module, variables: Mapping[str, Any],
+             image_shape: tuple[int, int, int] | None = None) -> PermutationSpec:
+    """The permutation spec of a library model, with the names of its hand-written layout.
 
-
-def spec_for(model: nn.Module, variables: Mapping[str, Any]) -> PermutationSpec:
-    """Derives the permutation spec of a library model (see the module docstring for the rules).
+    The spec is :func:`mmc_jax.permute.derive_spec`'s; this only names its permutations as the
+    module docstring describes (``P_3``, ``P_stage1``, ``P_stage1_block0``), which the paper's
+    activation matching and the tests refer to.
 
     Args:
       model: a VGG, SmallCNN or ResNet module (``models.create``).
-      variables: its ``{"params", "batch_stats"}``; the layer names and shapes found there
-        define the spec, and every leaf gets an entry.
+      variables: its ``{"params", "batch_stats"}``; every leaf gets an entry.
+      image_shape: the input's (height, width, channels) for the trace; by default 32×32 with
+        the channels the first convolution reads.
 
     Returns:
       The spec, already checked against ``variables`` with :func:`validate`.
@@ -137,8 +118,26 @@ def spec_for(model: nn.Module, variables: Mapping[str, Any]) -> PermutationSpec:
     Raises:
       InputError: unsupported model type, or variables that do not fit the model's layout.
     """
-    spec = _spec_from_groups(_groups(model, variables), variables)
+    groups = _groups(model, variables)
+    if image_shape is None:
+        leaves = _flatten(variables)
+        first = leaves.get("params/conv0/kernel", leaves.get("params/stem_conv/kernel"))
+        image_shape = (32, 32, int(np.shape(first)[2]) if first is not None else 3)
+    derived = derive_spec(as_apply(model), variables, jnp.zeros((1, *image_shape)))
+    writer_to_name = {f"params/{g.producers[0]}/kernel": g.perm for g in groups}
+    renamed = {}
+    for name, entries in derived.perm_to_axes.items():
+        writers = [writer_to_name[path] for path, axis in entries
+                   if path in writer_to_name and axis == 3]
+        if not writers or len(set(writers)) != 1:
+            raise InputError(f"the traced model does not match the {type(model).__name__} "
+                             f"layout at {name}")
+        renamed[name] = writers[0]
+    if sorted(renamed.values()) != sorted(g.perm for g in groups):
+        raise InputError(f"the traced model does not match the {type(model).__name__} layout")
+    spec = PermutationSpec(
+        {renamed[n]: e for n, e in derived.perm_to_axes.items()},
+        {p: tuple(renamed.get(n) for n in axes) for p, axes in derived.axes_to_perm.items()},
+        {renamed[n]: s for n, s in derived.sizes.items()})
     validate(spec, variables)
     return spec
-
-

@@ -5,7 +5,8 @@ code's per-batch greedy matching."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping
+import itertools
+from typing import Any, Callable, Iterable, Mapping
 
 import flax.linen as nn
 import jax
@@ -14,9 +15,17 @@ import numpy as np
 import scipy.optimize
 
 from mmc_jax.errors import InputError
-from mmc_jax.models import ResNet
+from mmc_jax.models import ResNet, SmallCNN, VGG
 from mmc_jax.permute.layouts import _STREAM, _Group, _groups
-from mmc_jax.permute.spec import PermutationSpec, _flatten, _permute_leaf, apply, validate
+from mmc_jax.permute.sites import TracedActivations
+from mmc_jax.permute.spec import (PermutationSpec, _flatten, _permute_leaf, apply, part_view,
+                                  validate)
+
+
+#: Most rounds of activation matching when a site holds units of several permutations
+#: (attention's heads and head dimensions, a split axis's parts): each round compares a with
+#: b aligned by the previous round, until nothing changes.
+COUPLED_ROUNDS = 4
 
 
 def _solve(similarity: np.ndarray) -> np.ndarray:
@@ -66,9 +75,10 @@ def weight_matching(spec: PermutationSpec, a: Mapping[str, Any], b: Mapping[str,
             for path, axis in spec.perm_to_axes[name]:
                 if path not in leaves_a:
                     continue
-                w_a = np.moveaxis(leaves_a[path], axis, 0).reshape(size, -1)
-                w_b = _permute_leaf(leaves_b[path], spec.axes_to_perm[path], perm, axis)
-                similarity += w_a @ np.moveaxis(w_b, axis, 0).reshape(size, -1).T
+                entry = spec.axes_to_perm[path][axis]
+                w_a = part_view(leaves_a[path], entry, name, axis)
+                w_b = _permute_leaf(leaves_b[path], spec.axes_to_perm[path], perm, skip=name)
+                similarity += w_a @ part_view(w_b, entry, name, axis).T
             new = _solve(similarity)
             rows = np.arange(size)
             old_value = similarity[rows, perm[name]].sum()
@@ -80,31 +90,16 @@ def weight_matching(spec: PermutationSpec, a: Mapping[str, Any], b: Mapping[str,
     return {name: jnp.asarray(p, jnp.int32) for name, p in perm.items()}
 
 
-def _matching_groups(spec: PermutationSpec, model: nn.Module, a: Mapping[str, Any],
-                     b: Mapping[str, Any]) -> list[_Group]:
-    """The model's groups, after checking that they and ``spec`` describe ``a`` and ``b``."""
-    validate(spec, a)
-    validate(spec, b)
-    groups = _groups(model, a)
-    if {g.perm for g in groups} != spec.sizes.keys():
-        raise InputError(f"the spec's permutations {sorted(spec.sizes)} are not those of the "
-                         f"model, {sorted(g.perm for g in groups)}")
-    return groups
-
-
-def _moments_fn(model: nn.Module, groups: list[_Group]):
-    """A compiled ``(a, b, images) → {perm: [per site (n, mean_a, mean_b, cross, ss_a, ss_b)]}``.
-
-    For each site, ``n`` is the number of positions (batch × height × width), ``mean_*`` the
-    channel means, ``cross`` ``[C, C]`` the centred cross products (a's channels in rows),
-    ``ss_*`` the centred sums of squares. Only the sites' modules are captured, so memory is
-    one batch's activations of those modules plus ``C × C`` per site.
-    """
+def _module_activations(model: nn.Module, groups: list[_Group]) -> Callable:
+    """``(variables, images) → {perm: [positions × channels per site]}`` from
+    ``capture_intermediates``: the hand-written sites of a library model's groups (module
+    outputs, ``relu`` applied where the group says)."""
     modules = {path for group in groups for path, _ in group.sites}
 
     def capture(module: nn.Module, method: str) -> bool:
         return method == "__call__" and module.path in modules
 
+    @jax.jit
     def activations(variables, images) -> dict[str, list[jax.Array]]:
         _, state = model.apply(variables, images, train=False, capture_intermediates=capture,
                                mutable=["intermediates"])
@@ -120,6 +115,19 @@ def _moments_fn(model: nn.Module, groups: list[_Group]):
                 out[group.perm].append(x.reshape(-1, x.shape[-1]))
         return out
 
+    return activations
+
+
+def _moments_fn(activations: Callable) -> Callable:
+    """A compiled ``(a, b, images) → {perm: [per site (n, mean_a, mean_b, cross, ss_a, ss_b)]}``
+    over ``activations(variables, images) → {perm: [positions × units]}``.
+
+    For each site, ``n`` is the number of positions (e.g. batch × height × width), ``mean_*``
+    the unit means, ``cross`` ``[C, C]`` the centred cross products (a's units in rows),
+    ``ss_*`` the centred sums of squares. Memory is one batch's activations at the sites
+    plus ``C × C`` per site.
+    """
+
     def moments(x_a, x_b):
         mean_a, mean_b = x_a.mean(0), x_b.mean(0)
         x_a, x_b = x_a - mean_a, x_b - mean_b
@@ -130,9 +138,15 @@ def _moments_fn(model: nn.Module, groups: list[_Group]):
         return {name: [moments(x_a, x_b) for x_a, x_b in zip(acts_a[name], acts_b[name])]
                 for name in acts_a}
 
-    # Two programs rather than one: a's and b's forward passes share one compilation.
-    forward = jax.jit(activations)
-    return lambda a, b, images: all_moments(forward(a, images), forward(b, images))
+    # The forward passes run as their own program: a's and b's share one compilation.
+    return lambda a, b, images: all_moments(activations(a, images), activations(b, images))
+
+
+def _traced(spec: PermutationSpec, model, a: Mapping[str, Any], b: Mapping[str, Any]):
+    """Checks ``spec`` against both models; the activations of its permutations' sites."""
+    validate(spec, a)
+    validate(spec, b)
+    return TracedActivations(spec, model, a)
 
 
 def _cosine(cross: np.ndarray, ss_a: np.ndarray, ss_b: np.ndarray) -> np.ndarray:
@@ -147,46 +161,67 @@ def _host(moments) -> tuple:
     return tuple(np.asarray(m, np.float64) for m in moments)
 
 
-def activation_matching(spec: PermutationSpec, model: nn.Module, a: Mapping[str, Any],
-                        b: Mapping[str, Any], batches: Iterable[Any]) -> dict[str, jax.Array]:
+def activation_matching(spec: PermutationSpec, model: nn.Module | Callable,
+                        a: Mapping[str, Any], b: Mapping[str, Any],
+                        batches: Iterable[Any]) -> dict[str, jax.Array]:
     """Permutation aligning the activations of ``b`` to ``a`` (Ainsworth et al.; Entezari et al.).
 
     Both models run in eval mode on every batch. Each permutation is solved independently, as a
-    linear assignment maximising the correlation of a's and b's channels at the activations it
-    acts on, taken from ``capture_intermediates`` (module outputs):
+    linear assignment maximising the correlation of a's and b's units at its activations,
+    found in the model's trace (:mod:`mmc_jax.permute.sites`): the arrays its units enter
+    the layers reading them in, before pooling. For the library's models:
 
     - VGG ``P_i``: ``relu`` of ``bn{i}``'s output; SmallCNN ``P_i`` likewise, before its
       max-pool (pooling does not mix channels).
-    - ResNet ``P_stage{s}``: the output of every block of the stage (the block module's
-      output, after the residual add and ReLU), plus for stage 0 ``relu`` of ``stem_bn``'s
-      output, which enters the same stream; ``P_stage{s}_block{b}``: ``relu`` of the block's
-      ``bn1`` output.
+    - ResNet ``P_stage{s}``: the output of every block of the stage (after the residual add
+      and ReLU), plus for stage 0 ``relu`` of ``stem_bn``'s output, which enters the same
+      stream; ``P_stage{s}_block{b}``: ``relu`` of the block's ``bn1`` output.
 
-    The correlation is computed per batch (channels centred and normalised over
-    batch × height × width), summed over the batches and over a permutation's activations.
+    The correlation is computed per batch (units centred and normalised over the batch and
+    every other position, e.g. height × width), summed over the batches and over a
+    permutation's activations. Where one activation holds units of several permutations
+    (attention's heads and head dimensions, GroupNorm's groups and the channels within them),
+    the others' units count as positions, compared as currently aligned: the solve is then
+    repeated on ``b`` aligned by the last round, up to :data:`COUPLED_ROUNDS` rounds, until
+    nothing changes.
 
     Args:
-      spec: the models' spec, from :func:`spec_for`.
-      model: the module both variables belong to.
+      spec: the models' spec, from :func:`derive_spec` or :func:`spec_for`.
+      model: a Flax module (run with ``train=False``) or an apply function
+        ``(variables, images) → outputs``.
       a: the reference variables.
       b: the variables to align.
-      batches: normalised NHWC float images, one array per batch.
+      batches: normalised NHWC float images, one array per batch (each distinct shape is
+        traced once).
 
     Returns:
       Permutation name → int32 array, for ``apply(spec, perm, b)``.
+
+    Raises:
+      InputError: no batches, or a spec whose permutations are not symmetries of the model.
     """
-    groups = _matching_groups(spec, model, a, b)
-    moments_fn = _moments_fn(model, groups)
-    similarity = {name: np.zeros((size, size)) for name, size in spec.sizes.items()}
-    seen = False
-    for images in batches:
-        seen = True
-        for name, sites in moments_fn(a, b, images).items():
-            for _, _, _, cross, ss_a, ss_b in map(_host, sites):
-                similarity[name] += _cosine(cross, ss_a, ss_b)
-    if not seen:
+    activations = _traced(spec, model, a, b)
+    moments_fn = _moments_fn(activations)
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
         raise InputError("activation matching needs at least one batch")
-    return {name: jnp.asarray(_solve(s), jnp.int32) for name, s in similarity.items()}
+    rounds = COUPLED_ROUNDS if activations.coupled(first) else 1
+    batches = [first, *batches] if rounds > 1 else itertools.chain([first], batches)
+    perm = {name: np.arange(size) for name, size in spec.sizes.items()}
+    for _ in range(rounds):
+        aligned_b = apply(spec, perm, b)
+        similarity = {name: np.zeros((size, size)) for name, size in spec.sizes.items()}
+        for images in batches:
+            for name, sites in moments_fn(a, aligned_b, images).items():
+                for _, _, _, cross, ss_a, ss_b in map(_host, sites):
+                    similarity[name] += _cosine(cross, ss_a, ss_b)
+        step = {name: _solve(s) for name, s in similarity.items()}
+        # apply(spec, step, apply(spec, perm, b)) takes channel perm[name][step[i]] of b.
+        perm = {name: perm[name][step[name]] for name in perm}
+        if all((s == np.arange(len(s))).all() for s in step.values()):
+            break
+    return {name: jnp.asarray(p, jnp.int32) for name, p in perm.items()}
 
 
 def _merge(total: tuple | None, batch: tuple) -> tuple:
@@ -204,7 +239,8 @@ def _merge(total: tuple | None, batch: tuple) -> tuple:
             ss_a1 + ss_a2 + weight * delta_a ** 2, ss_b1 + ss_b2 + weight * delta_b ** 2)
 
 
-def greedy_activation_matching(spec: PermutationSpec, model: nn.Module, a: Mapping[str, Any],
+def greedy_activation_matching(spec: PermutationSpec, model: nn.Module | Callable,
+                               a: Mapping[str, Any],
                                b: Mapping[str, Any],
                                batches: Iterable[Any]) -> dict[str, jax.Array]:
     """Layer-by-layer activation matching, the scheme of the paper's code.
@@ -213,7 +249,8 @@ def greedy_activation_matching(spec: PermutationSpec, model: nn.Module, a: Mappi
     :func:`activation_matching`). For each, both models run on all batches, the similarity is
     the cosine of a's and b's channels centred over the whole stream (moments pooled over all
     batches, not summed per batch), and the assignment is applied to ``b`` before the next
-    permutation's activations are computed.
+    permutation's activations are computed. Where activations hold units of several
+    permutations, the sweep is repeated (up to :data:`COUPLED_ROUNDS`) until nothing changes.
 
     Differences from :func:`activation_matching`: statistics pooled over the stream instead
     of per-batch correlations summed, and sequential solving that costs one pass over the
@@ -223,8 +260,8 @@ def greedy_activation_matching(spec: PermutationSpec, model: nn.Module, a: Mappi
     fidelity to the paper's procedure.
 
     Args:
-      spec: the models' spec, from :func:`spec_for`.
-      model: the module both variables belong to.
+      spec: the models' spec, from :func:`derive_spec` or :func:`spec_for`.
+      model: a Flax module (run with ``train=False``) or an apply function.
       a: the reference variables.
       b: the variables to align.
       batches: normalised NHWC float images; iterated once per permutation, so it must be
@@ -236,20 +273,45 @@ def greedy_activation_matching(spec: PermutationSpec, model: nn.Module, a: Mappi
     if iter(batches) is batches:
         raise InputError("greedy activation matching iterates over the batches once per "
                          "permutation; pass a re-iterable (e.g. a list), not an iterator")
-    groups = _matching_groups(spec, model, a, b)
-    moments_fn = _moments_fn(model, groups)
-    perm = {name: jnp.arange(size) for name, size in spec.sizes.items()}
-    for group in groups:
-        pooled = [None] * len(group.sites)
-        aligned_b = apply(spec, perm, b)
-        for images in batches:
-            sites = moments_fn(a, aligned_b, images)[group.perm]
-            pooled = [_merge(total, _host(m)) for total, m in zip(pooled, sites)]
-        if pooled[0] is None:
-            raise InputError("activation matching needs at least one batch")
-        similarity = sum(_cosine(cross, ss_a, ss_b) for _, _, _, cross, ss_a, ss_b in pooled)
-        perm[group.perm] = jnp.asarray(_solve(similarity), jnp.int32)
-    return perm
+    activations = _traced(spec, model, a, b)
+    moments_fn = _moments_fn(activations)
+    first = next(iter(batches), None)
+    if first is None:
+        raise InputError("activation matching needs at least one batch")
+    perm = {name: np.arange(size) for name, size in spec.sizes.items()}
+    for _ in range(COUPLED_ROUNDS if activations.coupled(first) else 1):
+        changed = False
+        for name in activations.order(first):
+            pooled = None
+            aligned_b = apply(spec, perm, b)
+            for images in batches:
+                sites = moments_fn(a, aligned_b, images)[name]
+                pooled = [_merge(total, _host(m))
+                          for total, m in zip(pooled or [None] * len(sites), sites)]
+            step = _solve(sum(_cosine(cross, ss_a, ss_b)
+                              for _, _, _, cross, ss_a, ss_b in pooled))
+            perm[name] = perm[name][step]
+            changed |= not (step == np.arange(len(step))).all()
+        if not changed:
+            break
+    return {name: jnp.asarray(p, jnp.int32) for name, p in perm.items()}
+
+
+def _library_groups(spec: PermutationSpec, model: nn.Module, a: Mapping[str, Any],
+                    b: Mapping[str, Any]) -> list[_Group]:
+    """The hand-written groups of a library model, after checking that they and ``spec``
+    describe ``a`` and ``b``."""
+    validate(spec, a)
+    validate(spec, b)
+    if not isinstance(model, (VGG, SmallCNN, ResNet)):
+        raise InputError("paper activation matching reproduces the paper code on its models "
+                         f"(VGG, SmallCNN, ResNet), not {type(model).__name__}; use activation "
+                         "or greedy matching")
+    groups = _groups(model, a)
+    if {g.perm for g in groups} != spec.sizes.keys():
+        raise InputError(f"the spec's permutations {sorted(spec.sizes)} are not those of the "
+                         f"model, {sorted(g.perm for g in groups)}")
+    return groups
 
 
 def _paper_groups(model: nn.Module, groups: list[_Group]) -> list[_Group]:
@@ -313,8 +375,8 @@ def paper_activation_matching(spec: PermutationSpec, model: nn.Module, a: Mappin
     if iter(batches) is batches:
         raise InputError("paper activation matching iterates over the batches once per "
                          "permutation; pass a re-iterable (e.g. a list), not an iterator")
-    groups = _paper_groups(model, _matching_groups(spec, model, a, b))
-    moments_fn = _moments_fn(model, groups)
+    groups = _paper_groups(model, _library_groups(spec, model, a, b))
+    moments_fn = _moments_fn(_module_activations(model, groups))
     perm = {name: np.arange(size) for name, size in spec.sizes.items()}
     for group in groups:
         solved = False

@@ -12,12 +12,30 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from mmc_jax.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class Blocks:
+    """An axis whose permutations are built from several smaller ones.
+
+    ``kind="factors"``: the axis is ``sizes`` row-major (a reshape to ``sizes`` gives its
+    sub-axes) and permutation ``perms[k]`` acts on sub-axis ``k``: a Kronecker product, as
+    GroupNorm allows (a permutation of the groups times one within every group).
+    ``kind="segments"``: the axis is consecutive blocks of ``sizes`` (a concatenation) and
+    ``perms[k]`` permutes block ``k``: a direct sum. ``None`` leaves a part unpermuted.
+    """
+
+    kind: str
+    sizes: tuple[int, ...]
+    perms: tuple[str | None, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,15 +44,16 @@ class PermutationSpec:
 
     Attributes:
       perm_to_axes: permutation name → the ``(leaf path, axis)`` pairs it permutes.
-      axes_to_perm: leaf path → per axis, the name of the permutation acting there, or None.
-        Every leaf of the variables has an entry, also leaves no permutation touches.
+      axes_to_perm: leaf path → per axis, the name of the permutation acting there, a
+        :class:`Blocks` when several act on parts of it, or None. Every leaf of the
+        variables has an entry, also leaves no permutation touches.
       sizes: permutation name → its length (the number of channels it permutes).
       unsupported: ops of the traced model that fixed axes of weights (:func:`derive_spec`),
         so the symmetry there is not used; empty for hand-made specs.
     """
 
     perm_to_axes: dict[str, tuple[tuple[str, int], ...]]
-    axes_to_perm: dict[str, tuple[str | None, ...]]
+    axes_to_perm: dict[str, tuple[str | Blocks | None, ...]]
     sizes: dict[str, int]
     unsupported: tuple[str, ...] = ()
 
@@ -68,10 +87,13 @@ def validate(spec: PermutationSpec, variables: Mapping[str, Any]) -> None:
         if len(perms) != len(shape):
             raise InputError(f"spec entry {path} has {len(perms)} axes, the leaf has shape "
                              f"{shape}")
-        for axis, name in enumerate(perms):
-            if name is not None and (path, axis) not in spec.perm_to_axes.get(name, ()):
-                raise InputError(f"axis {axis} of {path} is given to permutation {name}, which "
-                                 "does not list it")
+        for axis, entry in enumerate(perms):
+            if isinstance(entry, Blocks):
+                _check_blocks(entry, path, axis, shape[axis])
+            for name in _names(entry):
+                if (path, axis) not in spec.perm_to_axes.get(name, ()):
+                    raise InputError(f"axis {axis} of {path} is given to permutation {name}, "
+                                     "which does not list it")
     if spec.perm_to_axes.keys() != spec.sizes.keys():
         raise InputError(f"permutations {sorted(spec.perm_to_axes)} and sizes "
                          f"{sorted(spec.sizes)} name different permutations")
@@ -84,21 +106,80 @@ def validate(spec: PermutationSpec, variables: Mapping[str, Any]) -> None:
             if not 0 <= axis < len(shape):
                 raise InputError(f"permutation {name} acts on axis {axis} of {path}, out of "
                                  f"range for shape {shape}")
-            if shape[axis] != spec.sizes[name]:
+            entry = spec.axes_to_perm[path][axis]
+            if name not in _names(entry):
+                raise InputError(f"permutation {name} lists axis {axis} of {path}, whose entry "
+                                 f"gives it to {entry}")
+            if _part_size(entry, name, shape[axis]) != spec.sizes[name]:
                 raise InputError(f"permutation {name} of size {spec.sizes[name]} acts on axis "
                                  f"{axis} of {path}, of size {shape[axis]}")
-            if spec.axes_to_perm[path][axis] != name:
-                raise InputError(f"permutation {name} lists axis {axis} of {path}, whose entry "
-                                 f"gives it to {spec.axes_to_perm[path][axis]}")
 
 
-def _permute_leaf(x, perms: tuple[str | None, ...], perm: Mapping[str, Any],
-                  skip_axis: int | None = None):
-    """``x`` with ``x.take(perm[p], axis)`` for every permuted axis except ``skip_axis``."""
-    for axis, name in enumerate(perms):
-        if name is not None and axis != skip_axis:
-            x = x.take(perm[name], axis=axis)
+def _names(entry) -> tuple[str, ...]:
+    """The permutations acting on an axis with this entry."""
+    if entry is None:
+        return ()
+    if isinstance(entry, Blocks):
+        return tuple(p for p in entry.perms if p is not None)
+    return (entry,)
+
+
+def _part_size(entry, name: str, axis_size: int) -> int:
+    """The length of the part of an axis that permutation ``name`` acts on."""
+    if isinstance(entry, Blocks):
+        return entry.sizes[entry.perms.index(name)]
+    return axis_size
+
+
+def _check_blocks(blocks: Blocks, path: str, axis: int, axis_size: int) -> None:
+    total = math.prod(blocks.sizes) if blocks.kind == "factors" else sum(blocks.sizes)
+    if blocks.kind not in ("factors", "segments") or len(blocks.sizes) != len(blocks.perms):
+        raise InputError(f"axis {axis} of {path}: malformed {blocks}")
+    if total != axis_size:
+        raise InputError(f"axis {axis} of {path} has size {axis_size}, its {blocks.kind} "
+                         f"{blocks.sizes} make {total}")
+    names = _names(blocks)
+    if len(set(names)) != len(names):
+        raise InputError(f"axis {axis} of {path}: a permutation acts on two of its parts")
+
+
+def axis_index(entry, perm: Mapping[str, Any], skip: str | None = None, xp=np):
+    """The gather index that permutes one axis: channel ``i`` of the result is channel
+    ``index[i]``; permutation ``skip`` (and absent parts) count as the identity."""
+    if not isinstance(entry, Blocks):
+        return perm[entry]
+    parts = [perm[p] if p is not None and p != skip else xp.arange(n)
+             for p, n in zip(entry.perms, entry.sizes)]
+    if entry.kind == "segments":
+        offsets = np.cumsum((0, *entry.sizes[:-1]))
+        return xp.concatenate([part + offset for part, offset in zip(parts, offsets)])
+    index = parts[0]
+    for part, n in zip(parts[1:], entry.sizes[1:]):
+        index = (index[:, None] * n + part[None, :]).reshape(-1)
+    return index
+
+
+def _permute_leaf(x, perms: tuple, perm: Mapping[str, Any], skip: str | None = None, xp=np):
+    """``x`` with every permuted axis gathered, permutation ``skip`` left out."""
+    for axis, entry in enumerate(perms):
+        if entry is None or entry == skip:
+            continue
+        x = x.take(axis_index(entry, perm, skip, xp), axis=axis)
     return x
+
+
+def part_view(x, entry, name: str, axis: int):
+    """``x`` as a ``[n, -1]`` matrix whose rows are the ``n`` units that permutation ``name``
+    orders on axis ``axis`` (for a :class:`Blocks` axis, its part of the axis)."""
+    if isinstance(entry, Blocks):
+        k = entry.perms.index(name)
+        if entry.kind == "factors":
+            x = x.reshape(*x.shape[:axis], *entry.sizes, *x.shape[axis + 1:])
+            axis += k
+        else:
+            start = sum(entry.sizes[:k])
+            x = x.take(np.arange(start, start + entry.sizes[k]), axis=axis)
+    return np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
 
 
 def apply(spec: PermutationSpec, perm: Mapping[str, jax.Array],
@@ -130,10 +211,10 @@ def apply(spec: PermutationSpec, perm: Mapping[str, jax.Array],
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _permute_leaves(layout: tuple[tuple[str | None, ...], ...], leaves: list,
+def _permute_leaves(layout: tuple[tuple, ...], leaves: list,
                     perm: dict[str, jax.Array]) -> list:
     """:func:`_permute_leaf` over all leaves as one compiled program (one per model layout,
     instead of one small gather program per leaf shape when run eagerly)."""
-    return [_permute_leaf(x, axes, perm) for x, axes in zip(leaves, layout)]
+    return [_permute_leaf(x, axes, perm, xp=jnp) for x, axes in zip(leaves, layout)]
 
 

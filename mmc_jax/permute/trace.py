@@ -1,0 +1,551 @@
+"""A model's forward pass as groups of array axes that must share one permutation.
+
+Hidden units can be permuted wherever every array that writes them and every array that reads
+them is permuted alike. Which array axes must share a permutation follows from how values
+flow through the computation, so :func:`trace_model` traces the model once
+(``jax.make_jaxpr``, eval mode) and joins array axes ``(var, axis)`` into groups with a
+union-find, one rule per primitive:
+
+* ``dot_general``: contracted axes of the two operands join; batch axes join the output's;
+  every free axis joins its place in the output (a dense kernel's input axis joins the
+  features it reads, its output axis the features it writes; attention's einsums join heads
+  and head dimensions of query, key and value).
+* ``conv_general_dilated``: the input's feature axis joins the kernel's input axis, the
+  kernel's output axis joins the output's feature axis (spatial axes are never permuted;
+  grouped convolutions are not supported).
+* elementwise ops (arithmetic, activations, comparisons, casts, ``select_n``): equal axes
+  join; ``broadcast_in_dim``, ``squeeze``, ``transpose``, reductions and pooling windows
+  carry axes to their new places. So a bias, a normalisation's scale and offset, BatchNorm
+  statistics and residual adds join the features they touch; LayerNorm's and BatchNorm's
+  reductions over the feature axis are permutation invariant.
+* ``reshape``: an axis kept whole joins its new place. An axis split into several (GroupNorm's
+  ``C → (groups, C / groups)``) or several merged into one (flattening ``H × W × C`` for a
+  dense layer) makes the whole axis a product of *factors*, one group per sub-axis: its
+  permutations are Kronecker products of one permutation per factor, e.g. a permutation of
+  GroupNorm's groups times one permutation within every group, and a factor that reaches
+  the input (the flattened image's height and width) stays fixed. A reshape that regroups
+  axes in any other way is not supported.
+* ``concatenate`` along an axis makes the result's axis a sum of *segments*, one group per
+  operand: its permutations act within each block.
+* calls (``jit``, ``custom_jvp_call``, ...) are followed into their bodies.
+
+Axes that reach the model's inputs or outputs are fixed (no permutation). An op the rules do
+not cover (e.g. ``gather``, ``scan``) fixes the axes it touches and is remembered by name, so
+that :func:`mmc_jax.permute.derive_spec` can report it.
+
+The trace also records *activation sites*, for activation matching: every axis that a
+contraction (``dot_general``, ``conv_general_dilated``) sums over on a data-dependent operand,
+i.e. the units as the layers reading them see them, followed back through pooling and
+averaging (which drop positions but never mix units), as :func:`evaluate` returns them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Hashable, Iterable, Mapping
+
+import jax
+from jax.extend import core as jcore
+
+from mmc_jax.permute.spec import _path
+
+#: Primitives whose output element i depends only on the inputs' elements i.
+ELEMENTWISE = frozenset("""
+abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type copy
+copy_p cos cosh device_put div eq erf erf_inv erfc exp exp2 expm1 floor ge gt imag integer_pow
+is_finite le lgamma digamma log log1p logistic lt max min mul ne neg nextafter not or pow real
+reduce_precision rem round rsqrt select_n sign sin sinh sqrt square stop_gradient sub tan tanh
+xor
+""".split())
+#: Reductions over ``params["axes"]``.
+REDUCTIONS = frozenset(["reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and",
+                        "reduce_or", "argmax", "argmin"])
+#: Pooling-style windows over ``params["window_dimensions"]``.
+WINDOWS = frozenset(["reduce_window_sum", "reduce_window_max", "reduce_window_min",
+                     "reduce_window"])
+#: Primitives that call a sub-computation once on their operands, and its parameter's name.
+CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
+         "core_call": "call_jaxpr", "custom_jvp_call": "call_jaxpr",
+         "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr",
+         "checkpoint": "jaxpr", "remat": "jaxpr"}
+#: Primitives that make fresh values (constants, random bits): fixed, and nothing to report.
+SOURCES = frozenset(["iota", "random_bits", "random_seed", "random_wrap", "random_unwrap",
+                     "full", "zeros_like"])
+
+
+def _var(v):
+    """The jaxpr variable of a scoped variable ``(scope, var)``, or ``v`` itself."""
+    return v[1] if isinstance(v, tuple) else v
+
+
+def _shape(v) -> tuple[int, ...]:
+    return tuple(getattr(_var(v).aval, "shape", ()))
+
+
+def _is_var(v) -> bool:
+    return not isinstance(_var(v), jcore.Literal)
+
+
+def _scoped(scope: tuple, variables) -> list:
+    """Variables of one call of a computation as ``(scope, var)``: a computation that several
+    call sites share (a cached ``jit`` body) has the same variables at every site, so its
+    axes are told apart by the chain of call equations that reached them."""
+    return [(scope, v) if _is_var(v) else v for v in variables]
+
+
+def size(node) -> int:
+    """The length of the axis ``node = (var, axis)``."""
+    return _shape(node[0])[node[1]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """An axis made of sub-axes, each a group of its own: ``kind="factors"`` (row-major
+    sub-axes of a reshape: a Kronecker product) or ``"segments"`` (consecutive blocks of a
+    concatenation: a direct sum)."""
+
+    kind: str
+    parts: tuple
+
+
+class Groups:
+    """Union-find over array axes ``(var, axis)``.
+
+    Besides the partition it keeps which groups are fixed (and the unsupported op that fixed
+    them, ``None`` for a structural reason: an input, output or spatial axis), which groups
+    are made of sub-axis groups (:class:`Split`), the variables that depend on the data, and
+    the activation sites.
+    """
+
+    def __init__(self):
+        self.parent: dict[Hashable, Hashable] = {}
+        self.fixed: dict[Hashable, str | None] = {}
+        self.splits: dict[Hashable, Split] = {}
+        self.data: set = set()
+        self.sites: list = []
+        #: the equation that produced each variable: (primitive name, params, ins).
+        self.producer: dict[Hashable, tuple] = {}
+        #: reshapes that regroup axes in an unsupported way: (input axes, output axes).
+        self.regroupings: list[tuple[list, list]] = []
+
+    def find(self, node):
+        parent = self.parent.setdefault(node, node)
+        if parent != node:
+            parent = self.parent[node] = self.find(parent)
+        return parent
+
+    def join(self, a, b) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        self.parent[ra] = rb
+        if ra in self.splits:
+            self.split(rb, self.splits.pop(ra))
+
+    def split(self, node, split: Split) -> None:
+        """Declares ``node``'s axis made of ``split``; two different splits of one group fix
+        it (an unsupported regrouping)."""
+        root = self.find(node)
+        old = self.splits.get(root)
+        if old is None:
+            self.splits[root] = split
+        elif (old.kind == split.kind
+              and [size(p) for p in old.parts] == [size(p) for p in split.parts]):
+            for p, q in zip(old.parts, split.parts):
+                self.join(p, q)
+        elif old != split:
+            sizes = lambda s: "×".join(map(str, (size(p) for p in s.parts)))  # noqa: E731
+            self.fix(root, f"axis of {size(root)} split as {sizes(old)} and as {sizes(split)}")
+
+    def fix(self, node, reason: str | None = None) -> None:
+        """Marks ``node`` as not permutable; ``reason`` names an unsupported op (``None``: a
+        structural reason, which takes precedence)."""
+        if reason is None:
+            self.fixed[node] = None
+        else:
+            self.fixed.setdefault(node, reason)
+
+    def layout(self, node) -> tuple[str | None, list]:
+        """How ``node``'s axis is made: ``(None, [root])`` when it is not split, else the split's
+        kind and the groups of its innermost sub-axes in order (nested splits of one kind are
+        flattened; a mix of factors and segments gives kind ``"mixed"``)."""
+        root = self.find(node)
+        split = self.splits.get(root)
+        if split is None:
+            return None, [root]
+        kind, leaves = split.kind, []
+        for part in split.parts:
+            inner, parts = self.layout(part)
+            if inner not in (None, split.kind):
+                kind = "mixed"
+            leaves += parts
+        return kind, leaves
+
+    def settle(self) -> dict[Hashable, str | None | list]:
+        """The fixed groups once fixing has spread: a fixed axis fixes its sub-axes, and an
+        unsupported regrouping whose input axes all reach an input gives axes that reach the
+        input too (structural). Returns root → ``None`` (structural) or the reasons."""
+        changed = True
+        while changed:
+            changed = False
+            status = self._status()
+            for root, reasons in status.items():
+                for part in (self.splits[root].parts if root in self.splits else ()):
+                    if self.find(part) not in status or (reasons is None
+                                                         and status[self.find(part)]):
+                        for reason in (reasons or [None]):
+                            self.fix(part, reason)
+                        changed = True
+            for ins, outs in self.regroupings:
+                if all(status.get(self.find(n), ()) is None for n in ins):
+                    for node in outs:
+                        if status.get(self.find(node), ()) is not None:
+                            self.fix(node)
+                            changed = True
+        return self._status()
+
+    def _status(self) -> dict:
+        status: dict[Hashable, Any] = {}
+        for node, reason in self.fixed.items():
+            root = self.find(node)
+            if reason is None:
+                status[root] = None
+            elif status.get(root, []) is not None:
+                reasons = status.setdefault(root, [])
+                if reason not in reasons:
+                    reasons.append(reason)
+        return status
+
+
+def _join_axes(groups: Groups, a, i: int, b, j: int) -> None:
+    """Joins axis i of a with axis j of b when both are arrays of one size above 1."""
+    if _is_var(a) and _is_var(b):
+        if _shape(a)[i] == _shape(b)[j] and _shape(a)[i] > 1:
+            groups.join((a, i), (b, j))
+
+
+def _fix_all(groups: Groups, variables: Iterable, reason: str | None = None) -> None:
+    for v in variables:
+        if _is_var(v):
+            for axis in range(len(_shape(v))):
+                groups.fix((v, axis), reason)
+
+
+def _reshape_blocks(in_shape, out_shape) -> list[tuple[list[int], list[int]]]:
+    """The reshape's blocks: (input axes, output axes) whose sizes multiply to the same number,
+    smallest first, ignoring axes of size 1."""
+    ins = [i for i, d in enumerate(in_shape) if d != 1]
+    outs = [o for o, d in enumerate(out_shape) if d != 1]
+    blocks = []
+    i = o = 0
+    while i < len(ins) and o < len(outs):
+        block_in, block_out = [ins[i]], [outs[o]]
+        size_in, size_out = in_shape[ins[i]], out_shape[outs[o]]
+        i, o = i + 1, o + 1
+        while size_in != size_out:
+            if size_in < size_out:
+                block_in.append(ins[i])
+                size_in *= in_shape[ins[i]]
+                i += 1
+            else:
+                block_out.append(outs[o])
+                size_out *= out_shape[outs[o]]
+                o += 1
+        blocks.append((block_in, block_out))
+    return blocks
+
+
+def describe(eqn) -> str:
+    shapes = ", ".join(str(_shape(v)) for v in eqn.invars if _is_var(v))
+    return f"{eqn.primitive.name}({shapes})"
+
+
+def _call_body(eqn):
+    """``(jaxpr, consts)`` of a call equation's body, or None for any other equation."""
+    param = CALLS.get(eqn.primitive.name)
+    if param is None or param not in eqn.params:
+        return None
+    body = eqn.params[param]
+    return getattr(body, "jaxpr", body), list(getattr(body, "consts", ()))
+
+
+def _visit(jaxpr, groups: Groups, scope: tuple = ()) -> None:
+    """Applies the rule of every equation of ``jaxpr`` (recursing into calls); its variables
+    are told apart from other calls of it by ``scope``."""
+    for index, eqn in enumerate(jaxpr.eqns):
+        name, params = eqn.primitive.name, eqn.params
+        ins, outs = _scoped(scope, eqn.invars), _scoped(scope, eqn.outvars)
+        if any(_is_var(v) and v in groups.data for v in ins):
+            groups.data.update(outs)
+        for v in outs:
+            groups.producer[v] = (name, params, ins)
+        call = _call_body(eqn)
+        if call is not None:
+            inner, _ = call
+            inner_scope = (*scope, index)
+            _fix_all(groups, _scoped(inner_scope, inner.constvars))
+            inner_ins = _scoped(inner_scope, inner.invars)
+            for outer, inner_var in zip(ins[len(ins) - len(inner_ins):], inner_ins):
+                if _is_var(outer) and outer in groups.data:
+                    groups.data.add(inner_var)
+                for axis in range(len(_shape(inner_var))):
+                    _join_axes(groups, outer, axis, inner_var, axis)
+            _visit(inner, groups, inner_scope)
+            for inner_var, outer in zip(_scoped(inner_scope, inner.outvars), outs):
+                for axis in range(len(_shape(outer))):
+                    _join_axes(groups, inner_var, axis, outer, axis)
+            continue
+        if name in ELEMENTWISE:
+            (out,) = outs
+            for v in ins:
+                if _is_var(v) and len(_shape(v)) == len(_shape(out)):
+                    for axis in range(len(_shape(out))):
+                        _join_axes(groups, v, axis, out, axis)
+        elif name == "broadcast_in_dim":
+            for j, axis in enumerate(params["broadcast_dimensions"]):
+                _join_axes(groups, ins[0], j, outs[0], axis)
+        elif name == "reshape":
+            _reshape(ins[0], outs[0], groups)
+        elif name == "concatenate":
+            _concatenate(ins, outs[0], params["dimension"], groups)
+        elif name == "squeeze":
+            kept = [a for a in range(len(_shape(ins[0]))) if a not in params["dimensions"]]
+            for o, i in enumerate(kept):
+                _join_axes(groups, ins[0], i, outs[0], o)
+        elif name == "transpose":
+            for o, i in enumerate(params["permutation"]):
+                _join_axes(groups, ins[0], i, outs[0], o)
+        elif name in REDUCTIONS:
+            kept = [a for a in range(len(_shape(ins[0]))) if a not in params["axes"]]
+            for o, i in enumerate(kept):
+                _join_axes(groups, ins[0], i, outs[0], o)
+        elif name in WINDOWS:
+            _window(eqn, ins, outs, groups)
+        elif name == "dot_general":
+            _dot_general(eqn, ins, outs, groups)
+        elif name == "conv_general_dilated":
+            _conv(eqn, ins, outs, groups)
+        elif name in SOURCES:
+            _fix_all(groups, outs)
+        else:  # not understood: nothing it touches may be permuted
+            _fix_all(groups, [*ins, *outs], describe(eqn))
+
+
+def _reshape(x, out, groups: Groups) -> None:
+    for block_in, block_out in _reshape_blocks(_shape(x), _shape(out)):
+        if len(block_in) == len(block_out) == 1:
+            _join_axes(groups, x, block_in[0], out, block_out[0])
+        elif len(block_in) == 1:
+            groups.split((x, block_in[0]), Split("factors", tuple((out, o) for o in block_out)))
+        elif len(block_out) == 1:
+            groups.split((out, block_out[0]), Split("factors", tuple((x, i) for i in block_in)))
+        else:
+            reason = f"reshape {_shape(x)} -> {_shape(out)}"
+            ins, outs = [(x, a) for a in block_in], [(out, a) for a in block_out]
+            for node in ins + outs:
+                groups.fix(node, reason)
+            groups.regroupings.append((ins, outs))
+
+
+def _concatenate(ins, out, dimension: int, groups: Groups) -> None:
+    for axis in range(len(_shape(out))):
+        if axis != dimension:
+            for v in ins:
+                _join_axes(groups, v, axis, out, axis)
+    parts = []
+    for v in ins:
+        if not _is_var(v):  # a literal block: never permuted
+            groups.fix((out, dimension), f"concatenate with a constant {_shape(v)}")
+            return
+        parts.append((v, dimension))
+    groups.split((out, dimension), Split("segments", tuple(parts)))
+
+
+def _window(eqn, ins, outs, groups: Groups) -> None:
+    """Pooling: axes with a trivial window keep their place; windowed axes are fixed."""
+    params = eqn.params
+    x, out = ins[0], outs[0]
+    strides = params.get("window_strides", (1,) * len(_shape(x)))
+    padding = params.get("padding", ((0, 0),) * len(_shape(x)))
+    for axis, (width, stride, pad) in enumerate(zip(params["window_dimensions"], strides,
+                                                    padding)):
+        if width == 1 and stride == 1 and tuple(pad) == (0, 0):
+            _join_axes(groups, x, axis, out, axis)
+        else:
+            groups.fix((x, axis))
+            groups.fix((out, axis))
+
+
+def _site(groups: Groups, v, axis: int) -> None:
+    """Records axis ``axis`` of ``v`` as an activation site when ``v`` depends on the data."""
+    if _is_var(v) and v in groups.data and _shape(v)[axis] > 1:
+        groups.sites.append((v, axis))
+
+
+def _dot_general(eqn, ins, outs, groups: Groups) -> None:
+    lhs, rhs = ins
+    (out,) = outs
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    for i, j in zip(lc, rc):
+        _join_axes(groups, lhs, i, rhs, j)
+        _site(groups, lhs, i)
+        _site(groups, rhs, j)
+    for k, (i, j) in enumerate(zip(lb, rb)):
+        _join_axes(groups, lhs, i, out, k)
+        _join_axes(groups, rhs, j, out, k)
+    lhs_free = [d for d in range(len(_shape(lhs))) if d not in (*lc, *lb)]
+    rhs_free = [d for d in range(len(_shape(rhs))) if d not in (*rc, *rb)]
+    for k, d in enumerate(lhs_free):
+        _join_axes(groups, lhs, d, out, len(lb) + k)
+    for k, d in enumerate(rhs_free):
+        _join_axes(groups, rhs, d, out, len(lb) + len(lhs_free) + k)
+
+
+def _conv(eqn, ins, outs, groups: Groups) -> None:
+    lhs, rhs = ins
+    (out,) = outs
+    numbers = eqn.params["dimension_numbers"]
+    lhs_spec, rhs_spec, out_spec = numbers.lhs_spec, numbers.rhs_spec, numbers.out_spec
+    for v, spec in ((lhs, lhs_spec), (rhs, rhs_spec), (out, out_spec)):
+        for axis in spec[2:]:  # spatial axes
+            groups.fix((v, axis))
+    _join_axes(groups, lhs, lhs_spec[0], out, out_spec[0])
+    if eqn.params["feature_group_count"] != 1 or eqn.params["batch_group_count"] != 1:
+        reason = f"grouped convolution {describe(eqn)}"
+        for v, axes in ((lhs, lhs_spec[1:2]), (rhs, rhs_spec[:2]), (out, out_spec[1:2])):
+            for axis in axes:
+                groups.fix((v, axis), reason)
+        return
+    _join_axes(groups, lhs, lhs_spec[1], rhs, rhs_spec[1])
+    _join_axes(groups, rhs, rhs_spec[0], out, out_spec[1])
+    _site(groups, lhs, lhs_spec[1])
+
+
+#: Ops an activation site is followed back through: they drop positions (pooling, spatial
+#: means) or rescale by a constant, never mixing units, so the units before them are the
+#: same units seen at more positions.
+_POOLING = WINDOWS | {"reduce_sum", "reduce_max", "reduce_min", "convert_element_type"}
+
+
+def _before_pooling(groups: Groups, node):
+    """``node`` followed back through pooling, spatial reductions and division or
+    multiplication by a scalar constant."""
+    while True:
+        v, axis = node
+        name, params, ins = groups.producer.get(v, (None, None, None))
+        if name in REDUCTIONS and name in _POOLING:
+            kept = [a for a in range(len(_shape(ins[0]))) if a not in params["axes"]]
+            node = (ins[0], kept[axis])
+        elif name in _POOLING and len(_shape(ins[0])) == len(_shape(v)):
+            node = (ins[0], axis)
+        elif name in ("div", "mul") and len(ins) == 2 and any(
+                not _is_var(x) or _shape(x) == () for x in ins):
+            node = next((x, axis) for x in ins if _is_var(x) and _shape(x) == _shape(v))
+        else:
+            return node
+        if not _is_var(node[0]) or node[0] not in groups.data:
+            return (v, axis)
+
+
+@dataclasses.dataclass
+class Trace:
+    """A traced forward pass: the closed jaxpr, the leaf paths of the variables (in the order
+    of the jaxpr's first inputs), their scoped input variables, and the axis groups."""
+
+    closed: Any
+    names: list[str]
+    weights: list
+    groups: Groups
+
+    def weight_node(self, path: str, axis: int):
+        """The group of axis ``axis`` of the leaf at ``path``."""
+        return self.groups.find((self.weights[self.names.index(path)], axis))
+
+    def sites(self) -> dict[Hashable, list[tuple]]:
+        """Activation sites per group: root → ``[(index, var, axis, kind, sizes, k)]``: the
+        site's place in forward order, the scoped variable, its axis, how the axis is made (``kind`` and the ``sizes`` of its parts as in
+        :class:`mmc_jax.permute.Blocks`; ``None`` and ``(n,)`` when it is not split) and which
+        part the group is. Each site once, in forward order."""
+        out: dict[Hashable, list] = {}
+        seen = set()
+        for index, node in enumerate(self.groups.sites):
+            v, axis = _before_pooling(self.groups, node)
+            if (v, axis) in seen:
+                continue
+            seen.add((v, axis))
+            kind, leaves = self.groups.layout((v, axis))
+            if kind == "mixed":
+                continue
+            sizes = tuple(size(p) for p in leaves)
+            for k, leaf in enumerate(leaves):
+                out.setdefault(leaf, []).append((index, v, axis, kind, sizes, k))
+        return out
+
+
+def trace_model(apply_fn: Callable, variables: Mapping[str, Any], *example_args,
+                **apply_kwargs) -> Trace:
+    """Traces ``apply_fn(variables, *example_args, **apply_kwargs)`` and groups its axes."""
+    flat = jax.tree_util.tree_flatten_with_path(variables)[0]
+    names = [_path(keys) for keys, _ in flat]
+    closed = jax.make_jaxpr(lambda v, *args: apply_fn(v, *args, **apply_kwargs))(
+        variables, *example_args)
+    jaxpr = closed.jaxpr
+    groups = Groups()
+    weights = _scoped((), jaxpr.invars[:len(names)])
+    inputs = _scoped((), jaxpr.invars[len(names):])
+    groups.data.update(inputs)
+    _fix_all(groups, inputs)
+    _fix_all(groups, _scoped((), jaxpr.outvars))
+    _fix_all(groups, _scoped((), jaxpr.constvars))
+    _visit(jaxpr, groups)
+    return Trace(closed, names, weights, groups)
+
+
+def evaluate(trace: Trace, wanted: Iterable) -> Callable:
+    """A function ``(variables, *args) → [array of each wanted scoped variable]`` that runs the
+    traced computation on other variables and inputs of the same shapes (jit it)."""
+    wanted = list(wanted)
+    scopes = {v[0][:k] for v in wanted for k in range(len(v[0]) + 1)}
+
+    def run(variables, *args):
+        captured: dict = {}
+        flat = jax.tree_util.tree_leaves((variables, args))
+        _evaluate(trace.closed.jaxpr, trace.closed.consts, flat, (), scopes, captured)
+        return [captured[v] for v in wanted]
+
+    return run
+
+
+def _evaluate(jaxpr, consts, args, scope: tuple, scopes: set, captured: dict) -> list:
+    """``jax.core.eval_jaxpr`` that also records every variable of ``jaxpr`` (and of the calls
+    whose scope leads to a wanted one) under its scoped name."""
+    env = {}
+
+    def read(v):
+        return v.val if isinstance(v, jcore.Literal) else env[v]
+
+    def write(v, x):
+        if not isinstance(v, jcore.DropVar):
+            env[v] = x
+            captured[(scope, v)] = x
+
+    for v, x in zip(jaxpr.constvars, consts):
+        write(v, x)
+    for v, x in zip(jaxpr.invars, args):
+        write(v, x)
+    for index, eqn in enumerate(jaxpr.eqns):
+        values = [read(v) for v in eqn.invars]
+        call = _call_body(eqn)
+        if call is not None and (*scope, index) in scopes:
+            inner, inner_consts = call
+            outs = _evaluate(inner, inner_consts, values[len(values) - len(inner.invars):],
+                             (*scope, index), scopes, captured)
+        else:
+            with eqn.ctx.manager:
+                outs = eqn.primitive.bind(*values,
+                                          **eqn.primitive.get_bind_params(eqn.params))
+            if not eqn.primitive.multiple_results:
+                outs = [outs]
+        for v, x in zip(eqn.outvars, outs):
+            write(v, x)
+    return [read(v) for v in jaxpr.outvars]
