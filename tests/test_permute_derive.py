@@ -147,6 +147,19 @@ def test_split_axes_get_blocks_of_permutations():
         permute.Blocks("factors", (8, 8, 7), (None, None, "P_mix")), "P_fc")
 
 
+@pytest.mark.parametrize("module,stream", [(TinyViT(), "P_patchify"), (PreActBlocks(), "P_stem")],
+                         ids=["TinyViT", "PreActBlocks"])
+def test_residual_streams_can_stay_unpermuted(module, stream):
+    x, variables = _setup(module)
+    full = permute.derive_spec(module.apply, variables, x)
+    spec = permute.derive_spec(module.apply, variables, x, residual_stream=False)
+    assert stream in full.sizes and set(spec.sizes) == set(full.sizes) - {stream}
+    rng = np.random.default_rng(2)
+    perm = {name: jnp.asarray(rng.permutation(n)) for name, n in spec.sizes.items()}
+    chex.assert_trees_all_close(module.apply(permute.apply(spec, perm, variables), x),
+                                module.apply(variables, x), atol=1e-5)
+
+
 def test_blocks_are_validated():
     x, variables = _setup(GroupNormNet())
     spec = permute.derive_spec(GroupNormNet().apply, variables, x)

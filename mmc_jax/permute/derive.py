@@ -17,7 +17,8 @@ from mmc_jax.permute.trace import Trace, _shape, size, trace_model
 
 
 def derive_spec(apply_fn: Callable, variables: Mapping[str, Any], *example_args,
-                strict: bool = False, **apply_kwargs) -> PermutationSpec:
+                strict: bool = False, residual_stream: bool = True,
+                **apply_kwargs) -> PermutationSpec:
     """The permutation spec of any model, derived from its traced forward pass.
 
     Args:
@@ -27,6 +28,9 @@ def derive_spec(apply_fn: Callable, variables: Mapping[str, Any], *example_args,
         an entry in the spec.
       *example_args: example inputs (only their shapes and dtypes matter).
       strict: raise on an op the rules do not cover instead of fixing the axes it touches.
+      residual_stream: permute the residual streams (the units that residual additions
+        ``x + f(x)`` join); ``False`` leaves them as they are and permutes only the units
+        inside the branches, as some work finds identity streams merge better.
       **apply_kwargs: keyword arguments of the call, e.g. ``train=False``.
 
     Returns:
@@ -38,15 +42,19 @@ def derive_spec(apply_fn: Callable, variables: Mapping[str, Any], *example_args,
       InputError: with ``strict=True``, naming the unsupported op and the leaves it touches.
     """
     trace = trace_model(apply_fn, variables, *example_args, **apply_kwargs)
-    return spec_of(trace, variables, strict)
+    return spec_of(trace, variables, strict, residual_stream)
 
 
-def spec_of(trace: Trace, variables: Mapping[str, Any], strict: bool = False
-            ) -> PermutationSpec:
+def spec_of(trace: Trace, variables: Mapping[str, Any], strict: bool = False,
+            residual_stream: bool = True) -> PermutationSpec:
     """The spec of a traced model (see :func:`derive_spec`)."""
     groups = trace.groups
+    if not residual_stream:
+        for node in groups.residual:
+            groups.fix(node)
     status = groups.settle()
     sizes_of = {name: _shape(v) for name, v in zip(trace.names, trace.weights)}
+    first_use = trace.first_use()
     weight_nodes = {(v, axis) for v in trace.weights for axis in range(len(_shape(v)))}
     # Groups that hold an activation axis: a weight axis joined to nothing else (an unused
     # leaf, a kernel's spatial axis) is no symmetry.
@@ -88,7 +96,7 @@ def spec_of(trace: Trace, variables: Mapping[str, Any], strict: bool = False
             continue
         kind, parts = groups.layout(root)
         if kind is None:
-            entry = name_of(root, _name(entries, sizes_of))
+            entry = name_of(root, _name(entries, sizes_of, first_use))
             acting = [entry]
         elif kind == "mixed":
             reason = "reshape of a concatenated axis"
@@ -99,8 +107,9 @@ def spec_of(trace: Trace, variables: Mapping[str, Any], strict: bool = False
                 unsupported.append(reason)
             continue
         else:
-            base = _name(entries, sizes_of)
-            perms = [name_of(part, _name(members[part], sizes_of) if part in members
+            base = _name(entries, sizes_of, first_use)
+            perms = [name_of(part, _name(members[part], sizes_of, first_use)
+                             if part in members
                              else f"{base}.{k}")
                      if free(part, entries) and parts.count(part) == 1 else None
                      for k, part in enumerate(parts)]
@@ -119,9 +128,12 @@ def spec_of(trace: Trace, variables: Mapping[str, Any], strict: bool = False
     return spec
 
 
-def _name(entries, sizes_of) -> str:
-    """``P_<module>``: the module of the first leaf whose last axis the group holds (the
-    layer writing the units), else of the first leaf."""
-    writer = next((n for n, a in entries if a == len(sizes_of[n]) - 1), entries[0][0])
-    parts = writer.split("/")
-    return f"P_{'/'.join(parts[1:-1]) or parts[-1]}"
+def _name(entries, sizes_of, first_use) -> str:
+    """``P_<module>``: the module of the first leaf in forward order whose last axis the
+    group holds (the layer writing the units); ``P_<module>@<axis>`` when no leaf has it last
+    (attention's heads, axis 1 of the query kernel)."""
+    leaf, axis = min(entries, key=lambda e: (e[1] != len(sizes_of[e[0]]) - 1,
+                                             first_use.get(e[0], len(first_use)), e[0]))
+    parts = leaf.split("/")
+    name = f"P_{'/'.join(parts[1:-1]) or parts[-1]}"
+    return name if axis == len(sizes_of[leaf]) - 1 else f"{name}@{axis}"

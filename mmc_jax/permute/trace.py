@@ -123,6 +123,8 @@ class Groups:
         self.splits: dict[Hashable, Split] = {}
         self.data: set = set()
         self.sites: list = []
+        #: axes of residual additions (:func:`_mark_residual`).
+        self.residual: list = []
         #: the equation that produced each variable: (primitive name, params, ins).
         self.producer: dict[Hashable, tuple] = {}
         #: reshapes that regroup axes in an unsupported way: (input axes, output axes).
@@ -295,6 +297,8 @@ def _visit(jaxpr, groups: Groups, scope: tuple = ()) -> None:
                 for axis in range(len(_shape(outer))):
                     _join_axes(groups, inner_var, axis, outer, axis)
             continue
+        if name == "add":
+            _mark_residual(ins, groups)
         if name in ELEMENTWISE:
             (out,) = outs
             for v in ins:
@@ -329,6 +333,17 @@ def _visit(jaxpr, groups: Groups, scope: tuple = ()) -> None:
             _fix_all(groups, outs)
         else:  # not understood: nothing it touches may be permuted
             _fix_all(groups, [*ins, *outs], describe(eqn))
+
+
+def _mark_residual(ins, groups: Groups) -> None:
+    """An addition of two data-dependent arrays whose axes are not yet in one group joins two
+    computations into a residual stream (``x + f(x)``); unlike ``x + 0.04 * x ** 3`` inside
+    GELU, whose operands are already one group."""
+    if len(ins) == 2 and all(_is_var(v) and v in groups.data for v in ins):
+        a, b = ins
+        if _shape(a) == _shape(b):
+            groups.residual += [(a, axis) for axis in range(len(_shape(a)))
+                                if groups.find((a, axis)) != groups.find((b, axis))]
 
 
 def _reshape(x, out, groups: Groups) -> None:
@@ -456,6 +471,16 @@ class Trace:
     names: list[str]
     weights: list
     groups: Groups
+
+    def first_use(self) -> dict[str, int]:
+        """Leaf path → index of the first top-level equation reading it (forward order)."""
+        index_of = {v: i for i, v in zip(self.names, self.weights)}
+        first: dict[str, int] = {}
+        for index, eqn in enumerate(self.closed.jaxpr.eqns):
+            for v in _scoped((), eqn.invars):
+                if _is_var(v) and v in index_of:
+                    first.setdefault(index_of[v], index)
+        return first
 
     def weight_node(self, path: str, axis: int):
         """The group of axis ``axis`` of the leaf at ``path``."""
