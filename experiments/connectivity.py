@@ -50,13 +50,16 @@ def matching_batches(config, train) -> list:
 def permutation_spec(config, model, variables, image_shape) -> permute.PermutationSpec:
     """The spec derived from the model's traced forward pass, with the hand-written layout's
     names for the library's own models (which the paper's matching needs)."""
-    if isinstance(model, (models.VGG, models.SmallCNN, models.ResNet)):
+    residual = config.permute_residual
+    library = isinstance(model, (models.VGG, models.SmallCNN, models.ResNet))
+    if library and residual:
         return permute.spec_for(model, variables, image_shape)
     if config.permutation == "paper":
         raise InputError("permutation 'paper' reproduces the paper code on its models (VGG, "
-                         f"SmallCNN, ResNet); use weight, activation or greedy for "
-                         f"{type(model).__name__}")
-    spec = permute.derive_spec(as_apply(model), variables, jnp.zeros((1, *image_shape)))
+                         "SmallCNN, ResNet) with their residual streams permuted; use weight, "
+                         f"activation or greedy for {type(model).__name__}")
+    spec = permute.derive_spec(as_apply(model), variables, jnp.zeros((1, *image_shape)),
+                               residual_stream=residual)
     if spec.unsupported:
         print(f"note: ops outside the permutation rules leave some axes unpermuted: "
               f"{', '.join(spec.unsupported)}")
@@ -137,7 +140,9 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
         key=jax.random.PRNGKey(config.seed))
     summary = {**result.to_json(kind), "model_a": str(model_a), "model_b": str(model_b),
                "bn": config.bn, "permutation": config.permutation if kind ==
-               "permuted_linear" else None, "chunk_size": result.chunk_size,
+               "permuted_linear" else None,
+               "permute_residual": config.permute_residual if kind == "permuted_linear"
+               else None, "chunk_size": result.chunk_size,
                "memory_gib": None if result.memory_bytes is None
                else round(result.memory_bytes / 2**30, 3)}
     io.write_json(workdir / "results.json", summary)

@@ -55,14 +55,17 @@ def test_user_model_in_train_connectivity_and_cbft(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((tmp_path / "cbft" / "results.json").read_text())
     assert out["model"] == EXAMPLE and set(out["methods"]) == {"cue_model", "lpft", "cbft"}
-    # θ_NC (experiments.train) to the CBFT model, aligned by a derived permutation spec.
+    # θ_NC (experiments.train) to the CBFT model, aligned by activation matching on a derived
+    # permutation spec.
     result = _run("connectivity", f"--model_a={tmp_path / 'nc'}",
                   f"--model_b={tmp_path / 'cbft' / 'seed_0' / 'cbft'}", "--path=permuted_linear",
+                  "--config.permutation=activation", "--config.permute_residual=False",
                   "--config.num_points=3", "--config.num_eval=100", "--config.bn_batches=2",
                   "--config.batch_size=100", f"--workdir={tmp_path / 'line'}")
     assert result.returncode == 0, result.stderr[-3000:]
     line = json.loads((tmp_path / "line" / "results.json").read_text())
-    assert line["permutation"] == "weight" and len(line["conditions"]["cue"]["acc"]) == 3
+    assert line["permutation"] == "activation" and not line["permute_residual"]
+    assert len(line["conditions"]["cue"]["acc"]) == 3
     # A model without penultimate features is refused before any training.
     result = _run("cbft", "--config.cue_model.model=tests.user_models:no_features", *cbft,
                   f"--workdir={tmp_path / 'refused'}")

@@ -37,6 +37,7 @@ def get_config(arg: str = ""):
     # permuted_linear: weight (Git Re-Basin weight matching, default) | activation | greedy |
     # paper (the paper code's greedy per-layer activation matching, solved per batch)
     config.permutation = "weight"
+    config.permute_residual = True   # False: residual streams stay unpermuted (branches only)
     config.match_batches = 0         # activation matching batches (0: 10; paper: 91)
     config.match_batch_size = 0      # their size (0: batch_size; paper: 128, shuffled)
     # Quadratic path: midpoint training (the paper code's defaults).
