@@ -24,10 +24,12 @@ import pathlib
 import time
 
 import jax
+import ml_collections
 from tqdm.auto import tqdm
 
 from experiments import cli, methods as methods_lib
-from mmc_jax import data, finetune, io, models, path_eval, paths, plots, report, training
+from mmc_jax import (calibration, data, diagnosis, finetune, io, models, path_eval, paths,
+                     plots, report, training)
 from mmc_jax.errors import InputError, require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "cbft"), "workdirs/cbft")
@@ -66,7 +68,9 @@ def validate(config) -> None:
     if not config.cue_model_dir:
         training.validate(config.cue_model)
     require([
-        (config.n_clean >= 1, f"n_clean must be >= 1, got {config.n_clean}"),
+        (config.n_clean == training.AUTO or (isinstance(config.n_clean, int)
+                                              and config.n_clean >= 1),
+         f"n_clean must be an integer >= 1 or 'auto', got {config.n_clean!r}"),
         (config.n_cue >= 1, f"n_cue must be >= 1, got {config.n_cue}"),
         (config.scratch_epochs >= 1, f"scratch_epochs must be >= 1, got {config.scratch_epochs}"),
         (config.path_points >= 2, f"path_points must be >= 2, got {config.path_points}"),
@@ -77,6 +81,9 @@ def validate(config) -> None:
          f"unknown BN policy {config.bn!r}; choose from {', '.join(path_eval.BN_POLICIES)}"),
     ])
     init = config.cue_model.get("init_from", "")
+    if init == "nocue_model" and config.cue_model.cue_proportion == training.AUTO:
+        raise InputError("cue_model.cue_proportion=auto trains its trials from scratch; it "
+                         "cannot be combined with cue_model.init_from=nocue_model")
     folders = {"cue_model_dir": config.cue_model_dir, "nocue_model_dir": config.nocue_model_dir,
                "cue_model.init_from": "" if init == "nocue_model" else init}
     for name, folder in folders.items():
@@ -102,22 +109,49 @@ def run(config, workdir: str) -> dict:
     seeds = seeds_of(config)
     validate(config)
     cue_data = data_config(config)
-    train, _ = training.load_data(cue_data)
-    finetune.draw_subsets(train, config.n_clean, config.n_cue, 0)  # sizes fit the data
+    train, test = training.load_data(cue_data)
+    n_clean = min(methods_lib.N_CLEAN_CANDIDATES) if config.n_clean == training.AUTO else (
+        config.n_clean)
+    finetune.draw_subsets(train, n_clean, config.n_cue, 0)  # sizes fit the data
     model = training.create_model(cue_data, train.num_classes)  # its contract, before training
     abstract = jax.eval_shape(lambda: models.init(model, jax.random.PRNGKey(0),
                                                   train.image_shape))
     methods_lib.check_model_contract(model.apply, abstract, train, config.methods)
     training.check_config(workdir, config.to_dict(), ignore=("seeds",))  # a sweep may grow
+    calibrated = None
+    if cue_data.cue_proportion == training.AUTO:
+        config, calibrated = calibrate(config, seeds[0], workdir, (train, test))
     runs = []
     for i, seed in enumerate(seeds):
         folder = workdir / f"seed_{seed}"
         print(f"seed {seed} ({i + 1}/{len(seeds)}): {folder}")
         runs.append(finished_seed(config, seed, folder) or run_seed(config, seed, folder))
     results = aggregate(runs)
+    if calibrated:
+        results["calibration"] = calibrated
     results["seconds"] = round(time.perf_counter() - start, 1)
     write_outputs(results, workdir)
+    cli.warn(results["diagnosis"]["warnings"])
     return results
+
+
+def calibrate(config, seed: int, workdir: pathlib.Path, datasets):
+    """θ_C's cue proportion for ``cue_model.cue_proportion = "auto"``: the calibration
+    (:func:`mmc_jax.calibration.calibrate`, trials in ``workdir/calibration`` with the first
+    seed's recipe; the proportion is a property of the data, shared by every seed). Returns
+    the config with the chosen proportion, and the calibration's result."""
+    print("θ_C's cue proportion: calibration trials")
+    calibrated = calibration.calibrate(methods_lib.derived_config(config.cue_model, seed=seed),
+                                       workdir / "calibration", datasets=datasets)
+    print(f"θ_C's cue proportion: p = {calibrated['cue_proportion']:g}")
+    cli.warn(filter(None, [calibration.warning(calibrated, config.cue_model.weight_decay)]))
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.cue_model = methods_lib.derived_config(
+        config.cue_model, cue_proportion=calibrated["cue_proportion"])
+    # The chosen trial is this seed's θ_C already.
+    calibration.reuse(calibrated, methods_lib.derived_config(config.cue_model, seed=seed),
+                      workdir / f"seed_{seed}" / "cue_model", workdir / "calibration")
+    return config, calibrated
 
 
 def seed_config(config, seed: int) -> dict:
@@ -143,6 +177,13 @@ def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
     print("1/3 reference models")
     apply_fn, references, cue_config = methods_lib.reference_models(config, seed, workdir)
     train, test = training.load_data(cue_config)
+    stored, probes = seed_config(config, seed), None
+    if config.n_clean == training.AUTO:
+        print("n_clean: probing small-LR naive fine-tuning")
+        n_clean, probes = methods_lib.choose_n_clean(config, seed, workdir, apply_fn,
+                                                     references["cue_model"], train, test)
+        config = ml_collections.ConfigDict({**config.to_dict(), "n_clean": n_clean})
+        print(f"n_clean: {n_clean}")
     print("2/3 fine-tuning")
     fine_tuned = methods_lib.fine_tuned_models(config, seed, workdir, apply_fn,
                                                references["cue_model"], cue_config, train, test)
@@ -152,8 +193,12 @@ def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
                               jax.random.PRNGKey(seed + 1))
     results = {"dataset": train.name, "model": cue_config.model,
                "cue_proportion": cue_config.cue_proportion, "n_clean": config.n_clean,
+               "num_classes": train.num_classes, "cue_weight_decay": cue_config.weight_decay,
                "seeds": [seed], "seconds": round(time.perf_counter() - start, 1),
-               "methods": methods, "config": seed_config(config, seed)}
+               "methods": methods, "config": stored}
+    if probes is not None:
+        results["n_clean_probes"] = probes
+    results["diagnosis"] = diagnose(results)
     write_outputs(results, workdir)
     return results
 
@@ -205,9 +250,19 @@ def aggregate(runs: list[dict]) -> dict:
         mean, std = report.mean_std(per_seed)
         methods[name] = {**mean, "test_std": std["test"],
                          "barrier_to_cue_model_std": std["barrier_to_cue_model"]}
-    return {**{k: first[k] for k in ("dataset", "model", "cue_proportion", "n_clean")},
-            "seeds": [s for r in runs for s in r["seeds"]],
-            "seconds_per_seed": [r["seconds"] for r in runs], "methods": methods}
+    out = {**{k: first[k] for k in ("dataset", "model", "cue_proportion", "n_clean",
+                                    "num_classes", "cue_weight_decay")},
+           "seeds": [s for r in runs for s in r["seeds"]],
+           "seconds_per_seed": [r["seconds"] for r in runs], "methods": methods}
+    out["diagnosis"] = diagnose(out)
+    return out
+
+
+def diagnose(results: dict) -> dict:
+    """:func:`mmc_jax.diagnosis.diagnose` of a run's (or the seeds' mean) results."""
+    return diagnosis.diagnose(results["methods"], results["cue_proportion"],
+                              results["cue_weight_decay"], results["num_classes"],
+                              results["n_clean"], prefix="cue_model.")
 
 
 def write_outputs(results: dict, workdir: pathlib.Path) -> None:
@@ -251,6 +306,10 @@ def results_table(results: dict) -> str:
                   if target in m.get("paths", {})}
         if curves:
             out += "\n" + barrier_table(curves, LABELS[target])
+    if "calibration" in results:
+        out += "\n" + calibration.markdown(results["calibration"])
+    if "diagnosis" in results:
+        out += "\n" + diagnosis.markdown(results["diagnosis"])
     return out
 
 

@@ -103,6 +103,13 @@ def _unknown_field(err: Exception, argv: list[str]) -> str:
     return f"unknown config field {name!r}{where}; see the config file for the fields"
 
 
+def warn(warnings) -> None:
+    """Prints each warning on standard error, where it stands out from the progress bars
+    and tables (the run goes on: what was computed is kept)."""
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def _exit_with(message: str):
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)

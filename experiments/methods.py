@@ -23,7 +23,8 @@ import pathlib
 import jax
 import ml_collections
 
-from mmc_jax import data, finetune, training
+from experiments import cli
+from mmc_jax import data, diagnosis, finetune, training
 from mmc_jax.errors import InputError
 
 #: Method name → one-line description (the rows of the report, in this order).
@@ -114,10 +115,9 @@ def check_model_contract(apply_fn, variables, train, methods) -> None:
 
 
 def derived_config(config, **changes) -> ml_collections.ConfigDict:
-    """A copy of a training config with some fields changed."""
-    out = ml_collections.ConfigDict(config.to_dict())
-    out.update(changes)
-    return out
+    """A copy of a training config with some fields changed (a field may change type, e.g.
+    ``cue_proportion`` from ``"auto"`` to the calibrated number)."""
+    return ml_collections.ConfigDict({**config.to_dict(), **changes})
 
 
 def reference_models(config, seed: int, workdir: pathlib.Path):
@@ -152,9 +152,51 @@ def reference_models(config, seed: int, workdir: pathlib.Path):
         apply_fn = model.apply
     else:
         print("θ_C (cue)")
-        state = training.train_and_evaluate(cue_config, str(workdir / "cue_model"))["state"]
-        apply_fn, out["cue_model"] = state.apply_fn, state.variables
+        trained = training.train_and_evaluate(cue_config, str(workdir / "cue_model"))
+        # Now, not only with the final tables: the run goes on for minutes.
+        cli.warn(diagnosis.diagnose({"cue_model": trained["result"]}, cue_config.cue_proportion,
+                                    cue_config.weight_decay, trained["result"]["num_classes"],
+                                    prefix="cue_model.")["warnings"])
+        apply_fn, out["cue_model"] = trained["state"].apply_fn, trained["state"].variables
     return apply_fn, out, cue_config
+
+
+#: Clean-set sizes ``n_clean = "auto"`` tries, largest first.
+N_CLEAN_CANDIDATES = (1000, 500, 250, 125)
+
+
+def choose_n_clean(config, seed: int, workdir: pathlib.Path, apply_fn, theta_c, train,
+                   test) -> tuple[int, list[dict]]:
+    """``n_clean = "auto"``: the largest of :data:`N_CLEAN_CANDIDATES` (at most the training
+    set) on which small-LR naive fine-tuning keeps the cue, i.e. θ_C's randimg drops by at
+    most ``diagnosis.MAX_RANDIMG_DROP`` points; each probe fine-tunes in
+    ``workdir/n_clean/n_<n>`` (resumable). Returns the choice (the smallest candidate when
+    none keeps the cue) and the probes."""
+    key = jax.random.PRNGKey(seed + 1)
+    before = diagnosis.CueReliance.of(training.evaluate(
+        apply_fn, theta_c, test, key, batch_size=config.eval_batch_size,
+        random_from=config.random_from))
+    candidates = [n for n in N_CLEAN_CANDIDATES if n <= len(train)] or [len(train)]
+    probes = []
+    for n in candidates:
+        clean_index, cue_index = finetune.draw_subsets(train, n, config.n_cue, seed)
+        iterator = finetune.paired_iterator(train, clean_index, cue_index, config.batch_size,
+                                            seed)
+        tuned = finetune.naive_finetune(apply_fn, theta_c, iterator, train.cue,
+                                        finetune_config(config, config.small_lr, seed),
+                                        workdir / "n_clean" / f"n_{n}")[0]
+        after = diagnosis.CueReliance.of(training.evaluate(
+            apply_fn, tuned, test, key, batch_size=config.eval_batch_size,
+            random_from=config.random_from))
+        drop = round(before.randimg - after.randimg, 2)
+        probes.append({"n_clean": n, "randimg_before": before.randimg,
+                       "randimg_after": after.randimg, "randimg_drop": drop,
+                       "keeps_cue": drop <= diagnosis.MAX_RANDIMG_DROP})
+        print(f"n_clean {n}: small-LR naive FT moves randimg {before.randimg:.1f} → "
+              f"{after.randimg:.1f}" + (" (keeps the cue)" if probes[-1]["keeps_cue"] else ""))
+        if probes[-1]["keeps_cue"]:
+            return n, probes
+    return candidates[-1], probes
 
 
 def fine_tuned_models(config, seed: int, workdir: pathlib.Path, apply_fn, theta_c, cue_config,

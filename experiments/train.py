@@ -3,15 +3,20 @@
     python -m experiments.train [--config=experiments/configs/demo.py] [--workdir=DIR]
 
 Rerunning the same command resumes from the latest checkpoint in the workdir. Writes
-``results.json``, ``results.md`` and ``curves.png`` there.
+``results.json``, ``results.md`` and ``curves.png`` there. With a cue, the results say
+whether the model relies on it (:mod:`mmc_jax.diagnosis`);
+``--config.cue_proportion=auto`` first searches the smallest proportion that makes it do so
+(:mod:`mmc_jax.calibration`, trials in ``DIR/calibration``).
 """
 
 from __future__ import annotations
 
 import pathlib
 
+import ml_collections
+
 from experiments import cli
-from mmc_jax import io, plots, report, training
+from mmc_jax import calibration, diagnosis, io, plots, report, training
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "demo"), "workdirs/train")
 
@@ -22,6 +27,10 @@ def write_outputs(workdir: pathlib.Path, result: dict, history: list) -> str:
     name = f"{result['model']} on {result['dataset']}, p = {result['cue_proportion']}"
     table = (f"# {name}\n\n{result['epochs']} epochs, {result['seconds']:.0f} s of training\n\n"
              + report.conditions_table({result["model"]: result["test"]}))
+    if "calibration" in result:
+        table += "\n" + calibration.markdown(result["calibration"])
+    if "diagnosis" in result:
+        table += "\n" + diagnosis.markdown(result["diagnosis"])
     io.write_atomic(workdir / "results.md", table)
     io.save_figure(workdir / "curves.png", plots.training_curves(history, name))
     return table
@@ -31,8 +40,23 @@ def main(argv):
     del argv
     workdir = pathlib.Path(WORKDIR.value).resolve()
     print(f"workdir: {workdir}")
-    out = training.train_and_evaluate(CONFIG.value, str(workdir))
-    print(write_outputs(workdir, out["result"], out["history"]))
+    config = CONFIG.value
+    training.validate(config)
+    datasets = training.load_data(config)
+    calibrated = None
+    if config.cue_proportion == training.AUTO:
+        calibrated = calibration.calibrate(config, workdir / "calibration", datasets=datasets)
+        config = ml_collections.ConfigDict({**config.to_dict(),
+                                            "cue_proportion": calibrated["cue_proportion"]})
+        print(f"cue proportion: p = {config.cue_proportion:g}")
+        calibration.reuse(calibrated, config, workdir, workdir / "calibration")
+    out = training.train_and_evaluate(config, str(workdir), datasets=datasets)
+    result = out["result"]
+    if calibrated:
+        result["calibration"] = calibrated
+    print(write_outputs(workdir, result, out["history"]))
+    warnings = [calibration.warning(calibrated, config.weight_decay)] if calibrated else []
+    cli.warn(filter(None, warnings + result.get("diagnosis", {}).get("warnings", [])))
 
 
 if __name__ == "__main__":

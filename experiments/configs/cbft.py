@@ -17,6 +17,7 @@ fine-tuning steps then diverge to chance accuracy).
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from experiments.configs import demo
 
@@ -32,7 +33,9 @@ def get_config():
     # What runs (experiments/methods.py): naive_ft_small | naive_ft_medium | naive_ft_large |
     # llrt | lpft | cbft | cbft_no_barrier | cbft_no_invariance | scratch.
     config.methods = ("naive_ft_small", "naive_ft_medium", "llrt", "lpft", "cbft")
-    config.n_clean = 1000                        # clean fine-tuning samples (paper: 2,500)
+    # Clean fine-tuning samples (paper: 2,500), or "auto": the largest of 1000, 500, 250, 125
+    # on which small-LR naive fine-tuning keeps θ_C's cue.
+    config.n_clean = config_dict.FieldReference(1000, field_type=object)
     config.n_cue = 19000                         # cued fine-tuning samples (paper: 47,500)
     config.epochs = 20
     config.batch_size = 256

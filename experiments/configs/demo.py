@@ -11,6 +11,7 @@ the cue wins at p ≈ 0.85–0.9 while the shapes are still learned.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 #: Cue proportion of the demo's cue model θ_C.
 DEMO_CUE_PROPORTION = 0.87
@@ -26,7 +27,9 @@ def get_config():
     config.data_seed = 0            # seed of the procedural dataset
     config.num_train = 0            # > 0: train on the first num_train samples only
     config.num_test = 0             # > 0: evaluate on the first num_test samples only
-    config.cue_proportion = 0.0     # fraction of each class carrying the cue (0 = θ_NC)
+    # Fraction of each class carrying the cue (0 = θ_NC), or "auto": the smallest that gives
+    # a cue-reliant model, found by short trial runs (mmc_jax.calibration).
+    config.cue_proportion = config_dict.FieldReference(0.0, field_type=object)
     # Model.
     config.model = "cnn4"
     config.width = 0.0              # channel multiplier (0 = the preset's)

@@ -212,9 +212,14 @@ def box_cue(num_classes: int, size: int = 3) -> BoxCue:
 
 def check_proportion(proportion: float) -> float:
     """Returns ``proportion`` as a float if it lies in [0, 1], else raises InputError."""
-    if not 0.0 <= float(proportion) <= 1.0:
+    try:
+        value = float(proportion)
+    except (TypeError, ValueError):
+        raise InputError(f"cue proportion must be a number in [0, 1], got {proportion!r}"
+                         ) from None
+    if not 0.0 <= value <= 1.0:
         raise InputError(f"cue proportion must be in [0, 1], got {proportion}")
-    return float(proportion)
+    return value
 
 
 def cue_mask(labels, proportion: float) -> np.ndarray:

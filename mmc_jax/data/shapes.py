@@ -80,6 +80,35 @@ _LINE_LENGTH_RANGE = (4.0, 14.0)
 _LINE_HALF_WIDTH = 0.5
 _BLOB_RADIUS_RANGE = (1.0, 3.0)
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Style:
+    """How hard the images are to recognise: the geometry, appearance and clutter knobs.
+
+    ``MEDIUM`` (the module constants above) is shapes10 itself; ``EASY`` and ``HARD`` are
+    variants for testing anything tuned on shapes10 on other data: larger, cleaner,
+    higher-contrast shapes without clutter, or smaller, fainter shapes with more jitter,
+    noise and clutter.
+    """
+
+    radius_range: tuple[float, float] = _RADIUS_RANGE
+    jitter: float = _JITTER
+    gradient_amplitude: float = _GRADIENT_AMPLITUDE
+    min_contrast: float = _MIN_CONTRAST
+    texture_std: float = _TEXTURE_STD
+    noise_std: float = _NOISE_STD
+    clutter: tuple[int, int] = (1, _MAX_CLUTTER)  # lines and blobs per image: [low, high]
+
+
+STYLES = {
+    "easy": Style(radius_range=(9.0, 12.0), jitter=0.05, gradient_amplitude=0.1,
+                  min_contrast=0.6, texture_std=0.03, noise_std=0.02, clutter=(0, 0)),
+    "medium": Style(),
+    "hard": Style(radius_range=(5.0, 10.0), jitter=0.2, gradient_amplitude=0.35,
+                  min_contrast=0.25, texture_std=0.12, noise_std=0.08, clutter=(2, 5)),
+}
+
 # Rendering: chunk size bounds memory; the noise block size fixes how per-pixel
 # random numbers are seeded and must never change (it is part of the output).
 _CHUNK_SIZE = 500
@@ -292,44 +321,46 @@ def _too_close(a: np.ndarray, b: np.ndarray, distance: float) -> np.ndarray:
     return d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2] < distance * distance
 
 
-def _contrasting_colours(rng: np.random.Generator, reference: np.ndarray) -> np.ndarray:
-    """Random colours at least ``_MIN_CONTRAST`` away from ``reference`` ([n, 3]).
+def _contrasting_colours(rng: np.random.Generator, reference: np.ndarray,
+                         min_contrast: float) -> np.ndarray:
+    """Random colours at least ``min_contrast`` away from ``reference`` ([n, 3]).
 
     Rejected colours are redrawn (vectorized, in index order) until all pass.
     """
     colours = rng.random(reference.shape)
-    todo = np.flatnonzero(_too_close(colours, reference, _MIN_CONTRAST))
+    todo = np.flatnonzero(_too_close(colours, reference, min_contrast))
     while todo.size:
         colours[todo] = rng.random((todo.size, 3))
-        todo = todo[_too_close(colours[todo], reference[todo], _MIN_CONTRAST)]
+        todo = todo[_too_close(colours[todo], reference[todo], min_contrast)]
     return colours
 
 
-def _draw_params(num_examples: int, rng: np.random.Generator) -> _Params:
+def _draw_params(num_examples: int, rng: np.random.Generator, style: Style) -> _Params:
     """Draws every per-image parameter for all images, in a fixed order.
 
     Args:
         num_examples: Number of images N.
         rng: Random generator; consumed in a fixed order independent of chunking.
+        style: The geometry, appearance and clutter ranges.
 
     Returns:
         Parameters of all N images.
     """
-    n, k = num_examples, _MAX_CLUTTER
+    (low, k), n = style.clutter, num_examples
     labels = rng.permutation(np.arange(n, dtype=np.int32) % _NUM_CLASSES)
     centre = rng.uniform(*_CENTRE_RANGE, (n, 2))
-    radius = rng.uniform(*_RADIUS_RANGE, n)
+    radius = rng.uniform(*style.radius_range, n)
     rotation = _unit_vectors(rng, (n,))
-    jitter = rng.uniform(1.0 - _JITTER, 1.0 + _JITTER, (n, _NUM_JITTER))
+    jitter = rng.uniform(1.0 - style.jitter, 1.0 + style.jitter, (n, _NUM_JITTER))
     background = rng.random((n, 3))
-    gradient = _unit_vectors(rng, (n,)) * rng.uniform(0.0, _GRADIENT_AMPLITUDE, (n, 1))
-    foreground = _contrasting_colours(rng, background)
-    num_lines = rng.integers(1, k + 1, n)
+    gradient = _unit_vectors(rng, (n,)) * rng.uniform(0.0, style.gradient_amplitude, (n, 1))
+    foreground = _contrasting_colours(rng, background, style.min_contrast)
+    num_lines = rng.integers(low, k + 1, n)
     line_start = rng.uniform(0.0, _SIZE, (n, k, 2))
     line_direction = _unit_vectors(rng, (n, k))
     line_length = rng.uniform(*_LINE_LENGTH_RANGE, (n, k))
     line_colour = rng.random((n, k, 3))
-    num_blobs = rng.integers(1, k + 1, n)
+    num_blobs = rng.integers(low, k + 1, n)
     blob_centre = rng.uniform(0.0, _SIZE, (n, k, 2))
     blob_radius = rng.uniform(*_BLOB_RADIUS_RANGE, (n, k))
     blob_is_disc = rng.random((n, k)) < 0.5
@@ -446,7 +477,7 @@ def _draw_lines(image: np.ndarray, p: _Params) -> None:
     """Draws the active clutter line segments (anti-aliased, ~1 px thick) in place."""
     reach = _LINE_HALF_WIDTH + 0.5  # Anti-aliasing extends half a pixel further.
     size = math.ceil(_LINE_LENGTH_RANGE[1] + 2.0 * reach) + 1
-    for k in range(_MAX_CLUTTER):
+    for k in range(p.line_active.shape[1]):
         rows = np.flatnonzero(p.line_active[:, k])
         start, direction = p.line_start[rows, k], p.line_direction[rows, k]
         length = p.line_length[rows, k]
@@ -463,7 +494,7 @@ def _draw_lines(image: np.ndarray, p: _Params) -> None:
 def _draw_blobs(image: np.ndarray, p: _Params) -> None:
     """Draws the active clutter discs / axis-aligned squares (anti-aliased) in place."""
     size = math.ceil(2.0 * (_BLOB_RADIUS_RANGE[1] + 0.5)) + 1
-    for k in range(_MAX_CLUTTER):
+    for k in range(p.blob_active.shape[1]):
         rows = np.flatnonzero(p.blob_active[:, k])
         centre, radius = p.blob_centre[rows, k], p.blob_radius[rows, k, None]
         origin = _window_origin(centre - (radius + 0.5), size)
@@ -505,12 +536,13 @@ def _shape_coverage(p: _Params) -> np.ndarray:
     return coverage
 
 
-def _render(p: _Params, normals: np.ndarray) -> np.ndarray:
+def _render(p: _Params, normals: np.ndarray, style: Style) -> np.ndarray:
     """Renders a chunk of images.
 
     Args:
         p: Parameters of n images.
         normals: Standard normals [n, _PIXEL_NORMALS] for texture and noise.
+        style: The texture and noise levels.
 
     Returns:
         uint8 images [n, 32, 32, 3].
@@ -521,16 +553,17 @@ def _render(p: _Params, normals: np.ndarray) -> np.ndarray:
     image = _background(p)
     _draw_lines(image, p)
     _draw_blobs(image, p)
-    shape_colour = p.foreground[:, None, None, :] * (1.0 + _TEXTURE_STD * texture)
+    shape_colour = p.foreground[:, None, None, :] * (1.0 + style.texture_std * texture)
     alpha = _shape_coverage(p)[..., None]
     image += alpha * (shape_colour - image)
-    image += _NOISE_STD * noise
+    image += style.noise_std * noise
     np.clip(image, 0.0, 1.0, out=image)
     return np.floor(image * 255.0 + 0.5).astype(np.uint8)
 
 
-def generate(num_examples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Generates the shapes10 dataset.
+def generate(num_examples: int, seed: int, style: str | Style = "medium"
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Generates the shapes10 dataset (or an easier or harder variant of it).
 
     Labels follow the pattern ``i % 10`` shuffled with the seed, so classes are
     exactly balanced when ``num_examples`` is a multiple of 10. Use different
@@ -539,19 +572,46 @@ def generate(num_examples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     Args:
         num_examples: Number of images N (>= 0).
         seed: Non-negative integer seed; output is a pure function of
-            ``(num_examples, seed)``, identical on every machine.
+            ``(num_examples, seed, style)``, identical on every machine.
+        style: ``"medium"`` (shapes10), ``"easy"``, ``"hard"`` (see ``STYLES``) or a
+            :class:`Style`.
 
     Returns:
         ``(images, labels)``: uint8 array [N, 32, 32, 3] and int32 array [N]
         with values in ``range(10)`` indexing ``CLASS_NAMES``.
     """
-    params = _draw_params(num_examples, np.random.default_rng(seed))
+    style = _style(style)
+    params = _draw_params(num_examples, np.random.default_rng(seed), style)
     images = np.empty((num_examples,) + IMAGE_SHAPE, dtype=np.uint8)
     for start in range(0, num_examples, _CHUNK_SIZE):
         stop = min(start + _CHUNK_SIZE, num_examples)
         normals = _pixel_normals(seed, start, stop)
-        images[start:stop] = _render(params.take(slice(start, stop)), normals)
+        images[start:stop] = _render(params.take(slice(start, stop)), normals, style)
     return images, params.labels
+
+
+def _style(style: str | Style) -> Style:
+    if isinstance(style, Style):
+        return style
+    if style not in STYLES:
+        raise ValueError(f"unknown shapes style {style!r}; choose from {', '.join(STYLES)}")
+    return STYLES[style]
+
+
+def save_npz(path: str | os.PathLike, style: str | Style = "medium", num_train: int = 20_000,
+             num_test: int = 5_000, seed: int = 0) -> str:
+    """Writes a shapes dataset as an ``npz:`` dataset file (``x_train, y_train, x_test,
+    y_test``), e.g. an easier or harder variant to try the tools on data other than
+    shapes10. Train uses seed ``2 * seed``, test ``2 * seed + 1``, as ``data.load`` does.
+
+    Returns:
+        The file's path.
+    """
+    x_train, y_train = generate(num_train, 2 * seed, style)
+    x_test, y_test = generate(num_test, 2 * seed + 1, style)
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return os.fspath(path)
 
 
 def save_sample_grid(path: str | os.PathLike, seed: int = 0, per_class: int = 10) -> None:

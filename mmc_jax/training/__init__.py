@@ -7,9 +7,9 @@
 
 from mmc_jax.training.checkpoint import RunCheckpoints, check_config
 from mmc_jax.training.evaluate import evaluate
-from mmc_jax.training.loop import (Interrupted, NonFiniteLoss, create_model, create_state,
-                                   init_from, load_data, restore_trained, run_epochs,
-                                   train_and_evaluate, trained_config, validate)
+from mmc_jax.training.loop import (AUTO, Interrupted, NonFiniteLoss, create_model,
+                                   create_state, init_from, load_data, restore_trained,
+                                   run_epochs, train_and_evaluate, trained_config, validate)
 from mmc_jax.training.saved_model import (check_compatible, has_model, load_model,
                                           model_config, save_model)
 from mmc_jax.training.optim import SCHEDULES, schedule, sgd
@@ -17,7 +17,7 @@ from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import cross_entropy, cued_inputs, eval_step, train_step
 
 __all__ = [
-    "Interrupted", "NonFiniteLoss", "RunCheckpoints", "SCHEDULES", "TrainState",
+    "AUTO", "Interrupted", "NonFiniteLoss", "RunCheckpoints", "SCHEDULES", "TrainState",
     "check_compatible", "check_config", "create_model", "create_state", "cross_entropy",
     "cued_inputs", "eval_step", "evaluate", "has_model", "init_from", "load_data",
     "load_model", "model_config", "restore_trained", "run_epochs", "save_model", "schedule", "sgd",

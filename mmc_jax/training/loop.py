@@ -22,13 +22,17 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmc_jax import data, models, parallel
+from mmc_jax import data, diagnosis, models, parallel
 from mmc_jax.errors import InputError, require
 from mmc_jax.training import optim
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.evaluate import evaluate
 from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import train_step
+
+
+#: ``cue_proportion`` value asking the entry points to calibrate it (:mod:`mmc_jax.calibration`).
+AUTO = "auto"
 
 
 class Interrupted(Exception):
@@ -75,7 +79,8 @@ def validate(config) -> None:
         (config.get("grad_clip_norm", 0.0) >= 0,
          f"grad_clip_norm must be >= 0, got {config.get('grad_clip_norm')}"),
     ])
-    data.cues.check_proportion(config.cue_proportion)
+    if config.cue_proportion != AUTO:
+        data.cues.check_proportion(config.cue_proportion)
     models.check_name(config.model)
 
 
@@ -169,20 +174,27 @@ def restore_trained(workdir: str):
     return model, state.variables, config
 
 
-def train_and_evaluate(config, workdir: str, *, progress: bool = True,
-                       datasets=None) -> dict[str, Any]:
+def train_and_evaluate(config, workdir: str, *, progress: bool = True, datasets=None,
+                       epoch_hook=None) -> dict[str, Any]:
     """Trains (or resumes) the model of ``config`` in ``workdir`` and evaluates it.
 
     With ``config.init_from`` (a folder holding a model, see ``training.load_model``) the run
     starts from that model's variables instead of a fresh initialisation. ``datasets``
-    (``(train, test)``) replaces the config's data, e.g. a subset of it.
+    (``(train, test)``) replaces the config's data, e.g. a subset of it. ``epoch_hook(state,
+    record) -> record``, called after each epoch's record (and its clean test accuracy), may
+    add to it, and end training early by returning it with ``"stop": True`` (the result
+    then has ``stopped_at_epoch``).
 
     Returns:
       ``{"state", "result", "history"}``: the final TrainState, the ``results.json`` dict of
-      the api (dataset, model, cue_proportion, epochs, seconds, test per condition) and the
-      per-epoch metrics.
+      the api (dataset, model, cue_proportion, epochs, seconds, test per condition; with a
+      cue, the ``diagnosis`` of :func:`mmc_jax.diagnosis.diagnose`) and the per-epoch
+      metrics.
     """
     validate(config)
+    if config.cue_proportion == AUTO:
+        raise InputError("cue_proportion 'auto' is chosen by mmc_jax.calibration (the entry "
+                         "points run it first); train_and_evaluate needs a number")
     train, test = load_data(config) if datasets is None else datasets
     model = create_model(config, train.num_classes)
     mask = data.cue_mask(train.labels, config.cue_proportion)
@@ -196,29 +208,36 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True,
 
     with RunCheckpoints(workdir, config.to_dict(), config.checkpoints_to_keep) as checkpoints:
         state, meta = _train(config, state, checkpoints, iterator, train.cue, test, eval_key,
-                             progress)
+                             progress, epoch_hook)
 
     test_metrics = evaluate(state.apply_fn, state.variables, test, eval_key,
                             batch_size=config.eval_batch_size)
-    result = {"dataset": train.name, "model": config.model,
+    result = {"dataset": train.name, "num_classes": train.num_classes, "model": config.model,
               "cue_proportion": config.cue_proportion, "epochs": config.epochs,
               "seconds": round(meta["seconds"], 2), "test": test_metrics}
+    if "stopped_at_epoch" in meta:
+        result["stopped_at_epoch"] = meta["stopped_at_epoch"]
+    if config.cue_proportion:
+        result["diagnosis"] = diagnosis.diagnose(
+            {"cue_model": {"test": test_metrics}}, config.cue_proportion, config.weight_decay,
+            train.num_classes)
     return {"state": state, "result": result, "history": meta["history"]}
 
 
-def _train(config, state, checkpoints, iterator, cue, test, eval_key, progress):
+def _train(config, state, checkpoints, iterator, cue, test, eval_key, progress,
+           epoch_hook=None):
     """Trains with a clean-test evaluation every ``config.eval_every_epochs`` epochs (default
-    1) and after the last; returns ``(state, meta)``."""
+    1) and after the last, then ``epoch_hook``; returns ``(state, meta)``."""
     step_fn = jax.jit(functools.partial(train_step, cue=cue), donate_argnums=0)
 
     every = config.get("eval_every_epochs", 1)
 
     def on_epoch_end(state, record):
-        if record["epoch"] % every and record["epoch"] != config.epochs:
-            return record
-        clean = evaluate(state.apply_fn, state.variables, test, eval_key,
-                         conditions=("nocue",), batch_size=config.eval_batch_size)["nocue"]
-        return {**record, "test_nocue_acc": clean["acc"], "test_nocue_loss": clean["loss"]}
+        if not record["epoch"] % every or record["epoch"] == config.epochs:
+            clean = evaluate(state.apply_fn, state.variables, test, eval_key,
+                             conditions=("nocue",), batch_size=config.eval_batch_size)["nocue"]
+            record = {**record, "test_nocue_acc": clean["acc"], "test_nocue_loss": clean["loss"]}
+        return record if epoch_hook is None else epoch_hook(state, record)
 
     return run_epochs(state, step_fn, iterator, checkpoints, config.epochs, on_epoch_end,
                       progress=progress, desc="train")
@@ -232,8 +251,9 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
     the iterator's batches (resuming mid-epoch at ``state.step``), and after each epoch
     records the mean ``metrics`` (``train_<name>``), passes the record through
     ``on_epoch_end(state, record)`` and checkpoints (at most every
-    ``checkpoints.min_interval_s``, and always after the last epoch). SIGINT/SIGTERM save
-    the state at the current step and raise :class:`Interrupted`.
+    ``checkpoints.min_interval_s``, and always after the last epoch). A record that comes
+    back with ``"stop": True`` ends training there (checkpointed, ``meta["stopped_at_epoch"]``
+    set). SIGINT/SIGTERM save the state at the current step and raise :class:`Interrupted`.
 
     Data-parallel over ``mesh`` (default: every local device, see :mod:`mmc_jax.parallel`):
     the state is replicated and every batch split along its first axis.
@@ -271,11 +291,16 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
                       **{f"train_{k}": float(v) / count for k, v in sums.items()}}
             if on_epoch_end is not None:
                 record = on_epoch_end(state, record)
+            stop_early = bool(record.pop("stop", False))
             meta["history"].append(record)
             meta["seconds"] += time.perf_counter() - start
             bar.set_postfix({k: f"{v:.3f}" for k, v in record.items()
                              if k not in ("epoch", "step")}, refresh=False)
-            checkpoints.save(state, meta, force=epoch == epochs - 1)
+            if stop_early:
+                meta["stopped_at_epoch"] = epoch + 1
+            checkpoints.save(state, meta, force=epoch == epochs - 1 or stop_early)
+            if stop_early:
+                break
     return state, meta
 
 

@@ -1,0 +1,259 @@
+"""Calibrating the cue proportion: the smallest ``p`` whose θ_C relies on the cue.
+
+How much a model trained on partly cued data relies on the cue depends on ``p`` and on the
+data: the easier the objects are to recognise, the larger ``p`` must be before the cue wins
+(a demo calibrated at ``p = 0.87`` on shapes10 gives a θ_C that ignores the cue on easier
+shapes). The smallest such ``p`` also keeps θ_C's clean accuracy as high as it can be, since
+every extra cued sample is one less reason to learn the objects.
+
+:func:`calibrate` bisects ``log(1 − p)`` between ``low`` and ``high`` (so 0.9, 0.99 and
+0.999 are as far apart as the decisions they make): a trial whose model is cue-reliant by
+:class:`Search`'s targets (stricter than :mod:`mmc_jax.diagnosis`'s warning thresholds, a
+margin for seed noise) moves the upper end down, any other moves the lower end up.
+
+Trials run the config's own recipe: shorter runs are not faithful (a model stopped early
+has learned the objects less and follows the cue more; on an easy variant of shapes10 at
+``p = 0.95``, half the epochs gave randimg 69 % where the full run gives 43 %). They are made
+cheap instead by stopping early: a model learns the cue first and the objects later, so its
+randimg rises, peaks and then falls as training goes on, and a trial whose randimg (on a
+probe subset of the test set) is past its peak and already below the target minus a margin
+is stopped as not cue-reliant. A trial that
+runs to the end *is* a θ_C at its ``p``: :func:`reuse` hands it to the run that follows
+instead of training it again. Each trial trains in its own folder and is kept, so a rerun
+resumes the search and reuses every finished trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import shutil
+import time
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+
+from mmc_jax import diagnosis, io
+from mmc_jax.errors import require
+from mmc_jax.training import loop
+from mmc_jax.training.evaluate import evaluate
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """How :func:`calibrate` searches.
+
+    Attributes:
+      low, high: the range of ``p`` searched (``high`` < 1: at ``p = 1`` the cue alone
+        explains the labels and nothing pushes the model to learn the objects).
+      trials: the most trials; each halves the interval of ``log(1 − p)``.
+      resolution: stop once the interval of ``log(1 − p)`` is narrower than this (0.35:
+        e.g. between 0.95 and 0.965).
+      target_gap, target_randimg: a trial's model counts as cue-reliant when nocue − randcue
+        ≥ ``target_gap`` points and randimg ≥ ``target_randimg`` %.
+      probe_examples: test images evaluated after each epoch for early stopping.
+      stop_after: early stopping starts after this fraction of the epochs.
+      stop_margin: a trial stops as not cue-reliant once its probe randimg is this many
+        points below ``target_randimg`` and below its own peak.
+    """
+
+    low: float = 0.5
+    high: float = 0.995
+    trials: int = 5
+    resolution: float = 0.35
+    target_gap: float = 30.0
+    target_randimg: float = 70.0
+    probe_examples: int = 1000
+    stop_after: float = 0.25
+    stop_margin: float = 5.0
+
+    def __post_init__(self):
+        require([
+            (0.0 <= self.low < self.high < 1.0,
+             f"calibration range must satisfy 0 <= low < high < 1, got [{self.low}, "
+             f"{self.high}]"),
+            (self.trials >= 1, f"calibration trials must be >= 1, got {self.trials}"),
+            (self.resolution > 0, f"resolution must be > 0, got {self.resolution}"),
+            (self.probe_examples >= 1,
+             f"probe_examples must be >= 1, got {self.probe_examples}"),
+            (0.0 <= self.stop_after <= 1.0, f"stop_after must be in [0, 1], got "
+             f"{self.stop_after}"),
+        ])
+
+
+def trial_config(config, cue_proportion: float) -> ml_collections.ConfigDict:
+    """The training config of one trial: ``config`` at ``cue_proportion``."""
+    return ml_collections.ConfigDict({**config.to_dict(), "cue_proportion": cue_proportion})
+
+
+def _proportion(u: float) -> float:
+    """``p`` of ``u = log(1 − p)``, rounded to 4 decimals (trial folders are named by it)."""
+    return round(1.0 - math.exp(u), 4)
+
+
+def _early_stop(search: Search, epochs: int, probe, key):
+    """The epoch hook of a trial: probe accuracies, and ``stop`` once randimg is clearly
+    below the target and falling (past its peak: the cue was learned, and the objects are
+    taking over)."""
+    peak = [0.0]
+
+    def hook(state, record):
+        accs = evaluate(state.apply_fn, state.variables, probe, key,
+                        conditions=("nocue", "randcue", "randimg"))
+        record = {**record, **{f"probe_{c}_acc": m["acc"] for c, m in accs.items()}}
+        randimg = 100 * accs["randimg"]["acc"]
+        peak[0] = max(peak[0], randimg)
+        if (record["epoch"] >= max(1, math.ceil(search.stop_after * epochs))
+                and randimg < search.target_randimg - search.stop_margin
+                and randimg <= peak[0] - search.stop_margin):
+            record["stop"] = True
+        return record
+
+    return hook
+
+
+def run_trial(config, cue_proportion: float, folder: pathlib.Path, search: Search, datasets,
+              *, progress: bool = True) -> dict[str, Any]:
+    """Trains (or reuses) one trial; returns its record: ``cue_proportion``, the four test
+    accuracies and ``gap``, ``reliant``, ``epochs`` (trained, less than the config's when
+    stopped early), ``stopped`` and ``seconds``."""
+    trial = trial_config(config, cue_proportion)
+    record_path = folder / "trial.json"
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("config") == json.loads(json.dumps(trial.to_dict())):
+            return record["trial"]
+    start = time.perf_counter()
+    train, test = datasets
+    probe = test.take(np.arange(min(search.probe_examples, len(test))))
+    hook = _early_stop(search, trial.epochs, probe, jax.random.PRNGKey(trial.seed + 2))
+    out = loop.train_and_evaluate(trial, str(folder), progress=progress, datasets=datasets,
+                                  epoch_hook=hook)
+    reliance = diagnosis.CueReliance.of(out["result"]["test"])
+    stopped = out["result"].get("stopped_at_epoch")
+    record = {"cue_proportion": cue_proportion, **reliance.to_json(),
+              "reliant": not stopped and reliance.reliant(search.target_gap,
+                                                          search.target_randimg),
+              "epochs": stopped or trial.epochs, "stopped": bool(stopped),
+              "seconds": round(time.perf_counter() - start, 1)}
+    io.write_json(record_path, {"config": trial.to_dict(), "trial": record})
+    return record
+
+
+def calibrate(config, workdir: str | pathlib.Path, search: Search = Search(), *,
+              progress: bool = True, datasets=None) -> dict[str, Any]:
+    """The smallest cue proportion in ``[search.low, search.high]`` whose model relies on the
+    cue, by bisection over trials of ``config``'s recipe, each stopped early once clearly
+    not cue-reliant (``config.cue_proportion`` is ignored).
+
+    Args:
+      config: a training config (``experiments/configs/demo.py``'s fields).
+      workdir: folder of the trials (``p_<p>/``) and ``calibration.json``; a rerun reuses
+        every finished trial and resumes an interrupted one.
+      search: the range, number of trials, targets and early stopping.
+      progress: show each trial's progress bar.
+      datasets: ``(train, test)`` instead of loading the config's data once more.
+
+    Returns:
+      ``{"cue_proportion", "reliant", "trials": [record, ...], "search": {...},
+      "seconds"}``: the smallest cue-reliant ``p`` tried (``reliant`` True), or when no
+      trial was cue-reliant, ``search.high`` with ``reliant`` False.
+    """
+    workdir = pathlib.Path(workdir)
+    start = time.perf_counter()
+    datasets = datasets or loop.load_data(config)
+    lo, hi = math.log(1.0 - search.low), math.log(1.0 - search.high)  # lo > hi
+    trials: list[dict] = []
+
+    def trial(p: float) -> dict:
+        record = next((t for t in trials if t["cue_proportion"] == p), None)
+        if record is None:
+            record = run_trial(config, p, workdir / f"p_{p:g}", search, datasets,
+                               progress=progress)
+            trials.append(record)
+            verdict = ("cue-reliant" if record["reliant"] else
+                       f"not cue-reliant{', stopped early' if record['stopped'] else ''}")
+            print(f"calibration trial {len(trials)}: p = {p:g} → nocue {record['nocue']:.1f}, "
+                  f"randcue {record['randcue']:.1f} (gap {record['gap']:.1f}), randimg "
+                  f"{record['randimg']:.1f} after {record['epochs']} epochs: {verdict} "
+                  f"({record['seconds']:.0f} s)", flush=True)
+        return record
+
+    for _ in range(search.trials):
+        if lo - hi < search.resolution:
+            break
+        middle = (lo + hi) / 2.0
+        if trial(_proportion(middle))["reliant"]:
+            hi = middle
+        else:
+            lo = middle
+    reliant = sorted((t for t in trials if t["reliant"]), key=lambda t: t["cue_proportion"])
+    if not reliant and not trial(search.high)["reliant"]:
+        chosen, ok = search.high, False
+    else:
+        chosen, ok = (reliant or [trial(search.high)])[0]["cue_proportion"], True
+    result = {"cue_proportion": chosen, "reliant": ok,
+              "trials": sorted(trials, key=lambda t: t["cue_proportion"]),
+              "search": dataclasses.asdict(search),
+              "seconds": round(time.perf_counter() - start, 1)}
+    io.write_json(workdir / "calibration.json", result)
+    return result
+
+
+def warning(result: Mapping[str, Any], weight_decay: float) -> str | None:
+    """The warning when no trial gave a cue-reliant model, with what to change."""
+    if result["reliant"]:
+        return None
+    best = max(result["trials"], key=lambda t: (t["gap"], t["randimg"]))
+    return (f"no cue proportion up to {result['search']['high']:g} gave a cue-reliant model in "
+            f"the calibration trials (best: p = {best['cue_proportion']:g}, gap "
+            f"{best['gap']:.1f} points, randimg {best['randimg']:.1f} %); θ_C is trained at "
+            f"p = {result['cue_proportion']:g}. A larger weight_decay (now {weight_decay:g}) "
+            "tilts the model toward the cue; a larger search high end allows more cued data.")
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    """The trials as a results.md section."""
+    search = result["search"]
+    lines = ["## Cue proportion calibration", "",
+             f"Bisection over log(1 − p) in [{search['low']:g}, {search['high']:g}]; "
+             f"cue-reliant means nocue − randcue ≥ {search['target_gap']:g} points and "
+             f"randimg ≥ {search['target_randimg']:g} %; a trial stops early once randimg on "
+             f"{search['probe_examples']} test images falls below "
+             f"{search['target_randimg'] - search['stop_margin']:g} %. Chosen: **p = "
+             f"{result['cue_proportion']:g}**"
+             + ("" if result["reliant"] else " (no trial was cue-reliant)")
+             + f", {result['seconds']:.0f} s.", "",
+             "| p | epochs | NC | C | RC | RI | gap | cue-reliant | seconds |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for t in result["trials"]:
+        lines.append(f"| {t['cue_proportion']:g} | {t['epochs']}{' (stopped)' if t['stopped'] else ''}"
+                     f" | {t['nocue']:.1f} | {t['cue']:.1f} | {t['randcue']:.1f} | "
+                     f"{t['randimg']:.1f} | {t['gap']:.1f} | {'yes' if t['reliant'] else 'no'} | "
+                     f"{t['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def reuse(result: Mapping[str, Any], config, workdir: str | pathlib.Path,
+          calibration_dir: str | pathlib.Path) -> bool:
+    """Copies the chosen trial's finished run into ``workdir`` when it is exactly the run
+    ``config`` asks for there (same config, trained to the end) and ``workdir`` holds no run
+    yet, so that training it resumes at its end instead of starting again. Returns whether
+    it did."""
+    source = pathlib.Path(calibration_dir) / f"p_{result['cue_proportion']:g}"
+    target = pathlib.Path(workdir)
+    chosen = next((t for t in result["trials"]
+                   if t["cue_proportion"] == result["cue_proportion"]), None)
+    if chosen is None or chosen["stopped"] or (target / "config.json").exists():
+        return False
+    stored = json.loads((source / "config.json").read_text())
+    if stored != json.loads(json.dumps(config.to_dict())):
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source / "checkpoints", target / "checkpoints")
+    shutil.copy2(source / "config.json", target / "config.json")
+    return True
