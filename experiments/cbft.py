@@ -254,6 +254,8 @@ def aggregate(runs: list[dict]) -> dict:
                                     "num_classes", "cue_weight_decay")},
            "seeds": [s for r in runs for s in r["seeds"]],
            "seconds_per_seed": [r["seconds"] for r in runs], "methods": methods}
+    if "n_clean_probes" in first:
+        out["n_clean_probes"] = first["n_clean_probes"]
     out["diagnosis"] = diagnose(out)
     return out
 
@@ -308,9 +310,22 @@ def results_table(results: dict) -> str:
             out += "\n" + barrier_table(curves, LABELS[target])
     if "calibration" in results:
         out += "\n" + calibration.markdown(results["calibration"])
+    if "n_clean_probes" in results:
+        out += "\n" + n_clean_table(results["n_clean_probes"])
     if "diagnosis" in results:
         out += "\n" + diagnosis.markdown(results["diagnosis"])
     return out
+
+
+def n_clean_table(probes: list[dict]) -> str:
+    """``n_clean = "auto"``'s probes as a results.md section."""
+    lines = ["## Clean set size (n_clean = auto)", "",
+             "| n_clean | θ_C randimg | after small-LR naive FT | drop | keeps the cue |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {p['n_clean']} | {p['randimg_before']:.1f} | {p['randimg_after']:.1f} | "
+              f"{p['randimg_drop']:.1f} | {'yes' if p['keeps_cue'] else 'no'} |" for p in probes]
+    return "\n".join(lines) + (f"\n\nThe largest size whose randimg drops by at most "
+                               f"{diagnosis.MAX_RANDIMG_DROP:g} points is used.\n")
 
 
 def barrier_table(curves: dict, start: str) -> str:

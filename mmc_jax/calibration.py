@@ -7,9 +7,12 @@ shapes). The smallest such ``p`` also keeps θ_C's clean accuracy as high as it 
 every extra cued sample is one less reason to learn the objects.
 
 :func:`calibrate` bisects ``log(1 − p)`` between ``low`` and ``high`` (so 0.9, 0.99 and
-0.999 are as far apart as the decisions they make): a trial whose model is cue-reliant by
+0.999 are as far apart as the decisions they make). A trial's model is *cue-reliant* by
 :class:`Search`'s targets (stricter than :mod:`mmc_jax.diagnosis`'s warning thresholds, a
-margin for seed noise) moves the upper end down, any other moves the lower end up.
+margin for seed noise); *too little* when its randimg is below the target (it needs more
+cued data: the lower end moves up); *cue only* when it follows the cue but has not learned
+the objects (randimg on target, nocue − randcue below it: too much cued data). A
+cue-reliant or cue-only trial moves the upper end down.
 
 Trials run the config's own recipe: shorter runs are not faithful (a model stopped early
 has learned the objects less and follows the cue more; on an easy variant of shapes10 at
@@ -90,6 +93,12 @@ def trial_config(config, cue_proportion: float) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({**config.to_dict(), "cue_proportion": cue_proportion})
 
 
+#: Trial verdicts: the model relies on the cue; needs more cue (randimg below target);
+#: learned only the cue (randimg on target, nocue − randcue below it).
+RELIANT, TOO_LITTLE, CUE_ONLY = "reliant", "too_little", "cue_only"
+VERDICTS = {RELIANT: "cue-reliant", TOO_LITTLE: "too little cue", CUE_ONLY: "cue only"}
+
+
 def _proportion(u: float) -> float:
     """``p`` of ``u = log(1 − p)``, rounded to 4 decimals (trial folders are named by it)."""
     return round(1.0 - math.exp(u), 4)
@@ -119,13 +128,15 @@ def _early_stop(search: Search, epochs: int, probe, key):
 def run_trial(config, cue_proportion: float, folder: pathlib.Path, search: Search, datasets,
               *, progress: bool = True) -> dict[str, Any]:
     """Trains (or reuses) one trial; returns its record: ``cue_proportion``, the four test
-    accuracies and ``gap``, ``reliant``, ``epochs`` (trained, less than the config's when
-    stopped early), ``stopped`` and ``seconds``."""
+    accuracies and ``gap``, ``verdict`` (:data:`RELIANT`, :data:`TOO_LITTLE` or
+    :data:`CUE_ONLY`), ``reliant``, ``epochs`` (trained, less than the config's when stopped
+    early), ``stopped`` and ``seconds``."""
     trial = trial_config(config, cue_proportion)
     record_path = folder / "trial.json"
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if record.get("config") == json.loads(json.dumps(trial.to_dict())):
+        if (record.get("config") == json.loads(json.dumps(trial.to_dict()))
+                and "verdict" in record["trial"]):
             return record["trial"]
     start = time.perf_counter()
     train, test = datasets
@@ -135,11 +146,13 @@ def run_trial(config, cue_proportion: float, folder: pathlib.Path, search: Searc
                                   epoch_hook=hook)
     reliance = diagnosis.CueReliance.of(out["result"]["test"])
     stopped = out["result"].get("stopped_at_epoch")
-    record = {"cue_proportion": cue_proportion, **reliance.to_json(),
-              "reliant": not stopped and reliance.reliant(search.target_gap,
-                                                          search.target_randimg),
-              "epochs": stopped or trial.epochs, "stopped": bool(stopped),
-              "seconds": round(time.perf_counter() - start, 1)}
+    if stopped or reliance.randimg < search.target_randimg:
+        verdict = TOO_LITTLE
+    else:
+        verdict = RELIANT if reliance.gap >= search.target_gap else CUE_ONLY
+    record = {"cue_proportion": cue_proportion, **reliance.to_json(), "verdict": verdict,
+              "reliant": verdict == RELIANT, "epochs": stopped or trial.epochs,
+              "stopped": bool(stopped), "seconds": round(time.perf_counter() - start, 1)}
     io.write_json(record_path, {"config": trial.to_dict(), "trial": record})
     return record
 
@@ -161,7 +174,9 @@ def calibrate(config, workdir: str | pathlib.Path, search: Search = Search(), *,
     Returns:
       ``{"cue_proportion", "reliant", "trials": [record, ...], "search": {...},
       "seconds"}``: the smallest cue-reliant ``p`` tried (``reliant`` True), or when no
-      trial was cue-reliant, ``search.high`` with ``reliant`` False.
+      trial was cue-reliant, the trial closest to both targets (``reliant`` False; the
+      high end is tried when every trial had too little cue, the low end when every one
+      had learned only the cue).
     """
     workdir = pathlib.Path(workdir)
     start = time.perf_counter()
@@ -175,8 +190,8 @@ def calibrate(config, workdir: str | pathlib.Path, search: Search = Search(), *,
             record = run_trial(config, p, workdir / f"p_{p:g}", search, datasets,
                                progress=progress)
             trials.append(record)
-            verdict = ("cue-reliant" if record["reliant"] else
-                       f"not cue-reliant{', stopped early' if record['stopped'] else ''}")
+            verdict = VERDICTS[record["verdict"]] + (", stopped early" if record["stopped"]
+                                                     else "")
             print(f"calibration trial {len(trials)}: p = {p:g} → nocue {record['nocue']:.1f}, "
                   f"randcue {record['randcue']:.1f} (gap {record['gap']:.1f}), randimg "
                   f"{record['randimg']:.1f} after {record['epochs']} epochs: {verdict} "
@@ -187,16 +202,19 @@ def calibrate(config, workdir: str | pathlib.Path, search: Search = Search(), *,
         if lo - hi < search.resolution:
             break
         middle = (lo + hi) / 2.0
-        if trial(_proportion(middle))["reliant"]:
-            hi = middle
-        else:
+        if trial(_proportion(middle))["verdict"] == TOO_LITTLE:
             lo = middle
+        else:
+            hi = middle
+    if all(t["verdict"] == TOO_LITTLE for t in trials):
+        trial(search.high)
+    if all(t["verdict"] == CUE_ONLY for t in trials):
+        trial(search.low)
     reliant = sorted((t for t in trials if t["reliant"]), key=lambda t: t["cue_proportion"])
-    if not reliant and not trial(search.high)["reliant"]:
-        chosen, ok = search.high, False
-    else:
-        chosen, ok = (reliant or [trial(search.high)])[0]["cue_proportion"], True
-    result = {"cue_proportion": chosen, "reliant": ok,
+    # Without a cue-reliant trial, the one closest to both targets.
+    best = reliant[0] if reliant else max(trials, key=lambda t: min(
+        t["gap"] - search.target_gap, t["randimg"] - search.target_randimg))
+    result = {"cue_proportion": best["cue_proportion"], "reliant": bool(reliant),
               "trials": sorted(trials, key=lambda t: t["cue_proportion"]),
               "search": dataclasses.asdict(search),
               "seconds": round(time.perf_counter() - start, 1)}
@@ -208,12 +226,24 @@ def warning(result: Mapping[str, Any], weight_decay: float) -> str | None:
     """The warning when no trial gave a cue-reliant model, with what to change."""
     if result["reliant"]:
         return None
-    best = max(result["trials"], key=lambda t: (t["gap"], t["randimg"]))
-    return (f"no cue proportion up to {result['search']['high']:g} gave a cue-reliant model in "
-            f"the calibration trials (best: p = {best['cue_proportion']:g}, gap "
-            f"{best['gap']:.1f} points, randimg {best['randimg']:.1f} %); θ_C is trained at "
-            f"p = {result['cue_proportion']:g}. A larger weight_decay (now {weight_decay:g}) "
-            "tilts the model toward the cue; a larger search high end allows more cued data.")
+    search, trials = result["search"], result["trials"]
+    chosen = f"θ_C is trained at p = {result['cue_proportion']:g}"
+    if all(t["verdict"] == TOO_LITTLE for t in trials):
+        return (f"no cue proportion up to {search['high']:g} made the model rely on the cue in "
+                f"the calibration trials (randimg at most {max(t['randimg'] for t in trials):.1f}"
+                f" %, {search['target_randimg']:g} wanted); {chosen}. A larger weight_decay "
+                f"(now {weight_decay:g}) tilts the model toward the cue.")
+    if all(t["verdict"] == CUE_ONLY for t in trials):
+        return (f"the model learned only the cue at every cue proportion down to "
+                f"{search['low']:g} (nocue − randcue at most {max(t['gap'] for t in trials):.1f} "
+                f"points, {search['target_gap']:g} wanted): the objects are too hard for this "
+                f"model and recipe; {chosen}. Train longer, or lower weight_decay (now "
+                f"{weight_decay:g}).")
+    return (f"between the cue proportions with too little cue and those where the model "
+            f"learned only the cue, no trial met both targets (nocue − randcue ≥ "
+            f"{search['target_gap']:g} points, randimg ≥ {search['target_randimg']:g} %); "
+            f"{chosen}, the closest. A different weight_decay (now {weight_decay:g}) moves the "
+            f"trade-off.")
 
 
 def markdown(result: Mapping[str, Any]) -> str:
@@ -228,12 +258,12 @@ def markdown(result: Mapping[str, Any]) -> str:
              f"{result['cue_proportion']:g}**"
              + ("" if result["reliant"] else " (no trial was cue-reliant)")
              + f", {result['seconds']:.0f} s.", "",
-             "| p | epochs | NC | C | RC | RI | gap | cue-reliant | seconds |",
+             "| p | epochs | NC | C | RC | RI | gap | verdict | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
     for t in result["trials"]:
         lines.append(f"| {t['cue_proportion']:g} | {t['epochs']}{' (stopped)' if t['stopped'] else ''}"
                      f" | {t['nocue']:.1f} | {t['cue']:.1f} | {t['randcue']:.1f} | "
-                     f"{t['randimg']:.1f} | {t['gap']:.1f} | {'yes' if t['reliant'] else 'no'} | "
+                     f"{t['randimg']:.1f} | {t['gap']:.1f} | {VERDICTS[t['verdict']]} | "
                      f"{t['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 

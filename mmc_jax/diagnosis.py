@@ -107,11 +107,22 @@ def n_clean_warning(cue_model: CueReliance, small_ft: CueReliance, n_clean: int
             f"n_clean (e.g. {max(1, n_clean // 2)}) or n_clean=auto.")
 
 
+def collapsed_warning(name: str, reliance: CueReliance, num_classes: int) -> str | None:
+    """A warning when a fine-tuned model ended near chance on clean data (diverged)."""
+    chance = 100.0 / num_classes
+    if reliance.nocue >= chance + CUE_ONLY_MARGIN:
+        return None
+    hint = (" (it starts from LLRT's head: lower llrt_learning_rate or llrt_epochs)"
+            if name == "lpft" else "")
+    return (f"{name} ended near chance on clean data (nocue {reliance.nocue:.1f} %, chance "
+            f"{chance:.1f} %): its fine-tuning diverged; lower its learning rate{hint}.")
+
+
 def diagnose(methods: Mapping[str, Mapping[str, Any]], cue_proportion: float,
              weight_decay: float, num_classes: int, n_clean: int | None = None,
              prefix: str = "") -> dict:
-    """The diagnosis of one run: θ_C's cue reliance and, when small-LR naive FT ran, whether
-    it kept the cue.
+    """The diagnosis of one run: θ_C's cue reliance, whether small-LR naive FT (when it ran)
+    kept the cue, and any fine-tuned model that ended near chance.
 
     Args:
       methods: model name → ``{"test": {condition: {"acc", "loss"}}}`` with ``cue_model``
@@ -134,6 +145,10 @@ def diagnose(methods: Mapping[str, Mapping[str, Any]], cue_proportion: float,
         out["small_ft_randimg_drop"] = round(theta_c.randimg - small.randimg, 2)
         if warning := n_clean_warning(theta_c, small, n_clean):
             warnings.append(warning)
+    for name, method in methods.items():
+        if name not in ("cue_model", "nocue_model"):
+            if warning := collapsed_warning(name, CueReliance.of(method["test"]), num_classes):
+                warnings.append(warning)
     out["warnings"] = warnings
     return out
 

@@ -13,12 +13,16 @@ TINY = data.load("shapes10", "test", num_examples=20)
 DATASETS = (TINY, TINY)
 
 
-def _fake_training(threshold, calls):
+def _fake_training(threshold, calls, cue_only_from=1.0):
     """A stand-in for train_and_evaluate whose model is cue-reliant from p = threshold on:
-    its gap and randimg grow with p (linear in log(1 - p))."""
+    its gap and randimg grow with p (linear in log(1 - p)); from ``cue_only_from`` on it
+    learns nothing but the cue (nocue and randcue at chance, randimg 100 %)."""
 
     def train_and_evaluate(config, workdir, *, progress=True, datasets=None, epoch_hook=None):
         calls.append((config.cue_proportion, config.epochs, workdir))
+        if config.cue_proportion >= cue_only_from:
+            accs = {"nocue": 0.1, "cue": 1.0, "randcue": 0.1, "randimg": 1.0}
+            return {"result": {"test": {c: {"acc": a, "loss": 0.0} for c, a in accs.items()}}}
         margin = math.log(1 - threshold) - math.log(1 - config.cue_proportion)  # > 0: reliant
         gap, randimg = 30 + 10 * margin, 70 + 10 * margin
         accs = {"nocue": 0.9 - 0.1 * margin, "cue": 1.0}
@@ -78,3 +82,24 @@ def test_resolution_ends_the_search_early(tmp_path, monkeypatch):
                           datasets=DATASETS)
     # log(1 - p) spans 4.6 between 0.5 and 0.995: four halvings bring it under 0.35.
     assert len(calls) == 4
+
+
+def test_a_model_that_learns_only_the_cue_sends_the_search_down(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(loop, "train_and_evaluate", _fake_training(0.7, calls, 0.9))
+    result = calibration.calibrate(demo.get_config(), tmp_path,
+                                   calibration.Search(resolution=0.01), datasets=DATASETS)
+    verdicts = {t["cue_proportion"]: t["verdict"] for t in result["trials"]}
+    assert verdicts[0.95] == calibration.CUE_ONLY        # the first trial: too much cue
+    assert result["reliant"] and 0.7 <= result["cue_proportion"] < 0.9
+
+
+def test_learning_only_the_cue_everywhere_tries_the_low_end_and_says_why(tmp_path,
+                                                                          monkeypatch):
+    calls = []
+    monkeypatch.setattr(loop, "train_and_evaluate", _fake_training(0.1, calls, 0.0))
+    result = calibration.calibrate(demo.get_config(), tmp_path,
+                                   calibration.Search(trials=3, resolution=0.01),
+                                   datasets=DATASETS)
+    assert not result["reliant"] and calls[-1][0] == 0.5
+    assert "learned only the cue" in calibration.warning(result, 5e-3)

@@ -57,3 +57,11 @@ def test_a_model_that_learned_nothing_is_told_to_train_longer():
                              0.995, 5e-3, 10, prefix="cue_model.")
     assert "neither the objects nor the cue" in out["warnings"][0]
     assert "cue_model.epochs" in out["warnings"][0]
+
+
+def test_a_fine_tuned_model_at_chance_is_flagged():
+    methods = {"cue_model": {"test": _metrics(62.9, 99.7, 27.2, 79.3)},
+               "lpft": {"test": _metrics(14.4, 14.7, 14.3, 10.7)},
+               "cbft": {"test": _metrics(60.0, 58.0, 57.0, 9.0)}}
+    (warning,) = diagnosis.diagnose(methods, 0.87, 5e-3, 10)["warnings"]
+    assert warning.startswith("lpft ended near chance") and "llrt_learning_rate" in warning
