@@ -7,7 +7,8 @@ shapes). The smallest such ``p`` also keeps θ_C's clean accuracy as high as it 
 every extra cued sample is one less reason to learn the objects.
 
 :func:`calibrate` bisects ``log(1 − p)`` between ``low`` and ``high`` (so 0.9, 0.99 and
-0.999 are as far apart as the decisions they make). A trial's model is *cue-reliant* by
+0.999 are as far apart as the decisions they make), from a first trial at ``start``. A
+trial's model is *cue-reliant* by
 :class:`Search`'s targets (stricter than :mod:`mmc_jax.diagnosis`'s warning thresholds, a
 margin for seed noise); *too little* when its randimg is below the target (it needs more
 cued data: the lower end moves up); *cue only* when it follows the cue but has not learned
@@ -53,9 +54,11 @@ class Search:
     Attributes:
       low, high: the range of ``p`` searched (``high`` < 1: at ``p = 1`` the cue alone
         explains the labels and nothing pushes the model to learn the objects).
-      trials: the most trials; each halves the interval of ``log(1 − p)``.
-      resolution: stop once the interval of ``log(1 − p)`` is narrower than this (0.35:
-        e.g. between 0.95 and 0.965).
+      start: the first trial's ``p`` (the demo's calibrated 0.87: a good guess for data like
+        shapes10, and then one end of the interval the bisection halves).
+      trials: the most trials; each after the first halves the interval of ``log(1 − p)``.
+      resolution: stop once the interval of ``log(1 − p)`` is narrower than this (0.5:
+        e.g. between 0.95 and 0.97, or 0.6 and 0.76).
       target_gap, target_randimg: a trial's model counts as cue-reliant when nocue − randcue
         ≥ ``target_gap`` points and randimg ≥ ``target_randimg`` %.
       probe_examples: test images evaluated after each epoch for early stopping.
@@ -66,8 +69,9 @@ class Search:
 
     low: float = 0.5
     high: float = 0.995
+    start: float = 0.87
     trials: int = 5
-    resolution: float = 0.35
+    resolution: float = 0.5
     target_gap: float = 30.0
     target_randimg: float = 70.0
     probe_examples: int = 1000
@@ -79,6 +83,8 @@ class Search:
             (0.0 <= self.low < self.high < 1.0,
              f"calibration range must satisfy 0 <= low < high < 1, got [{self.low}, "
              f"{self.high}]"),
+            (self.low <= self.start <= self.high,
+             f"calibration start {self.start} lies outside [{self.low}, {self.high}]"),
             (self.trials >= 1, f"calibration trials must be >= 1, got {self.trials}"),
             (self.resolution > 0, f"resolution must be > 0, got {self.resolution}"),
             (self.probe_examples >= 1,
@@ -198,10 +204,10 @@ def calibrate(config, workdir: str | pathlib.Path, search: Search = Search(), *,
                   f"({record['seconds']:.0f} s)", flush=True)
         return record
 
-    for _ in range(search.trials):
+    for i in range(search.trials):
         if lo - hi < search.resolution:
             break
-        middle = (lo + hi) / 2.0
+        middle = math.log(1.0 - search.start) if i == 0 else (lo + hi) / 2.0
         if trial(_proportion(middle))["verdict"] == TOO_LITTLE:
             lo = middle
         else:
