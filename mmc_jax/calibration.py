@@ -10,10 +10,11 @@ every extra cued sample is one less reason to learn the objects.
 0.999 are as far apart as the decisions they make), from a first trial at ``start``. A
 trial's model is *cue-reliant* by
 :class:`Search`'s targets (stricter than :mod:`mmc_jax.diagnosis`'s warning thresholds, a
-margin for seed noise); *too little* when its randimg is below the target (it needs more
-cued data: the lower end moves up); *cue only* when it follows the cue but has not learned
-the objects (randimg on target, nocue − randcue below it: too much cued data). A
-cue-reliant or cue-only trial moves the upper end down.
+margin for seed noise); *too little cue* when its randimg is below the target (it needs
+more cued data: the lower end moves up); *too much cue* when it follows the cue but knows
+the objects too little for a random class's cue to cost it the target gap (randimg on
+target, nocue − randcue below it; at the extreme nocue is at chance). A cue-reliant or
+too-much-cue trial moves the upper end down.
 
 Trials run the config's own recipe: shorter runs are not faithful (a model stopped early
 has learned the objects less and follows the cue more; on an easy variant of shapes10 at
@@ -99,10 +100,10 @@ def trial_config(config, cue_proportion: float) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({**config.to_dict(), "cue_proportion": cue_proportion})
 
 
-#: Trial verdicts: the model relies on the cue; needs more cue (randimg below target);
-#: learned only the cue (randimg on target, nocue − randcue below it).
-RELIANT, TOO_LITTLE, CUE_ONLY = "reliant", "too_little", "cue_only"
-VERDICTS = {RELIANT: "cue-reliant", TOO_LITTLE: "too little cue", CUE_ONLY: "cue only"}
+#: Trial verdicts: the model relies on the cue; needs more cue (randimg below target); has
+#: too much (randimg on target, nocue − randcue below it: the objects are learned too little).
+RELIANT, TOO_LITTLE, TOO_MUCH = "reliant", "too_little", "too_much"
+VERDICTS = {RELIANT: "cue-reliant", TOO_LITTLE: "too little cue", TOO_MUCH: "too much cue"}
 
 
 def _proportion(u: float) -> float:
@@ -135,7 +136,7 @@ def run_trial(config, cue_proportion: float, folder: pathlib.Path, search: Searc
               *, progress: bool = True) -> dict[str, Any]:
     """Trains (or reuses) one trial; returns its record: ``cue_proportion``, the four test
     accuracies and ``gap``, ``verdict`` (:data:`RELIANT`, :data:`TOO_LITTLE` or
-    :data:`CUE_ONLY`), ``reliant``, ``epochs`` (trained, less than the config's when stopped
+    :data:`TOO_MUCH`), ``reliant``, ``epochs`` (trained, less than the config's when stopped
     early), ``stopped`` and ``seconds``."""
     trial = trial_config(config, cue_proportion)
     record_path = folder / "trial.json"
@@ -155,7 +156,7 @@ def run_trial(config, cue_proportion: float, folder: pathlib.Path, search: Searc
     if stopped or reliance.randimg < search.target_randimg:
         verdict = TOO_LITTLE
     else:
-        verdict = RELIANT if reliance.gap >= search.target_gap else CUE_ONLY
+        verdict = RELIANT if reliance.gap >= search.target_gap else TOO_MUCH
     record = {"cue_proportion": cue_proportion, **reliance.to_json(), "verdict": verdict,
               "reliant": verdict == RELIANT, "epochs": stopped or trial.epochs,
               "stopped": bool(stopped), "seconds": round(time.perf_counter() - start, 1)}
@@ -180,9 +181,9 @@ def calibrate(config, workdir: str | pathlib.Path, search: Search = Search(), *,
     Returns:
       ``{"cue_proportion", "reliant", "trials": [record, ...], "search": {...},
       "seconds"}``: the smallest cue-reliant ``p`` tried (``reliant`` True), or when no
-      trial was cue-reliant, the trial closest to both targets (``reliant`` False; the
+      trial was cue-reliant, the finished trial closest to both targets (``reliant`` False; the
       high end is tried when every trial had too little cue, the low end when every one
-      had learned only the cue).
+      had too much).
     """
     workdir = pathlib.Path(workdir)
     start = time.perf_counter()
@@ -214,11 +215,13 @@ def calibrate(config, workdir: str | pathlib.Path, search: Search = Search(), *,
             hi = middle
     if all(t["verdict"] == TOO_LITTLE for t in trials):
         trial(search.high)
-    if all(t["verdict"] == CUE_ONLY for t in trials):
+    if all(t["verdict"] == TOO_MUCH for t in trials):
         trial(search.low)
     reliant = sorted((t for t in trials if t["reliant"]), key=lambda t: t["cue_proportion"])
-    # Without a cue-reliant trial, the one closest to both targets.
-    best = reliant[0] if reliant else max(trials, key=lambda t: min(
+    # Without a cue-reliant trial, the one closest to both targets among those that ran the
+    # whole recipe (a stopped trial's randimg was still falling).
+    finished = [t for t in trials if not t["stopped"]] or trials
+    best = reliant[0] if reliant else max(finished, key=lambda t: min(
         t["gap"] - search.target_gap, t["randimg"] - search.target_randimg))
     result = {"cue_proportion": best["cue_proportion"], "reliant": bool(reliant),
               "trials": sorted(trials, key=lambda t: t["cue_proportion"]),
@@ -239,14 +242,14 @@ def warning(result: Mapping[str, Any], weight_decay: float) -> str | None:
                 f"the calibration trials (randimg at most {max(t['randimg'] for t in trials):.1f}"
                 f" %, {search['target_randimg']:g} wanted); {chosen}. A larger weight_decay "
                 f"(now {weight_decay:g}) tilts the model toward the cue.")
-    if all(t["verdict"] == CUE_ONLY for t in trials):
-        return (f"the model learned only the cue at every cue proportion down to "
+    if all(t["verdict"] == TOO_MUCH for t in trials):
+        return (f"the model learned the objects too little at every cue proportion down to "
                 f"{search['low']:g} (nocue − randcue at most {max(t['gap'] for t in trials):.1f} "
-                f"points, {search['target_gap']:g} wanted): the objects are too hard for this "
-                f"model and recipe; {chosen}. Train longer, or lower weight_decay (now "
+                f"points, {search['target_gap']:g} wanted): they are hard for this model and "
+                f"recipe; {chosen}. Train longer, or lower weight_decay (now "
                 f"{weight_decay:g}).")
-    return (f"between the cue proportions with too little cue and those where the model "
-            f"learned only the cue, no trial met both targets (nocue − randcue ≥ "
+    return (f"between the cue proportions with too little cue and those with too much, no "
+            f"trial met both targets (nocue − randcue ≥ "
             f"{search['target_gap']:g} points, randimg ≥ {search['target_randimg']:g} %); "
             f"{chosen}, the closest. A different weight_decay (now {weight_decay:g}) moves the "
             f"trade-off.")

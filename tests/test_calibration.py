@@ -88,17 +88,17 @@ def test_resolution_ends_the_search_early(tmp_path, monkeypatch):
     assert len(calls) == 4
 
 
-def test_a_model_that_learns_only_the_cue_sends_the_search_down(tmp_path, monkeypatch):
+def test_too_much_cue_sends_the_search_down(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(loop, "train_and_evaluate", _fake_training(0.7, calls, 0.85))
     result = calibration.calibrate(demo.get_config(), tmp_path,
                                    calibration.Search(resolution=0.01), datasets=DATASETS)
     verdicts = {t["cue_proportion"]: t["verdict"] for t in result["trials"]}
-    assert verdicts[0.87] == calibration.CUE_ONLY        # the first trial: too much cue
+    assert verdicts[0.87] == calibration.TOO_MUCH        # the first trial: too much cue
     assert result["reliant"] and 0.7 <= result["cue_proportion"] < 0.85
 
 
-def test_learning_only_the_cue_everywhere_tries_the_low_end_and_says_why(tmp_path,
+def test_too_much_cue_everywhere_tries_the_low_end_and_says_why(tmp_path,
                                                                           monkeypatch):
     calls = []
     monkeypatch.setattr(loop, "train_and_evaluate", _fake_training(0.1, calls, 0.0))
@@ -106,4 +106,4 @@ def test_learning_only_the_cue_everywhere_tries_the_low_end_and_says_why(tmp_pat
                                    calibration.Search(trials=3, resolution=0.01),
                                    datasets=DATASETS)
     assert not result["reliant"] and calls[-1][0] == 0.5
-    assert "learned only the cue" in calibration.warning(result, 5e-3)
+    assert "learned the objects too little" in calibration.warning(result, 5e-3)

@@ -33,6 +33,12 @@ def test_train_cli_writes_results_and_resumes(tmp_path):
     assert len(result["history"]) == 2
     assert (workdir / "curves.png").stat().st_size > 1000
     assert "NC ↑" in (workdir / "results.md").read_text() and "NC ↑" in first.stdout
+    # The cue-reliance diagnosis: in results.json and results.md, its warnings on stderr.
+    diagnosis = result["diagnosis"]
+    assert set(diagnosis["cue_reliance"]) == {"nocue", "cue", "randcue", "randimg", "gap"}
+    assert "## Diagnosis" in (workdir / "results.md").read_text()
+    for warning in diagnosis["warnings"]:
+        assert f"warning: {warning}" in first.stderr
     # A rerun finds the finished run and reproduces its numbers without training again.
     again = _train(*TINY, "--config.cue_proportion=0.5", f"--workdir={workdir}")
     assert again.returncode == 0, again.stderr
@@ -49,6 +55,28 @@ def test_train_cli_writes_results_and_resumes(tmp_path):
     assert restarted.returncode == 0, restarted.stderr
     assert "resuming" not in restarted.stdout
     assert json.loads((workdir / "results.json").read_text())["cue_proportion"] == 0.9
+
+
+@pytest.mark.slow
+def test_train_cli_calibrates_the_cue_proportion(tmp_path):
+    workdir = tmp_path / "auto"
+    run = _train(*TINY, "--config.cue_proportion=auto", f"--workdir={workdir}")
+    assert run.returncode == 0, run.stderr
+    result = json.loads((workdir / "results.json").read_text())
+    calibrated = result["calibration"]
+    assert result["cue_proportion"] == calibrated["cue_proportion"]
+    assert 1 <= len(calibrated["trials"]) <= 5 and calibrated["trials"][0]["epochs"] <= 2
+    assert "## Cue proportion calibration" in (workdir / "results.md").read_text()
+    assert run.stdout.count("calibration trial") == len(calibrated["trials"])
+    for trial in calibrated["trials"]:
+        assert (workdir / "calibration" / f"p_{trial['cue_proportion']:g}" / "trial.json"
+                ).is_file()
+    # A rerun reads every trial back (none is written again) and gives the same result.
+    stamps = {p: p.stat().st_mtime_ns for p in (workdir / "calibration").rglob("trial.json")}
+    again = _train(*TINY, "--config.cue_proportion=auto", f"--workdir={workdir}")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((workdir / "results.json").read_text())["test"] == result["test"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
 @pytest.mark.parametrize("arg", ["cifar10,vgg13,0.9", "cifar10,resnet18,0.0",
