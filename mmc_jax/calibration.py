@@ -73,8 +73,8 @@ class Search:
     start: float = 0.87
     trials: int = 5
     resolution: float = 0.5
-    target_gap: float = 30.0
-    target_randimg: float = 70.0
+    target_gap: float = 25.0
+    target_randimg: float = 65.0
     probe_examples: int = 1000
     stop_after: float = 0.25
     stop_margin: float = 5.0
@@ -137,31 +137,34 @@ def run_trial(config, cue_proportion: float, folder: pathlib.Path, search: Searc
     """Trains (or reuses) one trial; returns its record: ``cue_proportion``, the four test
     accuracies and ``gap``, ``verdict`` (:data:`RELIANT`, :data:`TOO_LITTLE` or
     :data:`TOO_MUCH`), ``reliant``, ``epochs`` (trained, less than the config's when stopped
-    early), ``stopped`` and ``seconds``."""
+    early), ``stopped`` and ``seconds``. A stored trial is reused when its config and early
+    stopping rule are this one's (the verdict is recomputed from its numbers)."""
     trial = trial_config(config, cue_proportion)
+    rule = {k: getattr(search, k) for k in ("target_randimg", "probe_examples", "stop_after",
+                                             "stop_margin")}
+    key = json.loads(json.dumps({"config": trial.to_dict(), "stop_rule": rule}))
     record_path = folder / "trial.json"
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        if (record.get("config") == json.loads(json.dumps(trial.to_dict()))
-                and "verdict" in record["trial"]):
-            return record["trial"]
-    start = time.perf_counter()
-    train, test = datasets
-    probe = test.take(np.arange(min(search.probe_examples, len(test))))
-    hook = _early_stop(search, trial.epochs, probe, jax.random.PRNGKey(trial.seed + 2))
-    out = loop.train_and_evaluate(trial, str(folder), progress=progress, datasets=datasets,
-                                  epoch_hook=hook)
-    reliance = diagnosis.CueReliance.of(out["result"]["test"])
-    stopped = out["result"].get("stopped_at_epoch")
-    if stopped or reliance.randimg < search.target_randimg:
+    stored = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if {k: stored.get(k) for k in key} == key:
+        record = stored["trial"]
+    else:
+        start = time.perf_counter()
+        train, test = datasets
+        probe = test.take(np.arange(min(search.probe_examples, len(test))))
+        hook = _early_stop(search, trial.epochs, probe, jax.random.PRNGKey(trial.seed + 2))
+        out = loop.train_and_evaluate(trial, str(folder), progress=progress,
+                                      datasets=datasets, epoch_hook=hook)
+        stopped = out["result"].get("stopped_at_epoch")
+        record = {"cue_proportion": cue_proportion,
+                  **diagnosis.CueReliance.of(out["result"]["test"]).to_json(),
+                  "epochs": stopped or trial.epochs, "stopped": bool(stopped),
+                  "seconds": round(time.perf_counter() - start, 1)}
+        io.write_json(record_path, {**key, "trial": record})
+    if record["stopped"] or record["randimg"] < search.target_randimg:
         verdict = TOO_LITTLE
     else:
-        verdict = RELIANT if reliance.gap >= search.target_gap else TOO_MUCH
-    record = {"cue_proportion": cue_proportion, **reliance.to_json(), "verdict": verdict,
-              "reliant": verdict == RELIANT, "epochs": stopped or trial.epochs,
-              "stopped": bool(stopped), "seconds": round(time.perf_counter() - start, 1)}
-    io.write_json(record_path, {"config": trial.to_dict(), "trial": record})
-    return record
+        verdict = RELIANT if record["gap"] >= search.target_gap else TOO_MUCH
+    return {**record, "verdict": verdict, "reliant": verdict == RELIANT}
 
 
 def calibrate(config, workdir: str | pathlib.Path, search: Search = Search(), *,

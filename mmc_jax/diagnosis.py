@@ -20,6 +20,7 @@ Measured on the four counterfactual test sets (accuracies in %):
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping
 
 #: θ_C is cue-reliant when nocue − randcue is at least this many points ...
@@ -107,15 +108,19 @@ def n_clean_warning(cue_model: CueReliance, small_ft: CueReliance, n_clean: int
             f"n_clean (e.g. {max(1, n_clean // 2)}) or n_clean=auto.")
 
 
-def collapsed_warning(name: str, reliance: CueReliance, num_classes: int) -> str | None:
-    """A warning when a fine-tuned model ended near chance on clean data (diverged)."""
+def collapsed_warning(name: str, metrics: Mapping[str, Mapping[str, float]],
+                      num_classes: int) -> str | None:
+    """A warning when a fine-tuned model ended near chance on clean data, or with a clean
+    loss above a uniform guess's ``log(num_classes)``: its fine-tuning diverged."""
     chance = 100.0 / num_classes
-    if reliance.nocue >= chance + CUE_ONLY_MARGIN:
+    nocue, loss = 100.0 * metrics["nocue"]["acc"], metrics["nocue"]["loss"]
+    if nocue >= chance + CUE_ONLY_MARGIN and loss <= math.log(num_classes):
         return None
     hint = (" (it starts from LLRT's head: lower llrt_learning_rate or llrt_epochs)"
             if name == "lpft" else "")
-    return (f"{name} ended near chance on clean data (nocue {reliance.nocue:.1f} %, chance "
-            f"{chance:.1f} %): its fine-tuning diverged; lower its learning rate{hint}.")
+    return (f"{name} ended near chance on clean data (nocue {nocue:.1f} %, loss {loss:.2f}; "
+            f"chance {chance:.1f} %, a uniform guess's loss {math.log(num_classes):.2f}): its "
+            f"fine-tuning diverged; lower its learning rate{hint}.")
 
 
 def diagnose(methods: Mapping[str, Mapping[str, Any]], cue_proportion: float,
@@ -147,7 +152,7 @@ def diagnose(methods: Mapping[str, Mapping[str, Any]], cue_proportion: float,
             warnings.append(warning)
     for name, method in methods.items():
         if name not in ("cue_model", "nocue_model"):
-            if warning := collapsed_warning(name, CueReliance.of(method["test"]), num_classes):
+            if warning := collapsed_warning(name, method["test"], num_classes):
                 warnings.append(warning)
     out["warnings"] = warnings
     return out

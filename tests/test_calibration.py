@@ -24,7 +24,8 @@ def _fake_training(threshold, calls, cue_only_from=1.0):
             accs = {"nocue": 0.1, "cue": 1.0, "randcue": 0.1, "randimg": 1.0}
             return {"result": {"test": {c: {"acc": a, "loss": 0.0} for c, a in accs.items()}}}
         margin = math.log(1 - threshold) - math.log(1 - config.cue_proportion)  # > 0: reliant
-        gap, randimg = 30 + 10 * margin, 70 + 10 * margin
+        target = calibration.Search()
+        gap, randimg = target.target_gap + 10 * margin, target.target_randimg + 10 * margin
         accs = {"nocue": 0.9 - 0.1 * margin, "cue": 1.0}
         accs["randcue"] = accs["nocue"] - gap / 100
         accs["randimg"] = randimg / 100
