@@ -1,4 +1,4 @@
-"""PyTorch counterparts of mmc_jax's VGG-13 and ResNet-18 (same layers and widths), for
+"""PyTorch counterparts of mmc_jax's cnn4, VGG-13 and ResNet-18 (same layers and widths), for
 throughput comparisons on the same machine. Needs ``torch`` (not a dependency of mmc_jax)."""
 
 from __future__ import annotations
@@ -67,8 +67,24 @@ class ResNet18(nn.Module):
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
+def cnn4(num_classes: int = 10, width: float = 1.0) -> nn.Module:
+    """The demo model: four bias-free 3×3 conv–BN–ReLU layers (16/32/64/128 channels), a
+    2×2 max-pool after all but the last, GAP and one linear layer."""
+    layers, channels = [], 3
+    for i, out in enumerate((16, 32, 64, 128)):
+        out = _scaled(out, width)
+        layers += [nn.Conv2d(channels, out, 3, 1, 1, bias=False), nn.BatchNorm2d(out),
+                   nn.ReLU(inplace=True)]
+        if i < 3:
+            layers.append(nn.MaxPool2d(2))
+        channels = out
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(channels, num_classes))
+
+
 #: mmc_jax preset name → PyTorch constructor.
 PRESETS = {
+    "cnn4": lambda: cnn4(),
     "vgg13": lambda: vgg13(),
     "vgg13_small": lambda: vgg13(width=0.125),
     "resnet18": lambda: ResNet18(),
