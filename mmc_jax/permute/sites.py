@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from mmc_jax.errors import InputError
-from mmc_jax.permute.spec import Blocks, PermutationSpec
+from mmc_jax.permute.spec import Blocks, PermutationSpec, select_part
 from mmc_jax.permute.trace import evaluate, trace_model
 
 
@@ -44,12 +44,7 @@ def as_apply(model) -> Callable:
 
 def _units(x: jax.Array, axis: int, kind: str | None, sizes: tuple[int, ...], k: int):
     """``x`` as ``[positions, n]``: the ``n`` units of part ``k`` of axis ``axis`` in columns."""
-    if kind == "factors":
-        x = x.reshape(*x.shape[:axis], *sizes, *x.shape[axis + 1:])
-        axis += k
-    elif kind == "segments":
-        start = sum(sizes[:k])
-        x = jax.lax.slice_in_dim(x, start, start + sizes[k], axis=axis)
+    x, axis = select_part(x, axis, kind, sizes, k)
     x = jnp.moveaxis(x.astype(jnp.float32), axis, -1)
     return x.reshape(-1, x.shape[-1])
 

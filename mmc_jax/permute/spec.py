@@ -168,17 +168,24 @@ def _permute_leaf(x, perms: tuple, perm: Mapping[str, Any], skip: str | None = N
     return x
 
 
+def select_part(x, axis: int, kind: str | None, sizes: tuple[int, ...], k: int):
+    """``(x, axis)`` narrowed to part ``k`` of axis ``axis`` when the axis is made of parts
+    (``kind`` and ``sizes`` as in :class:`Blocks`; ``None``: the whole axis): a reshape into
+    factors, then that factor's axis, or a slice of that segment. Works on numpy and jax
+    arrays (weights here, traced activations in :mod:`mmc_jax.permute.sites`)."""
+    if kind == "factors":
+        return x.reshape(*x.shape[:axis], *sizes, *x.shape[axis + 1:]), axis + k
+    if kind == "segments":
+        start = sum(sizes[:k])
+        return x.take(np.arange(start, start + sizes[k]), axis=axis), axis
+    return x, axis
+
+
 def part_view(x, entry, name: str, axis: int):
     """``x`` as a ``[n, -1]`` matrix whose rows are the ``n`` units that permutation ``name``
     orders on axis ``axis`` (for a :class:`Blocks` axis, its part of the axis)."""
     if isinstance(entry, Blocks):
-        k = entry.perms.index(name)
-        if entry.kind == "factors":
-            x = x.reshape(*x.shape[:axis], *entry.sizes, *x.shape[axis + 1:])
-            axis += k
-        else:
-            start = sum(entry.sizes[:k])
-            x = x.take(np.arange(start, start + entry.sizes[k]), axis=axis)
+        x, axis = select_part(x, axis, entry.kind, entry.sizes, entry.perms.index(name))
     return np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
 
 
