@@ -1,8 +1,9 @@
-"""PyTorch counterparts of mmc_jax's cnn4, VGG-13 and ResNet-18 (same layers and widths), for
-throughput comparisons on the same machine. Needs ``torch`` (not a dependency of mmc_jax)."""
+"""PyTorch counterparts of every mmc_jax preset (same layers and widths), for throughput
+comparisons on the same machine. Needs ``torch`` (not a dependency of mmc_jax)."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -82,6 +83,67 @@ def cnn4(num_classes: int = 10, width: float = 1.0) -> nn.Module:
                          nn.Linear(channels, num_classes))
 
 
+def mlp(num_classes: int = 10, hidden=(512, 256), image=(3, 32, 32)) -> nn.Module:
+    """Flatten → [Linear → LayerNorm → ReLU] per hidden layer → Linear."""
+    layers, features = [nn.Flatten()], image[0] * image[1] * image[2]
+    for out in hidden:
+        layers += [nn.Linear(features, out), nn.LayerNorm(out), nn.ReLU(inplace=True)]
+        features = out
+    return nn.Sequential(*layers, nn.Linear(features, num_classes))
+
+
+class ViT(nn.Module):
+    """Patch embedding, position embeddings, pre-LayerNorm attention + GELU MLP blocks,
+    final LayerNorm, mean over tokens, linear (mmc_jax's ``vit_tiny``)."""
+
+    def __init__(self, num_classes: int = 10, dim: int = 64, depth: int = 4, heads: int = 4,
+                 mlp_ratio: int = 2, patch: int = 4, image: int = 32):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, patch, patch)
+        self.position = nn.Parameter(torch.zeros(1, (image // patch) ** 2, dim))
+        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(
+            dim, heads, dim * mlp_ratio, dropout=0.0, activation="gelu", batch_first=True,
+            norm_first=True) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2) + self.position
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x).mean(1))
+
+
+class PreActBlock(nn.Module):
+    """norm → ReLU → conv, twice, with a 1×1 projection where the shape changes."""
+
+    def __init__(self, channels_in: int, channels: int, stride: int, norm):
+        super().__init__()
+        self.norm1, self.norm2 = norm(channels_in), norm(channels)
+        self.conv1 = nn.Conv2d(channels_in, channels, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.project = (nn.Conv2d(channels_in, channels, 1, stride, bias=False)
+                        if stride != 1 or channels_in != channels else None)
+
+    def forward(self, x):
+        y = F.relu(self.norm1(x))
+        shortcut = x if self.project is None else self.project(y)
+        y = F.relu(self.norm2(self.conv1(y)))
+        return shortcut + self.conv2(y)
+
+
+def wrn(num_classes: int = 10, stages=(32, 64, 128), group_norm: bool = False,
+        groups: int = 8) -> nn.Module:
+    """mmc_jax's ``wrn`` (BatchNorm) or ``wrn_gn`` (GroupNorm with ``groups`` groups)."""
+    norm = (lambda c: nn.GroupNorm(groups, c)) if group_norm else nn.BatchNorm2d
+    layers, channels = [nn.Conv2d(3, stages[0], 3, 1, 1, bias=False)], stages[0]
+    for s, out in enumerate(stages):
+        layers.append(PreActBlock(channels, out, 2 if s else 1, norm))
+        channels = out
+    return nn.Sequential(*layers, norm(channels), nn.ReLU(inplace=True),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+
 #: mmc_jax preset name → PyTorch constructor.
 PRESETS = {
     "cnn4": lambda: cnn4(),
@@ -89,4 +151,8 @@ PRESETS = {
     "vgg13_small": lambda: vgg13(width=0.125),
     "resnet18": lambda: ResNet18(),
     "resnet18_small": lambda: ResNet18(width=0.125),
+    "mlp": lambda: mlp(),
+    "vit_tiny": lambda: ViT(),
+    "wrn": lambda: wrn(),
+    "wrn_gn": lambda: wrn(group_norm=True),
 }

@@ -2,7 +2,7 @@
 size and dtype, measured in one run on this machine, with PyTorch alongside when installed.
 
     python benchmarks/train_throughput.py [--quick] [--models vgg13,resnet18]
-        [--impls hybrid,auto] [--batches 128,256] [--dtypes float32,bfloat16] [--no-torch]
+        [--impls auto] [--batches 128,256] [--dtypes float32,bfloat16] [--no-torch]
 
 A train step is SGD with momentum on a cued batch (forward, backward, update); eval is one
 eval-mode forward pass. ``torch`` columns: the same architecture in PyTorch (float32,
@@ -95,8 +95,8 @@ def measure_torch(name: str, batch: int) -> dict | None:
 def main():
     parser = common.parser(__doc__, "cnn4 and vgg13_small, batch 128, float32 (≈ 1.5 min)")
     parser.add_argument("--models", default="", help="comma-separated preset names")
-    parser.add_argument("--impls", default="hybrid,auto",
-                        help="conv implementations (also: xla, im2col)")
+    parser.add_argument("--impls", default="auto",
+                        help="conv implementations (also: xla, im2col, hybrid)")
     parser.add_argument("--batches", default="128,256")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from experiments import cli, methods as methods_lib
 from mmc_jax import (calibration, data, diagnosis, finetune, io, models, path_eval, paths,
-                     plots, report, training)
+                     plots, report, timing, training)
 from mmc_jax.errors import InputError, require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "cbft"), "workdirs/cbft")
@@ -174,28 +174,33 @@ def finished_seed(config, seed: int, workdir: pathlib.Path) -> dict | None:
 def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
     """The reference models, every method, their evaluation and paths for one seed."""
     start = time.perf_counter()
+    phases = timing.Phases()
     print("1/3 reference models")
-    apply_fn, references, cue_config = methods_lib.reference_models(config, seed, workdir)
-    train, test = training.load_data(cue_config)
+    with phases("reference models"):
+        apply_fn, references, cue_config = methods_lib.reference_models(config, seed, workdir)
+    with phases("data"):
+        train, test = training.load_data(cue_config)
     stored, probes = seed_config(config, seed), None
     if config.n_clean == training.AUTO:
         print("n_clean: probing small-LR naive fine-tuning")
-        n_clean, probes = methods_lib.choose_n_clean(config, seed, workdir, apply_fn,
-                                                     references["cue_model"], train, test)
+        with phases("n_clean probes"):
+            n_clean, probes = methods_lib.choose_n_clean(config, seed, workdir, apply_fn,
+                                                         references["cue_model"], train, test)
         config = ml_collections.ConfigDict({**config.to_dict(), "n_clean": n_clean})
         print(f"n_clean: {n_clean}")
     print("2/3 fine-tuning")
     fine_tuned = methods_lib.fine_tuned_models(config, seed, workdir, apply_fn,
-                                               references["cue_model"], cue_config, train, test)
+                                               references["cue_model"], cue_config, train, test,
+                                               phases)
     print("3/3 evaluation and paths")
     models = {**references, **fine_tuned}
     methods = evaluate_models(config, apply_fn, models, references, train, test,
-                              jax.random.PRNGKey(seed + 1))
+                              jax.random.PRNGKey(seed + 1), phases)
     results = {"dataset": train.name, "model": cue_config.model,
                "cue_proportion": cue_config.cue_proportion, "n_clean": config.n_clean,
                "num_classes": train.num_classes, "cue_weight_decay": cue_config.weight_decay,
                "seeds": [seed], "seconds": round(time.perf_counter() - start, 1),
-               "methods": methods, "config": stored}
+               "methods": methods, "timings": phases.to_json(), "config": stored}
     if probes is not None:
         results["n_clean_probes"] = probes
     results["diagnosis"] = diagnose(results)
@@ -204,8 +209,9 @@ def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
 
 
 def evaluate_models(config, apply_fn, models: dict, references: dict, train, test,
-                    key) -> dict:
-    """Every model on the four conditions, and along the line from each path target.
+                    key, phases: timing.Phases | None = None) -> dict:
+    """Every model on the four conditions, and along the line from each path target
+    (timed as the phases "evaluation" and "paths" when ``phases`` is given).
 
     Returns:
       model name → ``{"test", "barrier_to_cue_model", "paths": {target: path json}}``;
@@ -215,20 +221,23 @@ def evaluate_models(config, apply_fn, models: dict, references: dict, train, tes
     methods = {}
     jobs = [(target, name) for target in methods_lib.check_targets(config.path_targets)
             for name in models if name != target]
+    phases = phases or timing.Phases()
     bar = tqdm(total=len(models) + len(jobs), desc="evaluate", unit="eval")
     for name, variables in models.items():
-        methods[name] = {"test": training.evaluate(
-            apply_fn, variables, test, key, batch_size=config.eval_batch_size,
-            random_from=config.random_from), "paths": {}}
+        with phases("evaluation"):
+            methods[name] = {"test": training.evaluate(
+                apply_fn, variables, test, key, batch_size=config.eval_batch_size,
+                random_from=config.random_from), "paths": {}}
         bar.update()
     for target, name in jobs:
         wanted = conditions if target != "cue_model" else tuple(dict.fromkeys(
             (*conditions, "cue")))
-        result = path_eval.evaluate_path(
-            apply_fn, paths.linear(references[target], models[name]),
-            paths.grid(config.path_points), test, conditions=wanted, bn=config.bn,
-            bn_set=train, bn_batches=config.bn_batches, batch_size=config.eval_batch_size,
-            random_from=config.random_from, key=key)
+        with phases("paths"):
+            result = path_eval.evaluate_path(
+                apply_fn, paths.linear(references[target], models[name]),
+                paths.grid(config.path_points), test, conditions=wanted, bn=config.bn,
+                bn_set=train, bn_batches=config.bn_batches, batch_size=config.eval_batch_size,
+                random_from=config.random_from, key=key)
         summary = result.to_json()
         methods[name]["paths"][target] = {"ts": summary["ts"],
                                           "conditions": summary["conditions"]}
@@ -256,6 +265,11 @@ def aggregate(runs: list[dict]) -> dict:
            "seconds_per_seed": [r["seconds"] for r in runs], "methods": methods}
     if "n_clean_probes" in first:
         out["n_clean_probes"] = first["n_clean_probes"]
+    timed = [r["timings"] for r in runs if "timings" in r]
+    if timed:  # summed over the seeds
+        out["timings"] = {phase: {k: round(sum(t.get(phase, {}).get(k, 0.0) for t in timed), 1)
+                                  for k in ("seconds", "compile_seconds")}
+                          for phase in dict.fromkeys(p for t in timed for p in t)}
     out["diagnosis"] = diagnose(out)
     return out
 
@@ -314,6 +328,10 @@ def results_table(results: dict) -> str:
         out += "\n" + n_clean_table(results["n_clean_probes"])
     if "diagnosis" in results:
         out += "\n" + diagnosis.markdown(results["diagnosis"])
+    if "timings" in results:
+        total = (f"\n\n{results['seconds']:.0f} s in all.\n" if "seconds" in results
+                 else "\n")
+        out += "\n## Where the time went\n\n" + timing.markdown(results["timings"]) + total
     return out
 
 

@@ -24,7 +24,7 @@ import jax
 import ml_collections
 
 from experiments import cli
-from mmc_jax import data, diagnosis, finetune, training
+from mmc_jax import data, diagnosis, finetune, timing, training
 from mmc_jax.errors import InputError
 
 #: Method name → one-line description (the rows of the report, in this order).
@@ -200,9 +200,10 @@ def choose_n_clean(config, seed: int, workdir: pathlib.Path, apply_fn, theta_c, 
 
 
 def fine_tuned_models(config, seed: int, workdir: pathlib.Path, apply_fn, theta_c, cue_config,
-                      train, test) -> dict:
+                      train, test, phases: timing.Phases | None = None) -> dict:
     """Every method of ``config.methods`` run from θ_C, in its own folder; each is also
-    saved as a loadable model (``training.save_model``) in that folder.
+    saved as a loadable model (``training.save_model``) in that folder, and timed as a
+    phase of ``phases`` when given.
 
     Returns:
       method name → variables, in ``config.methods`` order.
@@ -249,9 +250,11 @@ def fine_tuned_models(config, seed: int, workdir: pathlib.Path, apply_fn, theta_
         "scratch": scratch,
     }
     models = {}
+    phases = phases or timing.Phases()
     for name in check_methods(config.methods):
         print(f"{name}: {METHODS[name]}")
-        models[name] = done[name] = done[name] if name in done else runners[name]()
+        with phases(name):
+            models[name] = done[name] = done[name] if name in done else runners[name]()
     for name, variables in done.items():  # LLRT too when only LPFT asked for it
         if not training.has_model(workdir / name):
             training.save_model(workdir / name, cue_config, variables, k, train.image_shape)

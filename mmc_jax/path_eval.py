@@ -29,7 +29,9 @@ BatchNorm policies (``bn``):
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import inspect
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -270,18 +272,12 @@ def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
                                  ).reshape(bn_images.shape)
     momentum = 0.9 if bn == "interpolate" else bn_momentum(apply_fn, path.endpoints()[0],
                                                             bn_images[0])
-    num_eval = len(eval_set)
-
-    def point(t, path, eval_batches, bn_images):
-        variables = settle_batch_stats(apply_fn, path(t), bn_images, bn, momentum)
-        images = eval_batches["images"]
-        pool = images.reshape(-1, *images.shape[2:])[:num_eval] if use_pool else None
-        return condition_sums(apply_fn, variables, eval_batches, cue, conditions, key, pool)
-
     budget = default_memory_budget(mesh.devices.flat[0]) if memory_budget is None \
         else memory_budget
-    compiled, args, chunk, memory = _compile(point, ts, (path, eval_batches, bn_images),
-                                             strategy, chunk_size, budget, mesh)
+    statics = (bn, cue, conditions, use_pool, len(eval_set))
+    compiled, args, chunk, memory = _compile(
+        apply_fn, statics, ts, (path, eval_batches, bn_images, jnp.float32(momentum), key),
+        strategy, chunk_size, budget, mesh)
     count = float(eval_batches["weight"].sum())
 
     def run() -> PathResult:
@@ -302,7 +298,44 @@ def _working_bytes(compiled) -> Optional[int]:
     return None if stats is None else int(stats.temp_size_in_bytes)
 
 
-def _compile(point: Callable, ts: jax.Array, args: tuple, strategy: str,
+def _point(apply_fn: Callable, statics: tuple) -> Callable:
+    """The evaluation of one path point: BN statistics settled, then every condition."""
+    bn, cue, conditions, use_pool, num_eval = statics
+
+    def point(t, path, eval_batches, bn_images, momentum, key):
+        variables = settle_batch_stats(apply_fn, path(t), bn_images, bn, momentum)
+        images = eval_batches["images"]
+        pool = images.reshape(-1, *images.shape[2:])[:num_eval] if use_pool else None
+        return condition_sums(apply_fn, variables, eval_batches, cue, conditions, key, pool)
+
+    return point
+
+
+#: Compiled evaluations of this process, most recent last (see :func:`_compile`).
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+_COMPILED_MAX = 32
+
+
+def _callable_key(fn: Callable):
+    """A key equal for equal callables: a bound method by its (hashable) object and
+    function, so ``model.apply`` of two equal modules shares compiled programs."""
+    if inspect.ismethod(fn):
+        try:
+            hash(fn.__self__)
+            return ("method", fn.__func__, fn.__self__)
+        except TypeError:
+            pass
+    return fn
+
+
+def _signature(tree) -> tuple:
+    """Structure, shapes, dtypes and shardings of a PyTree of arrays."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((np.shape(x), x.dtype, getattr(x, "sharding", None))
+                          for x in leaves)
+
+
+def _compile(apply_fn: Callable, statics: tuple, ts: jax.Array, args: tuple, strategy: str,
              chunk_size: Optional[int], budget: int, mesh: Mesh):
     """One program evaluating ``point(t, *args)`` for every t under the strategy.
 
@@ -310,6 +343,10 @@ def _compile(point: Callable, ts: jax.Array, args: tuple, strategy: str,
     one row per t (and padding rows for ``"shard_map"``). Without ``chunk_size``, the chunk
     starts at the strategy's default and shrinks, in proportion to the compiled program's
     working memory, until the program fits ``budget``.
+
+    Programs are kept per process, keyed on the model, the static settings and the
+    arguments' shapes, dtypes and shardings: evaluating another path of the same model on
+    the same data reuses the program without tracing, lowering or compiling it again.
     """
     k = ts.shape[0]
     if strategy == "shard_map":
@@ -317,6 +354,17 @@ def _compile(point: Callable, ts: jax.Array, args: tuple, strategy: str,
         ts = jnp.concatenate([ts, jnp.repeat(ts[-1:], -k % n)])
         ts = jax.device_put(ts, jax.sharding.NamedSharding(mesh, P(mesh.axis_names[0])))
     local = ts.shape[0] // (mesh.devices.size if strategy == "shard_map" else 1)
+    cache_key = (_callable_key(apply_fn), statics, strategy, chunk_size, budget, mesh,
+                 _signature((ts, *args)))
+    try:
+        hit = _COMPILED.get(cache_key)
+    except TypeError:  # an unhashable model or cue: compile without the cache
+        cache_key, hit = None, None
+    if hit is not None:
+        _COMPILED.move_to_end(cache_key)
+        compiled, chunk, memory = hit
+        return compiled, (ts, *args), chunk, memory
+    point = _point(apply_fn, statics)
 
     def program(chunk):
         def mapped(ts, *args):
@@ -338,4 +386,8 @@ def _compile(point: Callable, ts: jax.Array, args: tuple, strategy: str,
                              f"more than the budget of {budget / 2**30:.2f} GiB; lower "
                              f"batch_size or raise memory_budget")
         chunk = max(1, min(chunk - 1, int(chunk * budget / memory)))
+    if cache_key is not None:
+        _COMPILED[cache_key] = (compiled, chunk, memory)
+        while len(_COMPILED) > _COMPILED_MAX:
+            _COMPILED.popitem(last=False)
     return compiled, (ts, *args), chunk, memory

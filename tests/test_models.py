@@ -63,6 +63,21 @@ def test_cpu_convs_equal_xla_conv_and_its_gradients(impl, kernel, strides):
             dimension_numbers=("NHWC", "HWIO", "NHWC"))), atol=1e-3, rtol=1e-4)
 
 
+def test_auto_conv_is_im2col_for_outputs_of_16_pixels_or_fewer_on_cpu():
+    """The documented CPU rule (benchmarks/conv_layers.py): XLA's convolution, except one
+    im2col matmul where the output has at most 4×4 pixels."""
+    if jax.default_backend() != "cpu":
+        assert layers.resolve_conv_impl("auto", 4, 512) == "xla"
+        return
+    assert layers.resolve_conv_impl("auto", 16, 64) == "im2col"
+    assert layers.resolve_conv_impl("auto", 4, 512) == "im2col"
+    assert layers.resolve_conv_impl("auto", 64, 256) == "xla"
+    assert layers.resolve_conv_impl("auto", 1024, 3) == "xla"
+    assert layers.resolve_conv_impl("hybrid", 4, 512) == "hybrid"
+    with pytest.raises(ValueError, match="unknown conv implementation"):
+        layers.resolve_conv_impl("winograd")
+
+
 @pytest.mark.parametrize("name", ["vgg13_small", "resnet18_small"])
 def test_conv_implementations_share_parameters_and_outputs(name):
     a = models.create(name, 10, conv_impl="xla")

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmc_jax import InputError, data, models, path_eval, paths, training
+from mmc_jax import InputError, data, models, path_eval, paths, timing, training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -106,6 +106,37 @@ def test_path_from_a_model_to_itself_has_no_barrier(setup):
     summary = result.to_json("linear")
     assert summary["path"] == "linear" and len(summary["ts"]) == 5
     assert set(summary["conditions"]["randimg"]) == {"acc", "loss", "barrier", "integral"}
+
+
+def test_another_path_of_the_same_model_reuses_the_compiled_evaluation(setup):
+    """The second path (other endpoints, other BN data, an equal but distinct model object)
+    is neither traced nor compiled again, and gives what a fresh compilation gives."""
+    model, a, b, train, test = setup
+    kwargs = dict(conditions=("nocue", "randcue"), bn="recompute", bn_batches=2,
+                  batch_size=40)
+    path_eval.evaluate_path(model.apply, paths.linear(a, b), paths.grid(3), test,
+                            bn_set=train, **kwargs)
+    events = []
+    listen = lambda event, duration, **_: events.append(event)  # noqa: E731
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        other_model = models.create("cnn4", 10, width=0.25)
+        other_train = data.load("shapes10", "train", num_examples=120, seed=1)
+        again = path_eval.evaluate_path(other_model.apply, paths.linear(b, a), paths.grid(3),
+                                        test, bn_set=other_train, key=jax.random.PRNGKey(3),
+                                        **kwargs)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    compiled = [e for e in events if e in timing.COMPILE_EVENTS
+                and "backend_compile" in e]
+    assert not compiled
+    path_eval._COMPILED.clear()
+    fresh = path_eval.evaluate_path(other_model.apply, paths.linear(b, a), paths.grid(3), test,
+                                    bn_set=other_train, key=jax.random.PRNGKey(3), **kwargs)
+    for c in ("nocue", "randcue"):
+        np.testing.assert_allclose(again.metrics[c]["loss"], fresh.metrics[c]["loss"],
+                                   rtol=1e-6)
+        np.testing.assert_array_equal(again.metrics[c]["acc"], fresh.metrics[c]["acc"])
 
 
 @pytest.mark.parametrize("kwargs,message", [

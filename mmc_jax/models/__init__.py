@@ -86,7 +86,7 @@ def create(name: str, num_classes: int, *, width: float | None = None,
       width: channel multiplier (overrides the preset's).
       dtype: computation dtype, ``"float32"`` or ``"bfloat16"``; parameters stay float32.
       conv_impl: ``"auto"`` (XLA convolutions on GPU/TPU; on CPU, per layer, im2col
-        matmuls for small or wide layers and ``"hybrid"`` for the rest), ``"xla"``,
+        matmuls for outputs of 4×4 pixels or fewer, XLA convolutions for the rest), ``"xla"``,
         ``"im2col"`` or ``"hybrid"`` (XLA convolutions forward, im2col gradients backward);
         the parameters are the same either way.
 

@@ -34,14 +34,15 @@ CONV_IMPLS = ("auto", "xla", "im2col", "hybrid")
 def resolve_conv_impl(impl: str, out_pixels: int | None = None, in_channels: int = 0) -> str:
     """The implementation of one convolution.
 
-    ``"auto"`` is plain XLA on GPU/TPU; on CPU it picks per layer: ``"im2col"`` for small
-    outputs (≤ 4×4 pixels) or wide inputs (≥ 256 channels), else ``"hybrid"``.
+    ``"auto"`` is plain XLA on GPU/TPU; on CPU it is ``"im2col"`` for small outputs
+    (≤ 4×4 pixels) and XLA's convolution for the rest.
 
-    XLA's CPU convolution is fast for narrow layers at large spatial size but pathological
-    for wide ones at small size (a 2×2, 512-channel layer: 1.8 s forward for 128 images
-    against 25 ms as one im2col matmul), and its gradients are slower than im2col's;
-    ``"hybrid"`` takes XLA's forward and im2col's gradients. The per-layer choice trains the
-    full-width VGG-13 4× faster than ``"hybrid"`` everywhere (``benchmarks/train_throughput.py``).
+    XLA's CPU convolution runs on one thread (a layer pinned to one core takes as long as on
+    two), at close to one core's peak for layers of 16+ channels at 8×8 and up, but it is
+    pathological at small spatial size (a 2×2, 512-channel layer: 1.1 s forward for 128
+    images against 20 ms as one im2col matmul, which XLA spreads over every core). Per
+    layer, for forward, input and kernel gradients: ``benchmarks/conv_layers.py``.
+    ``in_channels`` is unused (kept for callers).
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"unknown conv implementation {impl!r}; choose from {CONV_IMPLS}")
@@ -49,8 +50,7 @@ def resolve_conv_impl(impl: str, out_pixels: int | None = None, in_channels: int
         return impl
     if jax.default_backend() != "cpu":
         return "xla"
-    small = out_pixels is not None and out_pixels <= 16
-    return "im2col" if small or in_channels >= 256 else "hybrid"
+    return "im2col" if out_pixels is not None and out_pixels <= 16 else "xla"
 
 
 def im2col_conv(x, kernel, strides: int, padding: int):
@@ -68,7 +68,8 @@ def im2col_conv(x, kernel, strides: int, padding: int):
                    ).reshape(n, ho, wo, f)
 
 
-def _xla_conv(x, kernel, strides: int, padding: int):
+def xla_conv(x, kernel, strides: int, padding: int):
+    """``lax.conv_general_dilated`` in NHWC/HWIO with symmetric padding."""
     return jax.lax.conv_general_dilated(x, kernel, (strides, strides), [(padding, padding)] * 2,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
@@ -76,11 +77,11 @@ def _xla_conv(x, kernel, strides: int, padding: int):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def hybrid_conv(x, kernel, strides: int, padding: int):
     """XLA's convolution forward, the im2col formulation's gradients backward."""
-    return _xla_conv(x, kernel, strides, padding)
+    return xla_conv(x, kernel, strides, padding)
 
 
 def _hybrid_fwd(x, kernel, strides, padding):
-    return _xla_conv(x, kernel, strides, padding), (x, kernel)
+    return xla_conv(x, kernel, strides, padding), (x, kernel)
 
 
 def _hybrid_bwd(strides, padding, residuals, g):
@@ -117,7 +118,7 @@ class Conv(nn.Module):
             return im2col_conv(x, kernel, self.strides, k // 2)
         if impl == "hybrid":
             return hybrid_conv(x, kernel, self.strides, k // 2)
-        return _xla_conv(x, kernel, self.strides, k // 2)
+        return xla_conv(x, kernel, self.strides, k // 2)
 
 
 def conv3x3(features: int, strides: int = 1, dtype: Any = jnp.float32, impl: str = "auto",
