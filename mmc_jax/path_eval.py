@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import inspect
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -68,12 +69,30 @@ def bn_momentum(apply_fn: Callable, variables: Mapping, images: jax.Array) -> fl
     models without BatchNorm (where it is unused)."""
     if not jax.tree.leaves(variables.get("batch_stats", {})):
         return 0.9
+    return float(_momentum(_Static(apply_fn), variables, images))
+
+
+class _Static:
+    """A callable as a static jit argument, equal for equal callables (:func:`_callable_key`)."""
+
+    def __init__(self, fn: Callable):
+        self.fn, self.key = fn, _callable_key(fn)
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and self.key == other.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _momentum(apply_fn: _Static, variables: Mapping, images: jax.Array) -> jax.Array:
     def updated(fill):
         stats = jax.tree.map(lambda s: jnp.full_like(s, fill), variables["batch_stats"])
-        _, out = apply_fn({**variables, "batch_stats": stats}, images, train=True,
-                          mutable=["batch_stats"])
+        _, out = apply_fn.fn({**variables, "batch_stats": stats}, images, train=True,
+                             mutable=["batch_stats"])
         return jax.tree.leaves(out["batch_stats"])[0].ravel()[0]
-    return float(updated(1.0) - updated(0.0))
+    return updated(1.0) - updated(0.0)
 
 
 def settle_batch_stats(apply_fn: Callable, variables: Mapping, bn_images: jax.Array,
@@ -270,8 +289,9 @@ def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
     if bn != "interpolate":  # [num_batches, batch, ...]: the cue removed image by image
         bn_images = clean_inputs(bn_set.cue, bn_images.reshape(-1, *bn_images.shape[2:])
                                  ).reshape(bn_images.shape)
-    momentum = 0.9 if bn == "interpolate" else bn_momentum(apply_fn, path.endpoints()[0],
-                                                            bn_images[0])
+    # Only "recompute" needs the momentum (to undo the EMA's (1 − m) factor).
+    momentum = 0.9 if bn != "recompute" else bn_momentum(apply_fn, path.endpoints()[0],
+                                                          bn_images[0])
     budget = default_memory_budget(mesh.devices.flat[0]) if memory_budget is None \
         else memory_budget
     statics = (bn, cue, conditions, use_pool, len(eval_set))

@@ -46,6 +46,17 @@ def test_cbft_cli_end_to_end(tmp_path):
         assert (folder / "paths_to_cue_model.png").stat().st_size > 1000
     table = (tmp_path / "results.md").read_text()
     assert "cbft" in table and "RI ↓" in table and " ± " in table and "cbft" in result.stdout
+    # Where the time went: every phase, compile time within it, the aggregate summing seeds.
+    phases = ["reference models", "data", *out["methods"].keys() - {"cue_model"},
+              "evaluation", "paths"]
+    for results in seeds:
+        assert set(results["timings"]) == set(phases)
+        assert all(0 <= t["compile_seconds"] <= t["seconds"] + 0.1
+                   for t in results["timings"].values())
+        assert sum(t["seconds"] for t in results["timings"].values()) <= results["seconds"] + 1
+    assert out["timings"]["cbft"]["seconds"] == pytest.approx(
+        sum(s["timings"]["cbft"]["seconds"] for s in seeds), abs=0.11)
+    assert "Where the time went" in table
 
     # The same command again reuses every finished seed.
     rerun = _run(*TINY, "--config.seeds=(0, 1)", f"--workdir={tmp_path}")
