@@ -29,8 +29,12 @@ DEFAULT = "3,16,32;16,32,16;32,64,8;64,128,4;64,64,32;128,128,16;256,256,8;512,5
 QUICK = "3,16,32;16,32,16;32,64,8;64,128,4;512,512,2"
 
 
-def _ms(fn, *args, repeats: int = 10) -> float:
+def _ms(fn, *args) -> float:
+    """Best milliseconds per call over three rounds of about 0.3 s (at least one call)."""
     jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    repeats = int(min(10, max(1, 0.3 / (time.perf_counter() - start))))
     best = float("inf")
     for _ in range(3):
         start = time.perf_counter()
@@ -62,11 +66,12 @@ def measure(c_in: int, c_out: int, size: int, batch: int, forward_only: bool = F
 
 def one_core(spec: str, batch: int) -> list[float]:
     """XLA's forward of every layer in a child process pinned to one core."""
-    code = ("import json, sys; sys.path.insert(0, 'benchmarks'); import conv_layers as c; "
+    code = ("import os; os.sched_setaffinity(0, {0}); import json, sys; "
+            "sys.path.insert(0, 'benchmarks'); import conv_layers as c; "
             f"print(json.dumps([c.measure(*l, {batch}, True)['xla_forward'] "
             f"for l in c.parse({spec!r})]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+                         check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
