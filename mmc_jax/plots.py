@@ -147,3 +147,30 @@ def method_paths(curves: Mapping[str, Mapping], start: str = "θ_C"):
     axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def barrier_heatmaps(result, metric: str = "loss"):
+    """One heatmap per condition of a :class:`mmc_jax.similarity.SimilarityResult`'s
+    barrier matrix, models ordered by that condition's clustering, values written in."""
+    plt = _use_agg()
+    conditions = list(result.loss)
+    n = len(result.names)
+    size = 1.2 + 0.45 * n
+    fig, axes = plt.subplots(1, len(conditions), figsize=(size * len(conditions), size),
+                             squeeze=False)
+    for ax, condition in zip(axes[0], conditions):
+        order = result.order(condition, metric)
+        matrix = (result.loss if metric == "loss" else result.acc)[condition]
+        matrix = matrix[np.ix_(order, order)]
+        image = ax.imshow(matrix, cmap="viridis", vmin=0.0)
+        names = [result.names[i] for i in order]
+        ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(n), names, fontsize=7)
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if matrix[i, j] < 0.6 * matrix.max() else "black")
+        ax.set_title(f"{condition}: {metric} barrier", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig

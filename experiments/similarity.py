@@ -1,0 +1,141 @@
+"""Mechanistic similarity of N trained models: pairwise linear-path barriers per condition.
+
+    python -m experiments.similarity --models=[NAME=]DIR,[NAME=]DIR,... [--config=...]
+        [--workdir=DIR]
+
+Every pair's line is evaluated in one compiled program (``mmc_jax.similarity``). Writes
+``results.json`` (names, per condition the loss- and accuracy-barrier matrices, the
+clustering order and clusters), ``results.md`` and ``similarity_loss.png`` (one heatmap per
+condition, models ordered by clustering) to the workdir. A rerun with the same models and
+config reuses the finished results.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+from absl import flags
+
+from experiments import cli
+from mmc_jax import InputError, data, io, path_eval, paths, plots, similarity, training
+from mmc_jax.errors import require
+
+CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "similarity"),
+                                   "workdirs/similarity")
+MODELS = flags.DEFINE_list("models", None, "Comma-separated model folders (experiments.train "
+                           "workdirs or <cbft workdir>/seed_<s>/<method>), each optionally "
+                           "NAME=DIR.")
+
+
+def parse_models(entries: list[str]) -> dict[str, str]:
+    """``["θ_C=dir", "dir2"]`` → ``{"θ_C": "dir", "<dir2's last two parts>": "dir2"}``."""
+    named: dict[str, str] = {}
+    for entry in entries or []:
+        name, _, folder = entry.rpartition("=")
+        if not name:
+            name = "/".join(pathlib.Path(folder).parts[-2:])
+        if name in named:
+            raise InputError(f"two models are named {name!r}; name them with NAME=DIR")
+        named[name] = folder
+    if len(named) < 2:
+        raise InputError(f"--models needs at least two model folders, got {len(named)}")
+    return named
+
+
+def validate(config) -> tuple[str, ...]:
+    """Raises InputError for impossible values; returns the conditions."""
+    require([
+        (config.num_points >= 2, f"num_points must be >= 2, got {config.num_points}"),
+        (config.bn in path_eval.BN_POLICIES, f"unknown BN policy {config.bn!r}; choose from "
+         f"{', '.join(path_eval.BN_POLICIES)}"),
+        (config.cluster_threshold >= 0,
+         f"cluster_threshold must be >= 0, got {config.cluster_threshold}"),
+    ])
+    conditions = tuple(c.strip() for c in config.conditions.split(",") if c.strip())
+    if not conditions:
+        raise InputError("conditions must name at least one condition")
+    for c in conditions:
+        data.check_condition(c)
+    data.check_random_from(config.random_from)
+    path_eval.resolve_strategy(config.strategy)
+    return conditions
+
+
+def run(config, folders: dict[str, str], workdir: str) -> dict:
+    """Loads the models, evaluates every pair, writes the outputs; returns results.json."""
+    workdir = pathlib.Path(workdir).resolve()
+    conditions = validate(config)
+    stored = {"config": config.to_dict(), "models": folders}
+    previous = workdir / "results.json"
+    if previous.is_file():
+        results = json.loads(previous.read_text())
+        if {k: results.get(k) for k in stored} == json.loads(json.dumps(stored)):
+            print("finished earlier with these models and config; reusing its results")
+            print((workdir / "results.md").read_text())
+            return results
+    loaded, first = {}, None
+    for name, folder in folders.items():
+        model, variables, model_config = training.load_model(folder)
+        if first is None:
+            first = (name, folder, model, model_config)
+        else:
+            training.check_compatible(first[3], model_config, f"{first[0]} ({first[1]})",
+                                      f"{name} ({folder})")
+        loaded[name] = variables
+    _, _, model, model_config = first
+    train, test = training.load_data(model_config)
+    if config.num_eval:
+        test = test.take(np.arange(min(config.num_eval, len(test))))
+    pairs = len(loaded) * (len(loaded) - 1) // 2
+    print(f"{len(loaded)} models, {pairs} lines × {config.num_points} points × "
+          f"{len(conditions)} conditions in one evaluation (BN {config.bn})")
+    result = similarity.pairwise_barriers(
+        model.apply, loaded, test, ts=paths.grid(config.num_points), conditions=conditions,
+        bn=config.bn, bn_set=train, bn_batches=config.bn_batches, batch_size=config.batch_size,
+        random_from=config.random_from, strategy=config.strategy,
+        key=jax.random.PRNGKey(config.seed))
+    results = {**stored, **result.to_json(),
+               "order": {c: [result.names[i] for i in result.order(c)] for c in conditions},
+               "clusters": {c: dict(zip(result.names,
+                                        result.clusters(c, config.cluster_threshold)))
+                            for c in conditions}}
+    io.save_figure(workdir / "similarity_loss.png", plots.barrier_heatmaps(result, "loss"))
+    table = markdown(results, config.cluster_threshold)
+    io.write_atomic(workdir / "results.md", table)
+    io.write_json(previous, results)
+    print(table)
+    return results
+
+
+def markdown(results: dict, threshold: float) -> str:
+    """Per condition: the loss-barrier matrix (models in clustering order) and clusters."""
+    names = results["names"]
+    out = [f"# Linear-path barriers between {len(names)} models\n"]
+    for c, matrices in results["conditions"].items():
+        order = [names.index(n) for n in results["order"][c]]
+        loss = np.asarray(matrices["loss_barrier"])
+        out += [f"## {c}\n", "| | " + " | ".join(names[j] for j in order) + " |",
+                "|---|" + "---|" * len(order)]
+        out += [f"| {names[i]} | " + " | ".join(f"{loss[i, j]:.2f}" for j in order) + " |"
+                for i in order]
+        groups: dict[int, list[str]] = {}
+        for name, label in results["clusters"][c].items():
+            groups.setdefault(label, []).append(name)
+        out += ["", f"Clusters (average loss barrier ≤ {threshold:g}): "
+                + "; ".join("{" + ", ".join(g) + "}" for g in groups.values()), ""]
+    out.append("Loss barrier of the straight line between the row and column models.")
+    return "\n".join(out) + "\n"
+
+
+def main(argv):
+    del argv
+    folders = parse_models(MODELS.value)
+    print(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
+    run(CONFIG.value, folders, WORKDIR.value)
+
+
+if __name__ == "__main__":
+    cli.run(main)

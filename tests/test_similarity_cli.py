@@ -1,0 +1,63 @@
+"""``python -m experiments.similarity`` end to end on tiny trained models: matrices equal
+to connectivity's single-line barriers, a model and its duplicate in one cluster, reruns
+reused, bad input as one line."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--config.num_points=3", "--config.num_eval=60", "--config.bn_batches=2",
+        "--config.batch_size=60", "--config.conditions=nocue,cue"]
+
+
+def _run(module, *args):
+    return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_similarity_cli(trained, tmp_path):
+    models = f"--models=NC={trained / 'nc'},C={trained / 'c'},C_again={trained / 'c'}"
+    work = tmp_path / "similarity"
+    result = _run("similarity", models, f"--workdir={work}", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads((work / "results.json").read_text())
+    assert out["names"] == ["NC", "C", "C_again"] and out["ts"] == [0.0, 0.5, 1.0]
+    for c in ("nocue", "cue"):
+        loss = np.asarray(out["conditions"][c]["loss_barrier"])
+        np.testing.assert_array_equal(loss, loss.T)
+        np.testing.assert_array_equal(np.diag(loss), 0.0)
+        assert loss[1, 2] == pytest.approx(0.0, abs=1e-5)
+        assert out["clusters"][c]["C"] == out["clusters"][c]["C_again"]
+        order = out["order"][c]
+        assert abs(order.index("C") - order.index("C_again")) == 1
+    # The NC–C entry is connectivity's barrier of the same line.
+    line = tmp_path / "line"
+    single = _run("connectivity", f"--model_a={trained / 'nc'}", f"--model_b={trained / 'c'}",
+                  f"--workdir={line}", *TINY)
+    assert single.returncode == 0, single.stderr[-3000:]
+    summary = json.loads((line / "results.json").read_text())
+    for c in ("nocue", "cue"):
+        assert out["conditions"][c]["loss_barrier"][0][1] == pytest.approx(
+            summary["conditions"][c]["barrier"]["loss"], abs=1e-4)
+        assert out["conditions"][c]["acc_barrier"][0][1] == pytest.approx(
+            summary["conditions"][c]["barrier"]["acc"], abs=1e-6)
+    assert (work / "similarity_loss.png").stat().st_size > 1000
+    assert "Clusters" in (work / "results.md").read_text()
+    rerun = _run("similarity", models, f"--workdir={work}", *TINY)
+    assert rerun.returncode == 0 and "reusing its results" in rerun.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--models=a"], "at least two model folders"),
+    (["--models=x=a,x=b"], "two models are named 'x'"),
+])
+def test_similarity_bad_input_is_one_line(tmp_path, args, message):
+    result = _run("similarity", *args, f"--workdir={tmp_path}")
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
