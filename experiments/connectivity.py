@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from experiments import cli
+from experiments import cli, evaluation
 from mmc_jax import (InputError, curve, data, io, models, path_eval, paths, permute, plots,
                      training)
 from mmc_jax.data.batching import sample_batches
@@ -169,9 +169,7 @@ def plots_and_table(summary: dict, workdir: pathlib.Path) -> str:
 
 def main(argv):
     del argv
-    if not MODEL_A.value or not MODEL_B.value:
-        raise InputError("give both --model_a and --model_b (model folders: experiments.train "
-                         "workdirs or <cbft workdir>/seed_<s>/<method>)")
+    evaluation.require_pair(MODEL_A.value, MODEL_B.value)
     print(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
     connectivity(CONFIG.value, MODEL_A.value, MODEL_B.value, PATH.value, WORKDIR.value)
 

@@ -12,15 +12,14 @@ config reuses the finished results.
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import jax
 import numpy as np
 from absl import flags
 
-from experiments import cli
-from mmc_jax import InputError, data, io, path_eval, paths, plots, similarity, training
+from experiments import cli, evaluation
+from mmc_jax import InputError, io, paths, plots, similarity, training
 from mmc_jax.errors import require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "similarity"),
@@ -45,37 +44,16 @@ def parse_models(entries: list[str]) -> dict[str, str]:
     return named
 
 
-def validate(config) -> tuple[str, ...]:
-    """Raises InputError for impossible values; returns the conditions."""
-    require([
-        (config.num_points >= 2, f"num_points must be >= 2, got {config.num_points}"),
-        (config.bn in path_eval.BN_POLICIES, f"unknown BN policy {config.bn!r}; choose from "
-         f"{', '.join(path_eval.BN_POLICIES)}"),
-        (config.cluster_threshold >= 0,
-         f"cluster_threshold must be >= 0, got {config.cluster_threshold}"),
-    ])
-    conditions = tuple(c.strip() for c in config.conditions.split(",") if c.strip())
-    if not conditions:
-        raise InputError("conditions must name at least one condition")
-    for c in conditions:
-        data.check_condition(c)
-    data.check_random_from(config.random_from)
-    path_eval.resolve_strategy(config.strategy)
-    return conditions
-
-
 def run(config, folders: dict[str, str], workdir: str) -> dict:
     """Loads the models, evaluates every pair, writes the outputs; returns results.json."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = validate(config)
+    conditions = evaluation.validate(config)
+    require([(config.cluster_threshold >= 0,
+              f"cluster_threshold must be >= 0, got {config.cluster_threshold}")])
     stored = {"config": config.to_dict(), "models": folders}
-    previous = workdir / "results.json"
-    if previous.is_file():
-        results = json.loads(previous.read_text())
-        if {k: results.get(k) for k in stored} == json.loads(json.dumps(stored)):
-            print("finished earlier with these models and config; reusing its results")
-            print((workdir / "results.md").read_text())
-            return results
+    done = evaluation.finished(workdir, stored)
+    if done:
+        return done
     loaded, first = {}, None
     for name, folder in folders.items():
         model, variables, model_config = training.load_model(folder)
@@ -105,7 +83,7 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
     io.save_figure(workdir / "similarity_loss.png", plots.barrier_heatmaps(result, "loss"))
     table = markdown(results, config.cluster_threshold)
     io.write_atomic(workdir / "results.md", table)
-    io.write_json(previous, results)
+    io.write_json(workdir / "results.json", results)
     print(table)
     return results
 

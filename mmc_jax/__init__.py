@@ -6,6 +6,7 @@ Submodules:
   training: PyTorch-equivalent SGD, train/eval steps, checkpoints, the training loop.
   paths, barrier, path_eval: paths between models, barrier metrics, the path evaluator.
   similarity: pairwise linear-path barriers of N models, clustered.
+  layerwise: per-layer barriers (one layer interpolated at a time).
   permute: permutation specs, weight and activation matching.
   objectives, finetune: CBFT's losses; naive FT, LLRT, LPFT and CBFT.
   parallel: data parallelism over all local devices (sharding annotations).
@@ -13,11 +14,11 @@ Submodules:
   timing: wall-clock and compile seconds of a run's phases.
 """
 
-from mmc_jax import (barrier, curve, data, finetune, models, objectives, path_eval, paths,
-                     parallel, permute, runtime, similarity, timing, training)
+from mmc_jax import (barrier, curve, data, finetune, layerwise, models, objectives, path_eval,
+                     paths, parallel, permute, runtime, similarity, timing, training)
 from mmc_jax.errors import InputError
 
 __version__ = "0.1.0"
-__all__ = ["barrier", "curve", "data", "finetune", "models", "objectives", "parallel", "path_eval",
+__all__ = ["barrier", "curve", "data", "finetune", "layerwise", "models", "objectives", "parallel", "path_eval",
            "paths", "permute", "runtime", "similarity", "timing", "training",
            "InputError", "__version__"]

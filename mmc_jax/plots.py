@@ -174,3 +174,25 @@ def barrier_heatmaps(result, metric: str = "loss"):
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return fig
+
+
+def layer_barriers(result, title: str = ""):
+    """Bar chart of a :class:`mmc_jax.layerwise.LayerwiseResult`: the loss barrier of each
+    layer's partial line, one group of bars per layer, one bar per condition."""
+    plt = _use_agg()
+    groups, conditions = result.groups, list(result.loss)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(groups) * max(1, len(conditions))
+                                        ** 0.5 + 1.5), 3.2))
+    width = 0.8 / len(conditions)
+    x = np.arange(len(groups))
+    for k, condition in enumerate(conditions):
+        ax.bar(x + (k - (len(conditions) - 1) / 2) * width, result.loss[condition], width,
+               label=condition)
+    ax.set_xticks(x, groups, rotation=60, ha="right", fontsize=7)
+    ax.set(ylabel="loss barrier")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -61,3 +61,31 @@ def test_similarity_bad_input_is_one_line(tmp_path, args, message):
     result = _run("similarity", *args, f"--workdir={tmp_path}")
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_layerwise_cli(trained, tmp_path):
+    """Per-layer barriers from θ_NC to θ_C: one row per module, a model against itself has
+    none, reruns are reused, a missing model is one line."""
+    work = tmp_path / "layerwise"
+    args = [f"--model_a={trained / 'nc'}", f"--model_b={trained / 'c'}", f"--workdir={work}",
+            *TINY]
+    result = _run("layerwise", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads((work / "results.json").read_text())
+    assert out["groups"][:2] == ["bn0", "conv0"] and out["groups"][-1] == "classifier"
+    for c in ("nocue", "cue"):
+        assert len(out["conditions"][c]["loss_barrier"]) == len(out["groups"])
+        assert min(out["conditions"][c]["loss_barrier"]) >= -1e-6
+    assert (work / "layerwise.png").stat().st_size > 1000
+    assert "| conv0 |" in (work / "results.md").read_text()
+    assert "reusing its results" in _run("layerwise", *args).stdout
+    same = tmp_path / "same"
+    result = _run("layerwise", f"--model_a={trained / 'c'}", f"--model_b={trained / 'c'}",
+                  f"--workdir={same}", "--config.groups=conv1,classifier", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads((same / "results.json").read_text())
+    assert out["groups"] == ["conv1", "classifier"]
+    assert all(abs(v) < 1e-5 for c in out["conditions"].values() for v in c["loss_barrier"])
+    missing = _run("layerwise", f"--model_a={trained / 'c'}", f"--workdir={tmp_path / 'x'}")
+    assert missing.returncode == 2 and "give both --model_a and --model_b" in missing.stderr

@@ -1,0 +1,50 @@
+"""What the model-comparison entry points (``similarity``, ``layerwise``) check in their
+evaluation settings, in one place."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Optional
+
+from mmc_jax import InputError, data, path_eval
+from mmc_jax.errors import require
+
+
+def validate(config) -> tuple[str, ...]:
+    """Raises InputError for impossible evaluation settings (``num_points``, ``bn``,
+    ``conditions``, ``random_from``, ``strategy``); returns the conditions."""
+    require([
+        (config.num_points >= 2, f"num_points must be >= 2, got {config.num_points}"),
+        (config.bn in path_eval.BN_POLICIES, f"unknown BN policy {config.bn!r}; choose from "
+         f"{', '.join(path_eval.BN_POLICIES)}"),
+    ])
+    conditions = tuple(c.strip() for c in config.conditions.split(",") if c.strip())
+    if not conditions:
+        raise InputError("conditions must name at least one condition")
+    for c in conditions:
+        data.check_condition(c)
+    data.check_random_from(config.random_from)
+    path_eval.resolve_strategy(config.strategy)
+    return conditions
+
+
+def finished(workdir: pathlib.Path, stored: dict) -> Optional[dict]:
+    """The results of a run in ``workdir`` that finished with the same ``stored`` fields
+    (config and models), printed again; else None."""
+    previous = workdir / "results.json"
+    if not previous.is_file():
+        return None
+    results = json.loads(previous.read_text())
+    if {k: results.get(k) for k in stored} != json.loads(json.dumps(stored)):
+        return None
+    print("finished earlier with these models and config; reusing its results")
+    print((workdir / "results.md").read_text())
+    return results
+
+
+def require_pair(model_a: Optional[str], model_b: Optional[str]) -> None:
+    """One line when ``--model_a`` or ``--model_b`` is missing."""
+    if not model_a or not model_b:
+        raise InputError("give both --model_a and --model_b (model folders: experiments.train "
+                         "workdirs or <cbft workdir>/seed_<s>/<method>)")
