@@ -48,3 +48,18 @@ def require_pair(model_a: Optional[str], model_b: Optional[str]) -> None:
     if not model_a or not model_b:
         raise InputError("give both --model_a and --model_b (model folders: experiments.train "
                          "workdirs or <cbft workdir>/seed_<s>/<method>)")
+
+
+def parse_models(entries: Optional[list[str]], at_least: int = 2) -> dict[str, str]:
+    """``["θ_C=dir", "dir2"]`` → ``{"θ_C": "dir", "<dir2's last two parts>": "dir2"}``."""
+    named: dict[str, str] = {}
+    for entry in entries or []:
+        name, _, folder = entry.rpartition("=")
+        if not name:
+            name = "/".join(pathlib.Path(folder).parts[-2:])
+        if name in named:
+            raise InputError(f"two models are named {name!r}; name them with NAME=DIR")
+        named[name] = folder
+    if len(named) < at_least:
+        raise InputError(f"--models needs at least {at_least} model folders, got {len(named)}")
+    return named

@@ -19,7 +19,7 @@ import numpy as np
 from absl import flags
 
 from experiments import cli, evaluation
-from mmc_jax import InputError, io, paths, plots, similarity, training
+from mmc_jax import io, paths, plots, similarity, training
 from mmc_jax.errors import require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "similarity"),
@@ -27,21 +27,6 @@ CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "similarity"),
 MODELS = flags.DEFINE_list("models", None, "Comma-separated model folders (experiments.train "
                            "workdirs or <cbft workdir>/seed_<s>/<method>), each optionally "
                            "NAME=DIR.")
-
-
-def parse_models(entries: list[str]) -> dict[str, str]:
-    """``["θ_C=dir", "dir2"]`` → ``{"θ_C": "dir", "<dir2's last two parts>": "dir2"}``."""
-    named: dict[str, str] = {}
-    for entry in entries or []:
-        name, _, folder = entry.rpartition("=")
-        if not name:
-            name = "/".join(pathlib.Path(folder).parts[-2:])
-        if name in named:
-            raise InputError(f"two models are named {name!r}; name them with NAME=DIR")
-        named[name] = folder
-    if len(named) < 2:
-        raise InputError(f"--models needs at least two model folders, got {len(named)}")
-    return named
 
 
 def run(config, folders: dict[str, str], workdir: str) -> dict:
@@ -110,7 +95,7 @@ def markdown(results: dict, threshold: float) -> str:
 
 def main(argv):
     del argv
-    folders = parse_models(MODELS.value)
+    folders = evaluation.parse_models(MODELS.value)
     print(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
     run(CONFIG.value, folders, WORKDIR.value)
 

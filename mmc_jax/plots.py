@@ -196,3 +196,27 @@ def layer_barriers(result, title: str = ""):
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def plane_contours(result, metric: str = "loss"):
+    """Filled contours of a :class:`mmc_jax.plane.PlaneResult` per condition, the three
+    models marked and named."""
+    plt = _use_agg()
+    conditions = list(result.metrics)
+    fig, axes = plt.subplots(1, len(conditions), figsize=(4.2 * len(conditions), 3.6),
+                             squeeze=False)
+    for ax, condition in zip(axes[0], conditions):
+        values = result.metrics[condition][metric]
+        levels = np.linspace(values.min(), values.max(), 16) if values.max() > values.min() \
+            else 16
+        image = ax.contourf(result.xs, result.ys, values.T, levels=levels, cmap="viridis")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        ax.scatter(result.coords[:, 0], result.coords[:, 1], c="white", edgecolors="black",
+                   s=40, zorder=3)
+        for name, (x, y) in zip(result.names, result.coords):
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8,
+                        color="white")
+        ax.set_title(f"{condition}: {metric}", fontsize=9)
+        ax.set_aspect("equal")
+    fig.tight_layout()
+    return fig

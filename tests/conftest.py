@@ -37,3 +37,17 @@ def trained(tmp_path_factory):
                       eval_batch_size=60, cue_proportion=p)
         training.train_and_evaluate(config, str(root / name), progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def three_tiny_models():
+    """A quarter-width cnn4, three random initialisations ``{"a", "b", "c"}`` of it, and
+    small shapes10 train (120) and test (60) sets, for the model-comparison tests."""
+    from mmc_jax import data, models
+
+    model = models.create("cnn4", 10, width=0.25)
+    variables = {name: models.init(model, jax.random.key(seed), (32, 32, 3))
+                 for name, seed in (("a", 0), ("b", 1), ("c", 2))}
+    train = data.load("shapes10", "train", num_examples=120)
+    test = data.load("shapes10", "test", num_examples=60)
+    return model, variables, train, test

@@ -6,19 +6,15 @@ import jax
 import numpy as np
 import pytest
 
-from mmc_jax import InputError, data, layerwise, models, path_eval, paths
+from mmc_jax import InputError, layerwise, models, path_eval, paths
 
 KW = dict(conditions=("nocue", "cue"), bn="recompute", bn_batches=2, batch_size=30)
 
 
 @pytest.fixture(scope="module")
-def setup():
-    model = models.create("cnn4", 10, width=0.25)
-    a = models.init(model, jax.random.key(0), (32, 32, 3))
-    b = models.init(model, jax.random.key(1), (32, 32, 3))
-    train = data.load("shapes10", "train", num_examples=120)
-    test = data.load("shapes10", "test", num_examples=60)
-    return model, a, b, train, test
+def setup(three_tiny_models):
+    model, variables, train, test = three_tiny_models
+    return model, variables["a"], variables["b"], train, test
 
 
 def _with_group(a, b, group):

@@ -5,17 +5,12 @@ import jax
 import numpy as np
 import pytest
 
-from mmc_jax import InputError, data, models, path_eval, paths, similarity
+from mmc_jax import InputError, models, path_eval, paths, similarity
 
 
 @pytest.fixture(scope="module")
-def setup():
-    model = models.create("cnn4", 10, width=0.25)
-    variables = {name: models.init(model, jax.random.key(seed), (32, 32, 3))
-                 for name, seed in (("a", 0), ("b", 1), ("c", 2))}
-    train = data.load("shapes10", "train", num_examples=120)
-    test = data.load("shapes10", "test", num_examples=60)
-    return model, variables, train, test
+def setup(three_tiny_models):
+    return three_tiny_models
 
 
 KW = dict(conditions=("nocue", "cue"), bn="recompute", bn_batches=2, batch_size=30)

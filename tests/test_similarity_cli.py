@@ -54,7 +54,7 @@ def test_similarity_cli(trained, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--models=a"], "at least two model folders"),
+    (["--models=a"], "at least 2 model folders"),
     (["--models=x=a,x=b"], "two models are named 'x'"),
 ])
 def test_similarity_bad_input_is_one_line(tmp_path, args, message):
@@ -89,3 +89,12 @@ def test_layerwise_cli(trained, tmp_path):
     assert all(abs(v) < 1e-5 for c in out["conditions"].values() for v in c["loss_barrier"])
     missing = _run("layerwise", f"--model_a={trained / 'c'}", f"--workdir={tmp_path / 'x'}")
     assert missing.returncode == 2 and "give both --model_a and --model_b" in missing.stderr
+
+
+def test_plane_cli_refuses_two_models_and_three_on_a_line(trained, tmp_path):
+    two = _run("plane", f"--models={trained / 'nc'},{trained / 'c'}", f"--workdir={tmp_path}")
+    assert two.returncode == 2 and "at least 3 model folders" in two.stderr
+    line = _run("plane", f"--models=A={trained / 'nc'},B={trained / 'c'},C={trained / 'c'}",
+                f"--workdir={tmp_path / 'line'}", *TINY)
+    assert line.returncode == 2 and "on one line" in line.stderr
+    assert len(line.stderr.strip().splitlines()) == 1

@@ -1,0 +1,17 @@
+"""Loss and accuracy over the plane through three trained models, on a G×G grid.
+
+    S=workdirs/cbft/seed_0
+    python -m experiments.plane --models=θ_C=$S/cue_model,FT=$S/naive_ft_small,CBFT=$S/cbft \
+        --workdir=workdirs/plane
+"""
+
+import ml_collections
+
+from experiments.configs import evaluation
+
+
+def get_config():
+    config = evaluation.add_settings(ml_collections.ConfigDict())
+    config.num_points = 21           # G: grid points per side (G² points in one evaluation)
+    config.margin = 0.2              # grid beyond the models, as a fraction of their extent
+    return config

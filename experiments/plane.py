@@ -1,0 +1,85 @@
+"""Loss and accuracy over the 2-D plane through three trained models, per condition.
+
+    python -m experiments.plane --models=[NAME=]DIR,[NAME=]DIR,[NAME=]DIR [--config=...]
+        [--workdir=DIR]
+
+The first model is the origin, the second lies on the x-axis (``mmc_jax.plane``). A
+``num_points``×``num_points`` grid covering the three models is evaluated in one compiled
+call. Writes ``results.json``, ``results.md`` and ``plane_loss.png`` / ``plane_acc.png``
+(contours with the models marked); a rerun with the same models and config reuses them.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import numpy as np
+from absl import flags
+
+from experiments import cli, evaluation
+from mmc_jax import io, plane, plots, training
+from mmc_jax.errors import require
+
+CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "plane"), "workdirs/plane")
+MODELS = flags.DEFINE_list("models", None, "Three comma-separated model folders, each "
+                           "optionally NAME=DIR (origin, x-axis, third).")
+
+
+def run(config, folders: dict[str, str], workdir: str) -> dict:
+    """Loads the three models, evaluates the grid, writes the outputs."""
+    workdir = pathlib.Path(workdir).resolve()
+    conditions = evaluation.validate(config)
+    require([(len(folders) == 3, f"--models needs exactly three model folders, got "
+              f"{len(folders)}"), (config.margin >= 0, f"margin must be >= 0, got "
+                                   f"{config.margin}")])
+    stored = {"config": config.to_dict(), "models": folders}
+    done = evaluation.finished(workdir, stored)
+    if done:
+        return done
+    loaded, model, first = {}, None, None
+    for name, folder in folders.items():
+        model_here, variables, model_config = training.load_model(folder)
+        if first is None:
+            model, first = model_here, (name, folder, model_config)
+        else:
+            training.check_compatible(first[2], model_config, f"{first[0]} ({first[1]})",
+                                      f"{name} ({folder})")
+        loaded[name] = variables
+    train, test = training.load_data(first[2])
+    if config.num_eval:
+        test = test.take(np.arange(min(config.num_eval, len(test))))
+    g = config.num_points
+    print(f"{g}×{g} grid + 3 models × {len(conditions)} conditions in one evaluation")
+    result = plane.evaluate_plane(
+        model.apply, loaded, test, size=g, margin=config.margin, conditions=conditions,
+        bn=config.bn, bn_set=train, bn_batches=config.bn_batches, batch_size=config.batch_size,
+        random_from=config.random_from, strategy=config.strategy,
+        key=jax.random.PRNGKey(config.seed))
+    results = {**stored, **result.to_json()}
+    for metric in ("loss", "acc"):
+        io.save_figure(workdir / f"plane_{metric}.png", plots.plane_contours(result, metric))
+    lines = [f"# Plane through {', '.join(result.names)} ({g}×{g} grid)\n",
+             "| condition | " + " | ".join(f"{n} loss / acc" for n in result.names)
+             + " | grid loss min / max |", "|---|" + "---|" * (len(result.names) + 1)]
+    for c in conditions:
+        cells = [f"{result.models[c]['loss'][i]:.2f} / {100 * result.models[c]['acc'][i]:.1f}"
+                 for i in range(3)]
+        grid = result.metrics[c]["loss"]
+        lines.append(f"| {c} | " + " | ".join(cells) + f" | {grid.min():.2f} / {grid.max():.2f} |")
+    table = "\n".join(lines) + "\n\nAccuracies in %; the models' coordinates are in results.json.\n"
+    io.write_atomic(workdir / "results.md", table)
+    io.write_json(workdir / "results.json", results)
+    print(table)
+    return results
+
+
+def main(argv):
+    del argv
+    folders = evaluation.parse_models(MODELS.value, at_least=3)
+    print(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
+    run(CONFIG.value, folders, WORKDIR.value)
+
+
+if __name__ == "__main__":
+    cli.run(main)
