@@ -92,7 +92,7 @@ def main():
         (os.cpu_count() or 1) > 1 else [None] * len(rows)
     for row, ms in zip(rows, pinned):
         row["xla_forward_one_core"] = ms
-        row["auto"] = layers.resolve_conv_impl("auto", row["layer"][2] ** 2, row["layer"][0])
+        row["auto"] = layers.resolve_conv_impl("auto", row["layer"][2] ** 2)
     print(f"\n{common.machine()}, batch {args.batch}, {os.cpu_count()} cores; milliseconds\n")
     print("| C_in → C_out @ size | xla fwd | xla dx | xla dw | im2col fwd | im2col dx | "
           "im2col dw | xla fwd, one core | all / one | auto |")

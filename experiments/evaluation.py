@@ -7,7 +7,10 @@ import json
 import pathlib
 from typing import Optional
 
-from mmc_jax import InputError, data, path_eval
+import jax
+import numpy as np
+
+from mmc_jax import InputError, data, path_eval, training
 from mmc_jax.errors import require
 
 
@@ -63,3 +66,31 @@ def parse_models(entries: Optional[list[str]], at_least: int = 2) -> dict[str, s
     if len(named) < at_least:
         raise InputError(f"--models needs at least {at_least} model folders, got {len(named)}")
     return named
+
+
+def load_models(folders: dict[str, str], num_eval: int = 0):
+    """The named model folders, checked to share architecture and data with the first.
+
+    Returns:
+      ``(model, {name: variables}, train, test)``; ``test`` cut to its first ``num_eval``
+      samples when ``num_eval > 0``.
+    """
+    loaded, model, first = {}, None, None
+    for name, folder in folders.items():
+        model_here, variables, model_config = training.load_model(folder)
+        if first is None:
+            model, first = model_here, (f"{name} ({folder})", model_config)
+        else:
+            training.check_compatible(first[1], model_config, first[0], f"{name} ({folder})")
+        loaded[name] = variables
+    train, test = training.load_data(first[1])
+    if num_eval:
+        test = test.take(np.arange(min(num_eval, len(test))))
+    return model, loaded, train, test
+
+
+def evaluator_settings(config, train) -> dict:
+    """The path evaluator's keyword arguments from the shared config fields."""
+    return dict(bn=config.bn, bn_set=train, bn_batches=config.bn_batches,
+                batch_size=config.batch_size, random_from=config.random_from,
+                strategy=config.strategy, key=jax.random.PRNGKey(config.seed))

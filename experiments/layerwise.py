@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import pathlib
 
-import jax
-import numpy as np
 from absl import flags
 
 from experiments import cli, evaluation
-from mmc_jax import io, layerwise, paths, plots, training
+from mmc_jax import io, layerwise, paths, plots
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "layerwise"), "workdirs/layerwise")
 MODEL_A = flags.DEFINE_string("model_a", None, "Folder of model A (t = 0; the layers not "
@@ -34,19 +32,13 @@ def run(config, model_a: str, model_b: str, workdir: str) -> dict:
     done = evaluation.finished(workdir, stored)
     if done:
         return done
-    model, a, config_a = training.load_model(model_a)
-    _, b, config_b = training.load_model(model_b)
-    training.check_compatible(config_a, config_b, f"--model_a {model_a}",
-                              f"--model_b {model_b}")
-    train, test = training.load_data(config_a)
-    if config.num_eval:
-        test = test.take(np.arange(min(config.num_eval, len(test))))
+    model, pair, train, test = evaluation.load_models(
+        {"--model_a": model_a, "--model_b": model_b}, config.num_eval)
+    a, b = pair["--model_a"], pair["--model_b"]
     groups = [g.strip() for g in config.groups.split(",") if g.strip()] or None
     result = layerwise.layerwise_barriers(
         model.apply, a, b, test, groups=groups, ts=paths.grid(config.num_points),
-        conditions=conditions, bn=config.bn, bn_set=train, bn_batches=config.bn_batches,
-        batch_size=config.batch_size, random_from=config.random_from,
-        strategy=config.strategy, key=jax.random.PRNGKey(config.seed))
+        conditions=conditions, **evaluation.evaluator_settings(config, train))
     results = {**stored, **result.to_json()}
     io.save_figure(workdir / "layerwise.png", plots.layer_barriers(
         result, f"one layer at a time from {pathlib.Path(model_a).name} (t=0) to "

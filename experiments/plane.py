@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import pathlib
 
-import jax
-import numpy as np
 from absl import flags
 
 from experiments import cli, evaluation
-from mmc_jax import io, plane, plots, training
+from mmc_jax import io, plane, plots
 from mmc_jax.errors import require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "plane"), "workdirs/plane")
@@ -37,25 +35,12 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
     done = evaluation.finished(workdir, stored)
     if done:
         return done
-    loaded, model, first = {}, None, None
-    for name, folder in folders.items():
-        model_here, variables, model_config = training.load_model(folder)
-        if first is None:
-            model, first = model_here, (name, folder, model_config)
-        else:
-            training.check_compatible(first[2], model_config, f"{first[0]} ({first[1]})",
-                                      f"{name} ({folder})")
-        loaded[name] = variables
-    train, test = training.load_data(first[2])
-    if config.num_eval:
-        test = test.take(np.arange(min(config.num_eval, len(test))))
+    model, loaded, train, test = evaluation.load_models(folders, config.num_eval)
     g = config.num_points
     print(f"{g}×{g} grid + 3 models × {len(conditions)} conditions in one evaluation")
     result = plane.evaluate_plane(
         model.apply, loaded, test, size=g, margin=config.margin, conditions=conditions,
-        bn=config.bn, bn_set=train, bn_batches=config.bn_batches, batch_size=config.batch_size,
-        random_from=config.random_from, strategy=config.strategy,
-        key=jax.random.PRNGKey(config.seed))
+        **evaluation.evaluator_settings(config, train))
     results = {**stored, **result.to_json()}
     for metric in ("loss", "acc"):
         io.save_figure(workdir / f"plane_{metric}.png", plots.plane_contours(result, metric))

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import pathlib
 
-import jax
 import numpy as np
 from absl import flags
 
 from experiments import cli, evaluation
-from mmc_jax import io, paths, plots, similarity, training
+from mmc_jax import io, paths, plots, similarity
 from mmc_jax.errors import require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "similarity"),
@@ -39,27 +38,13 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
     done = evaluation.finished(workdir, stored)
     if done:
         return done
-    loaded, first = {}, None
-    for name, folder in folders.items():
-        model, variables, model_config = training.load_model(folder)
-        if first is None:
-            first = (name, folder, model, model_config)
-        else:
-            training.check_compatible(first[3], model_config, f"{first[0]} ({first[1]})",
-                                      f"{name} ({folder})")
-        loaded[name] = variables
-    _, _, model, model_config = first
-    train, test = training.load_data(model_config)
-    if config.num_eval:
-        test = test.take(np.arange(min(config.num_eval, len(test))))
+    model, loaded, train, test = evaluation.load_models(folders, config.num_eval)
     pairs = len(loaded) * (len(loaded) - 1) // 2
     print(f"{len(loaded)} models, {pairs} lines × {config.num_points} points × "
           f"{len(conditions)} conditions in one evaluation (BN {config.bn})")
     result = similarity.pairwise_barriers(
         model.apply, loaded, test, ts=paths.grid(config.num_points), conditions=conditions,
-        bn=config.bn, bn_set=train, bn_batches=config.bn_batches, batch_size=config.batch_size,
-        random_from=config.random_from, strategy=config.strategy,
-        key=jax.random.PRNGKey(config.seed))
+        **evaluation.evaluator_settings(config, train))
     results = {**stored, **result.to_json(),
                "order": {c: [result.names[i] for i in result.order(c)] for c in conditions},
                "clusters": {c: dict(zip(result.names,

@@ -122,16 +122,11 @@ def layerwise_barriers(apply_fn: Callable, a: PyTree, b: PyTree, eval_set: Datas
       A :class:`LayerwiseResult`; group g's entry equals the barrier of
       ``evaluate_path(apply_fn, paths.linear(a, a with g's variables from b), ts, ...)``.
     """
-    if jax.tree.structure(a) != jax.tree.structure(b) or any(
-            np.shape(x) != np.shape(y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))):
-        raise InputError("the two models do not share one architecture (their variables "
-                         "differ in structure or shapes)")
+    paths.require_same_architecture([a, b], "the two models")
     groups = layer_names(a) if groups is None else list(groups)
     if not groups:
         raise InputError("layerwise barriers need at least one group")
-    ts = np.asarray(paths.grid(11) if ts is None else ts, np.float32)
-    if ts.ndim != 1 or len(ts) < 2 or ts[0] != 0.0 or ts[-1] != 1.0:
-        raise InputError("ts must be a 1-d grid from 0 to 1 with at least two points")
+    ts = paths.check_grid(paths.grid(11) if ts is None else ts)
     lines = LayerLines(dict(a), dict(b), group_masks(a, groups))
     points = np.asarray([(g, t) for g in range(len(groups)) for t in ts], np.float32)
     result = path_eval.compile_evaluation(apply_fn, lines, points, eval_set,

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from mmc_jax.errors import InputError
@@ -96,6 +97,23 @@ def polygonal_chain(points: Sequence[PyTree]) -> Path:
     if len(points) < 2:
         raise InputError("a path needs at least two points")
     return Path(_stack(points), "chain")
+
+
+def require_same_architecture(models: Sequence[PyTree], what: str) -> None:
+    """Raises InputError unless the models' variables share structure and shapes; ``what``
+    names them in the message (e.g. ``"the two models"``)."""
+    if len({jax.tree.structure(m) for m in models}) != 1 or len(
+            {tuple(jnp.shape(x) for x in jax.tree.leaves(m)) for m in models}) != 1:
+        raise InputError(f"{what} do not share one architecture (their variables differ in "
+                         "structure or shapes)")
+
+
+def check_grid(ts) -> np.ndarray:
+    """``ts`` as a float32 array, checked to be a 1-d grid from 0 to 1 of ≥ 2 points."""
+    ts = np.asarray(ts, np.float32)
+    if ts.ndim != 1 or len(ts) < 2 or ts[0] != 0.0 or ts[-1] != 1.0:
+        raise InputError("ts must be a 1-d grid from 0 to 1 with at least two points")
+    return ts
 
 
 def grid(num_points: int = 11) -> jax.Array:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mmc_jax import path_eval
+from mmc_jax import path_eval, paths
 from mmc_jax.data import CONDITIONS, Dataset
 from mmc_jax.errors import InputError
 
@@ -57,11 +57,7 @@ def basis(a: PyTree, b: PyTree, c: PyTree) -> tuple[PlanePoints, np.ndarray]:
     Raises:
       InputError: models of different structures, or three models on one line.
     """
-    leaves = [jax.tree.leaves(m) for m in (a, b, c)]
-    if len({jax.tree.structure(m) for m in (a, b, c)}) != 1 or len(
-            {tuple(np.shape(x) for x in ls) for ls in leaves}) != 1:
-        raise InputError("the three models do not share one architecture (their variables "
-                         "differ in structure or shapes)")
+    paths.require_same_architecture([a, b, c], "the three models")
     f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
     u = jax.tree.map(lambda p, q: f32(q) - f32(p), a, b)
     w = jax.tree.map(lambda p, q: f32(q) - f32(p), a, c)

@@ -147,15 +147,8 @@ def pairwise_barriers(apply_fn: Callable, models: Mapping[str, PyTree], eval_set
     names = list(models)
     if len(names) < 2:
         raise InputError(f"pairwise barriers need at least two models, got {len(names)}")
-    leaves = [jax.tree.leaves(models[n]) for n in names]
-    structures = {jax.tree.structure(models[n]) for n in names}
-    shapes = {tuple(np.shape(x) for x in ls) for ls in leaves}
-    if len(structures) != 1 or len(shapes) != 1:
-        raise InputError(f"models {', '.join(names)} do not share one architecture (their "
-                         "variables differ in structure or shapes)")
-    ts = np.asarray(paths.grid(11) if ts is None else ts, np.float32)
-    if ts.ndim != 1 or len(ts) < 2 or ts[0] != 0.0 or ts[-1] != 1.0:
-        raise InputError("ts must be a 1-d grid from 0 to 1 with at least two points")
+    paths.require_same_architecture([models[n] for n in names], f"models {', '.join(names)}")
+    ts = paths.check_grid(paths.grid(11) if ts is None else ts)
     stacked = PairLines(jax.tree.map(lambda *xs: jnp.stack(xs), *[models[n] for n in names]))
     n, k = len(names), len(ts)
     result = path_eval.compile_evaluation(apply_fn, stacked, pair_points(n, ts), eval_set,

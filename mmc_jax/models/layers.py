@@ -31,7 +31,7 @@ def torch_bias_init(fan_in: int):
 CONV_IMPLS = ("auto", "xla", "im2col", "hybrid")
 
 
-def resolve_conv_impl(impl: str, out_pixels: int | None = None, in_channels: int = 0) -> str:
+def resolve_conv_impl(impl: str, out_pixels: int | None = None) -> str:
     """The implementation of one convolution.
 
     ``"auto"`` is plain XLA on GPU/TPU; on CPU it is ``"im2col"`` for small outputs
@@ -40,9 +40,8 @@ def resolve_conv_impl(impl: str, out_pixels: int | None = None, in_channels: int
     XLA's CPU convolution runs on one thread (a layer pinned to one core takes as long as on
     two), at close to one core's peak for layers of 16+ channels at 8×8 and up, but it is
     pathological at small spatial size (a 2×2, 512-channel layer: 1.1 s forward for 128
-    images against 20 ms as one im2col matmul, which XLA spreads over every core). Per
+    images against 13 ms as one im2col matmul, which XLA spreads over every core). Per
     layer, for forward, input and kernel gradients: ``benchmarks/conv_layers.py``.
-    ``in_channels`` is unused (kept for callers).
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"unknown conv implementation {impl!r}; choose from {CONV_IMPLS}")
@@ -113,7 +112,7 @@ class Conv(nn.Module):
                             jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         out_pixels = (-(-x.shape[-3] // self.strides)) * (-(-x.shape[-2] // self.strides))
-        impl = resolve_conv_impl(self.impl, out_pixels, x.shape[-1])
+        impl = resolve_conv_impl(self.impl, out_pixels)
         if impl == "im2col":
             return im2col_conv(x, kernel, self.strides, k // 2)
         if impl == "hybrid":
