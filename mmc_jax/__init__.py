@@ -8,6 +8,7 @@ Submodules:
   similarity: pairwise linear-path barriers of N models, clustered.
   layerwise: per-layer barriers (one layer interpolated at a time).
   plane: loss and accuracy over the plane through three models.
+  repair: REPAIR, the activation-statistics correction along a path (``bn="repair"``).
   permute: permutation specs, weight and activation matching.
   objectives, finetune: CBFT's losses; naive FT, LLRT, LPFT and CBFT.
   parallel: data parallelism over all local devices (sharding annotations).
@@ -16,11 +17,11 @@ Submodules:
 """
 
 from mmc_jax import (barrier, curve, data, finetune, layerwise, models, objectives, path_eval,
-                     paths, parallel, permute, plane, runtime, similarity, timing,
-                     training)
+                     paths, parallel, permute, plane, repair, runtime, similarity,
+                     timing, training)
 from mmc_jax.errors import InputError
 
 __version__ = "0.1.0"
 __all__ = ["barrier", "curve", "data", "finetune", "layerwise", "models", "objectives", "parallel", "path_eval",
-           "paths", "permute", "plane", "runtime", "similarity", "timing", "training",
+           "paths", "permute", "plane", "repair", "runtime", "similarity", "timing", "training",
            "InputError", "__version__"]

@@ -48,6 +48,21 @@ class LayerLines(struct.PyTreeNode):
                 b.astype(jnp.float32) - a.astype(jnp.float32))).astype(a.dtype),
             self.a, self.b, self.masks)
 
+    def anchors(self) -> PyTree:
+        """``a``, then ``a`` with group g's leaves from ``b`` for every g: ``[G + 1, ...]``."""
+        def stack(a, b, m):
+            a32, b32 = a.astype(jnp.float32), b.astype(jnp.float32)
+            mask = m.reshape(-1, *([1] * a.ndim))
+            return jnp.concatenate([a32[None], a32 + mask * (b32 - a32)]).astype(a.dtype)
+        return jax.tree.map(stack, self.a, self.b, self.masks)
+
+    def weights(self, t) -> jax.Array:
+        """``[G + 1]`` weights of :meth:`anchors` at ``t = (g, s)``."""
+        t = jnp.asarray(t, jnp.float32)
+        n = jax.tree.leaves(self.masks)[0].shape[0] + 1
+        return ((1.0 - t[1]) * jax.nn.one_hot(0, n)
+                + t[1] * jax.nn.one_hot(t[0].astype(jnp.int32) + 1, n))
+
     def endpoints(self) -> tuple[PyTree, PyTree]:
         """``(a, b)``."""
         return self.a, self.b

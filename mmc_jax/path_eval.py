@@ -24,7 +24,12 @@ BatchNorm policies (``bn``):
   train-mode pass over the BN batches updating them by EMA (the model's own BN momentum,
   0.1 in PyTorch terms), without reset;
 * ``"recompute"``: statistics reset and recomputed exactly as the cumulative average of
-  per-batch statistics over the BN batches (PyTorch's ``momentum=None``).
+  per-batch statistics over the BN batches (PyTorch's ``momentum=None``);
+* ``"repair"`` (Jordan et al. 2023, :mod:`mmc_jax.repair`): interpolated statistics, and
+  every convolution's and dense layer's channels rescaled to the interpolation of the
+  endpoints' activation mean and standard deviation, measured on the BN batches; for models
+  with BatchNorm, LayerNorm or no normalisation. Needs a path that names its anchor models
+  (``anchors()`` and ``weights(t)``, as every path of the library does).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
-from mmc_jax import barrier, parallel
+from mmc_jax import barrier, parallel, repair
 from mmc_jax.data import (CONDITIONS, Dataset, check_condition, check_random_from,
                           clean_inputs)
 from mmc_jax.data.batching import sample_batches, stack_batches
@@ -51,7 +56,7 @@ from mmc_jax.paths import Path
 from mmc_jax.training.steps import eval_step
 
 STRATEGIES = ("auto", "vmap", "map", "shard_map")
-BN_POLICIES = ("interpolate", "interpolate_ema", "recompute")
+BN_POLICIES = ("interpolate", "interpolate_ema", "recompute", "repair")
 
 
 def resolve_strategy(strategy: str) -> str:
@@ -95,6 +100,11 @@ def _momentum(apply_fn: _Static, variables: Mapping, images: jax.Array) -> jax.A
     return updated(1.0) - updated(0.0)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _anchor_statistics(apply_fn: _Static, anchors, images: jax.Array) -> dict:
+    return repair.anchor_statistics(apply_fn.fn, anchors, images)
+
+
 def settle_batch_stats(apply_fn: Callable, variables: Mapping, bn_images: jax.Array,
                        policy: str, momentum: float = 0.9) -> dict:
     """Variables with BatchNorm statistics set by ``policy`` (see the module docstring).
@@ -103,10 +113,12 @@ def settle_batch_stats(apply_fn: Callable, variables: Mapping, bn_images: jax.Ar
       apply_fn: ``module.apply``.
       variables: ``{"params", "batch_stats"}`` of one path point.
       bn_images: normalized clean images ``[num_batches, batch, H, W, C]``.
-      policy: one of :data:`BN_POLICIES`.
+      policy: one of :data:`BN_POLICIES` (``"repair"`` leaves the statistics interpolated;
+        its correction is :func:`mmc_jax.repair.repair`).
       momentum: the model's BN momentum (:func:`bn_momentum`), for ``"recompute"``.
     """
-    if policy == "interpolate" or not jax.tree.leaves(variables.get("batch_stats", {})):
+    if policy in ("interpolate", "repair") or not jax.tree.leaves(
+            variables.get("batch_stats", {})):
         return variables
 
     def train_pass(stats, x):
@@ -266,6 +278,9 @@ def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
         raise InputError(f"unknown BN policy {bn!r}; choose from {', '.join(BN_POLICIES)}")
     if bn != "interpolate" and bn_set is None:
         raise InputError(f"BN policy {bn!r} needs bn_set (clean training data)")
+    if bn == "repair" and not (hasattr(path, "anchors") and hasattr(path, "weights")):
+        raise InputError("BN policy 'repair' needs a path with anchors() and weights(t) "
+                         f"(the models it interpolates); {type(path).__name__} has none")
     if chunk_size is not None and chunk_size < 1:
         raise InputError(f"chunk_size must be positive, got {chunk_size}")
     cue = eval_set.cue if cue is None else cue
@@ -292,11 +307,15 @@ def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
     # Only "recompute" needs the momentum (to undo the EMA's (1 − m) factor).
     momentum = 0.9 if bn != "recompute" else bn_momentum(apply_fn, path.endpoints()[0],
                                                           bn_images[0])
+    # "repair" targets interpolate the anchors' activation statistics, measured once.
+    anchor_stats = {} if bn != "repair" else _anchor_statistics(
+        _Static(apply_fn), path.anchors(), bn_images)
     budget = default_memory_budget(mesh.devices.flat[0]) if memory_budget is None \
         else memory_budget
     statics = (bn, cue, conditions, use_pool, len(eval_set))
     compiled, args, chunk, memory = _compile(
-        apply_fn, statics, ts, (path, eval_batches, bn_images, jnp.float32(momentum), key),
+        apply_fn, statics, ts,
+        (path, eval_batches, bn_images, jnp.float32(momentum), key, anchor_stats),
         strategy, chunk_size, budget, mesh)
     count = float(eval_batches["weight"].sum())
 
@@ -322,11 +341,13 @@ def _point(apply_fn: Callable, statics: tuple) -> Callable:
     """The evaluation of one path point: BN statistics settled, then every condition."""
     bn, cue, conditions, use_pool, num_eval = statics
 
-    def point(t, path, eval_batches, bn_images, momentum, key):
+    def point(t, path, eval_batches, bn_images, momentum, key, anchor_stats):
         variables = settle_batch_stats(apply_fn, path(t), bn_images, bn, momentum)
+        fn = apply_fn if bn != "repair" else repair.repair(
+            apply_fn, variables, bn_images, anchor_stats, path.weights(t))
         images = eval_batches["images"]
         pool = images.reshape(-1, *images.shape[2:])[:num_eval] if use_pool else None
-        return condition_sums(apply_fn, variables, eval_batches, cue, conditions, key, pool)
+        return condition_sums(fn, variables, eval_batches, cue, conditions, key, pool)
 
     return point
 

@@ -69,6 +69,10 @@ class Path(struct.PyTreeNode):
             lambda x: jnp.tensordot(w, x.astype(jnp.float32), axes=1).astype(x.dtype),
             self.points)
 
+    def anchors(self) -> PyTree:
+        """The control points, stacked: ``path(t) = Σ_j weights(t)_j anchors_j``."""
+        return self.points
+
     def endpoints(self) -> tuple[PyTree, PyTree]:
         """``(path(0), path(1))`` without arithmetic."""
         return (jax.tree.map(lambda x: x[0], self.points),

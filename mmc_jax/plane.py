@@ -28,11 +28,28 @@ PyTree = Any
 
 
 class PlanePoints(struct.PyTreeNode):
-    """The plane ``origin + x·u + y·v``; a point is ``t = (x, y)``."""
+    """The plane ``origin + x·u + y·v``; a point is ``t = (x, y)``.
+
+    Attributes:
+      origin, u, v: the origin and the orthonormal directions (variables-shaped).
+      coords: ``[3, 2]`` coordinates of the three models the plane goes through.
+    """
 
     origin: PyTree
     u: PyTree
     v: PyTree
+    coords: jax.Array
+
+    def anchors(self) -> PyTree:
+        """The three models, stacked (see :meth:`weights`)."""
+        return jax.vmap(self)(jnp.asarray(self.coords, jnp.float32))
+
+    def weights(self, t) -> jax.Array:
+        """Barycentric weights ``[3]`` of ``t = (x, y)`` on the three models (negative
+        outside their triangle)."""
+        t = jnp.asarray(t, jnp.float32)
+        corners = jnp.concatenate([jnp.ones((1, 3)), jnp.asarray(self.coords, jnp.float32).T])
+        return jnp.linalg.solve(corners, jnp.concatenate([jnp.ones(1), t]))
 
     def __call__(self, t) -> PyTree:
         t = jnp.asarray(t, jnp.float32)
@@ -73,7 +90,7 @@ def basis(a: PyTree, b: PyTree, c: PyTree) -> tuple[PlanePoints, np.ndarray]:
                          "on a line")
     v = jax.tree.map(lambda x: x / v_norm, v)
     coords = np.asarray([[0.0, 0.0], [u_norm, 0.0], [along, v_norm]])
-    return PlanePoints(dict(a), u, v), coords
+    return PlanePoints(dict(a), u, v, jnp.asarray(coords, jnp.float32)), coords
 
 
 def grid(coords: np.ndarray, size: int, margin: float = 0.2) -> tuple[np.ndarray, np.ndarray]:

@@ -48,6 +48,17 @@ class PairLines(struct.PyTreeNode):
             lambda x: ((1.0 - s) * x[i].astype(jnp.float32)
                        + s * x[j].astype(jnp.float32)).astype(x.dtype), self.models)
 
+    def anchors(self) -> PyTree:
+        """The stacked models (see :meth:`weights`)."""
+        return self.models
+
+    def weights(self, t) -> jax.Array:
+        """``[n]`` weights of the models at ``t = (i, j, s)``: ``1 − s`` on i, ``s`` on j."""
+        t = jnp.asarray(t, jnp.float32)
+        n = jax.tree.leaves(self.models)[0].shape[0]
+        hot = lambda k: jax.nn.one_hot(k.astype(jnp.int32), n)  # noqa: E731
+        return (1.0 - t[2]) * hot(t[0]) + t[2] * hot(t[1])
+
     def endpoints(self) -> tuple[PyTree, PyTree]:
         """The first and last model (what the evaluator reads BatchNorm's momentum off)."""
         return (jax.tree.map(lambda x: x[0], self.models),
