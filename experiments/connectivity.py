@@ -14,56 +14,20 @@ from __future__ import annotations
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
 from experiments import cli, evaluation
-from mmc_jax import (InputError, curve, data, io, models, path_eval, paths, permute, plots,
-                     training)
-from mmc_jax.data.batching import sample_batches
+from mmc_jax import curve, data, io, models, path_eval, paths, plots, training
 from mmc_jax.errors import require
-from mmc_jax.permute.sites import as_apply
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "connectivity"),
                                    "workdirs/connectivity")
 MODEL_A = flags.DEFINE_string("model_a", None, "Folder of the t = 0 model (an experiments.train "
                               "workdir or a model folder of experiments.cbft).")
 MODEL_B = flags.DEFINE_string("model_b", None, "Folder of the t = 1 model.")
-PERMUTATIONS = ("weight", "activation", "greedy", "paper")
 PATH = flags.DEFINE_enum("path", "linear", ["linear", "permuted_linear", "quadratic"],
                          "Path family.")
-
-
-def matching_batches(config, train) -> list:
-    """Clean (cue removed) training batches for activation matching: the paper code's 91
-    shuffled batches of 128 for ``permutation="paper"``, else ``match_batches`` batches of
-    ``batch_size`` in dataset order (``match_batches``/``match_batch_size`` override)."""
-    paper = config.permutation == "paper"
-    images = sample_batches(train, config.match_batch_size or (128 if paper else
-                                                               config.batch_size),
-                            config.match_batches or (91 if paper else 10),
-                            config.seed if paper else None)
-    return [data.clean_inputs(train.cue, x) for x in images]
-
-
-def permutation_spec(config, model, variables, image_shape) -> permute.PermutationSpec:
-    """The spec derived from the model's traced forward pass, with the hand-written layout's
-    names for the library's own models (which the paper's matching needs)."""
-    residual = config.permute_residual
-    library = isinstance(model, (models.VGG, models.SmallCNN, models.ResNet))
-    if library and residual:
-        return permute.spec_for(model, variables, image_shape)
-    if config.permutation == "paper":
-        raise InputError("permutation 'paper' reproduces the paper code on its models (VGG, "
-                         "SmallCNN, ResNet) with their residual streams permuted; use weight, "
-                         f"activation or greedy for {type(model).__name__}")
-    spec = permute.derive_spec(as_apply(model), variables, jnp.zeros((1, *image_shape)),
-                               residual_stream=residual)
-    if spec.unsupported:
-        print(f"note: ops outside the permutation rules leave some axes unpermuted: "
-              f"{', '.join(spec.unsupported)}")
-    return spec
 
 
 def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
@@ -71,15 +35,7 @@ def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
     if kind == "linear":
         return paths.linear(a, b)
     if kind == "permuted_linear":
-        spec = permutation_spec(config, model, b, train.image_shape)
-        if config.permutation == "weight":
-            perm = permute.weight_matching(spec, a, b, jax.random.PRNGKey(config.seed))
-        else:
-            match = {"activation": permute.activation_matching,
-                     "greedy": permute.greedy_activation_matching,
-                     "paper": permute.paper_activation_matching}[config.permutation]
-            perm = match(spec, model, a, b, matching_batches(config, train))
-        return paths.linear(a, permute.apply(spec, perm, b))
+        return paths.linear(a, evaluation.aligner(config, model, b, train)(a, b))
     if config.curve_init == "mean":
         control = curve.mean_control(a, b)
     else:
@@ -96,8 +52,9 @@ def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
 def validate(config) -> tuple[str, ...]:
     """Raises InputError for impossible values; returns the conditions."""
     require([
-        (config.permutation in PERMUTATIONS, f"unknown permutation {config.permutation!r}; "
-         f"choose from {', '.join(PERMUTATIONS)}"),
+        (config.permutation in evaluation.PERMUTATIONS,
+         f"unknown permutation {config.permutation!r}; choose from "
+         f"{', '.join(evaluation.PERMUTATIONS)}"),
         (config.curve_init in ("random", "mean"),
          f"unknown curve_init {config.curve_init!r}; use random or mean"),
         (config.curve_scale in curve.SCALES,

@@ -1,17 +1,24 @@
-"""What the model-comparison entry points (``similarity``, ``layerwise``) check in their
-evaluation settings, in one place."""
+"""What the model-comparison entry points (``connectivity``, ``similarity``, ``layerwise``,
+``plane``) share: checks of their evaluation settings, model loading, result reuse and the
+permutation alignment of one model to another."""
 
 from __future__ import annotations
 
 import json
 import pathlib
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from mmc_jax import InputError, data, path_eval, training
+from mmc_jax import InputError, data, models, path_eval, permute, training
+from mmc_jax.data.batching import sample_batches
 from mmc_jax.errors import require
+from mmc_jax.permute.sites import as_apply
+
+#: How one model is aligned to another (``config.permutation``).
+PERMUTATIONS = ("weight", "activation", "greedy", "paper")
 
 
 def validate(config) -> tuple[str, ...]:
@@ -94,3 +101,54 @@ def evaluator_settings(config, train) -> dict:
     return dict(bn=config.bn, bn_set=train, bn_batches=config.bn_batches,
                 batch_size=config.batch_size, random_from=config.random_from,
                 strategy=config.strategy, key=jax.random.PRNGKey(config.seed))
+
+
+def matching_batches(config, train) -> list:
+    """Clean (cue removed) training batches for activation matching: the paper code's 91
+    shuffled batches of 128 for ``permutation="paper"``, else ``match_batches`` batches of
+    ``batch_size`` in dataset order (``match_batches``/``match_batch_size`` override)."""
+    paper = config.permutation == "paper"
+    images = sample_batches(train, config.match_batch_size or (128 if paper else
+                                                               config.batch_size),
+                            config.match_batches or (91 if paper else 10),
+                            config.seed if paper else None)
+    return [data.clean_inputs(train.cue, x) for x in images]
+
+
+def permutation_spec(config, model, variables, image_shape) -> permute.PermutationSpec:
+    """The spec derived from the model's traced forward pass, with the hand-written layout's
+    names for the library's own models (which the paper's matching needs)."""
+    residual = config.permute_residual
+    library = isinstance(model, (models.VGG, models.SmallCNN, models.ResNet))
+    if library and residual:
+        return permute.spec_for(model, variables, image_shape)
+    if config.permutation == "paper":
+        raise InputError("permutation 'paper' reproduces the paper code on its models (VGG, "
+                         "SmallCNN, ResNet) with their residual streams permuted; use weight, "
+                         f"activation or greedy for {type(model).__name__}")
+    spec = permute.derive_spec(as_apply(model), variables, jnp.zeros((1, *image_shape)),
+                               residual_stream=residual)
+    if spec.unsupported:
+        print(f"note: ops outside the permutation rules leave some axes unpermuted: "
+              f"{', '.join(spec.unsupported)}")
+    return spec
+
+
+def aligner(config, model, variables, train) -> Callable:
+    """``align(a, b)``: ``b`` permuted to match ``a`` by ``config.permutation`` (weight
+    matching, activation matching on clean training batches, greedy, or the paper code's),
+    with the permutation spec of ``model`` (``variables``: any of the models)."""
+    spec = permutation_spec(config, model, variables, train.image_shape)
+    if config.permutation == "weight":
+        def align(a, b):
+            return permute.apply(spec, permute.weight_matching(
+                spec, a, b, jax.random.PRNGKey(config.seed)), b)
+        return align
+    match = {"activation": permute.activation_matching,
+             "greedy": permute.greedy_activation_matching,
+             "paper": permute.paper_activation_matching}[config.permutation]
+    batches = matching_batches(config, train)
+
+    def align(a, b):
+        return permute.apply(spec, match(spec, model, a, b, batches), b)
+    return align

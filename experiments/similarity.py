@@ -33,35 +33,45 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
     workdir = pathlib.Path(workdir).resolve()
     conditions = evaluation.validate(config)
     require([(config.cluster_threshold >= 0,
-              f"cluster_threshold must be >= 0, got {config.cluster_threshold}")])
+              f"cluster_threshold must be >= 0, got {config.cluster_threshold}"),
+             (config.permutation in evaluation.PERMUTATIONS,
+              f"unknown permutation {config.permutation!r}; choose from "
+              f"{', '.join(evaluation.PERMUTATIONS)}")])
     stored = {"config": config.to_dict(), "models": folders}
     done = evaluation.finished(workdir, stored)
     if done:
         return done
     model, loaded, train, test = evaluation.load_models(folders, config.num_eval)
     pairs = len(loaded) * (len(loaded) - 1) // 2
+    align = None
+    if config.permuted:
+        align = evaluation.aligner(config, model, next(iter(loaded.values())), train)
+        print(f"aligning the second model of each pair to the first ({config.permutation} "
+              "matching)")
     print(f"{len(loaded)} models, {pairs} lines × {config.num_points} points × "
           f"{len(conditions)} conditions in one evaluation (BN {config.bn})")
     result = similarity.pairwise_barriers(
         model.apply, loaded, test, ts=paths.grid(config.num_points), conditions=conditions,
-        **evaluation.evaluator_settings(config, train))
+        align=align, **evaluation.evaluator_settings(config, train))
     results = {**stored, **result.to_json(),
                "order": {c: [result.names[i] for i in result.order(c)] for c in conditions},
                "clusters": {c: dict(zip(result.names,
                                         result.clusters(c, config.cluster_threshold)))
                             for c in conditions}}
     io.save_figure(workdir / "similarity_loss.png", plots.barrier_heatmaps(result, "loss"))
-    table = markdown(results, config.cluster_threshold)
+    table = markdown(results, config.cluster_threshold,
+                     f"{config.permutation}-permuted linear" if config.permuted else "linear")
     io.write_atomic(workdir / "results.md", table)
     io.write_json(workdir / "results.json", results)
     print(table)
     return results
 
 
-def markdown(results: dict, threshold: float) -> str:
+def markdown(results: dict, threshold: float, path: str = "linear") -> str:
     """Per condition: the loss-barrier matrix (models in clustering order) and clusters."""
     names = results["names"]
-    out = [f"# Linear-path barriers between {len(names)} models\n"]
+    out = [f"# {path[0].upper() + path[1:]}-path barriers between {len(names)} models, "
+           f"BN {results['config']['bn']}\n"]
     for c, matrices in results["conditions"].items():
         order = [names.index(n) for n in results["order"][c]]
         loss = np.asarray(matrices["loss_barrier"])
@@ -74,7 +84,7 @@ def markdown(results: dict, threshold: float) -> str:
             groups.setdefault(label, []).append(name)
         out += ["", f"Clusters (average loss barrier ≤ {threshold:g}): "
                 + "; ".join("{" + ", ".join(g) + "}" for g in groups.values()), ""]
-    out.append("Loss barrier of the straight line between the row and column models.")
+    out.append(f"Loss barrier of the {path} path between the row and column models.")
     return "\n".join(out) + "\n"
 
 

@@ -16,7 +16,7 @@ hierarchical clustering of a barrier matrix.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -124,16 +124,19 @@ def _linkage_tree(matrix: np.ndarray) -> dict[str, Any]:
     return {"linkage": linkage, "order": hierarchy.leaves_list(linkage)}
 
 
-def pair_points(n: int, ts) -> np.ndarray:
+def pair_points(n: int, ts, aligned: bool = False) -> np.ndarray:
     """``[(i, j, t)]`` for every pair ``i < j`` of ``n`` models and every ``t``, ``[P·K, 3]``
-    (pairs in row-major order, ``t`` fastest)."""
+    (pairs in row-major order, ``t`` fastest). ``aligned``: the second index is instead that
+    of the pair's aligned copy, ``n + p`` for the ``p``-th pair."""
     ts = np.asarray(ts, np.float32)
-    return np.asarray([(i, j, t) for i in range(n) for j in range(i + 1, n) for t in ts],
-                      np.float32)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    return np.asarray([(i, n + p if aligned else j, t) for p, (i, j) in enumerate(pairs)
+                       for t in ts], np.float32)
 
 
 def pairwise_barriers(apply_fn: Callable, models: Mapping[str, PyTree], eval_set: Dataset,
                       *, ts=None, conditions: Sequence[str] = CONDITIONS,
+                      align: Optional[Callable[[PyTree, PyTree], PyTree]] = None,
                       **evaluator: Any) -> SimilarityResult:
     """The linear-path barrier between every pair of ``models`` on every condition.
 
@@ -143,6 +146,10 @@ def pairwise_barriers(apply_fn: Callable, models: Mapping[str, PyTree], eval_set
       eval_set: clean evaluation images (the conditions are built from them).
       ts: points of each line (default ``paths.grid(11)``; must start at 0 and end at 1).
       conditions: which of :data:`mmc_jax.data.CONDITIONS`.
+      align: ``align(a, b)`` returns ``b`` permuted to match ``a`` (e.g. weight matching,
+        ``permute.apply(spec, permute.weight_matching(spec, a, b, key), b)``); given, the
+        line of pair ``i < j`` runs from model i to model j aligned to it, and ``[j, i]``
+        mirrors ``[i, j]``.
       **evaluator: passed to :func:`mmc_jax.path_eval.compile_evaluation` (``bn``,
         ``bn_set``, ``bn_batches``, ``batch_size``, ``strategy``, ``memory_budget``,
         ``key``, ...); every line is evaluated exactly as ``evaluate_path`` would.
@@ -160,11 +167,15 @@ def pairwise_barriers(apply_fn: Callable, models: Mapping[str, PyTree], eval_set
         raise InputError(f"pairwise barriers need at least two models, got {len(names)}")
     paths.require_same_architecture([models[n] for n in names], f"models {', '.join(names)}")
     ts = paths.check_grid(paths.grid(11) if ts is None else ts)
-    stacked = PairLines(jax.tree.map(lambda *xs: jnp.stack(xs), *[models[n] for n in names]))
     n, k = len(names), len(ts)
-    result = path_eval.compile_evaluation(apply_fn, stacked, pair_points(n, ts), eval_set,
-                                          conditions=conditions, **evaluator).run()
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    members = [models[name] for name in names]
+    if align is not None:
+        members += [align(members[i], members[j]) for i, j in pairs]
+    stacked = PairLines(jax.tree.map(lambda *xs: jnp.stack(xs), *members))
+    result = path_eval.compile_evaluation(apply_fn, stacked,
+                                          pair_points(n, ts, align is not None), eval_set,
+                                          conditions=conditions, **evaluator).run()
     loss, acc, curves = {}, {}, {}
     for c in result.metrics:
         per_pair = {m: result.metrics[c][m].reshape(len(pairs), k) for m in ("loss", "acc")}

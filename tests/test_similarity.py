@@ -88,3 +88,34 @@ def test_bad_input_is_one_line(setup):
     with pytest.raises(InputError, match="from 0 to 1"):
         similarity.pairwise_barriers(model.apply, variables, test, ts=[0.2, 1.0],
                                      bn_set=train)
+
+
+def test_permuted_matrix_aligns_each_pair_and_equals_single_permuted_paths(setup):
+    """With weight matching, a model and a permuted copy of it have no barrier, and every
+    entry is the barrier of the single line to the aligned second model."""
+    from mmc_jax import permute
+
+    model, variables, train, test = setup
+    a, b = variables["a"], variables["b"]
+    spec = permute.spec_for(model, a)
+    rng = np.random.default_rng(0)
+    shuffled = permute.apply(spec, {p: rng.permutation(n) for p, n in spec.sizes.items()}, a)
+
+    def align(x, y):
+        return permute.apply(spec, permute.weight_matching(spec, x, y, jax.random.key(0)), y)
+
+    named = {"a": a, "b": b, "a_shuffled": shuffled}
+    plain = similarity.pairwise_barriers(model.apply, named, test, ts=paths.grid(3),
+                                         bn_set=train, **KW)
+    permuted = similarity.pairwise_barriers(model.apply, named, test, ts=paths.grid(3),
+                                            bn_set=train, align=align, **KW)
+    for c in KW["conditions"]:
+        # Aligned, the line from a to its shuffled copy is a itself all along; unaligned not.
+        flat = permuted.curves[c]["loss"][0, 2]
+        np.testing.assert_allclose(flat, flat[0], atol=1e-5)
+        assert abs(plain.curves[c]["loss"][0, 2][1] - flat[1]) > 1e-3
+        assert permuted.loss[c][0, 2] == pytest.approx(0.0, abs=1e-5)
+        np.testing.assert_array_equal(permuted.loss[c], permuted.loss[c].T)
+        single = path_eval.evaluate_path(model.apply, paths.linear(b, align(b, shuffled)),
+                                         paths.grid(3), test, bn_set=train, **KW)
+        assert permuted.loss[c][1, 2] == pytest.approx(single.barriers(c)["loss"], abs=1e-4)

@@ -53,8 +53,32 @@ def test_similarity_cli(trained, tmp_path):
     assert rerun.returncode == 0 and "reusing its results" in rerun.stdout
 
 
+@pytest.mark.slow
+def test_permuted_similarity_with_repair_equals_connectivitys_permuted_line(trained, tmp_path):
+    """--config.permuted aligns each pair like connectivity's permuted_linear path does,
+    and BN policies such as repair reach the evaluation of every line."""
+    settings = [*TINY, "--config.bn=repair", "--config.permutation=activation",
+                "--config.match_batches=2"]
+    work = tmp_path / "permuted"
+    result = _run("similarity", f"--models=NC={trained / 'nc'},C={trained / 'c'}",
+                  f"--workdir={work}", "--config.permuted=true", *settings)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads((work / "results.json").read_text())
+    assert "activation-permuted linear" in (work / "results.md").read_text()
+    line = tmp_path / "line"
+    single = _run("connectivity", f"--model_a={trained / 'nc'}", f"--model_b={trained / 'c'}",
+                  "--path=permuted_linear", f"--workdir={line}", *settings)
+    assert single.returncode == 0, single.stderr[-3000:]
+    summary = json.loads((line / "results.json").read_text())
+    assert summary["bn"] == "repair"
+    for c in ("nocue", "cue"):
+        assert out["conditions"][c]["loss_barrier"][0][1] == pytest.approx(
+            summary["conditions"][c]["barrier"]["loss"], abs=1e-4)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--models=a"], "at least 2 model folders"),
+    (["--models=a,b", "--config.permutation=magic"], "unknown permutation 'magic'"),
     (["--models=x=a,x=b"], "two models are named 'x'"),
 ])
 def test_similarity_bad_input_is_one_line(tmp_path, args, message):

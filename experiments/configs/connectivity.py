@@ -16,6 +16,8 @@ Runtime (demo models, 2-core CPU): linear ~1 min, quadratic ~5 min.
 
 import ml_collections
 
+from experiments.configs import evaluation
+
 
 def get_config(arg: str = ""):
     if arg not in ("", "paper"):
@@ -34,12 +36,7 @@ def get_config(arg: str = ""):
     config.strategy = "auto"         # auto | map | vmap | shard_map
     config.chunk_size = 0            # points vectorized together (0: fitted to the budget)
     config.memory_budget_gib = 0.0   # working memory per device (0: half the device's)
-    # permuted_linear: weight (Git Re-Basin weight matching, default) | activation | greedy |
-    # paper (the paper code's greedy per-layer activation matching, solved per batch)
-    config.permutation = "weight"
-    config.permute_residual = True   # False: residual streams stay unpermuted (branches only)
-    config.match_batches = 0         # activation matching batches (0: 10; paper: 91)
-    config.match_batch_size = 0      # their size (0: batch_size; paper: 128, shuffled)
+    evaluation.add_permutation_settings(config)   # how permuted_linear aligns b to a
     # Quadratic path: midpoint training (the paper code's defaults).
     config.curve_cue_proportion = 1.0  # data the midpoint is fitted on: 1.0 cue, 0.0 clean
     config.curve_init = "random"     # random (paper code) | mean (endpoints' mean)

@@ -1,5 +1,5 @@
-"""The evaluation settings that the model-comparison configs (similarity, layerwise)
-share."""
+"""The evaluation and alignment settings that the model-comparison configs (connectivity,
+similarity, layerwise, plane) share."""
 
 
 def add_settings(config):
@@ -13,4 +13,15 @@ def add_settings(config):
     config.random_from = "set"       # randimg images / random domino cues: set | batch
     config.strategy = "auto"         # auto | map | vmap | shard_map
     config.seed = 0
+    return config
+
+
+def add_permutation_settings(config):
+    """Adds how one model is aligned to another before interpolating; returns ``config``."""
+    # weight (Git Re-Basin weight matching, default) | activation | greedy |
+    # paper (the paper code's greedy per-layer activation matching, solved per batch)
+    config.permutation = "weight"
+    config.permute_residual = True   # False: residual streams stay unpermuted (branches only)
+    config.match_batches = 0         # activation matching batches (0: 10; paper: 91)
+    config.match_batch_size = 0      # their size (0: batch_size; paper: 128, shuffled)
     return config
