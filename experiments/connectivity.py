@@ -6,7 +6,9 @@ sets; barriers per condition.
 
 A model is any folder holding one: an ``experiments.train`` workdir, or any model folder of
 ``experiments.cbft`` (``<workdir>/seed_<s>/<cue_model|nocue_model|cbft|lpft|...>``). Writes
-``results.json``, ``results.md`` and ``paths.png`` to the workdir.
+``results.json``, ``results.md`` and ``paths.png`` to the workdir; for the quadratic path
+also the trained control point as a model folder, ``control/`` (``experiments.plane
+--curve=<this workdir>`` draws the plane through it and the endpoints).
 """
 
 from __future__ import annotations
@@ -84,6 +86,11 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
     if config.num_eval:
         eval_set = eval_set.take(np.arange(min(config.num_eval, len(eval_set))))
     path = build_path(config, kind, model, a, b, train, workdir)
+    control = None
+    if kind == "quadratic":  # a model folder, e.g. for experiments.plane --curve
+        control = training.save_model(workdir / "control", config_a,
+                                      jax.tree.map(lambda x: x[1], path.points),
+                                      train.num_classes, train.image_shape)
     print(f"evaluating {config.num_points} points x {len(conditions)} conditions "
           f"({path_eval.resolve_strategy(config.strategy)}, BN {config.bn})")
     result = path_eval.evaluate_path(
@@ -99,7 +106,8 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
                "bn": config.bn, "permutation": config.permutation if kind ==
                "permuted_linear" else None,
                "permute_residual": config.permute_residual if kind == "permuted_linear"
-               else None, "chunk_size": result.chunk_size,
+               else None, "control": None if control is None else str(control),
+               "chunk_size": result.chunk_size,
                "memory_gib": None if result.memory_bytes is None
                else round(result.memory_bytes / 2**30, 3)}
     io.write_json(workdir / "results.json", summary)

@@ -2,36 +2,58 @@
 
     python -m experiments.plane --models=[NAME=]DIR,[NAME=]DIR,[NAME=]DIR [--config=...]
         [--workdir=DIR]
+    python -m experiments.plane --curve=CONNECTIVITY_WORKDIR    # a quadratic path's plane
 
 The first model is the origin, the second lies on the x-axis (``mmc_jax.plane``). A
 ``num_points``×``num_points`` grid covering the three models is evaluated in one compiled
 call. Writes ``results.json``, ``results.md`` and ``plane_loss.png`` / ``plane_acc.png``
 (contours with the models marked); a rerun with the same models and config reuses them.
+With ``--curve``, the models are the endpoints of a quadratic path fitted by
+``experiments.connectivity --path=quadratic`` and its control point, and the curve is drawn
+in.
 """
 
 from __future__ import annotations
 
 import pathlib
 
+import json
+
 from absl import flags
 
 from experiments import cli, evaluation
-from mmc_jax import io, plane, plots
+from mmc_jax import InputError, io, plane, plots
 from mmc_jax.errors import require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "plane"), "workdirs/plane")
 MODELS = flags.DEFINE_list("models", None, "Three comma-separated model folders, each "
                            "optionally NAME=DIR (origin, x-axis, third).")
+CURVE = flags.DEFINE_string("curve", None, "Workdir of experiments.connectivity "
+                            "--path=quadratic: the plane through its endpoints and control "
+                            "point, with the curve drawn in (instead of --models).")
 
 
-def run(config, folders: dict[str, str], workdir: str) -> dict:
-    """Loads the three models, evaluates the grid, writes the outputs."""
+def curve_models(folder: str) -> dict[str, str]:
+    """Endpoint A, endpoint B and the control point of a quadratic path's workdir."""
+    results = pathlib.Path(folder).expanduser().resolve() / "results.json"
+    summary = json.loads(results.read_text()) if results.is_file() else {}
+    if not summary.get("control"):
+        raise InputError(f"{folder} holds no quadratic path of experiments.connectivity "
+                         "(no results.json naming its control point)")
+    name = lambda d: "/".join(pathlib.Path(d).parts[-2:])  # noqa: E731
+    return {name(summary["model_a"]): summary["model_a"],
+            name(summary["model_b"]): summary["model_b"], "control": summary["control"]}
+
+
+def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> dict:
+    """Loads the three models, evaluates the grid, writes the outputs; ``curve``: the third
+    model is the control point of a quadratic path between the first two, drawn in."""
     workdir = pathlib.Path(workdir).resolve()
     conditions = evaluation.validate(config)
     require([(len(folders) == 3, f"--models needs exactly three model folders, got "
               f"{len(folders)}"), (config.margin >= 0, f"margin must be >= 0, got "
                                    f"{config.margin}")])
-    stored = {"config": config.to_dict(), "models": folders}
+    stored = {"config": config.to_dict(), "models": folders, "curve": curve}
     done = evaluation.finished(workdir, stored)
     if done:
         return done
@@ -41,6 +63,8 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
     result = plane.evaluate_plane(
         model.apply, loaded, test, size=g, margin=config.margin, conditions=conditions,
         **evaluation.evaluator_settings(config, train))
+    if curve:
+        result.curve = plane.bezier_coords(*result.coords[[0, 2, 1]])
     results = {**stored, **result.to_json()}
     for metric in ("loss", "acc"):
         io.save_figure(workdir / f"plane_{metric}.png", plots.plane_contours(result, metric))
@@ -61,9 +85,12 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
 
 def main(argv):
     del argv
-    folders = evaluation.parse_models(MODELS.value, at_least=3)
+    if CURVE.value and MODELS.value:
+        raise InputError("give either --models or --curve, not both")
+    folders = curve_models(CURVE.value) if CURVE.value else evaluation.parse_models(
+        MODELS.value, at_least=3)
     print(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
-    run(CONFIG.value, folders, WORKDIR.value)
+    run(CONFIG.value, folders, WORKDIR.value, curve=bool(CURVE.value))
 
 
 if __name__ == "__main__":

@@ -7,13 +7,15 @@ normalized; the point at coordinates ``(x, y)`` is ``a + x û + y v̂`` (BatchNo
 stored with the variables, move along with the same coefficients and are then settled by
 the evaluator's policy). ``a`` sits at ``(0, 0)``, ``b`` at ``(|b − a|, 0)``, ``c`` above
 the x-axis. A G×G grid covering the three models, and the three models' own coordinates,
-are evaluated in one compiled call.
+are evaluated in one compiled call. Through two models and the trained control point of a
+quadratic curve between them (dnn-mode-connectivity's ``plane.py``), the whole curve lies in
+the plane (:func:`bezier_coords` draws it in).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -104,6 +106,16 @@ def grid(coords: np.ndarray, size: int, margin: float = 0.2) -> tuple[np.ndarray
             np.linspace(low[1] - pad[1], high[1] + pad[1], size))
 
 
+def bezier_coords(start: np.ndarray, control: np.ndarray, end: np.ndarray,
+                  num: int = 61) -> np.ndarray:
+    """``[num, 2]`` plane coordinates of the quadratic Bezier curve
+    ``(1 − t)² start + 2t(1 − t) control + t² end`` at ``num`` equally spaced t: the plane
+    through its three control points contains the whole curve (``paths.bezier``)."""
+    t = np.linspace(0.0, 1.0, num)[:, None]
+    return ((1 - t) ** 2 * np.asarray(start) + 2 * t * (1 - t) * np.asarray(control)
+            + t ** 2 * np.asarray(end))
+
+
 @dataclasses.dataclass
 class PlaneResult:
     """``metrics[c]["loss" | "acc"]`` are ``[G, G]`` arrays over ``(xs[i], ys[j])``;
@@ -115,11 +127,14 @@ class PlaneResult:
     ys: np.ndarray
     metrics: dict[str, dict[str, np.ndarray]]
     models: dict[str, dict[str, np.ndarray]]
+    #: ``[K, 2]`` coordinates of a curve to draw in (e.g. :func:`bezier_coords`), or None.
+    curve: Optional[np.ndarray] = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``results.json`` layout."""
         return {"names": self.names, "coords": self.coords.tolist(), "xs": self.xs.tolist(),
                 "ys": self.ys.tolist(),
+                "curve": None if self.curve is None else self.curve.tolist(),
                 "conditions": {c: {"loss": m["loss"].tolist(), "acc": m["acc"].tolist(),
                                    "models": {k: v.tolist() for k, v in self.models[c].items()}}
                                for c, m in self.metrics.items()}}
@@ -159,4 +174,4 @@ def evaluate_plane(apply_fn: Callable, models: dict[str, PyTree], eval_set: Data
     return PlaneResult(names, coords, xs, ys, metrics, at_models)
 
 
-__all__ = ["PlanePoints", "PlaneResult", "basis", "evaluate_plane", "grid"]
+__all__ = ["PlanePoints", "PlaneResult", "basis", "bezier_coords", "evaluate_plane", "grid"]

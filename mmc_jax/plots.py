@@ -200,7 +200,7 @@ def layer_barriers(result, title: str = ""):
 
 def plane_contours(result, metric: str = "loss"):
     """Filled contours of a :class:`mmc_jax.plane.PlaneResult` per condition, the three
-    models marked and named."""
+    models marked and named, and its curve (if any) dashed."""
     plt = _use_agg()
     conditions = list(result.metrics)
     fig, axes = plt.subplots(1, len(conditions), figsize=(4.2 * len(conditions), 3.6),
@@ -211,6 +211,9 @@ def plane_contours(result, metric: str = "loss"):
             else 16
         image = ax.contourf(result.xs, result.ys, values.T, levels=levels, cmap="viridis")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        if getattr(result, "curve", None) is not None:
+            ax.plot(result.curve[:, 0], result.curve[:, 1], color="white", lw=1.2, ls="--",
+                    zorder=2)
         ax.scatter(result.coords[:, 0], result.coords[:, 1], c="white", edgecolors="black",
                    s=40, zorder=3)
         for name, (x, y) in zip(result.names, result.coords):

@@ -33,3 +33,24 @@ def test_connectivity_cli(trained, tmp_path, path, extra):
         assert m["barrier"]["acc"] >= -1e-6
     assert (tmp_path / "paths.png").stat().st_size > 1000
     assert "acc barrier" in (tmp_path / "results.md").read_text()
+    if path != "quadratic":
+        assert summary["control"] is None
+        return
+    # The control point is a model folder; the plane through it and the endpoints holds the
+    # whole curve, and at t = 1/2 of the curve the plane's grid point is the path's midpoint.
+    plane_dir = tmp_path / "plane"
+    plane = subprocess.run([sys.executable, "-m", "experiments.plane", f"--curve={tmp_path}",
+                            f"--workdir={plane_dir}", "--config.num_points=3",
+                            "--config.conditions=nocue", *TINY[1:]], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+    assert plane.returncode == 0, plane.stderr[-3000:]
+    out = json.loads((plane_dir / "results.json").read_text())
+    assert out["curve"] is not None and out["names"][2] == "control"
+    coords = out["coords"]
+    assert out["curve"][0] == pytest.approx(coords[0]) and out["curve"][-1] == pytest.approx(
+        coords[1])
+    # The plane's values at A and B are connectivity's values at t = 0 and t = 1.
+    at = out["conditions"]["nocue"]["models"]["loss"]
+    line = summary["conditions"]["nocue"]["loss"]
+    assert at[0] == pytest.approx(line[0], abs=1e-4) and at[1] == pytest.approx(line[-1],
+                                                                                abs=1e-4)

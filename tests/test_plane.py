@@ -2,6 +2,7 @@
 values at the three models equal their own evaluations, and bad input is one line."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -53,3 +54,15 @@ def test_bad_input(setup):
         plane.basis(named["a"], named["b"], mid)
     with pytest.raises(InputError, match="distinct"):
         plane.basis(named["a"], named["a"], named["c"])
+
+
+def test_a_quadratic_curve_lies_in_the_plane_of_its_control_points(setup):
+    """``bezier_coords`` in the plane through (a, b, control) are the curve's models."""
+    _, variables, _, _ = setup
+    a, b, control = variables["a"], variables["b"], variables["c"]
+    points, coords = plane.basis(a, b, control)
+    curve = plane.bezier_coords(coords[0], coords[2], coords[1], num=5)
+    path = paths.bezier(a, control, b)
+    for t, xy in zip(np.linspace(0, 1, 5), curve):
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=2e-4),
+                     points(jnp.asarray(xy, jnp.float32)), path(t))

@@ -122,3 +122,11 @@ def test_plane_cli_refuses_two_models_and_three_on_a_line(trained, tmp_path):
                 f"--workdir={tmp_path / 'line'}", *TINY)
     assert line.returncode == 2 and "on one line" in line.stderr
     assert len(line.stderr.strip().splitlines()) == 1
+
+
+def test_plane_curve_needs_a_quadratic_paths_workdir(trained, tmp_path):
+    result = _run("plane", f"--curve={trained / 'c'}", f"--workdir={tmp_path}")
+    assert result.returncode == 2 and "holds no quadratic path" in result.stderr
+    both = _run("plane", f"--curve={trained / 'c'}", f"--models={trained / 'c'}",
+                f"--workdir={tmp_path}")
+    assert both.returncode == 2 and "either --models or --curve" in both.stderr
