@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmc_jax import InputError, data, models, path_eval, permute, training
+from mmc_jax import InputError, data, io, models, path_eval, permute, training
 from mmc_jax.data.batching import sample_batches
 from mmc_jax.errors import require
 from mmc_jax.permute.sites import as_apply
@@ -26,6 +27,7 @@ def validate(config) -> tuple[str, ...]:
     ``conditions``, ``random_from``, ``strategy``); returns the conditions."""
     require([
         (config.num_points >= 2, f"num_points must be >= 2, got {config.num_points}"),
+        (config.part_size >= 1, f"part_size must be >= 1, got {config.part_size}"),
         (config.bn in path_eval.BN_POLICIES, f"unknown BN policy {config.bn!r}; choose from "
          f"{', '.join(path_eval.BN_POLICIES)}"),
     ])
@@ -96,11 +98,33 @@ def load_models(folders: dict[str, str], num_eval: int = 0):
     return model, loaded, train, test
 
 
-def evaluator_settings(config, train) -> dict:
-    """The path evaluator's keyword arguments from the shared config fields."""
-    return dict(bn=config.bn, bn_set=train, bn_batches=config.bn_batches,
-                batch_size=config.batch_size, random_from=config.random_from,
-                strategy=config.strategy, key=jax.random.PRNGKey(config.seed))
+def evaluator_settings(config, train, workdir: Optional[pathlib.Path] = None,
+                       stored: Optional[dict] = None) -> dict:
+    """The path evaluator's keyword arguments from the shared config fields; with
+    ``workdir``, the points are evaluated in parts of ``config.part_size`` saved under
+    ``workdir/parts`` for the run described by ``stored`` (config and models), so a killed
+    run resumes after its last saved part (parts of another run are cleared)."""
+    settings = dict(bn=config.bn, bn_set=train, bn_batches=config.bn_batches,
+                    batch_size=config.batch_size, random_from=config.random_from,
+                    strategy=config.strategy, key=jax.random.PRNGKey(config.seed))
+    if workdir is None:
+        return settings
+    store = workdir / "parts"
+    run = json.loads(json.dumps(stored))
+    marker = store / "run.json"
+    if store.exists() and (not marker.is_file() or json.loads(marker.read_text()) != run):
+        shutil.rmtree(store)
+    if not marker.is_file():
+        io.write_json(marker, run)
+    saved = len(list(store.glob("part_*.npz")))
+    if saved:
+        print(f"resuming: {saved} part(s) of the evaluation saved by an earlier run")
+    return {**settings, "store": store, "part_size": config.part_size, "progress": True}
+
+
+def remove_parts(workdir: pathlib.Path) -> None:
+    """Removes the saved parts once ``results.json`` holds everything."""
+    shutil.rmtree(workdir / "parts", ignore_errors=True)
 
 
 def matching_batches(config, train) -> list:

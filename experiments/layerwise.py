@@ -38,7 +38,8 @@ def run(config, model_a: str, model_b: str, workdir: str) -> dict:
     groups = [g.strip() for g in config.groups.split(",") if g.strip()] or None
     result = layerwise.layerwise_barriers(
         model.apply, a, b, test, groups=groups, ts=paths.grid(config.num_points),
-        conditions=conditions, **evaluation.evaluator_settings(config, train))
+        conditions=conditions,
+        **evaluation.evaluator_settings(config, train, workdir, stored))
     results = {**stored, **result.to_json()}
     io.save_figure(workdir / "layerwise.png", plots.layer_barriers(
         result, f"one layer at a time from {pathlib.Path(model_a).name} (t=0) to "
@@ -46,6 +47,7 @@ def run(config, model_a: str, model_b: str, workdir: str) -> dict:
     table = markdown(results)
     io.write_atomic(workdir / "results.md", table)
     io.write_json(workdir / "results.json", results)
+    evaluation.remove_parts(workdir)
     print(table)
     return results
 

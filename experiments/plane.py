@@ -62,7 +62,7 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
     print(f"{g}×{g} grid + 3 models × {len(conditions)} conditions in one evaluation")
     result = plane.evaluate_plane(
         model.apply, loaded, test, size=g, margin=config.margin, conditions=conditions,
-        **evaluation.evaluator_settings(config, train))
+        **evaluation.evaluator_settings(config, train, workdir, stored))
     if curve:
         result.curve = plane.bezier_coords(*result.coords[[0, 2, 1]])
     results = {**stored, **result.to_json()}
@@ -79,6 +79,7 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
     table = "\n".join(lines) + "\n\nAccuracies in %; the models' coordinates are in results.json.\n"
     io.write_atomic(workdir / "results.md", table)
     io.write_json(workdir / "results.json", results)
+    evaluation.remove_parts(workdir)
     print(table)
     return results
 

@@ -52,7 +52,7 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
           f"{len(conditions)} conditions in one evaluation (BN {config.bn})")
     result = similarity.pairwise_barriers(
         model.apply, loaded, test, ts=paths.grid(config.num_points), conditions=conditions,
-        align=align, **evaluation.evaluator_settings(config, train))
+        align=align, **evaluation.evaluator_settings(config, train, workdir, stored))
     results = {**stored, **result.to_json(),
                "order": {c: [result.names[i] for i in result.order(c)] for c in conditions},
                "clusters": {c: dict(zip(result.names,
@@ -63,6 +63,7 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
                      f"{config.permutation}-permuted linear" if config.permuted else "linear")
     io.write_atomic(workdir / "results.md", table)
     io.write_json(workdir / "results.json", results)
+    evaluation.remove_parts(workdir)
     print(table)
     return results
 

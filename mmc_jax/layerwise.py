@@ -130,7 +130,7 @@ def layerwise_barriers(apply_fn: Callable, a: PyTree, b: PyTree, eval_set: Datas
       groups: module names (default: every top-level module of ``a["params"]``).
       ts: points of each line (default ``paths.grid(11)``, from 0 to 1).
       conditions: which of :data:`mmc_jax.data.CONDITIONS`.
-      **evaluator: passed to :func:`mmc_jax.path_eval.compile_evaluation` (``bn``,
+      **evaluator: passed to :func:`mmc_jax.path_eval.evaluate_path` (``bn``,
         ``bn_set``, ``bn_batches``, ``batch_size``, ``key``, ...).
 
     Returns:
@@ -144,8 +144,8 @@ def layerwise_barriers(apply_fn: Callable, a: PyTree, b: PyTree, eval_set: Datas
     ts = paths.check_grid(paths.grid(11) if ts is None else ts)
     lines = LayerLines(dict(a), dict(b), group_masks(a, groups))
     points = np.asarray([(g, t) for g in range(len(groups)) for t in ts], np.float32)
-    result = path_eval.compile_evaluation(apply_fn, lines, points, eval_set,
-                                          conditions=conditions, **evaluator).run()
+    result = path_eval.evaluate_path(apply_fn, lines, points, eval_set,
+                                     conditions=conditions, **evaluator)
     k = len(ts)
     loss, acc, curves = {}, {}, {}
     for c, m in result.metrics.items():

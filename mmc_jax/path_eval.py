@@ -38,7 +38,10 @@ import collections
 import dataclasses
 import functools
 import inspect
+import io
 import os
+import pathlib
+import shutil
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
@@ -47,6 +50,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
 from mmc_jax import barrier, parallel, repair
+from mmc_jax import io as mmc_io
 from mmc_jax.data import (CONDITIONS, Dataset, check_condition, check_random_from,
                           clean_inputs)
 from mmc_jax.data.batching import sample_batches, stack_batches
@@ -211,20 +215,85 @@ class CompiledEvaluation:
     chunk_size: int
     #: XLA working memory per device, bytes (``None``: the backend does not report it).
     memory_bytes: Optional[int]
-    _run: Callable[[], PathResult]
+    _run: Callable[[Optional[jax.Array]], PathResult]
 
-    def run(self) -> PathResult:
-        """Evaluates every point; one call of the compiled program."""
-        return self._run()
+    def run(self, ts=None) -> PathResult:
+        """Evaluates every point; one call of the compiled program. ``ts``: other points,
+        as many as it was compiled for (default: those)."""
+        return self._run(ts)
 
 
-def evaluate_path(apply_fn: Callable, path: Path, ts, eval_set: Dataset,
+def evaluate_path(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
+                  store=None, part_size: int = 64, progress: bool = False,
                   **kwargs) -> PathResult:
     """Loss and accuracy at every ``t`` in ``ts`` on every condition, in one jitted call.
 
-    Takes the arguments of :func:`compile_evaluation` and runs the result.
+    Takes the arguments of :func:`compile_evaluation` and runs the result. With ``store``
+    (a folder), the points are evaluated in parts of at most ``part_size`` (one compiled
+    program, called once per part) and each part's metrics are saved there as it finishes:
+    a rerun with the same ``store`` and points skips the saved parts, so a killed evaluation
+    resumes (the caller keeps the store to one model, data and settings). ``progress``: a
+    progress bar over the parts.
     """
-    return compile_evaluation(apply_fn, path, ts, eval_set, **kwargs).run()
+    if store is None:
+        return compile_evaluation(apply_fn, path, ts, eval_set, **kwargs).run()
+    if part_size < 1:
+        raise InputError(f"part_size must be positive, got {part_size}")
+    from tqdm.auto import tqdm
+
+    ts = np.asarray(ts, np.float32)
+    count = -(-len(ts) // part_size)
+    size = -(-len(ts) // count)
+    padded = np.concatenate([ts, np.repeat(ts[-1:], count * size - len(ts), axis=0)])
+    store = _PartStore(store, padded)
+    evaluation, parts = None, []
+    for p, points in enumerate(tqdm(padded.reshape(count, size, *ts.shape[1:]),
+                                    desc="points", unit="part", disable=not progress)):
+        part = store.load(p)
+        if part is None:
+            if evaluation is None:
+                evaluation = compile_evaluation(apply_fn, path, points, eval_set, **kwargs)
+            part = evaluation.run(points).metrics
+            store.save(p, part)
+        parts.append(part)
+    metrics = {c: {k: np.concatenate([part[c][k] for part in parts])[:len(ts)]
+                   for k in ("loss", "acc")} for c in parts[0]}
+    return PathResult(ts.astype(np.float64), metrics,
+                      evaluation.chunk_size if evaluation else 1,
+                      evaluation.memory_bytes if evaluation else None)
+
+
+class _PartStore:
+    """The saved parts of one evaluation: ``points.npy`` (all points; another set of points
+    clears the folder) and ``part_<p>.npz`` per finished part."""
+
+    def __init__(self, folder, points: np.ndarray):
+        self.folder = pathlib.Path(folder)
+        marker = self.folder / "points.npy"
+        if marker.is_file():
+            saved = np.load(marker)
+            if saved.shape != points.shape or not np.array_equal(saved, points):
+                shutil.rmtree(self.folder)
+        if not marker.is_file():
+            buffer = io.BytesIO()
+            np.save(buffer, points)
+            mmc_io.write_atomic(marker, buffer.getvalue())
+
+    def load(self, p: int) -> Optional[dict]:
+        file = self.folder / f"part_{p:05d}.npz"
+        if not file.is_file():
+            return None
+        with np.load(file) as saved:
+            metrics: dict = {}
+            for name in saved.files:
+                condition, metric = name.rsplit("/", 1)
+                metrics.setdefault(condition, {})[metric] = saved[name]
+        return metrics
+
+    def save(self, p: int, metrics: dict) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **{f"{c}/{k}": v for c, m in metrics.items() for k, v in m.items()})
+        mmc_io.write_atomic(self.folder / f"part_{p:05d}.npz", buffer.getvalue())
 
 
 def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
@@ -313,17 +382,20 @@ def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
     budget = default_memory_budget(mesh.devices.flat[0]) if memory_budget is None \
         else memory_budget
     statics = (bn, cue, conditions, use_pool, len(eval_set))
-    compiled, args, chunk, memory = _compile(
+    compiled, place_ts, args, chunk, memory = _compile(
         apply_fn, statics, ts,
         (path, eval_batches, bn_images, jnp.float32(momentum), key, anchor_stats),
         strategy, chunk_size, budget, mesh)
     count = float(eval_batches["weight"].sum())
 
-    def run() -> PathResult:
-        sums = np.asarray(compiled(*args)[:ts.shape[0]], np.float64) / count
+    def run(points=None) -> PathResult:
+        points = ts if points is None else jnp.asarray(points, jnp.float32)
+        if points.shape != ts.shape:
+            raise InputError(f"compiled for points of shape {ts.shape}, got {points.shape}")
+        sums = np.asarray(compiled(place_ts(points), *args)[:ts.shape[0]], np.float64) / count
         metrics = {c: {"loss": sums[:, i, 0], "acc": sums[:, i, 1]}
                    for i, c in enumerate(conditions)}
-        return PathResult(np.asarray(ts, np.float64), metrics, chunk, memory)
+        return PathResult(np.asarray(points, np.float64), metrics, chunk, memory)
 
     return CompiledEvaluation(chunk, memory, run)
 
@@ -380,20 +452,23 @@ def _compile(apply_fn: Callable, statics: tuple, ts: jax.Array, args: tuple, str
              chunk_size: Optional[int], budget: int, mesh: Mesh):
     """One program evaluating ``point(t, *args)`` for every t under the strategy.
 
-    Returns ``(compiled, its arguments, chunk, working bytes)``; the program's output has
-    one row per t (and padding rows for ``"shard_map"``). Without ``chunk_size``, the chunk
-    starts at the strategy's default and shrinks, in proportion to the compiled program's
-    working memory, until the program fits ``budget``.
+    Returns ``(compiled, place_ts, its other arguments, chunk, working bytes)``:
+    ``compiled(place_ts(ts), *args)`` evaluates points ``ts`` of the compiled shape; the
+    program's output has one row per t (and padding rows for ``"shard_map"``). Without
+    ``chunk_size``, the chunk starts at the strategy's default and shrinks, in proportion to
+    the compiled program's working memory, until the program fits ``budget``.
 
     Programs are kept per process, keyed on the model, the static settings and the
     arguments' shapes, dtypes and shardings: evaluating another path of the same model on
     the same data reuses the program without tracing, lowering or compiling it again.
     """
-    k = ts.shape[0]
-    if strategy == "shard_map":
-        n = mesh.devices.size
-        ts = jnp.concatenate([ts, jnp.repeat(ts[-1:], -k % n)])
-        ts = jax.device_put(ts, jax.sharding.NamedSharding(mesh, P(mesh.axis_names[0])))
+    def place_ts(ts):
+        if strategy != "shard_map":
+            return ts
+        ts = jnp.concatenate([ts, jnp.repeat(ts[-1:], -ts.shape[0] % mesh.devices.size, 0)])
+        return jax.device_put(ts, jax.sharding.NamedSharding(mesh, P(mesh.axis_names[0])))
+
+    ts = place_ts(ts)
     local = ts.shape[0] // (mesh.devices.size if strategy == "shard_map" else 1)
     cache_key = (_callable_key(apply_fn), statics, strategy, chunk_size, budget, mesh,
                  _signature((ts, *args)))
@@ -404,7 +479,7 @@ def _compile(apply_fn: Callable, statics: tuple, ts: jax.Array, args: tuple, str
     if hit is not None:
         _COMPILED.move_to_end(cache_key)
         compiled, chunk, memory = hit
-        return compiled, (ts, *args), chunk, memory
+        return compiled, place_ts, args, chunk, memory
     point = _point(apply_fn, statics)
 
     def program(chunk):
@@ -431,4 +506,4 @@ def _compile(apply_fn: Callable, statics: tuple, ts: jax.Array, args: tuple, str
         _COMPILED[cache_key] = (compiled, chunk, memory)
         while len(_COMPILED) > _COMPILED_MAX:
             _COMPILED.popitem(last=False)
-    return compiled, (ts, *args), chunk, memory
+    return compiled, place_ts, args, chunk, memory

@@ -152,7 +152,7 @@ def evaluate_plane(apply_fn: Callable, models: dict[str, PyTree], eval_set: Data
       size: grid points per side (G; G² points in one evaluation).
       margin: how far the grid extends beyond the models, as a fraction of their extent.
       conditions: which of :data:`mmc_jax.data.CONDITIONS`.
-      **evaluator: passed to :func:`mmc_jax.path_eval.compile_evaluation`.
+      **evaluator: passed to :func:`mmc_jax.path_eval.evaluate_path`.
 
     Returns:
       A :class:`PlaneResult`; its values at the three models equal their own evaluation
@@ -164,9 +164,9 @@ def evaluate_plane(apply_fn: Callable, models: dict[str, PyTree], eval_set: Data
     points, coords = basis(*(models[n] for n in names))
     xs, ys = grid(coords, size, margin)
     xy = np.stack(np.meshgrid(xs, ys, indexing="ij"), -1).reshape(-1, 2)
-    result = path_eval.compile_evaluation(apply_fn, points,
-                                          np.concatenate([xy, coords]).astype(np.float32),
-                                          eval_set, conditions=conditions, **evaluator).run()
+    result = path_eval.evaluate_path(apply_fn, points,
+                                     np.concatenate([xy, coords]).astype(np.float32),
+                                     eval_set, conditions=conditions, **evaluator)
     metrics, at_models = {}, {}
     for c, m in result.metrics.items():
         metrics[c] = {k: m[k][:size * size].reshape(size, size) for k in ("loss", "acc")}

@@ -150,9 +150,10 @@ def pairwise_barriers(apply_fn: Callable, models: Mapping[str, PyTree], eval_set
         ``permute.apply(spec, permute.weight_matching(spec, a, b, key), b)``); given, the
         line of pair ``i < j`` runs from model i to model j aligned to it, and ``[j, i]``
         mirrors ``[i, j]``.
-      **evaluator: passed to :func:`mmc_jax.path_eval.compile_evaluation` (``bn``,
+      **evaluator: passed to :func:`mmc_jax.path_eval.evaluate_path` (``bn``,
         ``bn_set``, ``bn_batches``, ``batch_size``, ``strategy``, ``memory_budget``,
-        ``key``, ...); every line is evaluated exactly as ``evaluate_path`` would.
+        ``key``, ``store`` to resume, ...); every line is evaluated exactly as
+        ``evaluate_path`` would.
 
     Returns:
       A :class:`SimilarityResult`; its entry ``[i, j]`` equals the barrier of
@@ -173,9 +174,9 @@ def pairwise_barriers(apply_fn: Callable, models: Mapping[str, PyTree], eval_set
     if align is not None:
         members += [align(members[i], members[j]) for i, j in pairs]
     stacked = PairLines(jax.tree.map(lambda *xs: jnp.stack(xs), *members))
-    result = path_eval.compile_evaluation(apply_fn, stacked,
-                                          pair_points(n, ts, align is not None), eval_set,
-                                          conditions=conditions, **evaluator).run()
+    result = path_eval.evaluate_path(apply_fn, stacked,
+                                     pair_points(n, ts, align is not None), eval_set,
+                                     conditions=conditions, **evaluator)
     loss, acc, curves = {}, {}, {}
     for c in result.metrics:
         per_pair = {m: result.metrics[c][m].reshape(len(pairs), k) for m in ("loss", "acc")}

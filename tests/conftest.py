@@ -40,6 +40,21 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def third_trained(tmp_path_factory):
+    """The workdir of a third tiny ``experiments.train`` run (cue on half of each class,
+    another seed), for analyses through three models."""
+    from experiments.configs import demo
+    from mmc_jax import training
+
+    folder = tmp_path_factory.mktemp("third") / "half"
+    config = demo.get_config()
+    config.update(width=0.25, num_train=256, num_test=60, batch_size=64, epochs=1,
+                  eval_batch_size=60, cue_proportion=0.5, seed=1)
+    training.train_and_evaluate(config, str(folder), progress=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def three_tiny_models():
     """A quarter-width cnn4, three random initialisations ``{"a", "b", "c"}`` of it, and
     small shapes10 train (120) and test (60) sets, for the model-comparison tests."""

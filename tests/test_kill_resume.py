@@ -127,3 +127,31 @@ def test_killed_and_rerun_equals_uninterrupted(request, tmp_path, entry, args, k
     reference_arrays, resumed_arrays = _final_arrays(reference), _final_arrays(resumed)
     assert reference_arrays.keys() == resumed_arrays.keys() and reference_arrays
     _assert_same_arrays(resumed_arrays, reference_arrays)
+
+
+@pytest.mark.slow
+def test_killed_plane_resumes_from_its_saved_parts(trained, third_trained, tmp_path):
+    """The plane's grid in saved parts: killed after its first part, the rerun says it
+    resumes and ends with the uninterrupted run's results."""
+    args = [f"--models=NC={trained / 'nc'},C={trained / 'c'},half={third_trained}",
+            "--config.num_points=4", "--config.num_eval=60", "--config.bn_batches=1",
+            "--config.batch_size=60", "--config.conditions=nocue", "--config.part_size=2"]
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    _run("plane", args, reference)
+    process = subprocess.Popen(_command("plane", args, resumed), cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    while process.poll() is None and not list((resumed / "parts").glob("part_*.npz")):
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=120)
+    assert not (resumed / "results.json").exists()
+    saved = len(list((resumed / "parts").glob("part_*.npz")))
+    assert 1 <= saved < 10                      # 16 + 3 points in parts of two
+    rerun = subprocess.run(_command("plane", args, resumed), cwd=ROOT, capture_output=True,
+                           text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming: {saved} part(s)" in rerun.stdout
+    assert json.loads((resumed / "results.json").read_text()) == json.loads(
+        (reference / "results.json").read_text())
+    assert not (resumed / "parts").exists()

@@ -225,3 +225,39 @@ def test_permuted_linear_path_to_a_permuted_copy_has_no_barrier(setup):
                                       conditions=("nocue",))
     assert aligned.barriers("nocue")["loss"] == pytest.approx(0.0, abs=1e-5)
     assert aligned.barriers("nocue")["acc"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_an_evaluation_in_saved_parts_equals_one_call_and_resumes_from_its_parts(setup,
+                                                                                 tmp_path):
+    """Parts give the numbers of one call; saved parts are reused as they are (a rerun
+    after a kill computes only the missing ones); other points clear the store."""
+    model, a, b, train, test = setup
+    kwargs = dict(conditions=("nocue", "randimg"), bn="recompute", bn_set=train,
+                  bn_batches=2, batch_size=40)
+    path, ts = paths.linear(a, b), paths.grid(7)
+    whole = path_eval.evaluate_path(model.apply, path, ts, test, **kwargs)
+    store = tmp_path / "parts"
+    parts = path_eval.evaluate_path(model.apply, path, ts, test, store=store, part_size=3,
+                                    **kwargs)
+    assert sorted(p.name for p in store.glob("part_*")) == [
+        "part_00000.npz", "part_00001.npz", "part_00002.npz"]
+    for c in kwargs["conditions"]:
+        for k in ("loss", "acc"):
+            np.testing.assert_allclose(parts.metrics[c][k], whole.metrics[c][k], atol=1e-6)
+    # "Killed" after the first part: the second and third are computed again, the first
+    # is read back (here altered, to show that it is not recomputed).
+    (store / "part_00001.npz").unlink()
+    (store / "part_00002.npz").unlink()
+    saved = dict(np.load(store / "part_00000.npz"))
+    saved["nocue/loss"] = saved["nocue/loss"] + 100.0
+    np.savez(store / "part_00000.npz", **saved)
+    resumed = path_eval.evaluate_path(model.apply, path, ts, test, store=store, part_size=3,
+                                      **kwargs)
+    np.testing.assert_allclose(resumed.metrics["nocue"]["loss"][:3],
+                               whole.metrics["nocue"]["loss"][:3] + 100.0, atol=1e-5)
+    np.testing.assert_allclose(resumed.metrics["nocue"]["loss"][3:],
+                               whole.metrics["nocue"]["loss"][3:], atol=1e-6)
+    other = path_eval.evaluate_path(model.apply, path, paths.grid(4), test, store=store,
+                                    part_size=3, **kwargs)
+    np.testing.assert_allclose(other.metrics["nocue"]["loss"][[0, -1]],
+                               whole.metrics["nocue"]["loss"][[0, -1]], atol=1e-6)

@@ -12,6 +12,7 @@ def add_settings(config):
     config.batch_size = 500
     config.random_from = "set"       # randimg images / random domino cues: set | batch
     config.strategy = "auto"         # auto | map | vmap | shard_map
+    config.part_size = 64            # points per saved part: a killed run resumes after it
     config.seed = 0
     return config
 
