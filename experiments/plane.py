@@ -40,9 +40,9 @@ def curve_models(folder: str) -> dict[str, str]:
     if not summary.get("control"):
         raise InputError(f"{folder} holds no quadratic path of experiments.connectivity "
                          "(no results.json naming its control point)")
-    name = lambda d: "/".join(pathlib.Path(d).parts[-2:])  # noqa: E731
-    return {name(summary["model_a"]): summary["model_a"],
-            name(summary["model_b"]): summary["model_b"], "control": summary["control"]}
+    a, b = (pathlib.Path(summary[k]).name for k in ("model_a", "model_b"))
+    a, b = (a, b) if len({a, b, "control"}) == 3 else ("A", "B")
+    return {a: summary["model_a"], b: summary["model_b"], "control": summary["control"]}
 
 
 def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> dict:

@@ -220,6 +220,8 @@ def plane_contours(result, metric: str = "loss"):
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8,
                         color="white")
         ax.set_title(f"{condition}: {metric}", fontsize=9)
-        ax.set_aspect("equal")
+        spans = np.ptp(result.xs), np.ptp(result.ys)
+        if max(spans) <= 3 * min(spans):  # true proportions unless the plane is a sliver
+            ax.set_aspect("equal")
     fig.tight_layout()
     return fig

@@ -79,6 +79,7 @@ def test_permuted_similarity_with_repair_equals_connectivitys_permuted_line(trai
 @pytest.mark.parametrize("args,message", [
     (["--models=a"], "at least 2 model folders"),
     (["--models=a,b", "--config.permutation=magic"], "unknown permutation 'magic'"),
+    (["--models=a,b", "--config.num_points=1"], "num_points must be >= 2"),
     (["--models=x=a,x=b"], "two models are named 'x'"),
 ])
 def test_similarity_bad_input_is_one_line(tmp_path, args, message):
@@ -122,6 +123,13 @@ def test_plane_cli_refuses_two_models_and_three_on_a_line(trained, tmp_path):
                 f"--workdir={tmp_path / 'line'}", *TINY)
     assert line.returncode == 2 and "on one line" in line.stderr
     assert len(line.stderr.strip().splitlines()) == 1
+
+
+def test_plane_grid_of_one_point_is_one_line(trained, tmp_path):
+    result = _run("plane", f"--models={trained / 'nc'},{trained / 'c'},x={trained / 'nc'}",
+                  "--config.num_points=1", f"--workdir={tmp_path}")
+    assert result.returncode == 2 and "num_points must be >= 2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_plane_curve_needs_a_quadratic_paths_workdir(trained, tmp_path):
