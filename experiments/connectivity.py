@@ -88,9 +88,10 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
     path = build_path(config, kind, model, a, b, train, workdir)
     control = None
     if kind == "quadratic":  # a model folder, e.g. for experiments.plane --curve
-        control = training.save_model(workdir / "control", config_a,
-                                      jax.tree.map(lambda x: x[1], path.points),
-                                      train.num_classes, train.image_shape)
+        training.save_model(workdir / "control", config_a,
+                            jax.tree.map(lambda x: x[1], path.points), train.num_classes,
+                            train.image_shape)
+        control = "control"  # relative to the workdir, which may move
     print(f"evaluating {config.num_points} points x {len(conditions)} conditions "
           f"({path_eval.resolve_strategy(config.strategy)}, BN {config.bn})")
     result = path_eval.evaluate_path(
@@ -106,7 +107,7 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
                "bn": config.bn, "permutation": config.permutation if kind ==
                "permuted_linear" else None,
                "permute_residual": config.permute_residual if kind == "permuted_linear"
-               else None, "control": None if control is None else str(control),
+               else None, "control": control,
                "chunk_size": result.chunk_size,
                "memory_gib": None if result.memory_bytes is None
                else round(result.memory_bytes / 2**30, 3)}

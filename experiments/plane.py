@@ -35,14 +35,16 @@ CURVE = flags.DEFINE_string("curve", None, "Workdir of experiments.connectivity 
 
 def curve_models(folder: str) -> dict[str, str]:
     """Endpoint A, endpoint B and the control point of a quadratic path's workdir."""
-    results = pathlib.Path(folder).expanduser().resolve() / "results.json"
-    summary = json.loads(results.read_text()) if results.is_file() else {}
+    folder = pathlib.Path(folder).expanduser().resolve()
+    summary = json.loads((folder / "results.json").read_text()) \
+        if (folder / "results.json").is_file() else {}
     if not summary.get("control"):
         raise InputError(f"{folder} holds no quadratic path of experiments.connectivity "
                          "(no results.json naming its control point)")
     a, b = (pathlib.Path(summary[k]).name for k in ("model_a", "model_b"))
     a, b = (a, b) if len({a, b, "control"}) == 3 else ("A", "B")
-    return {a: summary["model_a"], b: summary["model_b"], "control": summary["control"]}
+    return {a: summary["model_a"], b: summary["model_b"],
+            "control": str(folder / summary["control"])}
 
 
 def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> dict:

@@ -26,17 +26,20 @@ def _with_group(a, b, group):
     return out
 
 
-def test_each_group_equals_the_line_to_a_with_that_group_from_b(setup):
+@pytest.mark.parametrize("bn", ["recompute", "repair"])
+def test_each_group_equals_the_line_to_a_with_that_group_from_b(setup, bn):
+    """Also under REPAIR, whose targets come from each partial line's own two models."""
     model, a, b, train, test = setup
     ts = paths.grid(3)
     groups = ["conv1", "bn2", "classifier"]
+    kw = {**KW, "bn": bn}
     result = layerwise.layerwise_barriers(model.apply, a, b, test, groups=groups, ts=ts,
-                                          bn_set=train, **KW)
+                                          bn_set=train, **kw)
     assert result.groups == groups
     for g, group in enumerate(groups):
         single = path_eval.evaluate_path(model.apply,
                                          paths.linear(a, _with_group(a, b, group)), ts, test,
-                                         bn_set=train, **KW)
+                                         bn_set=train, **kw)
         for c in KW["conditions"]:
             np.testing.assert_allclose(result.curves[c]["loss"][g], single.metrics[c]["loss"],
                                        atol=1e-4)
