@@ -2,16 +2,23 @@
 
 User errors (:class:`mmc_jax.InputError`) are printed as one line and exit with status 2;
 a run stopped by SIGINT/SIGTERM (after saving a checkpoint) exits with status 130;
-everything else keeps its traceback.
+everything else keeps its traceback. A run holds its workdir: a second process started on it
+is refused with one line until the first ends (or is killed: the lock goes with it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import shutil
 import sys
-from typing import Callable
+from typing import Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked
+    fcntl = None
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -23,6 +30,8 @@ from mmc_jax.training import Interrupted
 
 #: What an entry point leaves in its workdir; ``--restart`` deletes only folders holding one.
 WORKDIR_MARKERS = ("config.json", "checkpoints", "results.json")
+#: The file a live run holds locked in its workdir.
+LOCK_FILE = ".lock"
 
 RESTART = flags.DEFINE_bool("restart", False, "Delete --workdir (a previous run's "
                             "checkpoints and results) and start over instead of resuming.")
@@ -45,13 +54,43 @@ def clear_workdir(workdir: str) -> None:
     """Deletes a previous run's workdir (``--restart``); refuses folders that no entry point
     wrote, so a mistyped ``--workdir`` cannot delete anything else."""
     path = pathlib.Path(workdir).expanduser().resolve()
-    if not path.exists():
+    entries = [p for p in path.iterdir() if p.name != LOCK_FILE] if path.exists() else []
+    if not entries:
         return
     runs = [p for p in path.rglob("*") if p.name in WORKDIR_MARKERS]
     if not runs:
         raise InputError(f"--restart: {path} does not look like an mmc_jax workdir (no "
                          f"{', '.join(WORKDIR_MARKERS)} inside); delete it yourself")
-    shutil.rmtree(path)
+    for entry in entries:  # the lock stays: this run holds it
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+@contextlib.contextmanager
+def hold_workdir(workdir: str) -> Iterator[pathlib.Path]:
+    """Holds ``workdir`` for this process (an exclusive ``flock`` on ``workdir/.lock``, which
+    the kernel releases when the process ends, killed or not).
+
+    Raises:
+      InputError: another live process holds it.
+    """
+    path = pathlib.Path(workdir).expanduser().resolve()
+    if fcntl is None:
+        yield path
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise InputError(f"{path} is in use by another run (pid {owner}); wait for it to "
+                             "end or choose another --workdir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def config_path(module_file: str, name: str) -> str:
@@ -66,9 +105,10 @@ def run(main: Callable[[list[str]], None]) -> None:
     def guarded(argv):
         logging.set_verbosity(logging.WARNING)  # absl's INFO lines bury the progress bars
         try:
-            if RESTART.value:
-                clear_workdir(flags.FLAGS.workdir)
-            main(argv)
+            with hold_workdir(flags.FLAGS.workdir):
+                if RESTART.value:
+                    clear_workdir(flags.FLAGS.workdir)
+                main(argv)
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)

@@ -40,11 +40,6 @@ from mmc_jax.training.steps import cross_entropy, cued_inputs
 #: code) or the gradient handed to the optimizer.
 SCALES = ("lr", "gradient")
 
-#: The paper code's midpoint training: 15 epochs, lr 0.1 ×0.1 every 10, batch 128, and the
-#: Bezier factor on the learning rate.
-DEFAULTS = {"epochs": 15, "learning_rate": 0.1, "step_every_epochs": 10, "batch_size": 128,
-            "momentum": 0.9, "weight_decay": 1e-4, "scale": "lr"}
-
 
 def _check_scale(scale) -> None:
     if not isinstance(scale, str) or scale not in SCALES:
@@ -123,7 +118,8 @@ def fit_midpoint(apply_fn, a: Mapping, b: Mapping, control: Mapping, train_set: 
         0.0 for the clean set).
       seed: batch order and t sampling.
       epochs, learning_rate, step_every_epochs, batch_size, momentum, weight_decay: the
-        paper code's step schedule and SGD (see :data:`DEFAULTS`).
+        paper code's step schedule and SGD (the defaults: 15 epochs, lr 0.1 ×0.1 every 10,
+        batch 128, momentum 0.9, weight decay 1e-4).
       scale: where the Bezier factor ``2t(1 - t)`` goes: ``"lr"`` (default, the paper code:
         the step's learning rate) or ``"gradient"`` (the gradient given to the optimizer);
         see :func:`curve_train_step`.
@@ -162,5 +158,5 @@ def control_weight_factor(t: float) -> float:
     return float(2 * t * (1 - t))
 
 
-__all__ = ["DEFAULTS", "SCALES", "control_weight_factor", "curve_train_step", "fit_midpoint",
+__all__ = ["SCALES", "control_weight_factor", "curve_train_step", "fit_midpoint",
            "mean_control"]

@@ -36,7 +36,6 @@ from mmc_jax.training.loop import run_epochs
 from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import cross_entropy
 
-METHODS = ("naive_ft", "llrt", "lpft", "cbft")
 CBFT_MODES = ("code", "paper")
 
 
@@ -325,6 +324,6 @@ def _settings(method: str, config: FinetuneConfig) -> dict[str, Any]:
     return {"method": method, **dataclasses.asdict(config)}
 
 
-__all__ = ["CBFT_MODES", "FinetuneConfig", "METHODS", "PairedIterator", "cbft", "cbft_step",
+__all__ = ["CBFT_MODES", "FinetuneConfig", "PairedIterator", "cbft", "cbft_step",
            "draw_subsets", "features_of", "llrt", "naive_finetune", "naive_step",
            "paired_batches", "paired_iterator"]

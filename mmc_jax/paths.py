@@ -26,7 +26,6 @@ from flax import struct
 from mmc_jax.errors import InputError
 
 PyTree = Any
-KINDS = ("bezier", "chain")
 
 
 def _stack(points: Sequence[PyTree]) -> PyTree:

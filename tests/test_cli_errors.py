@@ -107,3 +107,37 @@ def test_bad_input_is_one_line(tmp_path, saved_model, entry, args, message):
     assert last.startswith("error: ") and message in last, result.stderr[-2000:]
     assert (tmp_path / "notes" / "keep.txt").read_text() == "not a run"
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_workdir_held_by_a_live_run_is_refused_until_that_run_is_killed(tmp_path):
+    """Two runs, one workdir: the second is one line (and --restart deletes nothing); once
+    the first is killed, its lock is gone with it."""
+    import os
+    import signal
+
+    work = tmp_path / "work"
+    (work / "results.json").parent.mkdir()
+    (work / "results.json").write_text("{}")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from experiments import cli; "
+         f"h = cli.hold_workdir({str(work)!r}); h.__enter__(); print('held', flush=True); "
+         "time.sleep(120)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for extra in ([], ["--restart"]):
+            second = subprocess.run([sys.executable, "-m", "experiments.similarity",
+                                     "--models=a,b", f"--workdir={work}", *extra], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=300)
+            assert second.returncode == 2
+            assert second.stderr.strip() == (f"error: {work} is in use by another run "
+                                             f"(pid {holder.pid}); wait for it to end or "
+                                             "choose another --workdir")
+        assert (work / "results.json").read_text() == "{}"
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=60)
+    after = subprocess.run([sys.executable, "-m", "experiments.similarity", "--models=a,b",
+                            f"--workdir={work}"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert after.returncode == 2 and "in use" not in after.stderr
+    assert "holds no model" in after.stderr

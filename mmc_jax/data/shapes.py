@@ -612,36 +612,3 @@ def save_npz(path: str | os.PathLike, style: str | Style = "medium", num_train: 
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return os.fspath(path)
-
-
-def save_sample_grid(path: str | os.PathLike, seed: int = 0, per_class: int = 10) -> None:
-    """Saves a PNG grid of examples: one row per class, ``per_class`` columns.
-
-    Args:
-        path: Output image path; parent directories are created.
-        seed: Dataset seed to draw the examples from.
-        per_class: Number of examples shown per class.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    images, labels = generate(_NUM_CLASSES * per_class, seed)
-    fig, axes = plt.subplots(
-        _NUM_CLASSES, per_class, figsize=(0.8 * per_class + 1.0, 0.8 * _NUM_CLASSES), squeeze=False
-    )
-    for label, name in enumerate(CLASS_NAMES):
-        examples = images[labels == label]
-        for col, ax in enumerate(axes[label]):
-            ax.imshow(examples[col], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-        axes[label, 0].set_ylabel(name, rotation=0, ha="right", va="center")
-    fig.suptitle(f"shapes10 (seed {seed})")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
