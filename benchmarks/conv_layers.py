@@ -19,9 +19,9 @@ import subprocess
 import sys
 import time
 
+import common
 import jax
 
-import common
 from mmc_jax.models import layers
 
 #: cnn4's layers, then vgg13's at full width.

@@ -29,11 +29,11 @@ import sys
 import tempfile
 import time
 
+import common
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import common
 from mmc_jax import data, finetune, models, training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

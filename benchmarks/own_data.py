@@ -25,6 +25,7 @@ import sys
 import time
 
 import common
+
 from mmc_jax.data import shapes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

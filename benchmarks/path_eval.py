@@ -29,11 +29,11 @@ from __future__ import annotations
 import functools
 import time
 
+import common
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import common
 from mmc_jax import data, models, path_eval, paths
 
 

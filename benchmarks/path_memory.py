@@ -16,9 +16,9 @@ from __future__ import annotations
 import resource
 import time
 
+import common
 import jax
 
-import common
 from mmc_jax import InputError, data, models, path_eval, paths
 
 GIB = 2**30

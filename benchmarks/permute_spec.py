@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import time
 
+import common
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import common
 from mmc_jax import models, permute
 
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import functools
 import time
 
+import common
 import jax
 import numpy as np
 
-import common
 from mmc_jax import data, models, training
 
 

@@ -27,9 +27,22 @@ import jax
 import ml_collections
 from tqdm.auto import tqdm
 
-from experiments import cli, methods as methods_lib
-from mmc_jax import (calibration, data, diagnosis, finetune, io, models, path_eval, paths,
-                     plots, report, timing, training)
+from experiments import cli
+from experiments import methods as methods_lib
+from mmc_jax import (
+    calibration,
+    data,
+    diagnosis,
+    finetune,
+    io,
+    models,
+    path_eval,
+    paths,
+    plots,
+    report,
+    timing,
+    training,
+)
 from mmc_jax.errors import InputError, require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "cbft"), "workdirs/cbft")
@@ -243,7 +256,7 @@ def evaluate_models(config, apply_fn, models: dict, references: dict, train, tes
                                           "conditions": summary["conditions"]}
         bar.update()
     bar.close()
-    for name, m in methods.items():
+    for m in methods.values():
         to_cue = m["paths"].get("cue_model")
         m["barrier_to_cue_model"] = (to_cue["conditions"]["cue"]["barrier"] if to_cue
                                      else {"loss": 0.0, "acc": 0.0})
@@ -254,7 +267,7 @@ def aggregate(runs: list[dict]) -> dict:
     """Mean over seeds of every number, with standard deviations beside the accuracies."""
     first = runs[0]
     methods = {}
-    for name, method in first["methods"].items():
+    for name in first["methods"]:
         per_seed = [r["methods"][name] for r in runs]
         mean, std = report.mean_std(per_seed)
         methods[name] = {**mean, "test_std": std["test"],

@@ -27,7 +27,6 @@ from mmc_jax import runtime
 from mmc_jax.errors import InputError
 from mmc_jax.training import Interrupted
 
-
 #: What an entry point leaves in its workdir; ``--restart`` deletes only folders holding one.
 WORKDIR_MARKERS = ("config.json", "checkpoints", "results.json")
 #: The file a live run holds locked in its workdir.

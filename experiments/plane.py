@@ -15,9 +15,8 @@ in.
 
 from __future__ import annotations
 
-import pathlib
-
 import json
+import pathlib
 
 from absl import flags
 

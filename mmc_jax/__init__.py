@@ -16,12 +16,29 @@ Submodules:
   timing: wall-clock and compile seconds of a run's phases.
 """
 
-from mmc_jax import (barrier, curve, data, finetune, layerwise, models, objectives, path_eval,
-                     paths, parallel, permute, plane, repair, runtime, similarity,
-                     timing, training)
+from mmc_jax import (
+                     barrier,
+                     curve,
+                     data,
+                     finetune,
+                     layerwise,
+                     models,
+                     objectives,
+                     parallel,
+                     path_eval,
+                     paths,
+                     permute,
+                     plane,
+                     repair,
+                     runtime,
+                     similarity,
+                     timing,
+                     training,
+)
 from mmc_jax.errors import InputError
 
 __version__ = "0.1.0"
-__all__ = ["barrier", "curve", "data", "finetune", "layerwise", "models", "objectives", "parallel", "path_eval",
-           "paths", "permute", "plane", "repair", "runtime", "similarity", "timing", "training",
+__all__ = ["barrier", "curve", "data", "finetune", "layerwise", "models", "objectives",
+           "parallel", "path_eval", "paths", "permute", "plane", "repair", "runtime",
+           "similarity", "timing", "training",
            "InputError", "__version__"]

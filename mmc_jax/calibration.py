@@ -273,7 +273,8 @@ def markdown(result: Mapping[str, Any]) -> str:
              "| p | epochs | NC | C | RC | RI | gap | verdict | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
     for t in result["trials"]:
-        lines.append(f"| {t['cue_proportion']:g} | {t['epochs']}{' (stopped)' if t['stopped'] else ''}"
+        stopped = " (stopped)" if t["stopped"] else ""
+        lines.append(f"| {t['cue_proportion']:g} | {t['epochs']}{stopped}"
                      f" | {t['nocue']:.1f} | {t['cue']:.1f} | {t['randcue']:.1f} | "
                      f"{t['randimg']:.1f} | {t['gap']:.1f} | {VERDICTS[t['verdict']]} | "
                      f"{t['seconds']:.0f} |")

@@ -109,7 +109,7 @@ def group_masks(variables: Mapping, groups: Sequence[str]) -> PyTree:
                          f"modules: {', '.join(sorted(known))}")
     index = {g: i for i, g in enumerate(groups)}
     masks = {}
-    for key, leaf in flat.items():
+    for key in flat:
         mask = np.zeros(len(groups), np.float32)
         if len(key) > 1 and key[1] in index:
             mask[index[key[1]]] = 1.0

@@ -13,7 +13,8 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from mmc_jax.data.batching import prefetch_to_device
 

@@ -47,12 +47,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from mmc_jax import barrier, parallel, repair
 from mmc_jax import io as mmc_io
-from mmc_jax.data import (CONDITIONS, Dataset, check_condition, check_random_from,
-                          clean_inputs)
+from mmc_jax.data import CONDITIONS, Dataset, check_condition, check_random_from, clean_inputs
 from mmc_jax.data.batching import sample_batches, stack_batches
 from mmc_jax.data.cues import Cue
 from mmc_jax.errors import InputError

@@ -27,7 +27,8 @@ def get_config(arg: str = ""):
     config.conditions = "nocue,cue,randcue,randimg"
     config.eval_split = "test"       # the paper code's default is "train"; its README uses test
     config.num_eval = 0              # > 0: evaluate on the first num_eval samples only
-    config.bn = "recompute"          # interpolate | interpolate_ema (paper code) | recompute | repair
+    # BN along the path: interpolate | interpolate_ema (paper code) | recompute | repair
+    config.bn = "recompute"
     config.bn_batches = 20           # clean training batches for the BN statistics (0: all)
     config.batch_size = 500
     config.bn_batch_size = 0         # BN passes' batch size (0: batch_size; paper code: 128)

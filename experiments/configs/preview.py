@@ -12,7 +12,8 @@ import ml_collections
 
 def get_config():
     config = ml_collections.ConfigDict()
-    config.dataset = "shapes10"     # shapes10 | cifar10 | cifar100 | fashion_mnist | dominoes | npz:<path>
+    # shapes10 | cifar10 | cifar100 | fashion_mnist | dominoes | npz:<path>
+    config.dataset = "shapes10"
     config.data_dir = ""            # TFDS data folder for the real datasets ("" = TFDS default)
     config.dominoes_top = "fashion_mnist"
     config.dominoes_bottom = "cifar10"

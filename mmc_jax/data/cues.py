@@ -109,7 +109,8 @@ class BoxCue:
         if self.style not in ("cifar10", "cifar100"):
             raise InputError(f"unknown box cue style {self.style!r}; use 'cifar10' or 'cifar100'")
         if not 1 <= self.num_classes <= 100:
-            raise InputError(f"a box cue encodes 1..100 classes, got num_classes={self.num_classes}")
+            raise InputError("a box cue encodes 1..100 classes, got "
+                             f"num_classes={self.num_classes}")
 
     def label_hue(self, labels: Array) -> Array:
         """Hue of each label's box: 0 in the CIFAR-10 style, ``(label // 10) / 10`` above."""

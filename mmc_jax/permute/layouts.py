@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmc_jax.errors import InputError
-from mmc_jax.models import ResNet, SmallCNN, VGG
+from mmc_jax.models import VGG, ResNet, SmallCNN
 from mmc_jax.permute.derive import derive_spec
 from mmc_jax.permute.sites import as_apply
 from mmc_jax.permute.spec import PermutationSpec, _flatten, validate

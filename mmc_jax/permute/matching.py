@@ -16,12 +16,19 @@ import numpy as np
 import scipy.optimize
 
 from mmc_jax.errors import InputError
-from mmc_jax.models import ResNet, SmallCNN, VGG
+from mmc_jax.models import VGG, ResNet, SmallCNN
 from mmc_jax.permute.layouts import _STREAM, _Group, _groups
 from mmc_jax.permute.sites import TracedActivations
-from mmc_jax.permute.spec import (Blocks, PermutationSpec, _flatten, _names, _permute_leaf, apply,
-                                  part_view, validate)
-
+from mmc_jax.permute.spec import (
+    Blocks,
+    PermutationSpec,
+    _flatten,
+    _names,
+    _permute_leaf,
+    apply,
+    part_view,
+    validate,
+)
 
 #: Most rounds of activation matching when a site holds units of several permutations
 #: (attention's heads and head dimensions, a split axis's parts): each round compares a with

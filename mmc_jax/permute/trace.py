@@ -488,9 +488,10 @@ class Trace:
 
     def sites(self) -> dict[Hashable, list[tuple]]:
         """Activation sites per group: root → ``[(index, var, axis, kind, sizes, k)]``: the
-        site's place in forward order, the scoped variable, its axis, how the axis is made (``kind`` and the ``sizes`` of its parts as in
-        :class:`mmc_jax.permute.Blocks`; ``None`` and ``(n,)`` when it is not split) and which
-        part the group is. Each site once, in forward order."""
+        site's place in forward order, the scoped variable, its axis, how the axis is made
+        (``kind`` and the ``sizes`` of its parts as in :class:`mmc_jax.permute.Blocks`;
+        ``None`` and ``(n,)`` when it is not split) and which part the group is. Each site
+        once, in forward order."""
         out: dict[Hashable, list] = {}
         seen = set()
         for index, node in enumerate(self.groups.sites):

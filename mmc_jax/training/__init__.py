@@ -7,12 +7,28 @@
 
 from mmc_jax.training.checkpoint import RunCheckpoints, check_config
 from mmc_jax.training.evaluate import evaluate
-from mmc_jax.training.loop import (AUTO, Interrupted, NonFiniteLoss, create_model,
-                                   create_state, init_from, load_data, restore_trained,
-                                   run_epochs, train_and_evaluate, trained_config, validate)
-from mmc_jax.training.saved_model import (check_compatible, has_model, load_model,
-                                          model_config, save_model)
+from mmc_jax.training.loop import (
+                                   AUTO,
+                                   Interrupted,
+                                   NonFiniteLoss,
+                                   create_model,
+                                   create_state,
+                                   init_from,
+                                   load_data,
+                                   restore_trained,
+                                   run_epochs,
+                                   train_and_evaluate,
+                                   trained_config,
+                                   validate,
+)
 from mmc_jax.training.optim import SCHEDULES, schedule, sgd
+from mmc_jax.training.saved_model import (
+                                   check_compatible,
+                                   has_model,
+                                   load_model,
+                                   model_config,
+                                   save_model,
+)
 from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import cross_entropy, cued_inputs, eval_step, train_step
 

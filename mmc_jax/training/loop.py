@@ -30,7 +30,6 @@ from mmc_jax.training.evaluate import evaluate
 from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import train_step
 
-
 #: ``cue_proportion`` value asking the entry points to calibrate it (:mod:`mmc_jax.calibration`).
 AUTO = "auto"
 
