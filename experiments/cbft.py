@@ -35,6 +35,7 @@ from mmc_jax import (
     diagnosis,
     finetune,
     io,
+    logs,
     models,
     path_eval,
     paths,
@@ -298,12 +299,17 @@ def write_outputs(results: dict, workdir: pathlib.Path) -> None:
     """``results.json``, ``results.md`` (also printed) and one ``paths_to_<target>.png`` per
     path target in ``workdir``."""
     io.write_json(workdir / "results.json", results)
-    for target in methods_lib.TARGETS:
-        curves = {name: m["paths"][target] for name, m in results["methods"].items()
-                  if target in m.get("paths", {})}
-        if curves:
-            io.save_figure(workdir / f"paths_to_{target}.png",
-                           plots.method_paths(curves, LABELS[target]))
+    with logs.open_log(workdir) as log:
+        log.tree(0, {name: {"test": m["test"], "barrier_to_cue_model": m.get(
+            "barrier_to_cue_model", {})} for name, m in results["methods"].items()})
+        for target in methods_lib.TARGETS:
+            curves = {name: m["paths"][target] for name, m in results["methods"].items()
+                      if target in m.get("paths", {})}
+            for name, curve in curves.items():
+                logs.path_curves(log, f"{name} to {target}", curve)
+            if curves:
+                logs.save_figure(log, workdir / f"paths_to_{target}.png",
+                                 plots.method_paths(curves, LABELS[target]))
     table = results_table(results)
     io.write_atomic(workdir / "results.md", table)
     print(table)

@@ -20,7 +20,7 @@ import numpy as np
 from absl import flags
 
 from experiments import cli, evaluation
-from mmc_jax import curve, data, io, models, path_eval, paths, plots, training
+from mmc_jax import curve, data, io, logs, models, path_eval, paths, plots, training
 from mmc_jax.errors import require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "connectivity"),
@@ -120,7 +120,9 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
 def plots_and_table(summary: dict, workdir: pathlib.Path) -> str:
     """paths.png and the markdown table of barriers (written to results.md)."""
     title = f"{summary['path']} path: {summary['model_a']} (t=0) → {summary['model_b']} (t=1)"
-    io.save_figure(workdir / "paths.png", plots.path_curves(summary, title))
+    with logs.open_log(workdir) as log:
+        logs.path_curves(log, summary["path"], summary)
+        logs.save_figure(log, workdir / "paths.png", plots.path_curves(summary, title))
     lines = [f"# {summary['path']} path, BN {summary['bn']}\n",
              "| condition | acc at t=0 | min acc | acc at t=1 | acc barrier | loss barrier |",
              "|---|---|---|---|---|---|"]

@@ -16,7 +16,7 @@ import pathlib
 from absl import flags
 
 from experiments import cli, evaluation
-from mmc_jax import io, layerwise, paths, plots
+from mmc_jax import io, layerwise, logs, paths, plots
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "layerwise"), "workdirs/layerwise")
 MODEL_A = flags.DEFINE_string("model_a", None, "Folder of model A (t = 0; the layers not "
@@ -41,9 +41,13 @@ def run(config, model_a: str, model_b: str, workdir: str) -> dict:
         conditions=conditions,
         **evaluation.evaluator_settings(config, train, workdir, stored))
     results = {**stored, **result.to_json()}
-    io.save_figure(workdir / "layerwise.png", plots.layer_barriers(
-        result, f"one layer at a time from {pathlib.Path(model_a).name} (t=0) to "
-        f"{pathlib.Path(model_b).name} (t=1)"))
+    with logs.open_log(workdir) as log:
+        log.tree(0, {f"{metric}_barrier": {c: dict(zip(result.groups, values[c].tolist()))
+                                           for c in values}
+                     for metric, values in (("loss", result.loss), ("acc", result.acc))})
+        logs.save_figure(log, workdir / "layerwise.png", plots.layer_barriers(
+            result, f"one layer at a time from {pathlib.Path(model_a).name} (t=0) to "
+            f"{pathlib.Path(model_b).name} (t=1)"))
     table = markdown(results)
     io.write_atomic(workdir / "results.md", table)
     io.write_json(workdir / "results.json", results)

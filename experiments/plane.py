@@ -21,7 +21,7 @@ import pathlib
 from absl import flags
 
 from experiments import cli, evaluation
-from mmc_jax import InputError, io, plane, plots
+from mmc_jax import InputError, io, logs, plane, plots
 from mmc_jax.errors import require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "plane"), "workdirs/plane")
@@ -67,8 +67,14 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
     if curve:
         result.curve = plane.bezier_coords(*result.coords[[0, 2, 1]])
     results = {**stored, **result.to_json()}
-    for metric in ("loss", "acc"):
-        io.save_figure(workdir / f"plane_{metric}.png", plots.plane_contours(result, metric))
+    with logs.open_log(workdir) as log:
+        log.tree(0, {"at_model": {c: {name: {k: float(result.models[c][k][i])
+                                             for k in ("loss", "acc")}
+                                      for i, name in enumerate(result.names)}
+                                  for c in conditions}})
+        for metric in ("loss", "acc"):
+            logs.save_figure(log, workdir / f"plane_{metric}.png",
+                             plots.plane_contours(result, metric))
     lines = [f"# Plane through {', '.join(result.names)} ({g}×{g} grid)\n",
              "| condition | " + " | ".join(f"{n} loss / acc" for n in result.names)
              + " | grid loss min / max |", "|---|" + "---|" * (len(result.names) + 1)]

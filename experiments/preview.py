@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from experiments import cli
-from mmc_jax import data, io, plots, training
+from mmc_jax import data, io, logs, plots, training
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "preview"), "workdirs/preview")
 
@@ -39,7 +39,8 @@ def preview(config, workdir: str) -> dict:
             for c in data.CONDITIONS}
     fig = plots.condition_grid(rows, labels.tolist(), test.class_names,
                                title=f"{train.name}: the four counterfactual conditions")
-    io.save_figure(workdir / "counterfactuals.png", fig)
+    with logs.open_log(workdir) as log:
+        logs.save_figure(log, workdir / "counterfactuals.png", fig)
 
     summary = {
         "dataset": train.name,

@@ -18,7 +18,7 @@ import numpy as np
 from absl import flags
 
 from experiments import cli, evaluation
-from mmc_jax import io, paths, plots, similarity
+from mmc_jax import io, logs, paths, plots, similarity
 from mmc_jax.errors import require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "similarity"),
@@ -58,7 +58,14 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
                "clusters": {c: dict(zip(result.names,
                                         result.clusters(c, config.cluster_threshold)))
                             for c in conditions}}
-    io.save_figure(workdir / "similarity_loss.png", plots.barrier_heatmaps(result, "loss"))
+    with logs.open_log(workdir) as log:
+        n = len(result.names)
+        log.tree(0, {f"{metric}_barrier": {c: {
+            f"{result.names[i]} vs {result.names[j]}": float(matrix[c][i, j])
+            for i in range(n) for j in range(i + 1, n)} for c in conditions}
+            for metric, matrix in (("loss", result.loss), ("acc", result.acc))})
+        logs.save_figure(log, workdir / "similarity_loss.png",
+                         plots.barrier_heatmaps(result, "loss"))
     table = markdown(results, config.cluster_threshold,
                      f"{config.permutation}-permuted linear" if config.permuted else "linear")
     io.write_atomic(workdir / "results.md", table)

@@ -16,7 +16,7 @@ import pathlib
 import ml_collections
 
 from experiments import cli
-from mmc_jax import calibration, diagnosis, io, plots, report, training
+from mmc_jax import calibration, diagnosis, io, logs, plots, report, training
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "demo"), "workdirs/train")
 
@@ -32,7 +32,9 @@ def write_outputs(workdir: pathlib.Path, result: dict, history: list) -> str:
     if "diagnosis" in result:
         table += "\n" + diagnosis.markdown(result["diagnosis"])
     io.write_atomic(workdir / "results.md", table)
-    io.save_figure(workdir / "curves.png", plots.training_curves(history, name))
+    with logs.open_log(workdir) as log:
+        log.tree(result["epochs"], {"test": result["test"]})
+        logs.save_figure(log, workdir / "curves.png", plots.training_curves(history, name))
     return table
 
 

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import events
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.cue_model.width=0.25", "--config.cue_model.num_train=256",
         "--config.cue_model.num_test=100", "--config.cue_model.batch_size=64",
@@ -107,6 +109,11 @@ def test_fig5_config_and_any_model_folder_in_connectivity(tmp_path):
         assert out["methods"][name]["barrier_to_cue_model"] == path["conditions"]["cue"][
             "barrier"]
     assert (tmp_path / "paths_to_cue_model.png").stat().st_size > 10_000
+    logged = events.scalars(tmp_path / "tensorboard")
+    assert "naive_ft_small/test/cue/acc" in logged
+    assert len(logged["path/naive_ft_small_to_cue_model/cue/loss"]) == len(path["ts"])
+    assert "epoch/train_loss" in events.scalars(tmp_path / "seed_0" / "naive_ft_small" /
+                                                "tensorboard")
     assert "Barriers on the line from θ_C" in (tmp_path / "results.md").read_text()
     seed = tmp_path / "seed_0"
     conn = subprocess.run(

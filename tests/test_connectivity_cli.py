@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import events
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.num_points=3", "--config.num_eval=60", "--config.bn_batches=2",
         "--config.batch_size=60"]
@@ -32,6 +34,8 @@ def test_connectivity_cli(trained, tmp_path, path, extra):
         assert len(m["acc"]) == 3 and m["barrier"]["loss"] >= -1e-6
         assert m["barrier"]["acc"] >= -1e-6
     assert (tmp_path / "paths.png").stat().st_size > 1000
+    logged = events.scalars(tmp_path / "tensorboard")
+    assert [s for s, _ in logged[f"path/{path}/cue/loss"]] == [0, 50, 100]
     assert "acc barrier" in (tmp_path / "results.md").read_text()
     if path != "quadratic":
         assert summary["control"] is None
@@ -45,6 +49,7 @@ def test_connectivity_cli(trained, tmp_path, path, extra):
                            capture_output=True, text=True, timeout=600)
     assert plane.returncode == 0, plane.stderr[-3000:]
     out = json.loads((plane_dir / "results.json").read_text())
+    assert sorted(events.image_tags(plane_dir / "tensorboard")) == ["plane_acc", "plane_loss"]
     assert out["curve"] is not None and out["names"][2] == "control"
     coords = out["coords"]
     assert out["curve"][0] == pytest.approx(coords[0]) and out["curve"][-1] == pytest.approx(

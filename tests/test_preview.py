@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+import events
+
 
 def _run(*args, cwd):
     return subprocess.run([sys.executable, "-m", "experiments.preview", *args], cwd=cwd,
@@ -30,6 +32,7 @@ def test_preview_writes_grid_and_summary(tmp_path):
     summary = json.loads((workdir / "results.json").read_text())
     assert summary["train_size"] == 40 and summary["cued_train_samples"] == 20
     assert (workdir / "counterfactuals.png").stat().st_size > 1000
+    assert events.image_tags(workdir / "tensorboard") == ["counterfactuals"]
     assert "cued_train_samples" in (workdir / "results.md").read_text()
 
 

@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+import events
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.num_points=3", "--config.num_eval=60", "--config.bn_batches=2",
         "--config.batch_size=60", "--config.conditions=nocue,cue"]
@@ -48,6 +50,8 @@ def test_similarity_cli(trained, tmp_path):
         assert out["conditions"][c]["acc_barrier"][0][1] == pytest.approx(
             summary["conditions"][c]["barrier"]["acc"], abs=1e-6)
     assert (work / "similarity_loss.png").stat().st_size > 1000
+    logged = events.scalars(work / "tensorboard")
+    assert logged["loss_barrier/cue/NC_vs_C"] == [(0, pytest.approx(loss[0, 1]))]
     assert "Clusters" in (work / "results.md").read_text()
     rerun = _run("similarity", models, f"--workdir={work}", *TINY)
     assert rerun.returncode == 0 and "reusing its results" in rerun.stdout
@@ -97,6 +101,7 @@ def test_layerwise_cli(trained, tmp_path):
         assert len(out["conditions"][c]["loss_barrier"]) == len(out["groups"])
         assert min(out["conditions"][c]["loss_barrier"]) >= -1e-6
     assert (work / "layerwise.png").stat().st_size > 1000
+    assert "loss_barrier/cue/conv0" in events.scalars(work / "tensorboard")
     assert "| conv0 |" in (work / "results.md").read_text()
     assert "reusing its results" in _run("layerwise", *args).stdout
     same = tmp_path / "same"

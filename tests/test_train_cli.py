@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import events
 from experiments.configs import paper
 from mmc_jax import training
 
@@ -32,6 +33,8 @@ def test_train_cli_writes_results_and_resumes(tmp_path):
     assert all(0 <= m["acc"] <= 1 and m["loss"] > 0 for m in result["test"].values())
     assert len(result["history"]) == 2
     assert (workdir / "curves.png").stat().st_size > 1000
+    logged = events.scalars(workdir / "tensorboard")     # what tensorboard --logdir reads
+    assert "epoch/train_loss" in logged and "test/nocue/acc" in logged
     assert "NC ↑" in (workdir / "results.md").read_text() and "NC ↑" in first.stdout
     # The cue-reliance diagnosis: in results.json and results.md, its warnings on stderr.
     diagnosis = result["diagnosis"]

@@ -30,7 +30,12 @@ PREPARE_HINT = ("prepare it once with: pip install tensorflow && "
 
 
 def _open(name: str, split: str, data_dir: Optional[str]):
-    import tensorflow_datasets as tfds  # Imported here: only real datasets need it.
+    try:  # only real datasets need it: an extra, mmc_jax[tfds]
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise InputError(f"{name} is read through TensorFlow Datasets, which is not installed: "
+                         "pip install 'mmc_jax[tfds]' (or tensorflow-datasets and "
+                         "array-record)") from None
 
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmc_jax import data, diagnosis, models, parallel
+from mmc_jax import data, diagnosis, logs, models, parallel
 from mmc_jax.errors import InputError, require
 from mmc_jax.training import optim
 from mmc_jax.training.checkpoint import RunCheckpoints
@@ -255,7 +255,10 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
     set). SIGINT/SIGTERM save the state at the current step and raise :class:`Interrupted`.
 
     Data-parallel over ``mesh`` (default: every local device, see :mod:`mmc_jax.parallel`):
-    the state is replicated and every batch split along its first axis.
+    the state is replicated and every batch split along its first axis. TensorBoard event
+    files go to ``<checkpoints' workdir>/tensorboard`` (:mod:`mmc_jax.logs`): every epoch's
+    record under ``epoch/``, every ``logs.STEP_EVERY`` steps the step's metrics under
+    ``step/``.
 
     Returns:
       ``(state, meta)`` with ``meta = {"history": [per-epoch records], "seconds": float}``.
@@ -270,7 +273,8 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
         print(f"resuming from step {step} (epoch {step // spe})")
     with stop_requests() as stop, tqdm(total=epochs * spe, initial=step, desc=desc, unit="step",
                                        disable=not progress, dynamic_ncols=True,
-                                       mininterval=0.5) as bar:
+                                       mininterval=0.5) as bar, \
+            logs.open_log(checkpoints.workdir) as log:
         for epoch in range(step // spe, epochs):
             start = time.perf_counter()
             sums, first_bad, count = None, None, 0
@@ -280,6 +284,8 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
                 sums, first_bad = _accumulate(sums, first_bad, metrics, step)
                 count += 1
                 bar.update()
+                if step % logs.STEP_EVERY == 0:
+                    log.scalars(step, jax.device_get(metrics), prefix="step/")
                 if stop["signal"] is not None:
                     _check_finite(first_bad)
                     meta["seconds"] += time.perf_counter() - start
@@ -292,6 +298,8 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
                 record = on_epoch_end(state, record)
             stop_early = bool(record.pop("stop", False))
             meta["history"].append(record)
+            log.scalars(step, {k: v for k, v in record.items() if k not in ("epoch", "step")},
+                        prefix="epoch/")
             meta["seconds"] += time.perf_counter() - start
             bar.set_postfix({k: f"{v:.3f}" for k, v in record.items()
                              if k not in ("epoch", "step")}, refresh=False)
