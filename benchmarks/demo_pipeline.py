@@ -123,7 +123,8 @@ def torch_kernels(repeats: int) -> dict[str, float] | None:
     try:
         import torch
         import torch.nn.functional as F
-        import torch_models
+
+        from mmc_jax import torch_models
     except ImportError:
         return None
     torch.manual_seed(0)

@@ -65,7 +65,8 @@ def measure_torch(name: str, batch: int) -> dict | None:
     counterpart)."""
     try:
         import torch
-        import torch_models
+
+        from mmc_jax import torch_models
     except ImportError:
         return None
     if name not in torch_models.PRESETS:

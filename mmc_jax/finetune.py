@@ -146,7 +146,9 @@ def paired_iterator(train: data.Dataset, clean_index, cue_index, batch_size: int
 def _cosine(base_lr: float, total: int, offset: int = 0) -> optax.Schedule:
     """Cosine to 0 over ``total`` steps, started ``offset`` steps late (held before)."""
     cosine = optax.cosine_decay_schedule(base_lr, max(total, 1))
-    return lambda count: cosine(jnp.maximum(count - offset, 0))
+    if offset <= 0:
+        return cosine
+    return optax.join_schedules([optax.constant_schedule(base_lr), cosine], [offset])
 
 
 def paired_batches(cue, batch: Mapping[str, jax.Array]):

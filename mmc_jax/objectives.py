@@ -40,6 +40,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from mmc_jax import paths
 from mmc_jax.errors import InputError
@@ -213,9 +214,8 @@ def _class_means(features: jax.Array, labels: jax.Array,
 
 def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     """``x / max(||x||, eps)`` row-wise (PyTorch's ``F.normalize``), with finite gradients
-    at zero rows (the norm is taken as ``sqrt(max(||x||², eps²))``)."""
-    squared = jnp.sum(x * x, axis=-1, keepdims=True)
-    return x / jnp.sqrt(jnp.maximum(squared, eps * eps))
+    at zero rows (``optax.safe_norm``)."""
+    return x / optax.safe_norm(x, eps, axis=-1, keepdims=True)
 
 
 def invariance_loss(apply_fn: Callable, num_classes: int, normalize: bool = True) -> Objective:

@@ -1,5 +1,7 @@
-"""PyTorch counterparts of every mmc_jax preset (same layers and widths), for throughput
-comparisons on the same machine. Needs ``torch`` (not a dependency of mmc_jax)."""
+"""PyTorch counterparts of every mmc_jax preset (same layers and widths): the paper code's
+VGG-13 and ResNet-18 with its module names (their state_dicts load with
+``mmc_jax.interop.load_torch_checkpoint``), and the other presets, for side-by-side
+comparisons on one machine. Needs ``torch`` (the ``torch`` extra; not a dependency)."""
 
 from __future__ import annotations
 
@@ -15,56 +17,86 @@ def _scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
+class BlockVGG(nn.Module):
+    """conv–BN–ReLU, as the paper code's VGG block (``conv1``, ``bn1``)."""
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_planes)
+
+    def forward(self, x):
+        return F.relu(self.bn1(self.conv1(x)))
+
+
+class VGG(nn.Module):
+    """The paper code's VGG-13: ten blocks with stride-2 convs (``layers.<i>``), GAP and
+    ``linear``; its state_dict loads with ``interop.load_torch_checkpoint(..., "vgg13")``."""
+
+    def __init__(self, num_classes: int = 10, width: float = 1.0):
+        super().__init__()
+        blocks, channels = [], 3
+        for out, stride in VGG13_BLOCKS:
+            blocks.append(BlockVGG(channels, _scaled(out, width), stride))
+            channels = _scaled(out, width)
+        self.layers = nn.Sequential(*blocks)
+        self.linear = nn.Linear(channels, num_classes)
+
+    def forward(self, x):
+        return self.linear(self.layers(x).mean(dim=(2, 3)))
+
+
 def vgg13(num_classes: int = 10, width: float = 1.0) -> nn.Module:
-    """Ten conv–BN–ReLU blocks with stride-2 convs, GAP and one linear layer."""
-    layers, channels = [], 3
-    for out, stride in VGG13_BLOCKS:
-        out = _scaled(out, width)
-        layers += [nn.Conv2d(channels, out, 3, stride, 1, bias=False), nn.BatchNorm2d(out),
-                   nn.ReLU(inplace=True)]
-        channels = out
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(channels, num_classes))
+    """:class:`VGG` (mmc_jax's ``vgg13``; ``width=0.125``: ``vgg13_small``)."""
+    return VGG(num_classes, width)
 
 
 class BasicBlock(nn.Module):
-    """Two 3×3 conv–BN layers and a 1×1 conv–BN shortcut where the shape changes."""
+    """The paper code's ResNet block: two 3×3 conv–BN layers, and a 1×1 conv–BN shortcut
+    (``shortcut_conv``, ``shortcut_bn``) where the shape changes."""
 
-    def __init__(self, channels_in: int, channels: int, stride: int):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(channels_in, channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or channels_in != channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(channels_in, channels, 1, stride, bias=False), nn.BatchNorm2d(channels))
+        self.use_shortcut = stride != 1 or in_planes != planes
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut_conv = nn.Sequential()
+        if self.use_shortcut:
+            self.shortcut_conv = nn.Conv2d(in_planes, planes, 1, stride, bias=False)
+            self.shortcut_bn = nn.BatchNorm2d(planes)
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        shortcut = self.shortcut_conv(x)
+        if self.use_shortcut:
+            shortcut = self.shortcut_bn(shortcut)
+        return F.relu(out + shortcut)
 
 
 class ResNet18(nn.Module):
-    """CIFAR ResNet-18: 3×3 stem, no max-pool, BasicBlocks [2, 2, 2, 2], GAP, linear."""
+    """The paper code's CIFAR ResNet-18 (3×3 stem, no max-pool, ``layer1``–``layer4`` of two
+    BasicBlocks, GAP, ``linear``); loads with ``interop.load_torch_checkpoint(...,
+    "resnet18")``; ``width=0.125``: mmc_jax's ``resnet18_small``."""
 
     def __init__(self, num_classes: int = 10, width: float = 1.0):
         super().__init__()
         stem = _scaled(64, width)
         self.conv1 = nn.Conv2d(3, stem, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
-        blocks, channels = [], stem
-        for stage, base in enumerate((64, 128, 256, 512)):
-            for block in range(2):
-                out = _scaled(base, width)
-                blocks.append(BasicBlock(channels, out, 2 if stage and not block else 1))
-                channels = out
-        self.layers = nn.Sequential(*blocks)
+        channels, stages = stem, []
+        for base, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            planes = _scaled(base, width)
+            stages.append(nn.Sequential(BasicBlock(channels, planes, stride),
+                                        BasicBlock(planes, planes, 1)))
+            channels = planes
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.linear = nn.Linear(channels, num_classes)
 
     def forward(self, x):
-        out = self.layers(F.relu(self.bn1(self.conv1(x))))
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
