@@ -54,9 +54,6 @@ def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
 def validate(config) -> tuple[str, ...]:
     """Raises InputError for impossible values; returns the conditions."""
     require([
-        (config.permutation in evaluation.PERMUTATIONS,
-         f"unknown permutation {config.permutation!r}; choose from "
-         f"{', '.join(evaluation.PERMUTATIONS)}"),
         (config.curve_init in ("random", "mean"),
          f"unknown curve_init {config.curve_init!r}; use random or mean"),
         (config.curve_scale in curve.SCALES,
@@ -65,6 +62,7 @@ def validate(config) -> tuple[str, ...]:
          f"{', '.join(path_eval.BN_POLICIES)}"),
         (config.num_points >= 2, f"num_points must be >= 2, got {config.num_points}"),
     ])
+    evaluation.check_permutation(config)
     conditions = tuple(c.strip() for c in config.conditions.split(",") if c.strip())
     for c in conditions:
         data.check_condition(c)

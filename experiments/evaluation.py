@@ -41,6 +41,12 @@ def validate(config) -> tuple[str, ...]:
     return conditions
 
 
+def check_permutation(config) -> None:
+    """Raises InputError unless ``config.permutation`` names a matching method."""
+    require([(config.permutation in PERMUTATIONS, f"unknown permutation "
+              f"{config.permutation!r}; choose from {', '.join(PERMUTATIONS)}")])
+
+
 def finished(workdir: pathlib.Path, stored: dict) -> Optional[dict]:
     """The results of a run in ``workdir`` that finished with the same ``stored`` fields
     (config and models), printed again; else None."""

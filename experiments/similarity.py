@@ -33,10 +33,8 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
     workdir = pathlib.Path(workdir).resolve()
     conditions = evaluation.validate(config)
     require([(config.cluster_threshold >= 0,
-              f"cluster_threshold must be >= 0, got {config.cluster_threshold}"),
-             (config.permutation in evaluation.PERMUTATIONS,
-              f"unknown permutation {config.permutation!r}; choose from "
-              f"{', '.join(evaluation.PERMUTATIONS)}")])
+              f"cluster_threshold must be >= 0, got {config.cluster_threshold}")])
+    evaluation.check_permutation(config)
     stored = {"config": config.to_dict(), "models": folders}
     done = evaluation.finished(workdir, stored)
     if done:

@@ -10,8 +10,10 @@ interpolated network so that the channel's statistics are ``(1 − t)·stats_A +
     x ← (x − μ_own) · σ_target / σ_own + μ_target
 
 ``μ_own`` and ``σ_own`` are the interpolated network's own statistics, measured on the same
-clean training batches with the corrections of earlier layers in place (batch statistics
-during the measuring pass, as Jordan et al.'s reset BatchNorm layers do). It works for any
+clean training batches site by site, with every earlier site already corrected by its final
+statistics (one pass over the batches per site), so the repaired network has exactly the
+target statistics on those batches; Jordan et al.'s single pass with reset BatchNorm layers
+corrects earlier layers by per-batch statistics instead, an approximation. It works for any
 Flax model, with BatchNorm (whose running statistics stay interpolated: the correction of the
 layer before it does the work; for BN networks this is close to recomputing the statistics),
 LayerNorm or no normalisation at all, through ``flax.linen.intercept_methods``: no change to
