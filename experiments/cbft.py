@@ -7,7 +7,7 @@ For every seed s (``config.seeds``), in ``DIR/seed_<s>``: trains θ_C with seed 
 ``config.cue_model_dir``), and θ_NC when a path starts from it; runs every method of
 ``config.methods`` (see ``experiments.methods``); evaluates every model on the four
 counterfactual conditions and along the straight line from each reference model of
-``config.path_targets`` on ``config.path_conditions``. Each seed writes ``results.json``,
+``config.path.targets`` on ``config.path.conditions``. Each seed writes ``results.json``,
 ``results.md`` and ``paths_to_<reference>.png``; ``DIR`` gets the same files aggregated over
 the seeds (mean ± std, laid out like the paper's Table 1). Every model folder
 (``DIR/seed_<s>/<method>``) loads in ``experiments.connectivity``. Rerunning resumes.
@@ -27,7 +27,7 @@ import jax
 import ml_collections
 from tqdm.auto import tqdm
 
-from experiments import cli
+from experiments import cli, evaluation
 from experiments import methods as methods_lib
 from mmc_jax import (
     calibration,
@@ -44,7 +44,7 @@ from mmc_jax import (
     timing,
     training,
 )
-from mmc_jax.errors import InputError, require
+from mmc_jax.errors import InputError, check_bounds, require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "cbft"), "workdirs/cbft")
 #: How the reference models are named in reports and plots.
@@ -63,43 +63,26 @@ def seeds_of(config) -> tuple[int, ...]:
     return seeds
 
 
-def path_conditions(config) -> tuple[str, ...]:
-    """The conditions evaluated along paths, checked."""
-    conditions = methods_lib.as_names(config.path_conditions)
-    if not conditions:
-        raise InputError("path_conditions must name at least one condition")
-    return tuple(data.check_condition(c) for c in conditions)
-
-
 def validate(config) -> None:
-    """Raises InputError for impossible values before any long work."""
+    """Raises InputError for an impossible value of any section, before any long work."""
     for lr in ("small_lr", "medium_lr", "large_lr"):
-        methods_lib.finetune_config(config, config[lr], 0)
+        methods_lib.finetune_config(config, config.optim[lr], 0)
     methods_lib.check_methods(config.methods)
-    methods_lib.check_targets(config.path_targets)
-    path_conditions(config)
-    data.check_random_from(config.random_from)
+    methods_lib.check_targets(config.path.targets)
+    evaluation.validate(config.path)
     if not config.cue_model_dir:
         training.validate(config.cue_model)
-    require([
-        (config.n_clean == training.AUTO or (isinstance(config.n_clean, int)
-                                              and config.n_clean >= 1),
-         f"n_clean must be an integer >= 1 or 'auto', got {config.n_clean!r}"),
-        (config.n_cue >= 1, f"n_cue must be >= 1, got {config.n_cue}"),
-        (config.scratch_epochs >= 1, f"scratch_epochs must be >= 1, got {config.scratch_epochs}"),
-        (config.path_points >= 2, f"path_points must be >= 2, got {config.path_points}"),
-        (config.bn_batches >= 1, f"bn_batches must be >= 1, got {config.bn_batches}"),
-        (config.eval_batch_size >= 1,
-         f"eval_batch_size must be >= 1, got {config.eval_batch_size}"),
-        (config.bn in path_eval.BN_POLICIES,
-         f"unknown BN policy {config.bn!r}; choose from {', '.join(path_eval.BN_POLICIES)}"),
-    ])
-    init = config.cue_model.get("init_from", "")
-    if init == "nocue_model" and config.cue_model.cue_proportion == training.AUTO:
-        raise InputError("cue_model.cue_proportion=auto trains its trials from scratch; it "
-                         "cannot be combined with cue_model.init_from=nocue_model")
+    n_clean = config.data.n_clean
+    require([(n_clean == training.AUTO or (isinstance(n_clean, int) and n_clean >= 1),
+              f"data.n_clean must be an integer >= 1 or 'auto', got {n_clean!r}")])
+    check_bounds(config.data, "data.", count=("n_cue",))
+    check_bounds(config.finetune, "finetune.", count=("scratch_epochs",))
+    init = config.cue_model.model.init_from
+    if init == "nocue_model" and config.cue_model.data.cue_proportion == training.AUTO:
+        raise InputError("cue_model.data.cue_proportion=auto trains its trials from scratch; "
+                         "it cannot be combined with cue_model.model.init_from=nocue_model")
     folders = {"cue_model_dir": config.cue_model_dir, "nocue_model_dir": config.nocue_model_dir,
-               "cue_model.init_from": "" if init == "nocue_model" else init}
+               "cue_model.model.init_from": "" if init == "nocue_model" else init}
     for name, folder in folders.items():
         if folder:
             try:
@@ -108,12 +91,12 @@ def validate(config) -> None:
                 raise InputError(f"{name}: {err}") from None
 
 
-def data_config(config):
-    """The config naming θ_C's data: the reused θ_C's own (``cue_model_dir``), else
-    ``config.cue_model``."""
+def data_config(config) -> training.TrainConfig:
+    """The training config naming θ_C's data: the reused θ_C's own (``cue_model_dir``),
+    else ``config.cue_model``."""
     if config.cue_model_dir:
         return training.model_config(config.cue_model_dir)
-    return config.cue_model
+    return training.TrainConfig.of(config.cue_model)
 
 
 def run(config, workdir: str) -> dict:
@@ -124,16 +107,16 @@ def run(config, workdir: str) -> dict:
     validate(config)
     cue_data = data_config(config)
     train, test = training.load_data(cue_data)
-    n_clean = min(methods_lib.N_CLEAN_CANDIDATES) if config.n_clean == training.AUTO else (
-        config.n_clean)
-    finetune.draw_subsets(train, n_clean, config.n_cue, 0)  # sizes fit the data
+    n_clean = min(methods_lib.N_CLEAN_CANDIDATES) if config.data.n_clean == training.AUTO else (
+        config.data.n_clean)
+    finetune.draw_subsets(train, n_clean, config.data.n_cue, 0)  # sizes fit the data
     model = training.create_model(cue_data, train.num_classes)  # its contract, before training
     abstract = jax.eval_shape(lambda: models.init(model, jax.random.PRNGKey(0),
                                                   train.image_shape))
     methods_lib.check_model_contract(model.apply, abstract, train, config.methods)
     training.check_config(workdir, config.to_dict(), ignore=("seeds",))  # a sweep may grow
     calibrated = None
-    if cue_data.cue_proportion == training.AUTO:
+    if cue_data.data.cue_proportion == training.AUTO:
         config, calibrated = calibrate(config, seeds[0], workdir, (train, test))
     runs = []
     for i, seed in enumerate(seeds):
@@ -155,15 +138,15 @@ def calibrate(config, seed: int, workdir: pathlib.Path, datasets):
     seed's recipe; the proportion is a property of the data, shared by every seed). Returns
     the config with the chosen proportion, and the calibration's result."""
     print("θ_C's cue proportion: calibration trials")
-    calibrated = calibration.calibrate(methods_lib.derived_config(config.cue_model, seed=seed),
-                                       workdir / "calibration", datasets=datasets)
+    cue_config = training.TrainConfig.of(config.cue_model)
+    calibrated = calibration.calibrate(cue_config.changed(seed=seed), workdir / "calibration",
+                                       datasets=datasets)
     print(f"θ_C's cue proportion: p = {calibrated['cue_proportion']:g}")
-    cli.warn(filter(None, [calibration.warning(calibrated, config.cue_model.weight_decay)]))
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.cue_model = methods_lib.derived_config(
-        config.cue_model, cue_proportion=calibrated["cue_proportion"])
+    cli.warn(filter(None, [calibration.warning(calibrated, cue_config.optim.weight_decay)]))
+    cue_config = cue_config.changed(data={"cue_proportion": calibrated["cue_proportion"]})
+    config = ml_collections.ConfigDict({**config.to_dict(), "cue_model": cue_config.to_dict()})
     # The chosen trial is this seed's θ_C already.
-    calibration.reuse(calibrated, methods_lib.derived_config(config.cue_model, seed=seed),
+    calibration.reuse(calibrated, cue_config.changed(seed=seed),
                       workdir / f"seed_{seed}" / "cue_model", workdir / "calibration")
     return config, calibrated
 
@@ -195,12 +178,13 @@ def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
     with phases("data"):
         train, test = training.load_data(cue_config)
     stored, probes = seed_config(config, seed), None
-    if config.n_clean == training.AUTO:
+    if config.data.n_clean == training.AUTO:
         print("n_clean: probing small-LR naive fine-tuning")
         with phases("n_clean probes"):
             n_clean, probes = methods_lib.choose_n_clean(config, seed, workdir, apply_fn,
                                                          references["cue_model"], train, test)
-        config = ml_collections.ConfigDict({**config.to_dict(), "n_clean": n_clean})
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.data.n_clean = n_clean
         print(f"n_clean: {n_clean}")
     print("2/3 fine-tuning")
     fine_tuned = methods_lib.fine_tuned_models(config, seed, workdir, apply_fn,
@@ -210,9 +194,10 @@ def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
     models = {**references, **fine_tuned}
     methods = evaluate_models(config, apply_fn, models, references, train, test,
                               jax.random.PRNGKey(seed + 1), phases)
-    results = {"dataset": train.name, "model": cue_config.model,
-               "cue_proportion": cue_config.cue_proportion, "n_clean": config.n_clean,
-               "num_classes": train.num_classes, "cue_weight_decay": cue_config.weight_decay,
+    results = {"dataset": train.name, "model": cue_config.model.name,
+               "cue_proportion": cue_config.data.cue_proportion,
+               "n_clean": config.data.n_clean, "num_classes": train.num_classes,
+               "cue_weight_decay": cue_config.optim.weight_decay,
                "seeds": [seed], "seconds": round(time.perf_counter() - start, 1),
                "methods": methods, "timings": phases.to_json(), "config": stored}
     if probes is not None:
@@ -231,17 +216,19 @@ def evaluate_models(config, apply_fn, models: dict, references: dict, train, tes
       model name → ``{"test", "barrier_to_cue_model", "paths": {target: path json}}``;
       ``barrier_to_cue_model`` is the barrier on cued test data (0 for θ_C itself).
     """
-    conditions = path_conditions(config)
+    conditions = evaluation.conditions_of(config.path)
     methods = {}
-    jobs = [(target, name) for target in methods_lib.check_targets(config.path_targets)
+    jobs = [(target, name) for target in methods_lib.check_targets(config.path.targets)
             for name in models if name != target]
     phases = phases or timing.Phases()
+    settings = {**evaluation.evaluator_settings(config.path, train, 0), "key": key}
+    test = evaluation.eval_set(config.path, train, test)
     bar = tqdm(total=len(models) + len(jobs), desc="evaluate", unit="eval")
     for name, variables in models.items():
         with phases("evaluation"):
             methods[name] = {"test": training.evaluate(
-                apply_fn, variables, test, key, batch_size=config.eval_batch_size,
-                random_from=config.random_from), "paths": {}}
+                apply_fn, variables, test, key, batch_size=config.path.batch_size,
+                random_from=config.path.random_from), "paths": {}}
         bar.update()
     for target, name in jobs:
         wanted = conditions if target != "cue_model" else tuple(dict.fromkeys(
@@ -249,9 +236,7 @@ def evaluate_models(config, apply_fn, models: dict, references: dict, train, tes
         with phases("paths"):
             result = path_eval.evaluate_path(
                 apply_fn, paths.linear(references[target], models[name]),
-                paths.grid(config.path_points), test, conditions=wanted, bn=config.bn,
-                bn_set=train, bn_batches=config.bn_batches, batch_size=config.eval_batch_size,
-                random_from=config.random_from, key=key)
+                paths.grid(config.path.num_points), test, conditions=wanted, **settings)
         summary = result.to_json()
         methods[name]["paths"][target] = {"ts": summary["ts"],
                                           "conditions": summary["conditions"]}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 import shutil
 import sys
 from typing import Callable, Iterator
@@ -43,7 +44,7 @@ def define_flags(default_config: str, default_workdir: str):
             "config", default_config, "Experiment configuration file (fields override with "
             "--config.field=value).", lock_config=True)
     except (AttributeError, KeyError) as err:
-        _exit_with(_unknown_field(err, sys.argv))
+        _exit_with(_unknown_field(err, sys.argv, default_config))
     workdir = flags.DEFINE_string("workdir", default_workdir,
                                   "Folder for checkpoints and results.")
     return config, workdir
@@ -127,19 +128,93 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except flags.Error as err:
-        _exit_with(str(err))
+        _exit_with(_section_given_a_value(str(err), argv) or str(err))
     except (AttributeError, KeyError) as err:
-        _exit_with(_unknown_field(err, argv))
+        _exit_with(_unknown_field(err, argv, flags.FLAGS["config"].default_unparsed))
 
 
-def _unknown_field(err: Exception, argv: list[str]) -> str:
-    """The message for an override of a config field that does not exist."""
+def _unknown_field(err: Exception, argv: list[str], default: str | None = None) -> str:
+    """The message for an override of a config field that does not exist, naming where a
+    field of the flat configs now lives (the configs have sections: data, model, optim...)."""
     given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
     text = str(err).strip("\"' ")
     name = text.split("Attempting to lookup: ")[-1] if "lookup:" in text else text
     match = [g for g in given if g.endswith(name)] or given
+    if match:
+        moved = new_places(match[0][len("--config."):], _config_of(argv, default))
+        if moved:
+            return (f"config field {match[0][len('--config.'):]!r} is now "
+                    + " or ".join(f"{m!r} (--config.{m}=...)" for m in moved))
     where = f" ({match[0]})" if match else ""
     return f"unknown config field {name!r}{where}; see the config file for the fields"
+
+
+#: Fields of the flat configs whose name changed when they moved into a section.
+RENAMED = {"dataset": "data.name", "data_seed": "data.seed", "path_points": "path.num_points",
+           "path_targets": "path.targets", "path_conditions": "path.conditions",
+           "eval_batch_size": "path.batch_size", "permutation": "permutation.method",
+           "model": "model.name"}
+
+
+#: Sections that hold a whole config of their own (θ_C's training config in experiments.cbft),
+#: which held the same fields before the configs had sections.
+NESTED_CONFIGS = ("cue_model",)
+
+
+def _section_given_a_value(message: str, argv: list[str]) -> str | None:
+    """The message for a value given to what is now a section (``--config.model=vgg13``)."""
+    found = re.search(r"--config\.([\w.]+)=.*as a ConfigDict", message)
+    if not found:
+        return None
+    moved = new_places(found.group(1), _config_of(argv, flags.FLAGS["config"].default_unparsed))
+    return (f"config field {found.group(1)!r} is now a section; set {moved[0]!r} "
+            f"(--config.{moved[0]}=...)") if moved else None
+
+
+def new_places(old: str, config) -> list[str]:
+    """Where the field ``old`` (dotted) of a flat config lives in ``config``'s sections:
+    the field of :data:`RENAMED`, else the fields below the same parent with its name (or
+    without a ``curve_`` prefix) one section deeper."""
+    if config is None:
+        return []
+    parent, _, last = old.rpartition(".")
+    base = f"{parent}." if parent else ""
+    if last in RENAMED:
+        return [base + RENAMED[last]] if base + RENAMED[last] in _leaves(config) else []
+    names = {last, last.removeprefix("curve_")}
+    places = [f for f in _leaves(config) if f.startswith(base) and f.count(".") ==
+              old.count(".") + 1 and f.rpartition(".")[2] in names
+              and f.split(".")[old.count(".")] not in NESTED_CONFIGS]
+    exact = [f for f in places if f.endswith(f".{last}")]
+    return (exact if len(exact) == 1 else places)[:3]
+
+
+def _leaves(config, prefix: str = "") -> list[str]:
+    """Dotted names of a ConfigDict's fields (not its sections)."""
+    out = []
+    for key, value in config.items():
+        if hasattr(value, "items"):
+            out += _leaves(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def _config_of(argv: list[str], default: str | None):
+    """The config that ``--config`` (or the entry point's default) names, or None."""
+    import importlib.util
+
+    flag = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), default)
+    if not flag:
+        return None
+    path, _, arg = str(flag).partition(":")
+    try:
+        spec = importlib.util.spec_from_file_location("_config_file", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.get_config(arg) if arg else module.get_config()
+    except Exception:  # the config file's own error is reported elsewhere
+        return None
 
 
 def warn(warnings) -> None:

@@ -16,12 +16,10 @@ from __future__ import annotations
 import pathlib
 
 import jax
-import numpy as np
 from absl import flags
 
 from experiments import cli, evaluation
-from mmc_jax import curve, data, io, logs, models, path_eval, paths, plots, training
-from mmc_jax.errors import require
+from mmc_jax import curve, io, logs, path_eval, paths, plots, training
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "connectivity"),
                                    "workdirs/connectivity")
@@ -38,75 +36,50 @@ def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
         return paths.linear(a, b)
     if kind == "permuted_linear":
         return paths.linear(a, evaluation.aligner(config, model, b, train)(a, b))
-    if config.curve_init == "mean":
-        control = curve.mean_control(a, b)
-    else:
-        control = models.init(model, jax.random.PRNGKey(config.seed + 7), train.image_shape)
-    fitted = curve.fit_midpoint(
-        model.apply, a, b, control, train, workdir / "midpoint",
-        cue_proportion=config.curve_cue_proportion, seed=config.seed,
-        epochs=config.curve_epochs, learning_rate=config.curve_learning_rate,
-        step_every_epochs=config.curve_step_every_epochs, batch_size=config.curve_batch_size,
-        scale=config.curve_scale)
+    settings = midpoint_config(config)
+    control = curve.initial_control(settings, model, a, b, train.image_shape, config.seed)
+    fitted = curve.fit_midpoint(model.apply, a, b, control, train, workdir / "midpoint",
+                                settings, seed=config.seed)
     return paths.bezier(a, fitted["control"], b)
 
 
+def midpoint_config(config) -> curve.MidpointConfig:
+    """The ``curve`` section as the library's typed midpoint config (checked)."""
+    return curve.MidpointConfig(**config.curve)
+
+
 def validate(config) -> tuple[str, ...]:
-    """Raises InputError for impossible values; returns the conditions."""
-    require([
-        (config.curve_init in ("random", "mean"),
-         f"unknown curve_init {config.curve_init!r}; use random or mean"),
-        (config.curve_scale in curve.SCALES,
-         f"unknown curve_scale {config.curve_scale!r}; choose from {', '.join(curve.SCALES)}"),
-        (config.bn in path_eval.BN_POLICIES, f"unknown BN policy {config.bn!r}; choose from "
-         f"{', '.join(path_eval.BN_POLICIES)}"),
-        (config.num_points >= 2, f"num_points must be >= 2, got {config.num_points}"),
-    ])
-    evaluation.check_permutation(config)
-    conditions = tuple(c.strip() for c in config.conditions.split(",") if c.strip())
-    for c in conditions:
-        data.check_condition(c)
-    data.check_random_from(config.random_from)
-    path_eval.resolve_strategy(config.strategy)
-    return conditions
+    """Raises InputError for an impossible value of any section; returns the conditions."""
+    midpoint_config(config)
+    evaluation.check_permutation(config.permutation)
+    return evaluation.validate(config.path)
 
 
 def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) -> dict:
     """Evaluates the path and writes the outputs; returns the results.json dict."""
     workdir = pathlib.Path(workdir).resolve()
     conditions = validate(config)
-    model, a, config_a = training.load_model(model_a)
-    _, b, config_b = training.load_model(model_b)
-    training.check_compatible(config_a, config_b, f"--model_a {model_a}",
-                              f"--model_b {model_b}")
-    train, test = training.load_data(config_a)
-    eval_set = test if config.eval_split == "test" else train
-    if config.num_eval:
-        eval_set = eval_set.take(np.arange(min(config.num_eval, len(eval_set))))
+    model, loaded, train, eval_set = evaluation.load_models(
+        {"--model_a": model_a, "--model_b": model_b}, config.path)
+    a, b = loaded.values()
     path = build_path(config, kind, model, a, b, train, workdir)
     control = None
     if kind == "quadratic":  # a model folder, e.g. for experiments.plane --curve
-        training.save_model(workdir / "control", config_a,
+        training.save_model(workdir / "control", training.model_config(model_a),
                             jax.tree.map(lambda x: x[1], path.points), train.num_classes,
                             train.image_shape)
         control = "control"  # relative to the workdir, which may move
-    print(f"evaluating {config.num_points} points x {len(conditions)} conditions "
-          f"({path_eval.resolve_strategy(config.strategy)}, BN {config.bn})")
-    result = path_eval.evaluate_path(
-        model.apply, path, paths.grid(config.num_points), eval_set, conditions=conditions,
-        bn=config.bn, bn_set=train, bn_batches=config.bn_batches or None,
-        batch_size=config.batch_size, bn_batch_size=config.bn_batch_size or None,
-        bn_shuffle_seed=config.seed if config.bn_shuffle else None,
-        random_from=config.random_from, strategy=config.strategy,
-        chunk_size=config.chunk_size or None,
-        memory_budget=int(config.memory_budget_gib * 2**30) or None,
-        key=jax.random.PRNGKey(config.seed))
+    settings = evaluation.evaluator_settings(config.path, train, config.seed)
+    print(f"evaluating {config.path.num_points} points x {len(conditions)} conditions "
+          f"({path_eval.resolve_strategy(settings['strategy'])}, BN {settings['bn']})")
+    result = path_eval.evaluate_path(model.apply, path, paths.grid(config.path.num_points),
+                                     eval_set, conditions=conditions, **settings)
+    permuted = kind == "permuted_linear"
     summary = {**result.to_json(kind), "model_a": str(model_a), "model_b": str(model_b),
-               "bn": config.bn, "permutation": config.permutation if kind ==
-               "permuted_linear" else None,
-               "permute_residual": config.permute_residual if kind == "permuted_linear"
-               else None, "control": control,
-               "chunk_size": result.chunk_size,
+               "bn": config.path.bn,
+               "permutation": config.permutation.method if permuted else None,
+               "permute_residual": config.permutation.permute_residual if permuted else None,
+               "control": control, "chunk_size": result.chunk_size,
                "memory_gib": None if result.memory_bytes is None
                else round(result.memory_bytes / 2**30, 3)}
     io.write_json(workdir / "results.json", summary)

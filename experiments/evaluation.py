@@ -15,36 +15,44 @@ import numpy as np
 
 from mmc_jax import InputError, data, io, models, path_eval, permute, training
 from mmc_jax.data.batching import sample_batches
-from mmc_jax.errors import require
+from mmc_jax.errors import check_bounds, check_choice
 from mmc_jax.permute.sites import as_apply
 
-#: How one model is aligned to another (``config.permutation``).
+#: How one model is aligned to another (``config.permutation.method``).
 PERMUTATIONS = ("weight", "activation", "greedy", "paper")
 
 
-def validate(config) -> tuple[str, ...]:
-    """Raises InputError for impossible evaluation settings (``num_points``, ``bn``,
-    ``conditions``, ``random_from``, ``strategy``); returns the conditions."""
-    require([
-        (config.num_points >= 2, f"num_points must be >= 2, got {config.num_points}"),
-        (config.part_size >= 1, f"part_size must be >= 1, got {config.part_size}"),
-        (config.bn in path_eval.BN_POLICIES, f"unknown BN policy {config.bn!r}; choose from "
-         f"{', '.join(path_eval.BN_POLICIES)}"),
-    ])
-    conditions = tuple(c.strip() for c in config.conditions.split(",") if c.strip())
+def conditions_of(path) -> tuple[str, ...]:
+    """``path.conditions`` (comma-separated, or a tuple) as checked condition names."""
+    value = path.conditions
+    names = value.split(",") if isinstance(value, str) else list(value)
+    conditions = tuple(dict.fromkeys(c.strip() for c in names if c.strip()))
     if not conditions:
-        raise InputError("conditions must name at least one condition")
-    for c in conditions:
-        data.check_condition(c)
-    data.check_random_from(config.random_from)
-    path_eval.resolve_strategy(config.strategy)
-    return conditions
+        raise InputError("path.conditions must name at least one condition")
+    return tuple(data.check_condition(c) for c in conditions)
 
 
-def check_permutation(config) -> None:
-    """Raises InputError unless ``config.permutation`` names a matching method."""
-    require([(config.permutation in PERMUTATIONS, f"unknown permutation "
-              f"{config.permutation!r}; choose from {', '.join(PERMUTATIONS)}")])
+def validate(path) -> tuple[str, ...]:
+    """Raises InputError for an impossible value of the ``path`` section (the one check of
+    it, for every entry point); returns the conditions."""
+    if not (isinstance(path.num_points, int) and path.num_points >= 2):
+        raise InputError(f"path.num_points must be >= 2 (a line has two ends), got "
+                         f"{path.num_points!r}")
+    check_bounds(path, "path.", count=("batch_size", "part_size"),
+                 non_negative=("num_eval", "bn_batches", "bn_batch_size", "chunk_size",
+                               "memory_budget_gib"))
+    check_choice("BN policy", path.bn, path_eval.BN_POLICIES)
+    check_choice("eval_split", path.eval_split, ("test", "train"))
+    data.check_random_from(path.random_from)
+    path_eval.resolve_strategy(path.strategy)
+    return conditions_of(path)
+
+
+def check_permutation(permutation) -> None:
+    """Raises InputError for an impossible value of the ``permutation`` section."""
+    check_choice("permutation method", permutation.method, PERMUTATIONS)
+    check_bounds(permutation, "permutation.",
+                 non_negative=("match_batches", "match_batch_size"))
 
 
 def finished(workdir: pathlib.Path, stored: dict) -> Optional[dict]:
@@ -83,12 +91,12 @@ def parse_models(entries: Optional[list[str]], at_least: int = 2) -> dict[str, s
     return named
 
 
-def load_models(folders: dict[str, str], num_eval: int = 0):
+def load_models(folders: dict[str, str], path=None):
     """The named model folders, checked to share architecture and data with the first.
 
     Returns:
-      ``(model, {name: variables}, train, test)``; ``test`` cut to its first ``num_eval``
-      samples when ``num_eval > 0``.
+      ``(model, {name: variables}, train, eval_set)``; ``eval_set`` is the ``path`` section's
+      ``eval_split`` (default test) cut to its first ``num_eval`` samples when > 0.
     """
     loaded, model, first = {}, None, None
     for name, folder in folders.items():
@@ -99,20 +107,33 @@ def load_models(folders: dict[str, str], num_eval: int = 0):
             training.check_compatible(first[1], model_config, first[0], f"{name} ({folder})")
         loaded[name] = variables
     train, test = training.load_data(first[1])
-    if num_eval:
-        test = test.take(np.arange(min(num_eval, len(test))))
-    return model, loaded, train, test
+    return model, loaded, train, eval_set(path, train, test)
 
 
-def evaluator_settings(config, train, workdir: Optional[pathlib.Path] = None,
+def eval_set(path, train, test):
+    """The data the ``path`` section evaluates on (all of test when ``path`` is None)."""
+    if path is None:
+        return test
+    chosen = train if path.eval_split == "train" else test
+    if path.num_eval:
+        chosen = chosen.take(np.arange(min(path.num_eval, len(chosen))))
+    return chosen
+
+
+def evaluator_settings(path, train, seed: int, workdir: Optional[pathlib.Path] = None,
                        stored: Optional[dict] = None) -> dict:
-    """The path evaluator's keyword arguments from the shared config fields; with
-    ``workdir``, the points are evaluated in parts of ``config.part_size`` saved under
+    """The path evaluator's keyword arguments from the ``path`` section and the run's
+    ``seed`` (random draws, shuffled BN batches), the one place they are read. With
+    ``workdir``, the points are evaluated in parts of ``path.part_size`` saved under
     ``workdir/parts`` for the run described by ``stored`` (config and models), so a killed
     run resumes after its last saved part (parts of another run are cleared)."""
-    settings = dict(bn=config.bn, bn_set=train, bn_batches=config.bn_batches,
-                    batch_size=config.batch_size, random_from=config.random_from,
-                    strategy=config.strategy, key=jax.random.PRNGKey(config.seed))
+    settings = dict(bn=path.bn, bn_set=train, bn_batches=path.bn_batches or None,
+                    batch_size=path.batch_size, bn_batch_size=path.bn_batch_size or None,
+                    bn_shuffle_seed=seed if path.bn_shuffle else None,
+                    random_from=path.random_from, strategy=path.strategy,
+                    chunk_size=path.chunk_size or None,
+                    memory_budget=int(path.memory_budget_gib * 2**30) or None,
+                    key=jax.random.PRNGKey(seed))
     if workdir is None:
         return settings
     store = workdir / "parts"
@@ -125,7 +146,7 @@ def evaluator_settings(config, train, workdir: Optional[pathlib.Path] = None,
     saved = len(list(store.glob("part_*.npz")))
     if saved:
         print(f"resuming: {saved} part(s) of the evaluation saved by an earlier run")
-    return {**settings, "store": store, "part_size": config.part_size, "progress": True}
+    return {**settings, "store": store, "part_size": path.part_size, "progress": True}
 
 
 def remove_parts(workdir: pathlib.Path) -> None:
@@ -135,24 +156,25 @@ def remove_parts(workdir: pathlib.Path) -> None:
 
 def matching_batches(config, train) -> list:
     """Clean (cue removed) training batches for activation matching: the paper code's 91
-    shuffled batches of 128 for ``permutation="paper"``, else ``match_batches`` batches of
-    ``batch_size`` in dataset order (``match_batches``/``match_batch_size`` override)."""
-    paper = config.permutation == "paper"
-    images = sample_batches(train, config.match_batch_size or (128 if paper else
-                                                               config.batch_size),
-                            config.match_batches or (91 if paper else 10),
+    shuffled batches of 128 for method ``paper``, else ``match_batches`` batches of
+    ``path.batch_size`` in dataset order (``match_batches``/``match_batch_size`` override)."""
+    permutation = config.permutation
+    paper = permutation.method == "paper"
+    images = sample_batches(train, permutation.match_batch_size or (
+                                128 if paper else config.path.batch_size),
+                            permutation.match_batches or (91 if paper else 10),
                             config.seed if paper else None)
     return [data.clean_inputs(train.cue, x) for x in images]
 
 
-def permutation_spec(config, model, variables, image_shape) -> permute.PermutationSpec:
+def permutation_spec(permutation, model, variables, image_shape) -> permute.PermutationSpec:
     """The spec derived from the model's traced forward pass, with the hand-written layout's
     names for the library's own models (which the paper's matching needs)."""
-    residual = config.permute_residual
+    residual = permutation.permute_residual
     library = isinstance(model, (models.VGG, models.SmallCNN, models.ResNet))
     if library and residual:
         return permute.spec_for(model, variables, image_shape)
-    if config.permutation == "paper":
+    if permutation.method == "paper":
         raise InputError("permutation 'paper' reproduces the paper code on its models (VGG, "
                          "SmallCNN, ResNet) with their residual streams permuted; use weight, "
                          f"activation or greedy for {type(model).__name__}")
@@ -165,18 +187,19 @@ def permutation_spec(config, model, variables, image_shape) -> permute.Permutati
 
 
 def aligner(config, model, variables, train) -> Callable:
-    """``align(a, b)``: ``b`` permuted to match ``a`` by ``config.permutation`` (weight
-    matching, activation matching on clean training batches, greedy, or the paper code's),
-    with the permutation spec of ``model`` (``variables``: any of the models)."""
-    spec = permutation_spec(config, model, variables, train.image_shape)
-    if config.permutation == "weight":
+    """``align(a, b)``: ``b`` permuted to match ``a`` by ``config.permutation.method``
+    (weight matching, activation matching on clean training batches, greedy, or the paper
+    code's), with the permutation spec of ``model`` (``variables``: any of the models)."""
+    method = config.permutation.method
+    spec = permutation_spec(config.permutation, model, variables, train.image_shape)
+    if method == "weight":
         def align(a, b):
             return permute.apply(spec, permute.weight_matching(
                 spec, a, b, jax.random.PRNGKey(config.seed)), b)
         return align
     match = {"activation": permute.activation_matching,
              "greedy": permute.greedy_activation_matching,
-             "paper": permute.paper_activation_matching}[config.permutation]
+             "paper": permute.paper_activation_matching}[method]
     batches = matching_batches(config, train)
 
     def align(a, b):

@@ -27,19 +27,20 @@ MODEL_B = flags.DEFINE_string("model_b", None, "Folder of model B (t = 1).")
 def run(config, model_a: str, model_b: str, workdir: str) -> dict:
     """Loads both models, evaluates every layer's partial line, writes the outputs."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = evaluation.validate(config)
+    conditions = evaluation.validate(config.path)
     stored = {"config": config.to_dict(), "model_a": model_a, "model_b": model_b}
     done = evaluation.finished(workdir, stored)
     if done:
         return done
     model, pair, train, test = evaluation.load_models(
-        {"--model_a": model_a, "--model_b": model_b}, config.num_eval)
+        {"--model_a": model_a, "--model_b": model_b}, config.path)
     a, b = pair["--model_a"], pair["--model_b"]
     groups = [g.strip() for g in config.groups.split(",") if g.strip()] or None
     result = layerwise.layerwise_barriers(
-        model.apply, a, b, test, groups=groups, ts=paths.grid(config.num_points),
+        model.apply, a, b, test, groups=groups, ts=paths.grid(config.path.num_points),
         conditions=conditions,
-        **evaluation.evaluator_settings(config, train, workdir, stored))
+        **evaluation.evaluator_settings(config.path, train, config.seed, workdir,
+                                        stored))
     results = {**stored, **result.to_json()}
     with logs.open_log(workdir) as log:
         log.tree(0, {f"{metric}_barrier": {c: dict(zip(result.groups, values[c].tolist()))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import pathlib
 
 import jax
-import ml_collections
 
 from experiments import cli
 from mmc_jax import data, diagnosis, finetune, timing, training
@@ -73,17 +72,11 @@ def check_targets(targets) -> tuple[str, ...]:
 
 def finetune_config(config, learning_rate: float, seed: int,
                     **overrides) -> finetune.FinetuneConfig:
-    """The fine-tuning hyperparameters of the experiment config, for one seed (``overrides``
+    """The fine-tuning hyperparameters of the experiment config (its ``optim`` and
+    ``finetune`` sections, by field name), for one learning rate and seed (``overrides``
     change single fields, e.g. ``barrier_weight=0``)."""
-    fields = dict(
-        epochs=config.epochs, learning_rate=learning_rate, batch_size=config.batch_size,
-        momentum=config.momentum, weight_decay=config.weight_decay, seed=seed,
-        llrt_epochs=config.llrt_epochs, llrt_learning_rate=config.llrt_learning_rate,
-        cbft_mode=config.cbft_mode, barrier_target=config.barrier_target,
-        barrier_weight=config.barrier_weight, t_dist=config.t_dist,
-        invariance_weight=config.invariance_weight, normalize_means=config.normalize_means,
-        warmup_epochs=config.warmup_epochs, grad_clip_norm=config.grad_clip_norm)
-    return finetune.FinetuneConfig(**{**fields, **overrides})
+    return finetune.FinetuneConfig.of(config.optim, config.finetune,
+                                      learning_rate=learning_rate, seed=seed, **overrides)
 
 
 #: Methods that read penultimate features (LLRT's probe, CBFT's invariance term).
@@ -114,12 +107,6 @@ def check_model_contract(apply_fn, variables, train, methods) -> None:
                          "(kernel, bias); the model has none there")
 
 
-def derived_config(config, **changes) -> ml_collections.ConfigDict:
-    """A copy of a training config with some fields changed (a field may change type, e.g.
-    ``cue_proportion`` from ``"auto"`` to the calibrated number)."""
-    return ml_collections.ConfigDict({**config.to_dict(), **changes})
-
-
 def reference_models(config, seed: int, workdir: pathlib.Path):
     """θ_C (and θ_NC when a path target or θ_C's ``init_from`` needs it) for one seed.
 
@@ -131,9 +118,9 @@ def reference_models(config, seed: int, workdir: pathlib.Path):
     Returns:
       ``(apply_fn, {"cue_model": variables[, "nocue_model": variables]}, θ_C's config)``.
     """
-    cue_config = derived_config(config.cue_model, seed=seed)
-    need_nocue = ("nocue_model" in check_targets(config.path_targets)
-                  or cue_config.get("init_from") == "nocue_model")
+    cue_config = training.TrainConfig.of(config.cue_model).changed(seed=seed)
+    from_nocue = cue_config.model.init_from == "nocue_model"
+    need_nocue = "nocue_model" in check_targets(config.path.targets) or from_nocue
     out = {}
     if need_nocue:
         if config.nocue_model_dir:
@@ -141,11 +128,13 @@ def reference_models(config, seed: int, workdir: pathlib.Path):
             _, out["nocue_model"], _ = training.load_model(config.nocue_model_dir)
         else:
             print("θ_NC (no cue)")
-            nocue_config = derived_config(cue_config, cue_proportion=0.0, init_from="")
+            nocue_config = cue_config.changed(data={"cue_proportion": 0.0},
+                                              model={"init_from": ""})
             out["nocue_model"] = training.train_and_evaluate(
                 nocue_config, str(workdir / "nocue_model"))["state"].variables
-    if cue_config.get("init_from") == "nocue_model":
-        cue_config.init_from = config.nocue_model_dir or str(workdir / "nocue_model")
+    if from_nocue:
+        cue_config = cue_config.changed(model={
+            "init_from": config.nocue_model_dir or str(workdir / "nocue_model")})
     if config.cue_model_dir:
         print(f"θ_C: reusing {config.cue_model_dir}")
         model, out["cue_model"], cue_config = training.load_model(config.cue_model_dir)
@@ -154,8 +143,10 @@ def reference_models(config, seed: int, workdir: pathlib.Path):
         print("θ_C (cue)")
         trained = training.train_and_evaluate(cue_config, str(workdir / "cue_model"))
         # Now, not only with the final tables: the run goes on for minutes.
-        cli.warn(diagnosis.diagnose({"cue_model": trained["result"]}, cue_config.cue_proportion,
-                                    cue_config.weight_decay, trained["result"]["num_classes"],
+        cli.warn(diagnosis.diagnose({"cue_model": trained["result"]},
+                                    cue_config.data.cue_proportion,
+                                    cue_config.optim.weight_decay,
+                                    trained["result"]["num_classes"],
                                     prefix="cue_model.")["warnings"])
         apply_fn, out["cue_model"] = trained["state"].apply_fn, trained["state"].variables
     return apply_fn, out, cue_config
@@ -174,20 +165,20 @@ def choose_n_clean(config, seed: int, workdir: pathlib.Path, apply_fn, theta_c, 
     none keeps the cue) and the probes."""
     key = jax.random.PRNGKey(seed + 1)
     before = diagnosis.CueReliance.of(training.evaluate(
-        apply_fn, theta_c, test, key, batch_size=config.eval_batch_size,
-        random_from=config.random_from))
+        apply_fn, theta_c, test, key, batch_size=config.path.batch_size,
+        random_from=config.path.random_from))
     candidates = [n for n in N_CLEAN_CANDIDATES if n <= len(train)] or [len(train)]
     probes = []
     for n in candidates:
-        clean_index, cue_index = finetune.draw_subsets(train, n, config.n_cue, seed)
-        iterator = finetune.paired_iterator(train, clean_index, cue_index, config.batch_size,
+        clean_index, cue_index = finetune.draw_subsets(train, n, config.data.n_cue, seed)
+        iterator = finetune.paired_iterator(train, clean_index, cue_index, config.optim.batch_size,
                                             seed)
         tuned = finetune.naive_finetune(apply_fn, theta_c, iterator, train.cue,
-                                        finetune_config(config, config.small_lr, seed),
+                                        finetune_config(config, config.optim.small_lr, seed),
                                         workdir / "n_clean" / f"n_{n}")[0]
         after = diagnosis.CueReliance.of(training.evaluate(
-            apply_fn, tuned, test, key, batch_size=config.eval_batch_size,
-            random_from=config.random_from))
+            apply_fn, tuned, test, key, batch_size=config.path.batch_size,
+            random_from=config.path.random_from))
         drop = round(before.randimg - after.randimg, 2)
         probes.append({"n_clean": n, "randimg_before": before.randimg,
                        "randimg_after": after.randimg, "randimg_drop": drop,
@@ -208,10 +199,12 @@ def fine_tuned_models(config, seed: int, workdir: pathlib.Path, apply_fn, theta_
     Returns:
       method name → variables, in ``config.methods`` order.
     """
-    clean_index, cue_index = finetune.draw_subsets(train, config.n_clean, config.n_cue, seed)
-    iterator = finetune.paired_iterator(train, clean_index, cue_index, config.batch_size, seed)
+    clean_index, cue_index = finetune.draw_subsets(train, config.data.n_clean,
+                                                   config.data.n_cue, seed)
+    iterator = finetune.paired_iterator(train, clean_index, cue_index, config.optim.batch_size,
+                                        seed)
     k, cue = train.num_classes, train.cue
-    medium = finetune_config(config, config.medium_lr, seed)
+    medium = finetune_config(config, config.optim.medium_lr, seed)
     done: dict = {}
 
     def naive(lr, start, folder):
@@ -226,24 +219,26 @@ def fine_tuned_models(config, seed: int, workdir: pathlib.Path, apply_fn, theta_
 
     def cbft(name, **overrides):
         return finetune.cbft(apply_fn, theta_c, theta_c, iterator, cue, k,
-                             finetune_config(config, config.medium_lr, seed, **overrides),
+                             finetune_config(config, config.optim.medium_lr, seed, **overrides),
                              workdir / name)[0]
 
     def scratch():
-        scratch_config = derived_config(
-            cue_config, cue_proportion=0.0, init_from="", epochs=config.scratch_epochs,
-            batch_size=min(cue_config.batch_size, config.n_clean),
-            eval_every_epochs=max(1, config.scratch_epochs // 10))
+        epochs = config.finetune.scratch_epochs
+        scratch_config = cue_config.changed(
+            data={"cue_proportion": 0.0}, model={"init_from": ""},
+            optim={"epochs": epochs,
+                   "batch_size": min(cue_config.optim.batch_size, config.data.n_clean)},
+            eval_every_epochs=max(1, epochs // 10))
         subset = train.take(clean_index)
         return training.train_and_evaluate(scratch_config, str(workdir / "scratch"),
                                            datasets=(subset, test))["state"].variables
 
     runners = {
-        "naive_ft_small": lambda: naive(config.small_lr, theta_c, "naive_ft_small"),
-        "naive_ft_medium": lambda: naive(config.medium_lr, theta_c, "naive_ft_medium"),
-        "naive_ft_large": lambda: naive(config.large_lr, theta_c, "naive_ft_large"),
+        "naive_ft_small": lambda: naive(config.optim.small_lr, theta_c, "naive_ft_small"),
+        "naive_ft_medium": lambda: naive(config.optim.medium_lr, theta_c, "naive_ft_medium"),
+        "naive_ft_large": lambda: naive(config.optim.large_lr, theta_c, "naive_ft_large"),
         "llrt": llrt,
-        "lpft": lambda: naive(config.medium_lr, llrt(), "lpft"),
+        "lpft": lambda: naive(config.optim.medium_lr, llrt(), "lpft"),
         "cbft": lambda: cbft("cbft"),
         "cbft_no_barrier": lambda: cbft("cbft_no_barrier", barrier_weight=0.0),
         "cbft_no_invariance": lambda: cbft("cbft_no_invariance", invariance_weight=0.0),

@@ -22,7 +22,7 @@ from absl import flags
 
 from experiments import cli, evaluation
 from mmc_jax import InputError, io, logs, plane, plots
-from mmc_jax.errors import require
+from mmc_jax.errors import check_bounds, require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "plane"), "workdirs/plane")
 MODELS = flags.DEFINE_list("models", None, "Three comma-separated model folders, each "
@@ -50,20 +50,21 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
     """Loads the three models, evaluates the grid, writes the outputs; ``curve``: the third
     model is the control point of a quadratic path between the first two, drawn in."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = evaluation.validate(config)
+    conditions = evaluation.validate(config.path)
+    check_bounds(config, non_negative=("margin",))
     require([(len(folders) == 3, f"--models needs exactly three model folders, got "
-              f"{len(folders)}"), (config.margin >= 0, f"margin must be >= 0, got "
-                                   f"{config.margin}")])
+              f"{len(folders)}")])
     stored = {"config": config.to_dict(), "models": folders, "curve": curve}
     done = evaluation.finished(workdir, stored)
     if done:
         return done
-    model, loaded, train, test = evaluation.load_models(folders, config.num_eval)
-    g = config.num_points
+    model, loaded, train, test = evaluation.load_models(folders, config.path)
+    g = config.path.num_points
     print(f"{g}×{g} grid + 3 models × {len(conditions)} conditions in one evaluation")
     result = plane.evaluate_plane(
         model.apply, loaded, test, size=g, margin=config.margin, conditions=conditions,
-        **evaluation.evaluator_settings(config, train, workdir, stored))
+        **evaluation.evaluator_settings(config.path, train, config.seed, workdir,
+                                        stored))
     if curve:
         result.curve = plane.bezier_coords(*result.coords[[0, 2, 1]])
     results = {**stored, **result.to_json()}

@@ -22,11 +22,11 @@ CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "preview"), "workdi
 def preview(config, workdir: str) -> dict:
     """Loads both splits, draws the condition grid and returns the dataset summary."""
     workdir = pathlib.Path(workdir)
-    data.cues.check_proportion(config.cue_proportion)
+    settings = training.DataConfig(**config.data)
     start = time.perf_counter()
-    train, test = training.load_data(config)
+    train, test = training.load_data(settings)
     load_seconds = time.perf_counter() - start
-    mask = data.cue_mask(train.labels, config.cue_proportion)
+    mask = data.cue_mask(train.labels, settings.cue_proportion)
 
     # One test sample per class (as far as there are classes), in class order.
     first = [int(np.flatnonzero(test.labels == c)[0])
@@ -49,7 +49,7 @@ def preview(config, workdir: str) -> dict:
         "train_size": len(train),
         "test_size": len(test),
         "cue": type(train.cue).__name__,
-        "cue_proportion": config.cue_proportion,
+        "cue_proportion": settings.cue_proportion,
         "cued_train_samples": int(mask.sum()),
         "load_seconds": round(load_seconds, 2),
     }

@@ -19,7 +19,7 @@ from absl import flags
 
 from experiments import cli, evaluation
 from mmc_jax import io, logs, paths, plots, similarity
-from mmc_jax.errors import require
+from mmc_jax.errors import check_bounds
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "similarity"),
                                    "workdirs/similarity")
@@ -31,26 +31,26 @@ MODELS = flags.DEFINE_list("models", None, "Comma-separated model folders (exper
 def run(config, folders: dict[str, str], workdir: str) -> dict:
     """Loads the models, evaluates every pair, writes the outputs; returns results.json."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = evaluation.validate(config)
-    require([(config.cluster_threshold >= 0,
-              f"cluster_threshold must be >= 0, got {config.cluster_threshold}")])
-    evaluation.check_permutation(config)
+    conditions = evaluation.validate(config.path)
+    check_bounds(config, non_negative=("cluster_threshold",))
+    evaluation.check_permutation(config.permutation)
     stored = {"config": config.to_dict(), "models": folders}
     done = evaluation.finished(workdir, stored)
     if done:
         return done
-    model, loaded, train, test = evaluation.load_models(folders, config.num_eval)
+    model, loaded, train, test = evaluation.load_models(folders, config.path)
     pairs = len(loaded) * (len(loaded) - 1) // 2
     align = None
     if config.permuted:
         align = evaluation.aligner(config, model, next(iter(loaded.values())), train)
-        print(f"aligning the second model of each pair to the first ({config.permutation} "
+        print(f"aligning the second model of each pair to the first ({config.permutation.method} "
               "matching)")
-    print(f"{len(loaded)} models, {pairs} lines × {config.num_points} points × "
-          f"{len(conditions)} conditions in one evaluation (BN {config.bn})")
+    print(f"{len(loaded)} models, {pairs} lines × {config.path.num_points} points × "
+          f"{len(conditions)} conditions in one evaluation (BN {config.path.bn})")
     result = similarity.pairwise_barriers(
-        model.apply, loaded, test, ts=paths.grid(config.num_points), conditions=conditions,
-        align=align, **evaluation.evaluator_settings(config, train, workdir, stored))
+        model.apply, loaded, test, ts=paths.grid(config.path.num_points), conditions=conditions,
+        align=align, **evaluation.evaluator_settings(config.path, train, config.seed, workdir,
+                                        stored))
     results = {**stored, **result.to_json(),
                "order": {c: [result.names[i] for i in result.order(c)] for c in conditions},
                "clusters": {c: dict(zip(result.names,
@@ -64,8 +64,8 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
             for metric, matrix in (("loss", result.loss), ("acc", result.acc))})
         logs.save_figure(log, workdir / "similarity_loss.png",
                          plots.barrier_heatmaps(result, "loss"))
-    table = markdown(results, config.cluster_threshold,
-                     f"{config.permutation}-permuted linear" if config.permuted else "linear")
+    kind = f"{config.permutation.method}-permuted linear" if config.permuted else "linear"
+    table = markdown(results, config.cluster_threshold, kind)
     io.write_atomic(workdir / "results.md", table)
     io.write_json(workdir / "results.json", results)
     evaluation.remove_parts(workdir)
@@ -77,7 +77,7 @@ def markdown(results: dict, threshold: float, path: str = "linear") -> str:
     """Per condition: the loss-barrier matrix (models in clustering order) and clusters."""
     names = results["names"]
     out = [f"# {path[0].upper() + path[1:]}-path barriers between {len(names)} models, "
-           f"BN {results['config']['bn']}\n"]
+           f"BN {results['config']['path']['bn']}\n"]
     for c, matrices in results["conditions"].items():
         order = [names.index(n) for n in results["order"][c]]
         loss = np.asarray(matrices["loss_barrier"])

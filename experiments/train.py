@@ -5,15 +5,13 @@
 Rerunning the same command resumes from the latest checkpoint in the workdir. Writes
 ``results.json``, ``results.md`` and ``curves.png`` there. With a cue, the results say
 whether the model relies on it (:mod:`mmc_jax.diagnosis`);
-``--config.cue_proportion=auto`` first searches the smallest proportion that makes it do so
+``--config.data.cue_proportion=auto`` first searches the smallest proportion that makes it do so
 (:mod:`mmc_jax.calibration`, trials in ``DIR/calibration``).
 """
 
 from __future__ import annotations
 
 import pathlib
-
-import ml_collections
 
 from experiments import cli
 from mmc_jax import calibration, diagnosis, io, logs, plots, report, training
@@ -42,22 +40,20 @@ def main(argv):
     del argv
     workdir = pathlib.Path(WORKDIR.value).resolve()
     print(f"workdir: {workdir}")
-    config = CONFIG.value
-    training.validate(config)
+    config = training.TrainConfig.of(CONFIG.value)
     datasets = training.load_data(config)
     calibrated = None
-    if config.cue_proportion == training.AUTO:
+    if config.data.cue_proportion == training.AUTO:
         calibrated = calibration.calibrate(config, workdir / "calibration", datasets=datasets)
-        config = ml_collections.ConfigDict({**config.to_dict(),
-                                            "cue_proportion": calibrated["cue_proportion"]})
-        print(f"cue proportion: p = {config.cue_proportion:g}")
+        config = config.changed(data={"cue_proportion": calibrated["cue_proportion"]})
+        print(f"cue proportion: p = {config.data.cue_proportion:g}")
         calibration.reuse(calibrated, config, workdir, workdir / "calibration")
     out = training.train_and_evaluate(config, str(workdir), datasets=datasets)
     result = out["result"]
     if calibrated:
         result["calibration"] = calibrated
     print(write_outputs(workdir, result, out["history"]))
-    warnings = [calibration.warning(calibrated, config.weight_decay)] if calibrated else []
+    warnings = [calibration.warning(calibrated, config.optim.weight_decay)] if calibrated else []
     cli.warn(filter(None, warnings + result.get("diagnosis", {}).get("warnings", [])))
 
 

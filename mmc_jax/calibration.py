@@ -39,7 +39,6 @@ import time
 from typing import Any, Mapping
 
 import jax
-import ml_collections
 import numpy as np
 
 from mmc_jax import diagnosis, io
@@ -95,9 +94,9 @@ class Search:
         ])
 
 
-def trial_config(config, cue_proportion: float) -> ml_collections.ConfigDict:
+def trial_config(config, cue_proportion: float) -> loop.TrainConfig:
     """The training config of one trial: ``config`` at ``cue_proportion``."""
-    return ml_collections.ConfigDict({**config.to_dict(), "cue_proportion": cue_proportion})
+    return loop.TrainConfig.of(config).changed(data={"cue_proportion": cue_proportion})
 
 
 #: Trial verdicts: the model relies on the cue; needs more cue (randimg below target); has
@@ -151,13 +150,13 @@ def run_trial(config, cue_proportion: float, folder: pathlib.Path, search: Searc
         start = time.perf_counter()
         train, test = datasets
         probe = test.take(np.arange(min(search.probe_examples, len(test))))
-        hook = _early_stop(search, trial.epochs, probe, jax.random.PRNGKey(trial.seed + 2))
+        hook = _early_stop(search, trial.optim.epochs, probe, jax.random.PRNGKey(trial.seed + 2))
         out = loop.train_and_evaluate(trial, str(folder), progress=progress,
                                       datasets=datasets, epoch_hook=hook)
         stopped = out["result"].get("stopped_at_epoch")
         record = {"cue_proportion": cue_proportion,
                   **diagnosis.CueReliance.of(out["result"]["test"]).to_json(),
-                  "epochs": stopped or trial.epochs, "stopped": bool(stopped),
+                  "epochs": stopped or trial.optim.epochs, "stopped": bool(stopped),
                   "seconds": round(time.perf_counter() - start, 1)}
         io.write_json(record_path, {**key, "trial": record})
     if record["stopped"] or record["randimg"] < search.target_randimg:
@@ -171,10 +170,10 @@ def calibrate(config, workdir: str | pathlib.Path, search: Search = Search(), *,
               progress: bool = True, datasets=None) -> dict[str, Any]:
     """The smallest cue proportion in ``[search.low, search.high]`` whose model relies on the
     cue, by bisection over trials of ``config``'s recipe, each stopped early once clearly
-    not cue-reliant (``config.cue_proportion`` is ignored).
+    not cue-reliant (``config.data.cue_proportion`` is ignored).
 
     Args:
-      config: a training config (``experiments/configs/demo.py``'s fields).
+      config: a training config (:class:`mmc_jax.training.TrainConfig` or its dict).
       workdir: folder of the trials (``p_<p>/``) and ``calibration.json``; a rerun reuses
         every finished trial and resumes an interrupted one.
       search: the range, number of trials, targets and early stopping.
@@ -188,7 +187,7 @@ def calibrate(config, workdir: str | pathlib.Path, search: Search = Search(), *,
       high end is tried when every trial had too little cue, the low end when every one
       had too much).
     """
-    workdir = pathlib.Path(workdir)
+    workdir, config = pathlib.Path(workdir), loop.TrainConfig.of(config)
     start = time.perf_counter()
     datasets = datasets or loop.load_data(config)
     lo, hi = math.log(1.0 - search.low), math.log(1.0 - search.high)  # lo > hi
@@ -294,7 +293,7 @@ def reuse(result: Mapping[str, Any], config, workdir: str | pathlib.Path,
     if chosen is None or chosen["stopped"] or (target / "config.json").exists():
         return False
     stored = json.loads((source / "config.json").read_text())
-    if stored != json.loads(json.dumps(config.to_dict())):
+    if stored != json.loads(json.dumps(loop.TrainConfig.of(config).to_dict())):
         return False
     target.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source / "checkpoints", target / "checkpoints")

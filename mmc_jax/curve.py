@@ -21,6 +21,7 @@ are settled at evaluation time.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Mapping
 
@@ -28,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mmc_jax import data, paths
-from mmc_jax.errors import InputError
+from mmc_jax import data, models, paths
+from mmc_jax.errors import InputError, check_bounds, check_choice
 from mmc_jax.training import optim
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.loop import run_epochs
@@ -99,56 +100,92 @@ def mean_control(a: Mapping, b: Mapping) -> dict:
     return jax.tree.map(lambda x, y: (x + y) / 2, dict(a), dict(b))
 
 
+#: How the control point starts: a fresh initialisation (the paper code) or the endpoints'
+#: mean.
+INITS = ("random", "mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class MidpointConfig:
+    """How the control point of a quadratic path is trained (defaults: the paper's code).
+
+    Attributes:
+      cue_proportion: cue on this fraction of each class of the data it is fitted on (the
+        paper: 1.0 for the cue set, 0.0 for the clean set).
+      init: ``"random"`` (a fresh initialisation) or ``"mean"`` (the endpoints' mean).
+      scale: where the Bezier factor ``2t(1 - t)`` goes: ``"lr"`` (the paper code: the
+        step's learning rate) or ``"gradient"`` (the gradient given to the optimizer); see
+        :func:`curve_train_step`.
+      epochs, learning_rate, step_every_epochs, batch_size, momentum, weight_decay: the
+        paper code's step schedule (×0.1 every ``step_every_epochs``) and SGD.
+    """
+
+    cue_proportion: float = 1.0
+    init: str = "random"
+    scale: str = "lr"
+    epochs: int = 15
+    learning_rate: float = 0.1
+    step_every_epochs: int = 10
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+
+    def __post_init__(self):
+        check_choice("midpoint init", self.init, INITS)
+        _check_scale(self.scale)
+        check_bounds(self, "curve.", count=("epochs", "step_every_epochs", "batch_size"),
+                     positive=("learning_rate",), momentum=("momentum",),
+                     non_negative=("weight_decay",), fraction=("cue_proportion",))
+
+
+def initial_control(config: MidpointConfig, model, a: Mapping, b: Mapping, image_shape,
+                    seed: int = 0) -> dict:
+    """The control point's start that ``config.init`` names (``"random"``: the model
+    initialised with key ``seed + 7``)."""
+    if config.init == "mean":
+        return mean_control(a, b)
+    return models.init(model, jax.random.PRNGKey(seed + 7), image_shape)
+
+
 def fit_midpoint(apply_fn, a: Mapping, b: Mapping, control: Mapping, train_set: data.Dataset,
-                 workdir, *, cue_proportion: float = 1.0, seed: int = 0, epochs: int = 15,
-                 learning_rate: float = 0.1, step_every_epochs: int = 10,
-                 batch_size: int = 128, momentum: float = 0.9, weight_decay: float = 1e-4,
-                 scale: str = "lr", progress: bool = True) -> dict[str, Any]:
+                 workdir, config: MidpointConfig = MidpointConfig(), *, seed: int = 0,
+                 progress: bool = True) -> dict[str, Any]:
     """Trains the control point of the quadratic path from ``a`` to ``b`` (resumable).
 
     Args:
       apply_fn: ``module.apply``.
       a, b: endpoint variables (frozen).
-      control: initial control-point variables (a fresh init, as in the paper's code, or
-        :func:`mean_control`).
+      control: initial control-point variables (:func:`initial_control`).
       train_set: the data the path is fitted on.
       workdir: folder for its checkpoints (rerunning resumes; a different config, ``scale``
         included, is refused).
-      cue_proportion: cue on this fraction of each class (the paper: 1.0 for the cue set,
-        0.0 for the clean set).
+      config: the training settings (:class:`MidpointConfig`).
       seed: batch order and t sampling.
-      epochs, learning_rate, step_every_epochs, batch_size, momentum, weight_decay: the
-        paper code's step schedule and SGD (the defaults: 15 epochs, lr 0.1 ×0.1 every 10,
-        batch 128, momentum 0.9, weight decay 1e-4).
-      scale: where the Bezier factor ``2t(1 - t)`` goes: ``"lr"`` (default, the paper code:
-        the step's learning rate) or ``"gradient"`` (the gradient given to the optimizer);
-        see :func:`curve_train_step`.
 
     Returns:
       ``{"control": variables, "history": per-epoch records}``; the control point's
       ``batch_stats`` are the endpoints' mean (settle them by a BN policy before use).
 
     Raises:
-      InputError: unknown ``scale``, or ``workdir`` holds a run with another config.
+      InputError: ``workdir`` holds a run with another config.
     """
-    _check_scale(scale)
-    mask = data.cue_mask(train_set.labels, cue_proportion)
+    mask = data.cue_mask(train_set.labels, config.cue_proportion)
     iterator = data.EpochIterator({"images": train_set.images, "labels": train_set.labels,
-                                   "cue": mask}, batch_size=batch_size, seed=seed)
+                                   "cue": mask}, batch_size=config.batch_size, seed=seed)
     spe = iterator.steps_per_epoch
-    lr = optim.schedule("step", learning_rate, epochs * spe, spe, step_every_epochs, 0.1)
+    lr = optim.schedule("step", config.learning_rate, config.epochs * spe, spe,
+                        config.step_every_epochs, 0.1)
     start = {"params": jax.tree.map(jnp.copy, control["params"]),  # the step donates it
              "batch_stats": mean_control(a, b)["batch_stats"]}
-    state = TrainState.create(apply_fn, start, optim.sgd(lr, momentum, weight_decay),
+    state = TrainState.create(apply_fn, start,
+                              optim.sgd(lr, config.momentum, config.weight_decay),
                               jax.random.PRNGKey(seed))
     step_fn = jax.jit(functools.partial(curve_train_step, a=a, b=b, cue=train_set.cue,
-                                        scale=scale), donate_argnums=0)
-    settings = {"cue_proportion": cue_proportion, "seed": seed, "epochs": epochs,
-                "learning_rate": learning_rate, "step_every_epochs": step_every_epochs,
-                "batch_size": batch_size, "momentum": momentum, "weight_decay": weight_decay,
-                "scale": scale, "num_train": len(train_set)}
+                                        scale=config.scale), donate_argnums=0)
+    settings = {**dataclasses.asdict(config), "seed": seed, "num_train": len(train_set)}
+    del settings["init"]  # where the control point started is not part of its training
     with RunCheckpoints(workdir, settings) as checkpoints:
-        state, meta = run_epochs(state, step_fn, iterator, checkpoints, epochs,
+        state, meta = run_epochs(state, step_fn, iterator, checkpoints, config.epochs,
                                  progress=progress, desc="midpoint")
     return {"control": state.variables, "history": meta["history"]}
 
@@ -158,5 +195,5 @@ def control_weight_factor(t: float) -> float:
     return float(2 * t * (1 - t))
 
 
-__all__ = ["SCALES", "control_weight_factor", "curve_train_step", "fit_midpoint",
-           "mean_control"]
+__all__ = ["INITS", "MidpointConfig", "SCALES", "control_weight_factor", "curve_train_step",
+           "fit_midpoint", "initial_control", "mean_control"]

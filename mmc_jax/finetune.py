@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from mmc_jax import data, objectives
-from mmc_jax.errors import InputError
+from mmc_jax.errors import InputError, check_bounds, check_choice
 from mmc_jax.models import layers
 from mmc_jax.training import optim
 from mmc_jax.training.checkpoint import RunCheckpoints
@@ -81,24 +81,26 @@ class FinetuneConfig:
     grad_clip_norm: float = 0.0
 
     def __post_init__(self):
-        if self.cbft_mode not in CBFT_MODES:
-            raise InputError(f"unknown CBFT mode {self.cbft_mode!r}; choose from "
-                             f"{', '.join(CBFT_MODES)}")
-        for name in ("epochs", "batch_size", "llrt_epochs"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("learning_rate", "llrt_learning_rate", "barrier_target"):
-            if not getattr(self, name) > 0:
-                raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "llrt_weight_decay", "invariance_weight",
-                     "barrier_weight", "warmup_epochs", "grad_clip_norm"):
-            if not getattr(self, name) >= 0:
-                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.momentum < 1:
-            raise InputError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.t_dist not in objectives.T_DISTRIBUTIONS:
-            raise InputError(f"unknown t_dist {self.t_dist!r}; choose from "
-                             f"{', '.join(objectives.T_DISTRIBUTIONS)}")
+        check_choice("CBFT mode", self.cbft_mode, CBFT_MODES)
+        check_bounds(self, count=("epochs", "batch_size", "llrt_epochs"),
+                     positive=("learning_rate", "llrt_learning_rate", "barrier_target"),
+                     momentum=("momentum",),
+                     non_negative=("weight_decay", "llrt_weight_decay", "invariance_weight",
+                                   "barrier_weight", "warmup_epochs", "grad_clip_norm", "seed"))
+        check_choice("t_dist", self.t_dist, objectives.T_DISTRIBUTIONS)
+
+    @classmethod
+    def of(cls, *sections, **fields) -> "FinetuneConfig":
+        """The fields of this class found in the config ``sections`` (later ones win), then
+        ``fields``; other entries of the sections are not this class's and are skipped.
+
+        >>> FinetuneConfig.of(config.optim, config.finetune, learning_rate=0.01, seed=0)
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {}
+        for section in sections:
+            values.update({k: v for k, v in section.items() if k in names})
+        return cls(**{**values, **fields})
 
 
 def draw_subsets(train: data.Dataset, n_clean: int, n_cue: int, seed: int):

@@ -27,15 +27,13 @@ def _private_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """Workdirs ``nc`` (θ_NC) and ``c`` (θ_C) of two tiny ``experiments.train`` runs."""
-    from experiments.configs import demo
+    from configs import tiny_train_config
     from mmc_jax import training
 
     root = tmp_path_factory.mktemp("models")
     for name, p in (("nc", 0.0), ("c", 1.0)):
-        config = demo.get_config()
-        config.update(width=0.25, num_train=256, num_test=60, batch_size=64, epochs=1,
-                      eval_batch_size=60, cue_proportion=p)
-        training.train_and_evaluate(config, str(root / name), progress=False)
+        training.train_and_evaluate(tiny_train_config(cue_proportion=p), str(root / name),
+                                    progress=False)
     return root
 
 
@@ -43,14 +41,12 @@ def trained(tmp_path_factory):
 def third_trained(tmp_path_factory):
     """The workdir of a third tiny ``experiments.train`` run (cue on half of each class,
     another seed), for analyses through three models."""
-    from experiments.configs import demo
+    from configs import tiny_train_config
     from mmc_jax import training
 
     folder = tmp_path_factory.mktemp("third") / "half"
-    config = demo.get_config()
-    config.update(width=0.25, num_train=256, num_test=60, batch_size=64, epochs=1,
-                  eval_batch_size=60, cue_proportion=0.5, seed=1)
-    training.train_and_evaluate(config, str(folder), progress=False)
+    training.train_and_evaluate(tiny_train_config(cue_proportion=0.5, seed=1), str(folder),
+                                progress=False)
     return folder
 
 

@@ -19,11 +19,12 @@ def _fake_training(threshold, calls, cue_only_from=1.0):
     learns nothing but the cue (nocue and randcue at chance, randimg 100 %)."""
 
     def train_and_evaluate(config, workdir, *, progress=True, datasets=None, epoch_hook=None):
-        calls.append((config.cue_proportion, config.epochs, workdir))
-        if config.cue_proportion >= cue_only_from:
+        p = config.data.cue_proportion
+        calls.append((p, config.optim.epochs, workdir))
+        if p >= cue_only_from:
             accs = {"nocue": 0.1, "cue": 1.0, "randcue": 0.1, "randimg": 1.0}
             return {"result": {"test": {c: {"acc": a, "loss": 0.0} for c, a in accs.items()}}}
-        margin = math.log(1 - threshold) - math.log(1 - config.cue_proportion)  # > 0: reliant
+        margin = math.log(1 - threshold) - math.log(1 - p)  # > 0: reliant
         target = calibration.Search()
         gap, randimg = target.target_gap + 10 * margin, target.target_randimg + 10 * margin
         accs = {"nocue": 0.9 - 0.1 * margin, "cue": 1.0}
@@ -51,7 +52,7 @@ def test_bisection_finds_the_smallest_cue_reliant_proportion(tmp_path, monkeypat
     step = (half[0] - half[1]) / 2 ** (search.trials - 1)
     assert u(threshold) - u(chosen) <= step + 1e-9
     assert len(calls) == len(result["trials"]) == 5
-    assert {epochs for _, epochs, _ in calls} == {config.epochs}   # the recipe itself
+    assert {epochs for _, epochs, _ in calls} == {config.optim.epochs}   # the recipe itself
     # Rerun: every trial is read back, nothing is trained again.
     again = []
     monkeypatch.setattr(loop, "train_and_evaluate", _fake_training(threshold, again))

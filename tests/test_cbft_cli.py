@@ -10,12 +10,13 @@ import pytest
 import events
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--config.cue_model.width=0.25", "--config.cue_model.num_train=256",
-        "--config.cue_model.num_test=100", "--config.cue_model.batch_size=64",
-        "--config.cue_model.epochs=1", "--config.cue_model.eval_batch_size=100",
-        "--config.n_clean=128", "--config.n_cue=256", "--config.batch_size=64",
-        "--config.epochs=2", "--config.llrt_epochs=2", "--config.path_points=3",
-        "--config.bn_batches=2", "--config.eval_batch_size=100"]
+TINY = ["--config.cue_model.model.width=0.25", "--config.cue_model.data.num_train=256",
+        "--config.cue_model.data.num_test=100", "--config.cue_model.optim.batch_size=64",
+        "--config.cue_model.optim.epochs=1", "--config.cue_model.eval_batch_size=100",
+        "--config.data.n_clean=128", "--config.data.n_cue=256", "--config.optim.batch_size=64",
+        "--config.optim.epochs=2", "--config.finetune.llrt_epochs=2",
+        "--config.path.num_points=3", "--config.path.bn_batches=2",
+        "--config.path.batch_size=100"]
 
 
 def _run(*args):
@@ -83,14 +84,13 @@ def test_paper_experiment_configs(name, arg):
     paper variant keeps the paper's fine-tuning data sizes."""
     import importlib
 
-    from experiments import methods
-    from mmc_jax import data
+    from experiments import evaluation, methods
 
     config = importlib.import_module(f"experiments.configs.{name}").get_config(arg)
     methods.check_methods(config.methods)
-    assert methods.check_targets(config.path_targets)[0] == "cue_model"
-    assert all(data.check_condition(c) for c in config.path_conditions)
-    assert (config.n_clean, config.cue_model.dataset) == (
+    assert methods.check_targets(config.path.targets)[0] == "cue_model"
+    evaluation.validate(config.path)
+    assert (config.data.n_clean, config.cue_model.data.name) == (
         (2500, "cifar10") if arg else (1000, "shapes10"))
 
 
@@ -119,7 +119,8 @@ def test_fig5_config_and_any_model_folder_in_connectivity(tmp_path):
     conn = subprocess.run(
         [sys.executable, "-m", "experiments.connectivity", f"--model_a={seed / 'cue_model'}",
          f"--model_b={seed / 'naive_ft_large'}", f"--workdir={tmp_path / 'line'}",
-         "--config.num_points=3", "--config.bn_batches=2", "--config.batch_size=100",
+         "--config.path.num_points=3", "--config.path.bn_batches=2",
+         "--config.path.batch_size=100",
          "--config.seed=1"],  # experiments.cbft evaluates seed s with key s + 1
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert conn.returncode == 0, conn.stderr[-3000:]

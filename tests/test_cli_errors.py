@@ -10,7 +10,7 @@ import sys
 import jax
 import pytest
 
-from experiments.configs import demo
+from configs import train_config
 from mmc_jax import models, training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -21,16 +21,16 @@ def saved_model(tmp_path_factory):
     """A workdir as experiments.train leaves it (config + checkpoint of an untrained model),
     and a copy whose config names a wider model than its checkpoint holds."""
     root = tmp_path_factory.mktemp("saved")
-    config = demo.get_config()
-    config.update(width=0.25, num_train=64, num_test=20)
+    config = train_config(width=0.25, num_train=64, num_test=20)
     state = training.create_state(config, models.create("cnn4", 10, width=0.25), (32, 32, 3), 1)
     with training.RunCheckpoints(root / "a", config.to_dict()) as checkpoints:
         checkpoints.save(state, {})
     shutil.copytree(root / "a", root / "wider")
     stored = json.loads((root / "wider" / "config.json").read_text())
-    (root / "wider" / "config.json").write_text(json.dumps({**stored, "width": 0.5}))
+    stored["model"]["width"] = 0.5
+    (root / "wider" / "config.json").write_text(json.dumps(stored))
     # A fine-tuned model folder (as experiments.cbft writes them) of another architecture.
-    config.update(model="vgg13_small", width=0.0)
+    config.model.update(name="vgg13_small", width=0.0)
     model = models.create("vgg13_small", 10)
     training.save_model(root / "vgg", config, models.init(model, jax.random.key(0),
                                                           (32, 32, 3)), 10, (32, 32, 3))
@@ -39,49 +39,49 @@ def saved_model(tmp_path_factory):
 
 CASES = [
     # experiments.train: impossible values, unknown names, bad flags and fields.
-    ("train", ["--config.learning_rate=-1"], "learning_rate must be > 0, got -1"),
-    ("train", ["--config.model=vgg19"], "unknown model 'vgg19'"),
-    ("train", ["--config.cue_proportion=2"], "cue proportion must be in [0, 1], got 2"),
-    ("train", ["--config.dataset=imagenet"], "unknown dataset 'imagenet'"),
-    ("train", ["--config.num_train=100000000"], "num_train 100000000 exceeds"),
-    ("train", ["--config.epochs=0"], "epochs must be >= 1"),
-    ("train", ["--config.grad_clip_norm=-1"], "grad_clip_norm must be >= 0"),
+    ("train", ["--config.optim.learning_rate=-1"], "optim.learning_rate must be > 0, got -1"),
+    ("train", ["--config.model.name=vgg19"], "unknown model 'vgg19'"),
+    ("train", ["--config.data.cue_proportion=2"], "cue proportion must be in [0, 1], got 2"),
+    ("train", ["--config.data.name=imagenet"], "unknown dataset 'imagenet'"),
+    ("train", ["--config.data.num_train=100000000"], "num_train 100000000 exceeds"),
+    ("train", ["--config.optim.epochs=0"], "optim.epochs must be >= 1"),
+    ("train", ["--config.optim.grad_clip_norm=-1"], "optim.grad_clip_norm must be >= 0"),
     ("train", ["--config.foo=1"], "unknown config field 'foo' (--config.foo)"),
-    ("train", ["--config.epochs=abc"], "--config.epochs=abc: invalid literal"),
+    ("train", ["--config.optim.epochs=abc"], "--config.optim.epochs=abc: invalid literal"),
     ("train", ["--nosuchflag"], "Unknown command line flag 'nosuchflag'"),
     ("train", ["--restart", "--workdir={tmp}/notes"], "does not look like an mmc_jax workdir"),
     # experiments.cbft.
-    ("cbft", ["--config.cbft_mode=both"], "unknown CBFT mode 'both'"),
+    ("cbft", ["--config.finetune.cbft_mode=both"], "unknown CBFT mode 'both'"),
     ("cbft", ["--config.seeds=(1, 1)"], "seeds must be distinct"),
     ("cbft", ["--config.seeds=()"], "seeds must be non-negative integers"),
-    ("cbft", ["--config.n_clean=100000000"], "n_clean must be in [1, 20000]"),
-    ("cbft", ["--config.medium_lr=-0.1"], "learning_rate must be > 0, got -0.1"),
-    ("cbft", ["--config.t_dist=cauchy"], "unknown t_dist 'cauchy'"),
-    ("cbft", ["--config.bn=reset"], "unknown BN policy 'reset'"),
-    ("cbft", ["--config.path_points=1"], "path_points must be >= 2"),
-    ("cbft", ["--config.cue_model.cue_proportion=1.5"], "cue proportion must be in [0, 1]"),
+    ("cbft", ["--config.data.n_clean=100000000"], "n_clean must be in [1, 20000]"),
+    ("cbft", ["--config.optim.medium_lr=-0.1"], "learning_rate must be > 0, got -0.1"),
+    ("cbft", ["--config.finetune.t_dist=cauchy"], "unknown t_dist 'cauchy'"),
+    ("cbft", ["--config.path.bn=reset"], "unknown BN policy 'reset'"),
+    ("cbft", ["--config.path.num_points=1"], "path.num_points must be >= 2"),
+    ("cbft", ["--config.cue_model.data.cue_proportion=1.5"], "cue proportion must be in [0, 1]"),
     ("cbft", ["--config.cue_model.fooo=1"], "unknown config field 'fooo'"),
     ("cbft", ["--config.cue_model_dir={tmp}/none"], "cue_model_dir: {tmp}/none holds no model"),
     ("cbft", ["--config.nocue_model_dir={tmp}/notes"], "nocue_model_dir: {tmp}/notes holds no"),
     ("cbft", ["--config.methods=('cbft', 'dfr')"], "unknown method(s) 'dfr'"),
     ("cbft", ["--config.methods=()"], "unknown method(s) (none given)"),
-    ("cbft", ["--config.path_targets=('theta_0',)"], "unknown path target(s) 'theta_0'"),
-    ("cbft", ["--config.path_conditions=('clean',)"], "unknown condition 'clean'"),
-    ("cbft", ["--config.random_from=epoch"], "unknown random_from 'epoch'"),
-    ("cbft", ["--config.barrier_weight=-1"], "barrier_weight must be >= 0"),
-    ("cbft", ["--config.cue_model.init_from={tmp}/notes"],
-     "cue_model.init_from: {tmp}/notes holds no"),
+    ("cbft", ["--config.path.targets=('theta_0',)"], "unknown path target(s) 'theta_0'"),
+    ("cbft", ["--config.path.conditions=clean"], "unknown condition 'clean'"),
+    ("cbft", ["--config.path.random_from=epoch"], "unknown random_from 'epoch'"),
+    ("cbft", ["--config.finetune.barrier_weight=-1"], "barrier_weight must be >= 0"),
+    ("cbft", ["--config.cue_model.model.init_from={tmp}/notes"],
+     "cue_model.model.init_from: {tmp}/notes holds no"),
     # experiments.connectivity.
     ("connectivity", ["--model_a={tmp}/none", "--model_b={tmp}/none"], "holds no model"),
     ("connectivity", ["--model_a={tmp}/notes", "--model_b={saved}/a"],
      "notes holds no model (expected an experiments.train workdir"),
     ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/vgg"],
-     "have different architectures (model 'cnn4' vs 'vgg13_small'"),
+     "have different architectures (model.name 'cnn4' vs 'vgg13_small'"),
     ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a",
-                      "--config.permutation=zipit"], "unknown permutation 'zipit'"),
-    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a", "--config.bn=reset"],
+                      "--config.permutation.method=zipit"], "unknown permutation method 'zipit'"),
+    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a", "--config.path.bn=reset"],
      "unknown BN policy 'reset'"),
-    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a", "--config.strategy=pmap"],
+    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a", "--config.path.strategy=pmap"],
      "unknown strategy 'pmap'"),
     ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a", "--path=cubic"],
      "--path=cubic: value should be one of"),

@@ -3,6 +3,7 @@ endpoints stay frozen, and fitting lowers the loss along the curve. The factor g
 learning rate (``scale="lr"``, the paper code) or on the gradient (``scale="gradient"``)."""
 
 import functools
+from contextlib import nullcontext
 
 import chex
 import jax
@@ -104,25 +105,26 @@ def test_unknown_scale_is_refused(tmp_path):
     with pytest.raises(InputError, match="lr, gradient"):
         curve.curve_train_step(state, _batch(ds, 0), a, b, data.box_cue(10), scale="bogus")
     with pytest.raises(InputError, match="lr, gradient"):
-        curve.fit_midpoint(model.apply, a, b, c, ds, tmp_path / "m", scale="bogus",
-                           progress=False)
+        curve.fit_midpoint(model.apply, a, b, c, ds, tmp_path / "m",
+                           curve.MidpointConfig(scale="bogus"), progress=False)
     assert not (tmp_path / "m").exists()
 
 
 def test_resuming_with_another_scale_is_refused(tmp_path):
     model, a, b, c = _models()
     ds = data.load("shapes10", "train", num_examples=40)
-    kwargs = dict(epochs=1, batch_size=32, progress=False)
-    curve.fit_midpoint(model.apply, a, b, c, ds, tmp_path / "m", scale="gradient", **kwargs)
-    with pytest.raises(InputError, match="scale"):
-        curve.fit_midpoint(model.apply, a, b, c, ds, tmp_path / "m", scale="lr", **kwargs)
+    for scale in ("gradient", "lr"):
+        config = curve.MidpointConfig(epochs=1, batch_size=32, scale=scale)
+        with pytest.raises(InputError, match="scale") if scale == "lr" else nullcontext():
+            curve.fit_midpoint(model.apply, a, b, c, ds, tmp_path / "m", config, progress=False)
 
 
 def test_fit_midpoint_lowers_the_loss_and_resumes(tmp_path):
     model, a, b, c = _models()
     ds = data.load("shapes10", "train", num_examples=256)
-    kwargs = dict(cue_proportion=1.0, epochs=3, learning_rate=0.05, step_every_epochs=10,
-                  batch_size=64, progress=False)
+    config = curve.MidpointConfig(cue_proportion=1.0, epochs=3, learning_rate=0.05,
+                                  step_every_epochs=10, batch_size=64)
+    kwargs = dict(config=config, progress=False)
     fitted = curve.fit_midpoint(model.apply, a, b, c, ds, tmp_path / "m", **kwargs)
     history = fitted["history"]
     assert len(history) == 3 and history[-1]["train_loss"] < history[0]["train_loss"]

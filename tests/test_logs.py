@@ -38,13 +38,11 @@ def test_a_log_that_writes_nothing_leaves_nothing(tmp_path):
 
 
 def test_training_logs_every_epoch_and_every_few_steps(tmp_path, monkeypatch):
-    from experiments.configs import demo
+    from configs import tiny_train_config
     from mmc_jax import training
 
     monkeypatch.setattr(logs, "STEP_EVERY", 3)
-    config = demo.get_config()
-    config.update(width=0.25, num_train=256, num_test=60, batch_size=64, epochs=2,
-                  eval_batch_size=60, cue_proportion=0.5)
+    config = tiny_train_config(epochs=2, cue_proportion=0.5)
     out = training.train_and_evaluate(config, str(tmp_path), progress=False)
     got = events.scalars(tmp_path / logs.FOLDER)
     assert [s for s, _ in got["epoch/train_loss"]] == [4, 8]

@@ -24,9 +24,9 @@ from mmc_jax import finetune, training
 devices, out = int(sys.argv[1]), sys.argv[2]
 assert jax.device_count() == devices, jax.devices()
 config = demo.get_config()
-config.width, config.num_train, config.num_test = 0.25, 320, 100
-config.batch_size, config.epochs, config.eval_batch_size = 64, 2, 100
-config.cue_proportion = 0.9
+config.model.width, config.eval_batch_size = 0.25, 100
+config.data.update(num_train=320, num_test=100, cue_proportion=0.9)
+config.optim.update(batch_size=64, epochs=2)
 run = training.train_and_evaluate(config, out + "/theta_c", progress=False)
 state = run["state"]
 train, _ = training.load_data(config)

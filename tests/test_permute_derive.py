@@ -259,12 +259,11 @@ def test_groupnorm_preset_permutes_groups_and_channels_within_them():
 
 
 def test_models_without_batchnorm_train_save_and_load(tmp_path):
-    from experiments.configs import demo
+    from configs import train_config
     from mmc_jax import training
 
-    config = demo.get_config()
-    config.update(model="mlp", width=0.25, num_train=128, num_test=40, batch_size=64,
-                  epochs=1, eval_batch_size=40)
+    config = train_config(model="mlp", width=0.25, num_train=128, num_test=40, batch_size=64,
+                          epochs=1, eval_batch_size=40)
     state = training.train_and_evaluate(config, str(tmp_path / "run"), progress=False)["state"]
     assert state.batch_stats == {}
     training.save_model(tmp_path / "export", config, state.variables, 10, (32, 32, 3))

@@ -5,15 +5,13 @@ import chex
 import jax
 import pytest
 
-from experiments.configs import demo
+from configs import train_config
 from mmc_jax import InputError, models, training
 
 
 def _config(**changes):
-    config = demo.get_config()
-    config.update({"width": 0.25, "num_train": 128, "num_test": 40, "batch_size": 64,
-                   "epochs": 1, "eval_batch_size": 40, **changes})
-    return config
+    return train_config(**{"width": 0.25, "num_train": 128, "num_test": 40, "batch_size": 64,
+                           "epochs": 1, "eval_batch_size": 40, **changes})
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -34,13 +32,13 @@ def test_train_workdir_loads_and_bad_folders_are_clear_errors(trained, tmp_path)
     module, variables, config = training.load_model(trained / "c")
     restored = training.restore_trained(trained / "c")
     chex.assert_trees_all_equal(variables, restored[1])
-    assert config.cue_proportion == 1.0 and type(module).__name__ == "SmallCNN"
+    assert config.data.cue_proportion == 1.0 and type(module).__name__ == "SmallCNN"
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no model"):
         training.load_model(tmp_path / "empty")
     with pytest.raises(InputError, match="different architectures .*width 0.25 vs 0.5"):
         training.check_compatible(config, _config(width=0.5))
-    with pytest.raises(InputError, match="different data .*dataset 'shapes10' vs 'cifar10'"):
+    with pytest.raises(InputError, match="different data .*data.name 'shapes10' vs 'cifar10'"):
         training.check_compatible(config, _config(dataset="cifar10"))
 
 
@@ -48,8 +46,8 @@ def test_init_from_starts_training_from_the_saved_model(trained, tmp_path):
     config = _config(init_from=str(trained / "nc"))
     model = training.create_model(config, 10)
     state = training.create_state(config, model, (32, 32, 3), 2)
-    started = training.init_from(state, config, config.init_from)
+    started = training.init_from(state, config, config.model.init_from)
     chex.assert_trees_all_equal(started.variables, training.load_model(trained / "nc")[1])
     chex.assert_trees_all_equal(started.opt_state, state.opt_state)  # fresh momentum
     with pytest.raises(InputError, match="different architectures"):
-        training.init_from(state, _config(width=0.5), config.init_from)
+        training.init_from(state, _config(width=0.5), config.model.init_from)

@@ -12,8 +12,9 @@ from experiments.configs import paper
 from mmc_jax import training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--config.width=0.25", "--config.num_train=256", "--config.num_test=100",
-        "--config.batch_size=64", "--config.epochs=2", "--config.eval_batch_size=100"]
+TINY = ["--config.model.width=0.25", "--config.data.num_train=256",
+        "--config.data.num_test=100", "--config.optim.batch_size=64", "--config.optim.epochs=2",
+        "--config.eval_batch_size=100"]
 
 
 def _train(*args):
@@ -24,7 +25,7 @@ def _train(*args):
 @pytest.mark.slow
 def test_train_cli_writes_results_and_resumes(tmp_path):
     workdir = tmp_path / "run"
-    first = _train(*TINY, "--config.cue_proportion=0.5", f"--workdir={workdir}")
+    first = _train(*TINY, "--config.data.cue_proportion=0.5", f"--workdir={workdir}")
     assert first.returncode == 0, first.stderr
     result = json.loads((workdir / "results.json").read_text())
     assert {"dataset", "model", "cue_proportion", "epochs", "seconds", "test"} <= set(result)
@@ -43,17 +44,17 @@ def test_train_cli_writes_results_and_resumes(tmp_path):
     for warning in diagnosis["warnings"]:
         assert f"warning: {warning}" in first.stderr
     # A rerun finds the finished run and reproduces its numbers without training again.
-    again = _train(*TINY, "--config.cue_proportion=0.5", f"--workdir={workdir}")
+    again = _train(*TINY, "--config.data.cue_proportion=0.5", f"--workdir={workdir}")
     assert again.returncode == 0, again.stderr
     assert "resuming from step 8" in again.stdout
     assert json.loads((workdir / "results.json").read_text())["test"] == result["test"]
     # The same workdir with another config is refused, naming the field.
-    other = _train(*TINY, "--config.cue_proportion=0.9", f"--workdir={workdir}")
+    other = _train(*TINY, "--config.data.cue_proportion=0.9", f"--workdir={workdir}")
     assert other.returncode == 2
     assert "cue_proportion: 0.5 -> 0.9" in other.stderr and "Traceback" not in other.stderr
     assert "--restart" in other.stderr
     # --restart discards the previous run and trains the new config from scratch.
-    restarted = _train(*TINY, "--config.cue_proportion=0.9", f"--workdir={workdir}",
+    restarted = _train(*TINY, "--config.data.cue_proportion=0.9", f"--workdir={workdir}",
                        "--restart")
     assert restarted.returncode == 0, restarted.stderr
     assert "resuming" not in restarted.stdout
@@ -63,7 +64,7 @@ def test_train_cli_writes_results_and_resumes(tmp_path):
 @pytest.mark.slow
 def test_train_cli_calibrates_the_cue_proportion(tmp_path):
     workdir = tmp_path / "auto"
-    run = _train(*TINY, "--config.cue_proportion=auto", f"--workdir={workdir}")
+    run = _train(*TINY, "--config.data.cue_proportion=auto", f"--workdir={workdir}")
     assert run.returncode == 0, run.stderr
     result = json.loads((workdir / "results.json").read_text())
     calibrated = result["calibration"]
@@ -76,7 +77,7 @@ def test_train_cli_calibrates_the_cue_proportion(tmp_path):
                 ).is_file()
     # A rerun reads every trial back (none is written again) and gives the same result.
     stamps = {p: p.stat().st_mtime_ns for p in (workdir / "calibration").rglob("trial.json")}
-    again = _train(*TINY, "--config.cue_proportion=auto", f"--workdir={workdir}")
+    again = _train(*TINY, "--config.data.cue_proportion=auto", f"--workdir={workdir}")
     assert again.returncode == 0, again.stderr
     assert json.loads((workdir / "results.json").read_text())["test"] == result["test"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
@@ -87,8 +88,9 @@ def test_train_cli_calibrates_the_cue_proportion(tmp_path):
 def test_paper_configs_are_valid(arg):
     config = paper.get_config(arg)
     training.validate(config)
-    assert (config.learning_rate, config.batch_size, config.epochs, config.schedule,
-            config.step_every_epochs, config.weight_decay) == (0.1, 256, 100, "step", 40, 1e-4)
+    o = config.optim
+    assert (o.learning_rate, o.batch_size, o.epochs, o.schedule, o.step_every_epochs,
+            o.weight_decay) == (0.1, 256, 100, "step", 40, 1e-4)
 
 
 def test_paper_config_rejects_unknown_dataset():

@@ -14,23 +14,14 @@ import numpy as np
 import optax
 import pytest
 
-from experiments.configs import demo
+from configs import train_config
 from mmc_jax import InputError, data, models, training
 from mmc_jax.training import loop
 
 
 def tiny_config(**overrides):
-    config = demo.get_config()
-    config.model = "cnn4"
-    config.width = 0.25
-    config.num_train = 256
-    config.num_test = 100
-    config.batch_size = 64
-    config.epochs = 2
-    config.eval_batch_size = 100
-    for k, v in overrides.items():
-        setattr(config, k, v)
-    return config
+    return train_config(**{"model": "cnn4", "width": 0.25, "num_train": 256, "num_test": 100,
+                           "batch_size": 64, "epochs": 2, "eval_batch_size": 100, **overrides})
 
 
 def test_sgd_matches_pytorch_update_by_hand():
@@ -142,8 +133,8 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, d
 
 def test_resume_with_a_different_config_lists_the_fields(tmp_path):
     training.RunCheckpoints(tmp_path, tiny_config().to_dict()).close()
-    with pytest.raises(InputError, match=r"different config \(epochs: 2 -> 5; "
-                                         r"learning_rate: 0.05 -> 0.1\)"):
+    with pytest.raises(InputError, match=r"different config \(optim.epochs: 2 -> 5; "
+                                         r"optim.learning_rate: 0.05 -> 0.1\)"):
         training.RunCheckpoints(tmp_path, tiny_config(epochs=5, learning_rate=0.1).to_dict())
 
 
@@ -181,7 +172,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     assert resumed["result"]["test"] == full["result"]["test"]
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
     stored = json.loads((tmp_path / "resumed" / "config.json").read_text())
-    assert stored["cue_proportion"] == 0.5
+    assert stored["data"]["cue_proportion"] == 0.5
 
 
 @pytest.mark.parametrize("overrides,message", [

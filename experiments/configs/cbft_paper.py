@@ -23,8 +23,8 @@ def get_config(arg: str = "cifar10,vgg13,0.9"):
     config = cbft.get_config()
     config.cue_model = paper.get_config(arg)
     config.seeds = (0, 1, 2)
-    config.n_clean = 2500
-    config.n_cue = 47500
-    config.llrt_learning_rate = 30.0
-    config.bn_batches = 20
+    config.data.n_clean = 2500
+    config.data.n_cue = 47500
+    config.finetune.llrt_learning_rate = 30.0
+    config.path.bn_batches = 20
     return config

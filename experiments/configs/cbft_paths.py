@@ -18,6 +18,6 @@ from experiments.configs import cbft, cbft_paper
 
 def get_config(arg: str = ""):
     config = cbft_paper.get_config(arg) if arg else cbft.get_config()
-    config.path_targets = ("cue_model", "nocue_model")
-    config.path_conditions = ("nocue", "cue", "randcue", "randimg")
+    config.path.targets = ("cue_model", "nocue_model")
+    config.path.conditions = "nocue,cue,randcue,randimg"
     return config

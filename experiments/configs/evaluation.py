@@ -1,28 +1,40 @@
-"""The evaluation and alignment settings that the model-comparison configs (connectivity,
-similarity, layerwise, plane) share."""
+"""The sections that the model-comparison configs (connectivity, similarity, layerwise,
+plane) and ``experiments.cbft`` share: ``path`` (how models and paths are evaluated) and
+``permutation`` (how one model is aligned to another)."""
+
+import ml_collections
 
 
-def add_settings(config):
-    """Adds the evaluation fields to ``config`` and returns it."""
-    config.conditions = "nocue,cue,randcue,randimg"
-    config.num_points = 11           # points on each line, t = 0 ... 1
-    config.num_eval = 0              # > 0: evaluate on the first num_eval test samples only
-    config.bn = "recompute"          # interpolate | interpolate_ema | recompute | repair
-    config.bn_batches = 5            # clean training batches for the BN statistics
-    config.batch_size = 500
-    config.random_from = "set"       # randimg images / random domino cues: set | batch
-    config.strategy = "auto"         # auto | map | vmap | shard_map
-    config.part_size = 64            # points per saved part: a killed run resumes after it
-    config.seed = 0
-    return config
+def path_config(**changes) -> ml_collections.ConfigDict:
+    """The ``path`` section (``changes`` replace defaults)."""
+    path = ml_collections.ConfigDict()
+    path.conditions = "nocue,cue,randcue,randimg"
+    path.num_points = 11             # points on each line, t = 0 ... 1
+    path.eval_split = "test"         # data evaluated on: test | train
+    path.num_eval = 0                # > 0: evaluate on the first num_eval samples only
+    # BN along the path: interpolate | interpolate_ema (paper code) | recompute | repair
+    path.bn = "recompute"
+    path.bn_batches = 5              # clean training batches for the BN statistics (0: all)
+    path.batch_size = 500
+    path.bn_batch_size = 0           # BN passes' batch size (0: batch_size; paper code: 128)
+    path.bn_shuffle = False          # BN batches from the shuffled training set (paper code)
+    path.random_from = "set"         # randimg images / random domino cues: set (paper) | batch
+    path.strategy = "auto"           # auto | map | vmap | shard_map
+    path.chunk_size = 0              # points vectorized together (0: fitted to the budget)
+    path.memory_budget_gib = 0.0     # working memory per device (0: half the device's)
+    path.part_size = 64              # points per saved part: a killed run resumes after it
+    path.update(changes)
+    return path
 
 
-def add_permutation_settings(config):
-    """Adds how one model is aligned to another before interpolating; returns ``config``."""
+def permutation_config() -> ml_collections.ConfigDict:
+    """The ``permutation`` section."""
+    permutation = ml_collections.ConfigDict()
     # weight (Git Re-Basin weight matching, default) | activation | greedy |
     # paper (the paper code's greedy per-layer activation matching, solved per batch)
-    config.permutation = "weight"
-    config.permute_residual = True   # False: residual streams stay unpermuted (branches only)
-    config.match_batches = 0         # activation matching batches (0: 10; paper: 91)
-    config.match_batch_size = 0      # their size (0: batch_size; paper: 128, shuffled)
-    return config
+    permutation.method = "weight"
+    permutation.permute_residual = True   # False: residual streams stay unpermuted
+    permutation.match_batches = 0         # activation matching batches (0: 10; paper: 91)
+    permutation.match_batch_size = 0      # their size (0: path.batch_size; paper: 128)
+    return permutation
+

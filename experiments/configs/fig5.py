@@ -10,7 +10,7 @@ learning rate (0.001, 0.01, 0.1), then the straight line θ_C → θ_FT on all f
 Writes ``paths_to_cue_model.png`` (a panel per condition, a curve per learning rate),
 ``results.json`` and ``results.md`` (the four conditions per model, and the loss and
 accuracy barriers on the line from θ_C per condition). As in the paper, fine-tuning runs for
-100 epochs (on the ``n_clean`` clean samples). Expected on the demo: small and medium
+100 epochs (on the ``data.n_clean`` clean samples). Expected on the demo: small and medium
 learning rates stay linearly connected to θ_C on every condition and keep reading the cue
 (high RI); the large one leaves θ_C's basin (a barrier on the cued data) and drops the cue.
 Runtime on a 2-core CPU: ~7.5 minutes (θ_C ~2 of them).
@@ -22,8 +22,8 @@ from experiments.configs import cbft, cbft_paper
 def get_config(arg: str = ""):
     config = cbft_paper.get_config(arg) if arg else cbft.get_config()
     config.methods = ("naive_ft_small", "naive_ft_medium", "naive_ft_large")
-    config.epochs = 100
-    config.path_conditions = ("nocue", "cue", "randcue", "randimg")
+    config.optim.epochs = 100
+    config.path.conditions = "nocue,cue,randcue,randimg"
     if arg:
         config.seeds = (0,)
     return config

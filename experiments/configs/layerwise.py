@@ -11,6 +11,8 @@ from experiments.configs import evaluation
 
 
 def get_config():
-    config = evaluation.add_settings(ml_collections.ConfigDict())
+    config = ml_collections.ConfigDict()
+    config.path = evaluation.path_config()
     config.groups = ""               # comma-separated module names ("": every top-level module)
+    config.seed = 0
     return config

@@ -25,15 +25,10 @@ def get_config(arg: str = "cifar10,vgg13,0.9"):
         raise ValueError(f"paper config argument must be 'dataset,model,p' with dataset in "
                          f"{DATASETS} and model in {MODELS}, got {arg!r}")
     config = demo.get_config()
-    config.dataset = dataset
-    config.model = model
-    config.cue_proportion = float(proportion or 0.9)
-    config.epochs = 100
-    config.batch_size = 256
-    config.learning_rate = 0.1
-    config.momentum = 0.9
-    config.weight_decay = 1e-4
-    config.schedule = "step"
-    config.step_every_epochs = 40
-    config.step_factor = 0.1
+    config.data.name = dataset
+    config.data.cue_proportion = float(proportion or 0.9)
+    config.model.name = model
+    config.optim.update(epochs=100, batch_size=256, learning_rate=0.1, momentum=0.9,
+                        weight_decay=1e-4, schedule="step", step_every_epochs=40,
+                        step_factor=0.1)
     return config

@@ -11,7 +11,9 @@ from experiments.configs import evaluation
 
 
 def get_config():
-    config = evaluation.add_settings(ml_collections.ConfigDict())
-    config.num_points = 21           # G: grid points per side (G² points in one evaluation)
+    config = ml_collections.ConfigDict()
+    # path.num_points: G, grid points per side (G² points in one evaluation).
+    config.path = evaluation.path_config(num_points=21)
     config.margin = 0.2              # grid beyond the models, as a fraction of their extent
+    config.seed = 0
     return config

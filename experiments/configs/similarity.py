@@ -15,8 +15,10 @@ from experiments.configs import evaluation
 
 
 def get_config():
-    config = evaluation.add_settings(ml_collections.ConfigDict())
+    config = ml_collections.ConfigDict()
+    config.path = evaluation.path_config()
+    config.permutation = evaluation.permutation_config()
     config.cluster_threshold = 0.1   # models within this average loss barrier: one cluster
     config.permuted = False          # True: each pair's second model aligned to the first
-    evaluation.add_permutation_settings(config)
+    config.seed = 0
     return config

@@ -23,15 +23,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmc_jax import data, diagnosis, logs, models, parallel
-from mmc_jax.errors import InputError, require
-from mmc_jax.training import optim
+from mmc_jax.errors import InputError
 from mmc_jax.training.checkpoint import RunCheckpoints
+from mmc_jax.training.config import AUTO, DataConfig, ModelConfig, TrainConfig
 from mmc_jax.training.evaluate import evaluate
 from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import train_step
-
-#: ``cue_proportion`` value asking the entry points to calibrate it (:mod:`mmc_jax.calibration`).
-AUTO = "auto"
 
 
 class Interrupted(Exception):
@@ -59,64 +56,45 @@ def stop_requests():
             signal.signal(s, h)
 
 
-def validate(config) -> None:
-    """Raises InputError for impossible values before any long work."""
-    require([
-        (config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}"),
-        (config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}"),
-        (config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate}"),
-        (config.weight_decay >= 0, f"weight_decay must be >= 0, got {config.weight_decay}"),
-        (0 <= config.momentum < 1, f"momentum must be in [0, 1), got {config.momentum}"),
-        (config.schedule in optim.SCHEDULES,
-         f"unknown schedule {config.schedule!r}; choose from {', '.join(optim.SCHEDULES)}"),
-        (config.dtype in models.DTYPES,
-         f"unknown dtype {config.dtype!r}; choose from {', '.join(models.DTYPES)}"),
-        (config.num_train >= 0, f"num_train must be >= 0, got {config.num_train}"),
-        (config.num_test >= 0, f"num_test must be >= 0, got {config.num_test}"),
-        (config.get("eval_every_epochs", 1) >= 1,
-         f"eval_every_epochs must be >= 1, got {config.get('eval_every_epochs')}"),
-        (config.get("grad_clip_norm", 0.0) >= 0,
-         f"grad_clip_norm must be >= 0, got {config.get('grad_clip_norm')}"),
-    ])
-    if config.cue_proportion != AUTO:
-        data.cues.check_proportion(config.cue_proportion)
-    models.check_name(config.model)
+def validate(config) -> TrainConfig:
+    """The typed form of ``config`` (:meth:`TrainConfig.of`); raises InputError for an
+    unknown field or an impossible value before any long work."""
+    return TrainConfig.of(config)
 
 
 def load_data(config):
-    """Train and test splits named by the config (``num_train`` / ``num_test`` > 0 keep the
-    first samples only)."""
-    options = {}
-    if config.get("data_dir"):
-        options["data_dir"] = config.data_dir
-    if config.dataset == "dominoes":
+    """Train and test splits named by a training config or its data section
+    (``num_train`` / ``num_test`` > 0 keep the first samples only)."""
+    config = config if isinstance(config, DataConfig) else TrainConfig.of(config).data
+    options = {"data_dir": config.data_dir} if config.data_dir else {}
+    if config.name == "dominoes":
         options.update(top=config.dominoes_top, bottom=config.dominoes_bottom)
-    train = data.load(config.dataset, "train", seed=config.data_seed, **options)
-    test = data.load(config.dataset, "test", seed=config.data_seed, **options)
-    if config.get("num_train", 0):
+    train = data.load(config.name, "train", seed=config.seed, **options)
+    test = data.load(config.name, "test", seed=config.seed, **options)
+    if config.num_train:
         if config.num_train > len(train):
             raise InputError(f"num_train {config.num_train} exceeds the {len(train)} training "
                              "samples")
         train = train.take(np.arange(config.num_train))
-    if config.get("num_test", 0):  # configs stored before this field existed lack it
+    if config.num_test:
         test = test.take(np.arange(min(config.num_test, len(test))))
     return train, test
 
 
 def create_model(config, num_classes: int):
-    """The model named by the config."""
-    return models.create(config.model, num_classes, width=config.width or None,
+    """The model named by a training config or its model section."""
+    config = config if isinstance(config, ModelConfig) else TrainConfig.of(config).model
+    return models.create(config.name, num_classes, width=config.width or None,
                          dtype=config.dtype)
 
 
 def create_state(config, model, image_shape, steps_per_epoch: int) -> TrainState:
     """A fresh train state: initial variables and PyTorch-style SGD with the schedule."""
+    config = TrainConfig.of(config)
     init_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = models.init(model, init_key, image_shape)
-    lr = optim.schedule(config.schedule, config.learning_rate, config.epochs * steps_per_epoch,
-                        steps_per_epoch, config.step_every_epochs, config.step_factor)
-    tx = optim.sgd(lr, config.momentum, config.weight_decay, config.get("grad_clip_norm", 0.0))
-    return TrainState.create(model.apply, variables, tx, state_key)
+    return TrainState.create(model.apply, variables, config.optim.optimizer(steps_per_epoch),
+                             state_key)
 
 
 def init_from(state: TrainState, config, folder) -> TrainState:
@@ -141,13 +119,11 @@ def trained_config(workdir: str):
     Raises:
       InputError: no run there.
     """
-    import ml_collections
-
     path = pathlib.Path(workdir).expanduser().resolve() / "config.json"
     if not path.is_file():
         raise InputError(f"no training run in {path.parent} (expected config.json from "
                          "experiments.train)")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return TrainConfig.of(json.loads(path.read_text()))
 
 
 def restore_trained(workdir: str):
@@ -166,7 +142,8 @@ def restore_trained(workdir: str):
     model = create_model(config, train.num_classes)
     # The schedule's length does not change the state's structure, which is all restore needs.
     state = create_state(config, model, train.image_shape, 1)
-    with RunCheckpoints(path, config.to_dict()) as checkpoints:
+    stored = json.loads((path / "config.json").read_text())  # as the run wrote it
+    with RunCheckpoints(path, stored) as checkpoints:
         if checkpoints.latest_step is None:
             raise InputError(f"no checkpoint in {path / 'checkpoints'}")
         state, _ = checkpoints.restore(state)
@@ -177,7 +154,7 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True, datasets=
                        epoch_hook=None) -> dict[str, Any]:
     """Trains (or resumes) the model of ``config`` in ``workdir`` and evaluates it.
 
-    With ``config.init_from`` (a folder holding a model, see ``training.load_model``) the run
+    With ``config.model.init_from`` (a folder holding a model, see ``training.load_model``) the run
     starts from that model's variables instead of a fresh initialisation. ``datasets``
     (``(train, test)``) replaces the config's data, e.g. a subset of it. ``epoch_hook(state,
     record) -> record``, called after each epoch's record (and its clean test accuracy), may
@@ -190,19 +167,19 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True, datasets=
       cue, the ``diagnosis`` of :func:`mmc_jax.diagnosis.diagnose`) and the per-epoch
       metrics.
     """
-    validate(config)
-    if config.cue_proportion == AUTO:
+    config = TrainConfig.of(config)
+    if config.data.cue_proportion == AUTO:
         raise InputError("cue_proportion 'auto' is chosen by mmc_jax.calibration (the entry "
                          "points run it first); train_and_evaluate needs a number")
     train, test = load_data(config) if datasets is None else datasets
     model = create_model(config, train.num_classes)
-    mask = data.cue_mask(train.labels, config.cue_proportion)
+    mask = data.cue_mask(train.labels, config.data.cue_proportion)
     iterator = data.EpochIterator(
         {"images": train.images, "labels": train.labels, "cue": mask},
-        batch_size=config.batch_size, seed=config.seed)
+        batch_size=config.optim.batch_size, seed=config.seed)
     state = create_state(config, model, train.image_shape, iterator.steps_per_epoch)
-    if config.get("init_from"):
-        state = init_from(state, config, config.init_from)
+    if config.model.init_from:
+        state = init_from(state, config, config.model.init_from)
     eval_key = jax.random.PRNGKey(config.seed + 1)
 
     with RunCheckpoints(workdir, config.to_dict(), config.checkpoints_to_keep) as checkpoints:
@@ -211,34 +188,36 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True, datasets=
 
     test_metrics = evaluate(state.apply_fn, state.variables, test, eval_key,
                             batch_size=config.eval_batch_size)
-    result = {"dataset": train.name, "num_classes": train.num_classes, "model": config.model,
-              "cue_proportion": config.cue_proportion, "epochs": config.epochs,
+    result = {"dataset": train.name, "num_classes": train.num_classes,
+              "model": config.model.name, "cue_proportion": config.data.cue_proportion,
+              "epochs": config.optim.epochs,
               "seconds": round(meta["seconds"], 2), "test": test_metrics}
     if "stopped_at_epoch" in meta:
         result["stopped_at_epoch"] = meta["stopped_at_epoch"]
-    if config.cue_proportion:
+    if config.data.cue_proportion:
         result["diagnosis"] = diagnosis.diagnose(
-            {"cue_model": {"test": test_metrics}}, config.cue_proportion, config.weight_decay,
+            {"cue_model": {"test": test_metrics}}, config.data.cue_proportion,
+            config.optim.weight_decay,
             train.num_classes)
     return {"state": state, "result": result, "history": meta["history"]}
 
 
 def _train(config, state, checkpoints, iterator, cue, test, eval_key, progress,
            epoch_hook=None):
-    """Trains with a clean-test evaluation every ``config.eval_every_epochs`` epochs (default
-    1) and after the last, then ``epoch_hook``; returns ``(state, meta)``."""
+    """Trains with a clean-test evaluation every ``config.eval_every_epochs`` epochs and
+    after the last, then ``epoch_hook``; returns ``(state, meta)``."""
     step_fn = jax.jit(functools.partial(train_step, cue=cue), donate_argnums=0)
 
-    every = config.get("eval_every_epochs", 1)
+    every, epochs = config.eval_every_epochs, config.optim.epochs
 
     def on_epoch_end(state, record):
-        if not record["epoch"] % every or record["epoch"] == config.epochs:
+        if not record["epoch"] % every or record["epoch"] == epochs:
             clean = evaluate(state.apply_fn, state.variables, test, eval_key,
                              conditions=("nocue",), batch_size=config.eval_batch_size)["nocue"]
             record = {**record, "test_nocue_acc": clean["acc"], "test_nocue_loss": clean["loss"]}
         return record if epoch_hook is None else epoch_hook(state, record)
 
-    return run_epochs(state, step_fn, iterator, checkpoints, config.epochs, on_epoch_end,
+    return run_epochs(state, step_fn, iterator, checkpoints, epochs, on_epoch_end,
                       progress=progress, desc="train")
 
 

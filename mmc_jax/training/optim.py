@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import optax
 
-from mmc_jax.errors import InputError
+from mmc_jax.errors import InputError, check_bounds
 
 SCHEDULES = ("constant", "step", "cosine")
 
@@ -22,12 +22,9 @@ def sgd(learning_rate: float | optax.Schedule, momentum: float = 0.9,
     (PyTorch's ``clip_grad_norm_`` before ``optimizer.step()``); 0 leaves it alone and adds
     nothing to the optimizer state.
     """
-    if momentum < 0:
-        raise InputError(f"momentum must be >= 0, got {momentum}")
-    if weight_decay < 0:
-        raise InputError(f"weight_decay must be >= 0, got {weight_decay}")
-    if clip_norm < 0:
-        raise InputError(f"grad_clip_norm must be >= 0, got {clip_norm}")
+    check_bounds({"momentum": momentum, "weight_decay": weight_decay,
+                  "grad_clip_norm": clip_norm}, momentum=("momentum",),
+                 non_negative=("weight_decay", "grad_clip_norm"))
     clip = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
     return optax.chain(*clip, optax.add_decayed_weights(weight_decay),
                        optax.sgd(learning_rate, momentum=momentum or None))

@@ -21,17 +21,17 @@ import shutil
 from typing import Any, Mapping
 
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 
 from mmc_jax import models
 from mmc_jax.errors import InputError
 from mmc_jax.io import write_json
-from mmc_jax.training.loop import restore_trained
+from mmc_jax.training.config import TrainConfig
+from mmc_jax.training.loop import create_model, restore_trained
 
 #: Config fields that fix a model's architecture, and those that fix its data.
-ARCHITECTURE_FIELDS = ("model", "width", "dtype")
-DATA_FIELDS = ("dataset", "dominoes_top", "dominoes_bottom", "data_seed")
+ARCHITECTURE_FIELDS = ("model.name", "model.width", "model.dtype")
+DATA_FIELDS = ("data.name", "data.dominoes_top", "data.dominoes_bottom", "data.seed")
 
 
 def save_model(folder, config, variables: Mapping[str, Any], num_classes: int,
@@ -54,8 +54,8 @@ def save_model(folder, config, variables: Mapping[str, Any], num_classes: int,
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(target, {"params": variables["params"],
                                    "batch_stats": variables.get("batch_stats", {})})
-    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    write_json(folder / "model.json", {"config": config, "num_classes": int(num_classes),
+    write_json(folder / "model.json", {"config": TrainConfig.of(config).to_dict(),
+                                       "num_classes": int(num_classes),
                                        "image_shape": [int(d) for d in image_shape]})
     return folder
 
@@ -65,7 +65,7 @@ def has_model(folder) -> bool:
     return (pathlib.Path(folder) / "model.json").is_file()
 
 
-def model_config(folder) -> ml_collections.ConfigDict:
+def model_config(folder) -> TrainConfig:
     """The training config (architecture and data) of the model in ``folder``, read without
     loading the model.
 
@@ -74,11 +74,11 @@ def model_config(folder) -> ml_collections.ConfigDict:
     """
     path = pathlib.Path(folder).expanduser().resolve()
     if has_model(path):
-        return ml_collections.ConfigDict(json.loads((path / "model.json").read_text())["config"])
+        return TrainConfig.of(json.loads((path / "model.json").read_text())["config"])
     if (path / "config.json").is_file():
         config = json.loads((path / "config.json").read_text())
-        if "model" in config and "dataset" in config:
-            return ml_collections.ConfigDict(config)
+        if "model" in config and ("data" in config or "dataset" in config):  # a training run
+            return TrainConfig.of(config)
     raise InputError(f"{path} holds no model (expected an experiments.train workdir, or a "
                      "model folder of experiments.cbft such as <workdir>/seed_0/cbft)")
 
@@ -87,8 +87,8 @@ def load_model(folder):
     """The model, variables and training config held by ``folder`` (either kind above).
 
     Returns:
-      ``(module, variables, config)``; ``config`` is an ``ml_collections.ConfigDict`` naming
-      the architecture and the data (``training.load_data(config)`` loads the data).
+      ``(module, variables, config)``; ``config`` is the :class:`TrainConfig` naming the
+      architecture and the data (``training.load_data(config)`` loads the data).
 
     Raises:
       InputError: the folder holds no model, or its files do not fit each other.
@@ -98,8 +98,7 @@ def load_model(folder):
     if not has_model(path):
         return restore_trained(path)
     meta = json.loads((path / "model.json").read_text())
-    module = models.create(config.model, meta["num_classes"], width=config.width or None,
-                           dtype=config.dtype)
+    module = create_model(config, meta["num_classes"])
     abstract = jax.eval_shape(lambda: models.init(module, jax.random.PRNGKey(0),
                                                   tuple(meta["image_shape"])))
     abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
@@ -108,20 +107,27 @@ def load_model(folder):
             variables = checkpointer.restore(path / "model", abstract)
     except Exception as err:  # orbax raises several types for missing or bad files
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise InputError(f"{path / 'model'} cannot be read as a {config.model} ({first})"
+        raise InputError(f"{path / 'model'} cannot be read as a {config.model.name} ({first})"
                          ) from None
     return module, dict(variables), config
 
 
 def check_compatible(config_a, config_b, name_a: str = "model a",
                      name_b: str = "model b") -> None:
-    """Raises InputError unless two models share their architecture and their data."""
+    """Raises InputError unless two models (their training configs) share their
+    architecture and their data."""
+    config_a, config_b = TrainConfig.of(config_a), TrainConfig.of(config_b)
     for fields, what in ((ARCHITECTURE_FIELDS, "architectures"), (DATA_FIELDS, "data")):
-        a = {f: config_a.get(f) for f in fields}
-        b = {f: config_b.get(f) for f in fields}
+        a = {f: _field(config_a, f) for f in fields}
+        b = {f: _field(config_b, f) for f in fields}
         if a != b:
             diff = ", ".join(f"{f} {a[f]!r} vs {b[f]!r}" for f in fields if a[f] != b[f])
             raise InputError(f"{name_a} and {name_b} have different {what} ({diff})")
+
+
+def _field(config: TrainConfig, dotted: str):
+    section, name = dotted.split(".")
+    return getattr(getattr(config, section), name)
 
 
 __all__ = ["ARCHITECTURE_FIELDS", "DATA_FIELDS", "check_compatible", "has_model",
