@@ -1,7 +1,7 @@
 """A model of your own in every entry point:
 
-    python -m experiments.train --config.model=examples.my_model:make_model --workdir=DIR
-    python -m experiments.cbft --config.cue_model.model=examples.my_model:make_model
+    python -m experiments.train --config.model.name=examples.my_model:make_model --workdir=DIR
+    python -m experiments.cbft --config.cue_model.model.name=examples.my_model:make_model
 
 ``make_model(num_classes)`` returns a Linen module called as ``module(x, train=...)``. To be
 fine-tuned by LLRT, LPFT and CBFT it also returns its penultimate features with

@@ -47,6 +47,11 @@ CASES = [
     ("train", ["--config.optim.epochs=0"], "optim.epochs must be >= 1"),
     ("train", ["--config.optim.grad_clip_norm=-1"], "optim.grad_clip_norm must be >= 0"),
     ("train", ["--config.foo=1"], "unknown config field 'foo' (--config.foo)"),
+    ("train", ["--config.cue_proportion=0.87"], "config field 'cue_proportion' is now "
+     "'data.cue_proportion' (--config.data.cue_proportion=...)"),
+    ("train", ["--config.model=vgg13"], "config field 'model' is now a section; set "
+     "'model.name' (--config.model.name=...)"),
+    ("cbft", ["--config.path_points=3"], "config field 'path_points' is now 'path.num_points'"),
     ("train", ["--config.optim.epochs=abc"], "--config.optim.epochs=abc: invalid literal"),
     ("train", ["--nosuchflag"], "Unknown command line flag 'nosuchflag'"),
     ("train", ["--restart", "--workdir={tmp}/notes"], "does not look like an mmc_jax workdir"),

@@ -10,8 +10,8 @@ import pytest
 import events
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--config.num_points=3", "--config.num_eval=60", "--config.bn_batches=2",
-        "--config.batch_size=60"]
+TINY = ["--config.path.num_points=3", "--config.path.num_eval=60", "--config.path.bn_batches=2",
+        "--config.path.batch_size=60"]
 
 
 def _run(*args):
@@ -22,7 +22,7 @@ def _run(*args):
 @pytest.mark.slow
 @pytest.mark.parametrize("path,extra", [
     ("linear", []), ("permuted_linear", []),
-    ("quadratic", ["--config.curve_epochs=1", "--config.curve_batch_size=64"])])
+    ("quadratic", ["--config.curve.epochs=1", "--config.curve.batch_size=64"])])
 def test_connectivity_cli(trained, tmp_path, path, extra):
     result = _run(f"--model_a={trained / 'nc'}", f"--model_b={trained / 'c'}", f"--path={path}",
                   f"--workdir={tmp_path}", *TINY, *extra)
@@ -44,8 +44,8 @@ def test_connectivity_cli(trained, tmp_path, path, extra):
     # whole curve, and at t = 1/2 of the curve the plane's grid point is the path's midpoint.
     plane_dir = tmp_path / "plane"
     plane = subprocess.run([sys.executable, "-m", "experiments.plane", f"--curve={tmp_path}",
-                            f"--workdir={plane_dir}", "--config.num_points=3",
-                            "--config.conditions=nocue", *TINY[1:]], cwd=ROOT,
+                            f"--workdir={plane_dir}", "--config.path.num_points=3",
+                            "--config.path.conditions=nocue", *TINY[1:]], cwd=ROOT,
                            capture_output=True, text=True, timeout=600)
     assert plane.returncode == 0, plane.stderr[-3000:]
     out = json.loads((plane_dir / "results.json").read_text())

@@ -16,23 +16,25 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-TRAIN = ["--config.width=0.25", "--config.num_train=384", "--config.num_test=100",
-         "--config.batch_size=64", "--config.epochs=3", "--config.eval_batch_size=100",
-         "--config.cue_proportion=0.8"]
-CBFT = ["--config.cue_model.width=0.25", "--config.cue_model.num_train=256",
-        "--config.cue_model.num_test=100", "--config.cue_model.batch_size=64",
-        "--config.cue_model.epochs=2", "--config.cue_model.eval_batch_size=100",
-        "--config.n_clean=128", "--config.n_cue=256", "--config.batch_size=64",
-        "--config.epochs=2", "--config.llrt_epochs=3", "--config.path_points=3",
-        "--config.bn_batches=2", "--config.eval_batch_size=100",
+TRAIN = ["--config.model.width=0.25", "--config.data.num_train=384",
+         "--config.data.num_test=100", "--config.optim.batch_size=64", "--config.optim.epochs=3",
+         "--config.eval_batch_size=100", "--config.data.cue_proportion=0.8"]
+CBFT = ["--config.cue_model.model.width=0.25", "--config.cue_model.data.num_train=256",
+        "--config.cue_model.data.num_test=100", "--config.cue_model.optim.batch_size=64",
+        "--config.cue_model.optim.epochs=2", "--config.cue_model.eval_batch_size=100",
+        "--config.data.n_clean=128", "--config.data.n_cue=256", "--config.optim.batch_size=64",
+        "--config.optim.epochs=2", "--config.finetune.llrt_epochs=3",
+        "--config.path.num_points=3", "--config.path.bn_batches=2",
+        "--config.path.batch_size=100",
         # θ_NC, the from-scratch model and an ablation resume too.
         "--config.methods=('naive_ft_small', 'lpft', 'cbft_no_barrier', 'scratch')",
-        "--config.path_targets=('cue_model', 'nocue_model')", "--config.scratch_epochs=2"]
+        "--config.path.targets=('cue_model', 'nocue_model')",
+        "--config.finetune.scratch_epochs=2"]
 
 
-CONNECTIVITY = ["--path=quadratic", "--config.num_points=3", "--config.num_eval=60",
-                "--config.bn_batches=2", "--config.batch_size=60", "--config.curve_epochs=3",
-                "--config.curve_batch_size=64"]
+CONNECTIVITY = ["--path=quadratic", "--config.path.num_points=3", "--config.path.num_eval=60",
+                "--config.path.bn_batches=2", "--config.path.batch_size=60",
+                "--config.curve.epochs=3", "--config.curve.batch_size=64"]
 
 
 def _command(entry, args, workdir):
@@ -134,8 +136,9 @@ def test_killed_plane_resumes_from_its_saved_parts(trained, third_trained, tmp_p
     """The plane's grid in saved parts: killed after its first part, the rerun says it
     resumes and ends with the uninterrupted run's results."""
     args = [f"--models=NC={trained / 'nc'},C={trained / 'c'},half={third_trained}",
-            "--config.num_points=4", "--config.num_eval=60", "--config.bn_batches=1",
-            "--config.batch_size=60", "--config.conditions=nocue", "--config.part_size=2"]
+            "--config.path.num_points=4", "--config.path.num_eval=60",
+            "--config.path.bn_batches=1", "--config.path.batch_size=60",
+            "--config.path.conditions=nocue", "--config.path.part_size=2"]
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     _run("plane", args, reference)
     process = subprocess.Popen(_command("plane", args, resumed), cwd=ROOT,

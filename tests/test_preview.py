@@ -26,7 +26,7 @@ def test_preview_writes_grid_and_summary(tmp_path):
              y_test=np.arange(20) % 10)
     workdir = tmp_path / "work"
     root = pathlib.Path(__file__).resolve().parents[1]
-    result = _run(f"--config.dataset=npz:{npz}", "--config.cue_proportion=0.5",
+    result = _run(f"--config.data.name=npz:{npz}", "--config.data.cue_proportion=0.5",
                   f"--workdir={workdir}", cwd=root)
     assert result.returncode == 0, result.stderr
     summary = json.loads((workdir / "results.json").read_text())
@@ -37,8 +37,8 @@ def test_preview_writes_grid_and_summary(tmp_path):
 
 
 @pytest.mark.parametrize("flag,message", [
-    ("--config.dataset=imagenet", "error: unknown dataset 'imagenet'"),
-    ("--config.cue_proportion=1.5", "error: cue proportion must be in [0, 1], got 1.5"),
+    ("--config.data.name=imagenet", "error: unknown dataset 'imagenet'"),
+    ("--config.data.cue_proportion=1.5", "error: cue proportion must be in [0, 1], got 1.5"),
 ])
 def test_preview_bad_input_is_one_line(tmp_path, flag, message):
     root = pathlib.Path(__file__).resolve().parents[1]

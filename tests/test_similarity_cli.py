@@ -13,8 +13,8 @@ import pytest
 import events
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--config.num_points=3", "--config.num_eval=60", "--config.bn_batches=2",
-        "--config.batch_size=60", "--config.conditions=nocue,cue"]
+TINY = ["--config.path.num_points=3", "--config.path.num_eval=60", "--config.path.bn_batches=2",
+        "--config.path.batch_size=60", "--config.path.conditions=nocue,cue"]
 
 
 def _run(module, *args):
@@ -64,10 +64,10 @@ def test_permuted_similarity_with_repair(trained, tmp_path):
     work = tmp_path / "permuted"
     result = _run("similarity", f"--models=NC={trained / 'nc'},C={trained / 'c'},"
                   f"C_again={trained / 'c'}", f"--workdir={work}", "--config.permuted=true",
-                  "--config.bn=repair", *TINY)
+                  "--config.path.bn=repair", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((work / "results.json").read_text())
-    assert out["config"]["bn"] == "repair"
+    assert out["config"]["path"]["bn"] == "repair"
     assert "Weight-permuted linear-path barriers between 3 models, BN repair" in (
         work / "results.md").read_text()
     for c in ("nocue", "cue"):
@@ -76,8 +76,8 @@ def test_permuted_similarity_with_repair(trained, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--models=a"], "at least 2 model folders"),
-    (["--models=a,b", "--config.permutation=magic"], "unknown permutation 'magic'"),
-    (["--models=a,b", "--config.num_points=1"], "num_points must be >= 2"),
+    (["--models=a,b", "--config.permutation.method=magic"], "unknown permutation method 'magic'"),
+    (["--models=a,b", "--config.path.num_points=1"], "num_points must be >= 2"),
     (["--models=x=a,x=b"], "two models are named 'x'"),
 ])
 def test_similarity_bad_input_is_one_line(tmp_path, args, message):
@@ -126,7 +126,7 @@ def test_plane_cli_refuses_two_models_and_three_on_a_line(trained, tmp_path):
 
 def test_plane_grid_of_one_point_is_one_line(trained, tmp_path):
     result = _run("plane", f"--models={trained / 'nc'},{trained / 'c'},x={trained / 'nc'}",
-                  "--config.num_points=1", f"--workdir={tmp_path}")
+                  "--config.path.num_points=1", f"--workdir={tmp_path}")
     assert result.returncode == 2 and "num_points must be >= 2" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -1,5 +1,5 @@
 """Models defined only for the tests, loaded by the entry points as
-``--config.model=tests.user_models:<factory>``."""
+``--config.model.name=tests.user_models:<factory>``."""
 
 import flax.linen as nn
 

@@ -158,8 +158,8 @@ class TrainConfig:
         if isinstance(config, cls):
             return config
         values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-        if not isinstance(values.get("data", {}), Mapping):  # stored flat
-            values = _nest(values)
+        if any(k in FLAT_FIELDS and not isinstance(v, Mapping) for k, v in values.items()):
+            values = _nest(values)  # stored flat
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - fields)
         if unknown:
