@@ -63,8 +63,8 @@ def main():
             shapes.save_npz(path, style)
         start = time.perf_counter()
         run = subprocess.run(
-            [sys.executable, "-m", "experiments.cbft", f"--config.cue_model.dataset=npz:{path}",
-             "--config.cue_model.cue_proportion=auto", "--config.n_clean=auto",
+            [sys.executable, "-m", "experiments.cbft", f"--config.cue_model.data.name=npz:{path}",
+             "--config.cue_model.data.cue_proportion=auto", "--config.data.n_clean=auto",
              f"--workdir={workdir / style}"], cwd=ROOT, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         if run.returncode:

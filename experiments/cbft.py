@@ -25,6 +25,7 @@ import time
 
 import jax
 import ml_collections
+from absl import logging
 from tqdm.auto import tqdm
 
 from experiments import cli, evaluation
@@ -121,7 +122,7 @@ def run(config, workdir: str) -> dict:
     runs = []
     for i, seed in enumerate(seeds):
         folder = workdir / f"seed_{seed}"
-        print(f"seed {seed} ({i + 1}/{len(seeds)}): {folder}")
+        logging.info(f"seed {seed} ({i + 1}/{len(seeds)}): {folder}")
         runs.append(finished_seed(config, seed, folder) or run_seed(config, seed, folder))
     results = aggregate(runs)
     if calibrated:
@@ -137,11 +138,11 @@ def calibrate(config, seed: int, workdir: pathlib.Path, datasets):
     (:func:`mmc_jax.calibration.calibrate`, trials in ``workdir/calibration`` with the first
     seed's recipe; the proportion is a property of the data, shared by every seed). Returns
     the config with the chosen proportion, and the calibration's result."""
-    print("θ_C's cue proportion: calibration trials")
+    logging.info("θ_C's cue proportion: calibration trials")
     cue_config = training.TrainConfig.of(config.cue_model)
     calibrated = calibration.calibrate(cue_config.changed(seed=seed), workdir / "calibration",
                                        datasets=datasets)
-    print(f"θ_C's cue proportion: p = {calibrated['cue_proportion']:g}")
+    logging.info(f"θ_C's cue proportion: p = {calibrated['cue_proportion']:g}")
     cli.warn(filter(None, [calibration.warning(calibrated, cue_config.optim.weight_decay)]))
     cue_config = cue_config.changed(data={"cue_proportion": calibrated["cue_proportion"]})
     config = ml_collections.ConfigDict({**config.to_dict(), "cue_model": cue_config.to_dict()})
@@ -164,7 +165,7 @@ def finished_seed(config, seed: int, workdir: pathlib.Path) -> dict | None:
     results = json.loads(path.read_text())
     if results.get("config") != json.loads(json.dumps(seed_config(config, seed))):
         return None
-    print("  finished earlier with this config; reusing its results")
+    logging.info("  finished earlier with this config; reusing its results")
     return results
 
 
@@ -172,25 +173,25 @@ def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
     """The reference models, every method, their evaluation and paths for one seed."""
     start = time.perf_counter()
     phases = timing.Phases()
-    print("1/3 reference models")
+    logging.info("1/3 reference models")
     with phases("reference models"):
         apply_fn, references, cue_config = methods_lib.reference_models(config, seed, workdir)
     with phases("data"):
         train, test = training.load_data(cue_config)
     stored, probes = seed_config(config, seed), None
     if config.data.n_clean == training.AUTO:
-        print("n_clean: probing small-LR naive fine-tuning")
+        logging.info("n_clean: probing small-LR naive fine-tuning")
         with phases("n_clean probes"):
             n_clean, probes = methods_lib.choose_n_clean(config, seed, workdir, apply_fn,
                                                          references["cue_model"], train, test)
         config = ml_collections.ConfigDict(config.to_dict())
         config.data.n_clean = n_clean
-        print(f"n_clean: {n_clean}")
-    print("2/3 fine-tuning")
+        logging.info(f"n_clean: {n_clean}")
+    logging.info("2/3 fine-tuning")
     fine_tuned = methods_lib.fine_tuned_models(config, seed, workdir, apply_fn,
                                                references["cue_model"], cue_config, train, test,
                                                phases)
-    print("3/3 evaluation and paths")
+    logging.info("3/3 evaluation and paths")
     models = {**references, **fine_tuned}
     methods = evaluate_models(config, apply_fn, models, references, train, test,
                               jax.random.PRNGKey(seed + 1), phases)
@@ -369,7 +370,7 @@ def barrier_table(curves: dict, start: str) -> str:
 
 def main(argv):
     del argv
-    print(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
+    logging.info(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
     run(CONFIG.value, WORKDIR.value)
 
 

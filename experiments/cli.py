@@ -4,11 +4,14 @@ User errors (:class:`mmc_jax.InputError`) are printed as one line and exit with 
 a run stopped by SIGINT/SIGTERM (after saving a checkpoint) exits with status 130;
 everything else keeps its traceback. A run holds its workdir: a second process started on it
 is refused with one line until the first ends (or is killed: the lock goes with it).
+What a run is doing goes through absl logging (INFO, standard error, no prefixes); the
+results tables go to standard output.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging as std_logging
 import os
 import pathlib
 import re
@@ -24,6 +27,8 @@ except ImportError:  # Windows: runs are not locked
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+import experiments
+import mmc_jax
 from mmc_jax import runtime
 from mmc_jax.errors import InputError
 from mmc_jax.training import Interrupted
@@ -98,12 +103,41 @@ def config_path(module_file: str, name: str) -> str:
     return str(pathlib.Path(module_file).resolve().parent / "configs" / f"{name}.py")
 
 
+class _OwnInfo(std_logging.Filter):
+    """Passes warnings and errors from everywhere, INFO only from this project's packages
+    (the libraries' own INFO lines, orbax's among them, would bury the progress bars)."""
+
+    ROOTS = tuple(str(pathlib.Path(m.__file__).resolve().parent) for m in (mmc_jax, experiments))
+
+    def filter(self, record) -> bool:
+        return record.levelno >= std_logging.WARNING or record.pathname.startswith(self.ROOTS)
+
+
+class _Plain(std_logging.Formatter):
+    """The message alone for INFO (what a run is doing), ``warning: ...`` above it."""
+
+    def format(self, record) -> str:
+        text = record.getMessage()
+        return text if record.levelno < std_logging.WARNING else (
+            f"{record.levelname.lower()}: {text}")
+
+
+def show_own_progress() -> None:
+    """absl logging at INFO, on standard error, without prefixes, for this project's
+    messages (``logging.info("resuming ...")``); other packages' at WARNING and above."""
+    logging.set_verbosity(logging.INFO)
+    handler = logging.get_absl_handler()
+    handler.setFormatter(_Plain())
+    if not any(isinstance(f, _OwnInfo) for f in handler.filters):
+        handler.addFilter(_OwnInfo())
+
+
 def run(main: Callable[[list[str]], None]) -> None:
     """``absl.app.run(main)`` with :mod:`mmc_jax.runtime`'s settings (compilation cache,
     host allocator), turning InputError into a one-line message and exit code 2."""
 
     def guarded(argv):
-        logging.set_verbosity(logging.WARNING)  # absl's INFO lines bury the progress bars
+        show_own_progress()
         try:
             with hold_workdir(flags.FLAGS.workdir):
                 if RESTART.value:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pathlib
 
 import jax
-from absl import flags
+from absl import flags, logging
 
 from experiments import cli, evaluation
 from mmc_jax import curve, io, logs, path_eval, paths, plots, training
@@ -70,8 +70,8 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
                             train.image_shape)
         control = "control"  # relative to the workdir, which may move
     settings = evaluation.evaluator_settings(config.path, train, config.seed)
-    print(f"evaluating {config.path.num_points} points x {len(conditions)} conditions "
-          f"({path_eval.resolve_strategy(settings['strategy'])}, BN {settings['bn']})")
+    logging.info(f"evaluating {config.path.num_points} points x {len(conditions)} conditions "
+                 f"({path_eval.resolve_strategy(settings['strategy'])}, BN {settings['bn']})")
     result = path_eval.evaluate_path(model.apply, path, paths.grid(config.path.num_points),
                                      eval_set, conditions=conditions, **settings)
     permuted = kind == "permuted_linear"
@@ -109,7 +109,7 @@ def plots_and_table(summary: dict, workdir: pathlib.Path) -> str:
 def main(argv):
     del argv
     evaluation.require_pair(MODEL_A.value, MODEL_B.value)
-    print(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
+    logging.info(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
     connectivity(CONFIG.value, MODEL_A.value, MODEL_B.value, PATH.value, WORKDIR.value)
 
 

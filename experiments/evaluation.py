@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from mmc_jax import InputError, data, io, models, path_eval, permute, training
 from mmc_jax.data.batching import sample_batches
@@ -64,7 +65,7 @@ def finished(workdir: pathlib.Path, stored: dict) -> Optional[dict]:
     results = json.loads(previous.read_text())
     if {k: results.get(k) for k in stored} != json.loads(json.dumps(stored)):
         return None
-    print("finished earlier with these models and config; reusing its results")
+    logging.info("finished earlier with these models and config; reusing its results")
     print((workdir / "results.md").read_text())
     return results
 
@@ -145,7 +146,7 @@ def evaluator_settings(path, train, seed: int, workdir: Optional[pathlib.Path] =
         io.write_json(marker, run)
     saved = len(list(store.glob("part_*.npz")))
     if saved:
-        print(f"resuming: {saved} part(s) of the evaluation saved by an earlier run")
+        logging.info(f"resuming: {saved} part(s) of the evaluation saved by an earlier run")
     return {**settings, "store": store, "part_size": path.part_size, "progress": True}
 
 
@@ -181,8 +182,8 @@ def permutation_spec(permutation, model, variables, image_shape) -> permute.Perm
     spec = permute.derive_spec(as_apply(model), variables, jnp.zeros((1, *image_shape)),
                                residual_stream=residual)
     if spec.unsupported:
-        print(f"note: ops outside the permutation rules leave some axes unpermuted: "
-              f"{', '.join(spec.unsupported)}")
+        logging.info(f"note: ops outside the permutation rules leave some axes unpermuted: "
+                     f"{', '.join(spec.unsupported)}")
     return spec
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import pathlib
 
 import jax
+from absl import logging
 
 from experiments import cli
 from mmc_jax import data, diagnosis, finetune, timing, training
@@ -124,10 +125,10 @@ def reference_models(config, seed: int, workdir: pathlib.Path):
     out = {}
     if need_nocue:
         if config.nocue_model_dir:
-            print(f"θ_NC: reusing {config.nocue_model_dir}")
+            logging.info(f"θ_NC: reusing {config.nocue_model_dir}")
             _, out["nocue_model"], _ = training.load_model(config.nocue_model_dir)
         else:
-            print("θ_NC (no cue)")
+            logging.info("θ_NC (no cue)")
             nocue_config = cue_config.changed(data={"cue_proportion": 0.0},
                                               model={"init_from": ""})
             out["nocue_model"] = training.train_and_evaluate(
@@ -136,11 +137,11 @@ def reference_models(config, seed: int, workdir: pathlib.Path):
         cue_config = cue_config.changed(model={
             "init_from": config.nocue_model_dir or str(workdir / "nocue_model")})
     if config.cue_model_dir:
-        print(f"θ_C: reusing {config.cue_model_dir}")
+        logging.info(f"θ_C: reusing {config.cue_model_dir}")
         model, out["cue_model"], cue_config = training.load_model(config.cue_model_dir)
         apply_fn = model.apply
     else:
-        print("θ_C (cue)")
+        logging.info("θ_C (cue)")
         trained = training.train_and_evaluate(cue_config, str(workdir / "cue_model"))
         # Now, not only with the final tables: the run goes on for minutes.
         cli.warn(diagnosis.diagnose({"cue_model": trained["result"]},
@@ -183,8 +184,9 @@ def choose_n_clean(config, seed: int, workdir: pathlib.Path, apply_fn, theta_c, 
         probes.append({"n_clean": n, "randimg_before": before.randimg,
                        "randimg_after": after.randimg, "randimg_drop": drop,
                        "keeps_cue": drop <= diagnosis.MAX_RANDIMG_DROP})
-        print(f"n_clean {n}: small-LR naive FT moves randimg {before.randimg:.1f} → "
-              f"{after.randimg:.1f}" + (" (keeps the cue)" if probes[-1]["keeps_cue"] else ""))
+        keeps = " (keeps the cue)" if probes[-1]["keeps_cue"] else ""
+        logging.info(f"n_clean {n}: small-LR naive FT moves randimg {before.randimg:.1f} → "
+                     f"{after.randimg:.1f}{keeps}")
         if probes[-1]["keeps_cue"]:
             return n, probes
     return candidates[-1], probes
@@ -247,7 +249,7 @@ def fine_tuned_models(config, seed: int, workdir: pathlib.Path, apply_fn, theta_
     models = {}
     phases = phases or timing.Phases()
     for name in check_methods(config.methods):
-        print(f"{name}: {METHODS[name]}")
+        logging.info(f"{name}: {METHODS[name]}")
         with phases(name):
             models[name] = done[name] = done[name] if name in done else runners[name]()
     for name, variables in done.items():  # LLRT too when only LPFT asked for it

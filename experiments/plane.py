@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import pathlib
 
-from absl import flags
+from absl import flags, logging
 
 from experiments import cli, evaluation
 from mmc_jax import InputError, io, logs, plane, plots
@@ -60,7 +60,7 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
         return done
     model, loaded, train, test = evaluation.load_models(folders, config.path)
     g = config.path.num_points
-    print(f"{g}×{g} grid + 3 models × {len(conditions)} conditions in one evaluation")
+    logging.info(f"{g}×{g} grid + 3 models × {len(conditions)} conditions in one evaluation")
     result = plane.evaluate_plane(
         model.apply, loaded, test, size=g, margin=config.margin, conditions=conditions,
         **evaluation.evaluator_settings(config.path, train, config.seed, workdir,
@@ -98,7 +98,7 @@ def main(argv):
         raise InputError("give either --models or --curve, not both")
     folders = curve_models(CURVE.value) if CURVE.value else evaluation.parse_models(
         MODELS.value, at_least=3)
-    print(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
+    logging.info(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
     run(CONFIG.value, folders, WORKDIR.value, curve=bool(CURVE.value))
 
 

@@ -12,6 +12,7 @@ import time
 
 import jax
 import numpy as np
+from absl import logging
 
 from experiments import cli
 from mmc_jax import data, io, logs, plots, training
@@ -58,13 +59,13 @@ def preview(config, workdir: str) -> dict:
         f"| {k} | {v} |\n" for k, v in summary.items())
     io.write_atomic(workdir / "results.md", table)
     print(table)
-    print(f"wrote {workdir / 'counterfactuals.png'}")
+    logging.info(f"wrote {workdir / 'counterfactuals.png'}")
     return summary
 
 
 def main(argv):
     del argv
-    print(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
+    logging.info(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
     preview(CONFIG.value, WORKDIR.value)
 
 

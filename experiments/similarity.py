@@ -15,7 +15,7 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
-from absl import flags
+from absl import flags, logging
 
 from experiments import cli, evaluation
 from mmc_jax import io, logs, paths, plots, similarity
@@ -43,10 +43,10 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
     align = None
     if config.permuted:
         align = evaluation.aligner(config, model, next(iter(loaded.values())), train)
-        print(f"aligning the second model of each pair to the first ({config.permutation.method} "
-              "matching)")
-    print(f"{len(loaded)} models, {pairs} lines × {config.path.num_points} points × "
-          f"{len(conditions)} conditions in one evaluation (BN {config.path.bn})")
+        logging.info("aligning the second model of each pair to the first "
+                     f"({config.permutation.method} matching)")
+    logging.info(f"{len(loaded)} models, {pairs} lines × {config.path.num_points} points × "
+                 f"{len(conditions)} conditions in one evaluation (BN {config.path.bn})")
     result = similarity.pairwise_barriers(
         model.apply, loaded, test, ts=paths.grid(config.path.num_points), conditions=conditions,
         align=align, **evaluation.evaluator_settings(config.path, train, config.seed, workdir,
@@ -97,7 +97,7 @@ def markdown(results: dict, threshold: float, path: str = "linear") -> str:
 def main(argv):
     del argv
     folders = evaluation.parse_models(MODELS.value)
-    print(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
+    logging.info(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
     run(CONFIG.value, folders, WORKDIR.value)
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import pathlib
 
+from absl import logging
+
 from experiments import cli
 from mmc_jax import calibration, diagnosis, io, logs, plots, report, training
 
@@ -39,14 +41,14 @@ def write_outputs(workdir: pathlib.Path, result: dict, history: list) -> str:
 def main(argv):
     del argv
     workdir = pathlib.Path(WORKDIR.value).resolve()
-    print(f"workdir: {workdir}")
+    logging.info(f"workdir: {workdir}")
     config = training.TrainConfig.of(CONFIG.value)
     datasets = training.load_data(config)
     calibrated = None
     if config.data.cue_proportion == training.AUTO:
         calibrated = calibration.calibrate(config, workdir / "calibration", datasets=datasets)
         config = config.changed(data={"cue_proportion": calibrated["cue_proportion"]})
-        print(f"cue proportion: p = {config.data.cue_proportion:g}")
+        logging.info(f"cue proportion: p = {config.data.cue_proportion:g}")
         calibration.reuse(calibrated, config, workdir, workdir / "calibration")
     out = training.train_and_evaluate(config, str(workdir), datasets=datasets)
     result = out["result"]

@@ -40,6 +40,7 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+from absl import logging
 
 from mmc_jax import diagnosis, io
 from mmc_jax.errors import require
@@ -201,10 +202,10 @@ def calibrate(config, workdir: str | pathlib.Path, search: Search = Search(), *,
             trials.append(record)
             verdict = VERDICTS[record["verdict"]] + (", stopped early" if record["stopped"]
                                                      else "")
-            print(f"calibration trial {len(trials)}: p = {p:g} → nocue {record['nocue']:.1f}, "
-                  f"randcue {record['randcue']:.1f} (gap {record['gap']:.1f}), randimg "
-                  f"{record['randimg']:.1f} after {record['epochs']} epochs: {verdict} "
-                  f"({record['seconds']:.0f} s)", flush=True)
+            logging.info(f"calibration trial {len(trials)}: p = {p:g} → nocue "
+                         f"{record['nocue']:.1f}, randcue {record['randcue']:.1f} (gap "
+                         f"{record['gap']:.1f}), randimg {record['randimg']:.1f} after "
+                         f"{record['epochs']} epochs: {verdict} ({record['seconds']:.0f} s)")
         return record
 
     for i in range(search.trials):

@@ -63,7 +63,7 @@ def test_cbft_cli_end_to_end(tmp_path):
 
     # The same command again reuses every finished seed.
     rerun = _run(*TINY, "--config.seeds=(0, 1)", f"--workdir={tmp_path}")
-    assert rerun.returncode == 0 and rerun.stdout.count("reusing its results") == 2
+    assert rerun.returncode == 0 and rerun.stderr.count("reusing its results") == 2
     assert json.loads((tmp_path / "results.json").read_text())["methods"] == out["methods"]
 
     # θ_C reused from a training workdir: the same cue model, and no new θ_C training.

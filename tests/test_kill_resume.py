@@ -154,7 +154,7 @@ def test_killed_plane_resumes_from_its_saved_parts(trained, third_trained, tmp_p
     rerun = subprocess.run(_command("plane", args, resumed), cwd=ROOT, capture_output=True,
                            text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"resuming: {saved} part(s)" in rerun.stdout
+    assert f"resuming: {saved} part(s)" in rerun.stderr
     assert json.loads((resumed / "results.json").read_text()) == json.loads(
         (reference / "results.json").read_text())
     assert not (resumed / "parts").exists()

@@ -46,7 +46,7 @@ def test_train_cli_writes_results_and_resumes(tmp_path):
     # A rerun finds the finished run and reproduces its numbers without training again.
     again = _train(*TINY, "--config.data.cue_proportion=0.5", f"--workdir={workdir}")
     assert again.returncode == 0, again.stderr
-    assert "resuming from step 8" in again.stdout
+    assert "resuming from step 8" in again.stderr
     assert json.loads((workdir / "results.json").read_text())["test"] == result["test"]
     # The same workdir with another config is refused, naming the field.
     other = _train(*TINY, "--config.data.cue_proportion=0.9", f"--workdir={workdir}")
@@ -57,7 +57,7 @@ def test_train_cli_writes_results_and_resumes(tmp_path):
     restarted = _train(*TINY, "--config.data.cue_proportion=0.9", f"--workdir={workdir}",
                        "--restart")
     assert restarted.returncode == 0, restarted.stderr
-    assert "resuming" not in restarted.stdout
+    assert "resuming" not in restarted.stderr
     assert json.loads((workdir / "results.json").read_text())["cue_proportion"] == 0.9
 
 
@@ -71,7 +71,7 @@ def test_train_cli_calibrates_the_cue_proportion(tmp_path):
     assert result["cue_proportion"] == calibrated["cue_proportion"]
     assert 1 <= len(calibrated["trials"]) <= 5 and calibrated["trials"][0]["epochs"] <= 2
     assert "## Cue proportion calibration" in (workdir / "results.md").read_text()
-    assert run.stdout.count("calibration trial") == len(calibrated["trials"])
+    assert run.stderr.count("calibration trial") == len(calibrated["trials"])
     for trial in calibrated["trials"]:
         assert (workdir / "calibration" / f"p_{trial['cue_proportion']:g}" / "trial.json"
                 ).is_file()

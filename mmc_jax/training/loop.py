@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from tqdm.auto import tqdm
 
 from mmc_jax import data, diagnosis, logs, models, parallel
@@ -249,7 +250,7 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
     meta = meta or {"history": [], "seconds": 0.0}
     step = int(state.step)
     if step:
-        print(f"resuming from step {step} (epoch {step // spe})")
+        logging.info(f"resuming from step {step} (epoch {step // spe})")
     with stop_requests() as stop, tqdm(total=epochs * spe, initial=step, desc=desc, unit="step",
                                        disable=not progress, dynamic_ncols=True,
                                        mininterval=0.5) as bar, \
