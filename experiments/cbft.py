@@ -370,7 +370,6 @@ def barrier_table(curves: dict, start: str) -> str:
 
 def main(argv):
     del argv
-    logging.info(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
     run(CONFIG.value, WORKDIR.value)
 
 

@@ -139,7 +139,8 @@ def run(main: Callable[[list[str]], None]) -> None:
     def guarded(argv):
         show_own_progress()
         try:
-            with hold_workdir(flags.FLAGS.workdir):
+            with hold_workdir(flags.FLAGS.workdir) as workdir:
+                logging.info(f"workdir: {workdir}")
                 if RESTART.value:
                     clear_workdir(flags.FLAGS.workdir)
                 main(argv)

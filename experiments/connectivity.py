@@ -109,7 +109,6 @@ def plots_and_table(summary: dict, workdir: pathlib.Path) -> str:
 def main(argv):
     del argv
     evaluation.require_pair(MODEL_A.value, MODEL_B.value)
-    logging.info(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
     connectivity(CONFIG.value, MODEL_A.value, MODEL_B.value, PATH.value, WORKDIR.value)
 
 

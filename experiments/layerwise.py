@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pathlib
 
-from absl import flags, logging
+from absl import flags
 
 from experiments import cli, evaluation
 from mmc_jax import io, layerwise, logs, paths, plots
@@ -73,7 +73,6 @@ def markdown(results: dict) -> str:
 def main(argv):
     del argv
     evaluation.require_pair(MODEL_A.value, MODEL_B.value)
-    logging.info(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
     run(CONFIG.value, MODEL_A.value, MODEL_B.value, WORKDIR.value)
 
 

@@ -98,7 +98,6 @@ def main(argv):
         raise InputError("give either --models or --curve, not both")
     folders = curve_models(CURVE.value) if CURVE.value else evaluation.parse_models(
         MODELS.value, at_least=3)
-    logging.info(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
     run(CONFIG.value, folders, WORKDIR.value, curve=bool(CURVE.value))
 
 

@@ -65,7 +65,6 @@ def preview(config, workdir: str) -> dict:
 
 def main(argv):
     del argv
-    logging.info(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
     preview(CONFIG.value, WORKDIR.value)
 
 

@@ -97,7 +97,6 @@ def markdown(results: dict, threshold: float, path: str = "linear") -> str:
 def main(argv):
     del argv
     folders = evaluation.parse_models(MODELS.value)
-    logging.info(f"workdir: {pathlib.Path(WORKDIR.value).resolve()}")
     run(CONFIG.value, folders, WORKDIR.value)
 
 

@@ -41,7 +41,6 @@ def write_outputs(workdir: pathlib.Path, result: dict, history: list) -> str:
 def main(argv):
     del argv
     workdir = pathlib.Path(WORKDIR.value).resolve()
-    logging.info(f"workdir: {workdir}")
     config = training.TrainConfig.of(CONFIG.value)
     datasets = training.load_data(config)
     calibrated = None
