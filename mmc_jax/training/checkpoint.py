@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
 from mmc_jax.errors import InputError
 from mmc_jax.io import write_json
@@ -149,10 +150,10 @@ class RunCheckpoints:
         stored = self.manager.item_metadata(step)["state"]
 
         def shapes(tree):
-            flat = jax.tree_util.tree_flatten_with_path(
-                {k: tree[k] for k in ("params", "batch_stats")})[0]
-            return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
-                    for path, leaf in flat}
+            flat = traverse_util.flatten_dict({k: tree[k] for k in ("params", "batch_stats")},
+                                              sep="/")
+            return {path: tuple(flat[path].shape)
+                    for path in sorted(flat, key=lambda path: path.split("/"))}
 
         have, want = shapes(stored), shapes(items)
         missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
