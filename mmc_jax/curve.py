@@ -35,7 +35,12 @@ from mmc_jax.training import optim
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.loop import run_epochs
 from mmc_jax.training.state import TrainState
-from mmc_jax.training.steps import cross_entropy, cued_inputs
+from mmc_jax.training.steps import (
+    accuracy,
+    cross_entropy_and_grad,
+    cued_inputs,
+    supervised_step,
+)
 
 #: Where the Bezier factor ``2t(1 - t)`` is applied: the step's learning rate (the paper
 #: code) or the gradient handed to the optimizer.
@@ -70,29 +75,23 @@ def curve_train_step(state: TrainState, batch: Mapping[str, jax.Array], a: Mappi
     t = jax.random.uniform(t_key)
     x, labels = cued_inputs(cue, batch), batch["labels"]
 
-    def loss_at(params):  # loss as a function of the model's own parameters at path(t)
-        logits, _ = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x,
-                                   train=True, mutable=["batch_stats"])
-        return cross_entropy(logits, labels), logits
-
     if scale == "gradient":
-        def loss_fn(control):
-            return loss_at(paths.bezier(a["params"], control, b["params"])(t))
-
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        state = state.apply_gradients(grads, state.batch_stats)
+        state, metrics = supervised_step(
+            state, x, labels, to_model=lambda c: paths.bezier(a["params"], c, b["params"])(t),
+            keep_batch_stats=True)
     else:
         point = paths.bezier(a["params"], state.params, b["params"])(t)
-        (loss, logits), grads = jax.value_and_grad(loss_at, has_aux=True)(point)
+        (loss, logits, _), grads = cross_entropy_and_grad(state.apply_fn, point,
+                                                          state.batch_stats, x, labels)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         factor = 2 * t * (1 - t)
         updates = jax.tree.map(lambda u: u * factor.astype(u.dtype), updates)
         # As TrainState.apply_gradients, with the update scaled (PyTorch: lr·2t(1-t)·buf).
         state = state.replace(step=state.step + 1,
                               params=optax.apply_updates(state.params, updates),
-                              batch_stats=state.batch_stats, opt_state=opt_state)
-    state = state.replace(key=key)
-    return state, {"loss": loss, "acc": jnp.mean(jnp.argmax(logits, -1) == labels)}
+                              opt_state=opt_state)
+        metrics = {"loss": loss, "acc": accuracy(logits, labels)}
+    return state.replace(key=key), metrics
 
 
 def mean_control(a: Mapping, b: Mapping) -> dict:

@@ -34,7 +34,7 @@ from mmc_jax.training import optim
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.loop import run_epochs
 from mmc_jax.training.state import TrainState
-from mmc_jax.training.steps import cross_entropy
+from mmc_jax.training.steps import supervised_step
 
 CBFT_MODES = ("code", "paper")
 
@@ -165,22 +165,14 @@ def paired_batches(cue, batch: Mapping[str, jax.Array]):
 def naive_step(state: TrainState, batch, cue):
     """One SGD step on cross-entropy of the clean batch."""
     clean, _ = paired_batches(cue, batch)
-    loss_fn = objectives.cross_entropy_loss(state.apply_fn)
-    ctx = objectives.Context(state.batch_stats, clean=clean)
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, ctx)
-    state = state.apply_gradients(grads, aux["batch_stats"])
-    return state, {"loss": loss, "acc": jnp.mean(jnp.argmax(aux["logits"], -1) == clean.labels)}
-
-
-def _update(state: TrainState, grads, batch_stats, opt_state):
-    updates, opt_state = state.tx.update(grads, opt_state, state.params)
-    return optax.apply_updates(state.params, updates), batch_stats, opt_state
+    return supervised_step(state, clean.inputs, clean.labels)
 
 
 def cbft_step(state: TrainState, batch, epoch_index, anchor, cue, config: FinetuneConfig,
               num_classes: int):
     """One CBFT iteration (``state.step`` advances by one in both modes)."""
     clean, cued = paired_batches(cue, batch)
+    step = state.step
     key, step_key = jax.random.split(state.key)
     ctx = objectives.Context(state.batch_stats, clean=clean, cued=cued, anchor=anchor,
                              key=step_key)
@@ -189,31 +181,26 @@ def cbft_step(state: TrainState, batch, epoch_index, anchor, cue, config: Finetu
     main = objectives.cross_entropy_invariance_loss(state.apply_fn, num_classes, lam,
                                                     config.normalize_means)
     use_barrier = config.barrier_weight > 0
-    losses, opt_state, batch_stats = {}, state.opt_state, state.batch_stats
+    losses = {}
     if config.cbft_mode == "paper":
         terms = {"barrier": (barrier, config.barrier_weight)} if use_barrier else {}
         total = objectives.weighted_sum(**terms, main=main)
         (_, aux), grads = jax.value_and_grad(total, has_aux=True)(state.params, ctx)
-        params, batch_stats, opt_state = _update(state, grads, aux["batch_stats"], opt_state)
+        state = state.apply_gradients(grads, aux["batch_stats"])
         losses = {**{k: v for k, v in aux["losses"].items() if k != "main"},
                   **aux["terms"]["main"]["losses"]}
     else:
-        params = state.params
         if use_barrier:
             weighted = objectives.weighted_sum(barrier=(barrier, config.barrier_weight))
-            (_, b_aux), grads = jax.value_and_grad(weighted, has_aux=True)(params, ctx)
-            params, batch_stats, opt_state = _update(state, grads, b_aux["batch_stats"],
-                                                     opt_state)
-            ctx = ctx._replace(batch_stats=batch_stats)
+            (_, b_aux), grads = jax.value_and_grad(weighted, has_aux=True)(state.params, ctx)
+            state = state.apply_gradients(grads, b_aux["batch_stats"])
+            ctx = ctx._replace(batch_stats=state.batch_stats)
             losses["barrier"] = b_aux["losses"]["barrier"]
-        (_, aux), grads = jax.value_and_grad(main, has_aux=True)(params, ctx)
-        params, batch_stats, opt_state = _update(
-            state.replace(params=params, opt_state=opt_state), grads, aux["batch_stats"],
-            opt_state)
+        (_, aux), grads = jax.value_and_grad(main, has_aux=True)(state.params, ctx)
+        state = state.apply_gradients(grads, aux["batch_stats"])
         losses.update(aux["losses"])
-    state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                          opt_state=opt_state, key=key)
-    return state, losses
+    # Two optimizer updates in "code" mode still count as one iteration.
+    return state.replace(step=step + 1, key=key), losses
 
 
 def _state(apply_fn, variables, lr, config: FinetuneConfig, seed_offset=0):
@@ -295,12 +282,7 @@ def llrt(apply_fn, variables, train: data.Dataset, clean_index, num_classes: int
                               jax.random.PRNGKey(config.seed))
 
     def step(state, batch):
-        def loss_fn(p):
-            logits = batch["features"] @ p["kernel"] + p["bias"]
-            return cross_entropy(logits, batch["labels"]), logits
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        state = state.apply_gradients(grads, state.batch_stats)
-        return state, {"loss": loss, "acc": jnp.mean(jnp.argmax(logits, -1) == batch["labels"])}
+        return supervised_step(state, batch["features"], batch["labels"])
 
     with RunCheckpoints(workdir, _settings("llrt", config)) as ckpt:
         state, meta = run_epochs(state, jax.jit(step, donate_argnums=0), iterator, ckpt,
@@ -308,9 +290,12 @@ def llrt(apply_fn, variables, train: data.Dataset, clean_index, num_classes: int
     return _with_head(variables, head, state.params), meta["history"]
 
 
-def _linear_apply(variables, x, **kwargs):
+def _linear_apply(variables, x, mutable=False, **kwargs):
+    """The linear head as a flax ``apply``: with ``mutable``, also the (empty) updated
+    collections."""
     del kwargs
-    return x @ variables["params"]["kernel"] + variables["params"]["bias"]
+    logits = x @ variables["params"]["kernel"] + variables["params"]["bias"]
+    return (logits, {}) if mutable else logits
 
 
 def _with_head(variables, head: tuple[str, ...], head_params) -> dict:

@@ -44,7 +44,7 @@ import optax
 
 from mmc_jax import paths
 from mmc_jax.errors import InputError
-from mmc_jax.training.steps import cross_entropy
+from mmc_jax.training.steps import cross_entropy, train_forward
 
 PyTree = Any
 T_DISTRIBUTIONS = ("clipped_normal", "truncated_normal", "uniform")
@@ -87,14 +87,6 @@ def _require(ctx: Context, field: str, objective: str):
     return value
 
 
-def _train_forward(apply_fn: Callable, params: PyTree, batch_stats: PyTree, inputs: jax.Array,
-                   return_features: bool = False):
-    """Train-mode forward pass (batch statistics); returns ``(output, new batch_stats)``."""
-    out, updates = apply_fn({"params": params, "batch_stats": batch_stats}, inputs, train=True,
-                            return_features=return_features, mutable=["batch_stats"])
-    return out, updates.get("batch_stats", batch_stats)
-
-
 def _check_num_classes(num_classes) -> None:
     if not isinstance(num_classes, int) or num_classes < 1:
         raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
@@ -105,10 +97,10 @@ def _clean_and_cued_features(apply_fn: Callable, params: PyTree, ctx: Context, o
     ``(clean logits, clean features, cued features, stats after clean, stats after cued)``."""
     clean = _require(ctx, "clean", objective)
     cued = _require(ctx, "cued", objective)
-    (logits, z_nc), clean_stats = _train_forward(apply_fn, params, ctx.batch_stats,
-                                                 clean.inputs, return_features=True)
-    (_, z_c), cued_stats = _train_forward(apply_fn, params, clean_stats, cued.inputs,
-                                          return_features=True)
+    (logits, z_nc), clean_stats = train_forward(apply_fn, params, ctx.batch_stats,
+                                                clean.inputs, return_features=True)
+    (_, z_c), cued_stats = train_forward(apply_fn, params, clean_stats, cued.inputs,
+                                         return_features=True)
     return logits, z_nc, z_c, clean_stats, cued_stats
 
 
@@ -127,7 +119,7 @@ def cross_entropy_loss(apply_fn: Callable, batch: str = "clean") -> Objective:
 
     def objective(params: PyTree, ctx: Context) -> tuple[jax.Array, dict]:
         data = _require(ctx, batch, "cross_entropy_loss")
-        logits, batch_stats = _train_forward(apply_fn, params, ctx.batch_stats, data.inputs)
+        logits, batch_stats = train_forward(apply_fn, params, ctx.batch_stats, data.inputs)
         return cross_entropy(logits, data.labels), {"batch_stats": batch_stats,
                                                     "logits": logits}
 
@@ -195,7 +187,7 @@ def barrier_loss(apply_fn: Callable, target: float = 1.0,
                              "params (pass variables['params'], not the variables)")
         t = sample_t(key, t_dist)
         theta_t = paths.linear(params, jax.lax.stop_gradient(anchor))(t)
-        logits, _ = _train_forward(apply_fn, theta_t, ctx.batch_stats, data.inputs)
+        logits, _ = train_forward(apply_fn, theta_t, ctx.batch_stats, data.inputs)
         ce = cross_entropy(logits, data.labels)
         return jnp.abs(target - ce), {"batch_stats": ctx.batch_stats, "t": t,
                                       "cross_entropy": ce, "logits": logits}

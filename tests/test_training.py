@@ -218,3 +218,21 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path)
                            match="training loss became NaN or infinite at step 7"):
             training.run_epochs(state, diverging, iterator, ckpt, 3, progress=False)
         assert ckpt.latest_step == 4  # epoch 1; epoch 2 (steps 5-8) was not saved
+
+
+def test_restore_trained_reads_only_the_variables_and_loads_no_data(tmp_path, monkeypatch):
+    config = tiny_config(epochs=1)
+    run = training.train_and_evaluate(config, str(tmp_path), progress=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("restore_trained must not load data or build an optimizer")
+
+    monkeypatch.setattr(data, "load", refuse)
+    monkeypatch.setattr(training.optim, "sgd", refuse)
+    for stored_shapes in (True, False):  # data.json, then a run from before it existed
+        if not stored_shapes:
+            (tmp_path / loop.DATA_SHAPES).unlink()
+        model, variables, restored_config = training.restore_trained(tmp_path)
+        chex.assert_trees_all_equal(variables, run["state"].variables)
+        assert type(model).__name__ == "SmallCNN" and model.num_classes == 10
+        assert restored_config.to_dict() == json.loads((tmp_path / "config.json").read_text())

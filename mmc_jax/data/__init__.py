@@ -18,11 +18,11 @@ from mmc_jax.data.counterfactual import (
                                          counterfactual,
 )
 from mmc_jax.data.cues import BoxCue, Cue, DominoCue, apply_cue, box_cue, cue_mask, normalize
-from mmc_jax.data.datasets import NAMES, Dataset, load
+from mmc_jax.data.datasets import NAMES, Dataset, describe, load
 
 __all__ = [
     "BoxCue", "CONDITIONS", "Cue", "Dataset", "DominoCue", "EpochIterator", "NAMES",
     "RANDOM_FROM", "apply_cue", "box_cue", "check_condition", "check_random_from",
-    "clean_inputs", "condition_key", "counterfactual", "cue_mask", "load",
+    "clean_inputs", "condition_key", "counterfactual", "cue_mask", "describe", "load",
     "normalize", "prefetch_to_device",
 ]

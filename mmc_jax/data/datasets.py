@@ -128,6 +128,28 @@ def load(name: str, split: str = "train", *, seed: int = 0, **options) -> Datase
     raise InputError(f"unknown dataset {name!r}; choose from {', '.join(NAMES)}")
 
 
+def describe(name: str, *, top: str = "fashion_mnist", bottom: str = "cifar10",
+             **options) -> Optional[tuple[int, tuple[int, int, int]]]:
+    """``(num_classes, image_shape)`` of the dataset :func:`load` would return, known from the
+    dataset's declaration alone (nothing generated, read or downloaded); ``None`` for an npz
+    dataset, whose file has to be read. ``top`` / ``bottom``: the parts of ``dominoes``;
+    other ``load`` options do not change the answer."""
+    del options
+    if name == "shapes10":
+        from mmc_jax.data import shapes
+
+        return len(shapes.CLASS_NAMES), tuple(shapes.IMAGE_SHAPE)
+    if name in tfds_source.TFDS_DATASETS:
+        return tfds_source.TFDS_DATASETS[name], tfds_source.IMAGE_SHAPES[name]
+    if name == "dominoes":
+        below = describe(bottom)
+        if below is None or describe(top) is None:
+            return None
+        num_classes, (height, width, _) = below
+        return num_classes, (width + height, width, 3)  # a width × width top above
+    return None
+
+
 def _check_options(name: str, options: dict, allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(options) - set(allowed))
     if unknown:

@@ -355,36 +355,29 @@ def _draw_params(num_examples: int, rng: np.random.Generator, style: Style) -> _
     background = rng.random((n, 3))
     gradient = _unit_vectors(rng, (n,)) * rng.uniform(0.0, style.gradient_amplitude, (n, 1))
     foreground = _contrasting_colours(rng, background, style.min_contrast)
-    num_lines = rng.integers(low, k + 1, n)
-    line_start = rng.uniform(0.0, _SIZE, (n, k, 2))
-    line_direction = _unit_vectors(rng, (n, k))
-    line_length = rng.uniform(*_LINE_LENGTH_RANGE, (n, k))
-    line_colour = rng.random((n, k, 3))
-    num_blobs = rng.integers(low, k + 1, n)
-    blob_centre = rng.uniform(0.0, _SIZE, (n, k, 2))
-    blob_radius = rng.uniform(*_BLOB_RADIUS_RANGE, (n, k))
-    blob_is_disc = rng.random((n, k)) < 0.5
-    blob_colour = rng.random((n, k, 3))
-    return _Params(
-        labels=labels,
-        centre=centre,
-        radius=radius,
-        rotation=rotation,
-        jitter=jitter,
-        background=background,
-        gradient=gradient,
-        foreground=foreground,
-        line_start=line_start,
-        line_direction=line_direction,
-        line_length=line_length,
-        line_colour=line_colour,
-        line_active=np.arange(k) < num_lines[:, None],
-        blob_centre=blob_centre,
-        blob_radius=blob_radius,
-        blob_is_disc=blob_is_disc,
-        blob_colour=blob_colour,
-        blob_active=np.arange(k) < num_blobs[:, None],
-    )
+    lines = _draw_clutter(rng, n, low, k, start=lambda s: rng.uniform(0.0, _SIZE, (*s, 2)),
+                          direction=lambda s: _unit_vectors(rng, s),
+                          length=lambda s: rng.uniform(*_LINE_LENGTH_RANGE, s),
+                          colour=lambda s: rng.random((*s, 3)))
+    blobs = _draw_clutter(rng, n, low, k, centre=lambda s: rng.uniform(0.0, _SIZE, (*s, 2)),
+                          radius=lambda s: rng.uniform(*_BLOB_RADIUS_RANGE, s),
+                          is_disc=lambda s: rng.random(s) < 0.5,
+                          colour=lambda s: rng.random((*s, 3)))
+    return _Params(labels=labels, centre=centre, radius=radius, rotation=rotation,
+                   jitter=jitter, background=background, gradient=gradient,
+                   foreground=foreground, **{f"line_{name}": x for name, x in lines.items()},
+                   **{f"blob_{name}": x for name, x in blobs.items()})
+
+
+def _draw_clutter(rng: np.random.Generator, n: int, low: int, k: int,
+                  **draws) -> dict[str, np.ndarray]:
+    """One kind of clutter (lines or blobs): each image's number of items (``low`` to ``k``),
+    then every field of ``k`` items per image, ``draws[name]((n, k))``, in the order given
+    (the generator's order is part of the dataset). Returns the fields and ``active``, which
+    items are drawn."""
+    count = rng.integers(low, k + 1, n)
+    fields = {name: draw((n, k)) for name, draw in draws.items()}
+    return {**fields, "active": np.arange(k) < count[:, None]}
 
 
 def _pixel_normals(seed: int, start: int, stop: int) -> np.ndarray:

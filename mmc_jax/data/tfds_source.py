@@ -17,6 +17,8 @@ from mmc_jax.errors import InputError
 
 #: tfds name -> number of classes of its ``label`` feature.
 TFDS_DATASETS = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10}
+#: tfds name -> ``(H, W, C)`` of its images as ``data.load`` returns them (grey as RGB).
+IMAGE_SHAPES = {"cifar10": (32, 32, 3), "cifar100": (32, 32, 3), "fashion_mnist": (28, 28, 3)}
 #: Class names, where short enough to label plots.
 CLASS_NAMES = {
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",

@@ -175,3 +175,32 @@ def finish(features, num_classes: int, return_features: bool, dtype):
     logits = logits.astype(jnp.float32)
     return (logits, features.astype(jnp.float32)) if return_features else logits
 
+
+
+class ImageClassifier(nn.Module):
+    """What every preset shares: its fields (classes, width multiplier, computation dtype,
+    convolution implementation) and the frame of the forward pass — inputs cast to ``dtype``,
+    the subclass's :meth:`features`, then :func:`finish`. ``return_features=True`` also
+    returns the pooled penultimate features ``[N, C]``.
+    """
+
+    num_classes: int
+    width: float = 1.0
+    dtype: Any = jnp.float32
+    conv_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, return_features: bool = False):
+        features = self.features(x.astype(self.dtype), train)
+        return finish(features, self.num_classes, return_features, self.dtype)
+
+    def features(self, x, train: bool):
+        """Pooled penultimate features ``[N, C]`` of inputs already cast to ``dtype``."""
+        raise NotImplementedError
+
+    def conv_bn_relu(self, x, channels: int, stride: int, train: bool, conv_name: str,
+                     bn_name: str):
+        """3×3 conv (``channels`` before the width multiplier) → BatchNorm → ReLU."""
+        x = conv3x3(scaled(channels, self.width), stride, self.dtype, self.conv_impl,
+                    name=conv_name)(x)
+        return nn.relu(batch_norm(train, self.dtype, name=bn_name)(x))

@@ -34,7 +34,7 @@ class BasicBlock(nn.Module):
         return nn.relu(x + y)
 
 
-class ResNet(nn.Module):
+class ResNet(layers.ImageClassifier):
     """CIFAR-style ResNet.
 
     Attributes:
@@ -43,27 +43,17 @@ class ResNet(nn.Module):
       stage_widths: channels per stage before the width multiplier.
       width: multiplier of every channel count.
       dtype: computation dtype (parameters stay float32).
-
-    ``return_features=True`` also returns the pooled penultimate features ``[N, C]``.
     """
 
-    num_classes: int
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     stage_widths: Sequence[int] = (64, 128, 256, 512)
-    width: float = 1.0
-    dtype: Any = jnp.float32
-    conv_impl: str = "auto"
 
-    @nn.compact
-    def __call__(self, x, train: bool = False, return_features: bool = False):
-        x = x.astype(self.dtype)
-        x = layers.conv3x3(layers.scaled(self.stage_widths[0], self.width), 1, self.dtype,
-                           self.conv_impl, name="stem_conv")(x)
-        x = nn.relu(layers.batch_norm(train, self.dtype, name="stem_bn")(x))
+    def features(self, x, train: bool):
+        """Pooled features after the stem and the stages."""
+        x = self.conv_bn_relu(x, self.stage_widths[0], 1, train, "stem_conv", "stem_bn")
         for stage, (size, channels) in enumerate(zip(self.stage_sizes, self.stage_widths)):
             for block in range(size):
                 strides = 2 if stage > 0 and block == 0 else 1
                 x = BasicBlock(layers.scaled(channels, self.width), strides, self.dtype,
                                self.conv_impl, name=f"stage{stage}_block{block}")(x, train)
-        return layers.finish(layers.global_average_pool(x), self.num_classes, return_features,
-                             self.dtype)
+        return layers.global_average_pool(x)

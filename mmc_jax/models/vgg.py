@@ -3,10 +3,7 @@ global average pooling and one linear layer (not the textbook VGG-13 with three 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
-import flax.linen as nn
-import jax.numpy as jnp
+from typing import Sequence
 
 from mmc_jax.models import layers
 
@@ -15,7 +12,7 @@ VGG13_BLOCKS = ((64, 1), (64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 
                 (512, 1), (512, 1))
 
 
-class VGG(nn.Module):
+class VGG(layers.ImageClassifier):
     """Plain conv net: blocks of bias-free conv → BatchNorm → ReLU, GAP, linear.
 
     Attributes:
@@ -23,24 +20,12 @@ class VGG(nn.Module):
       blocks: (channels, stride) of each block, before the width multiplier.
       width: multiplier of every block's channels.
       dtype: computation dtype (parameters stay float32).
-
-    Call ``module.apply(variables, x, train, return_features=True)`` to also get the pooled
-    penultimate features ``[N, C]``.
     """
 
-    num_classes: int
     blocks: Sequence[tuple[int, int]] = VGG13_BLOCKS
-    width: float = 1.0
-    dtype: Any = jnp.float32
-    conv_impl: str = "auto"
 
-    @nn.compact
-    def __call__(self, x, train: bool = False, return_features: bool = False):
-        x = x.astype(self.dtype)
+    def features(self, x, train: bool):
+        """Pooled features after the last block."""
         for i, (channels, stride) in enumerate(self.blocks):
-            x = layers.conv3x3(layers.scaled(channels, self.width), stride, self.dtype,
-                               self.conv_impl, name=f"conv{i}")(x)
-            x = layers.batch_norm(train, self.dtype, name=f"bn{i}")(x)
-            x = nn.relu(x)
-        return layers.finish(layers.global_average_pool(x), self.num_classes, return_features,
-                             self.dtype)
+            x = self.conv_bn_relu(x, channels, stride, train, f"conv{i}", f"bn{i}")
+        return layers.global_average_pool(x)

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from mmc_jax.errors import InputError
 
@@ -59,13 +60,16 @@ class PermutationSpec:
 
 
 def _path(keys: tuple) -> str:
-    """``"/"``-joined dict keys of a pytree key path."""
-    return "/".join(str(k.key) for k in keys)
+    """``"/"``-joined keys of a pytree key path."""
+    return jax.tree_util.keystr(keys, simple=True, separator="/")
 
 
 def _flatten(variables: Mapping[str, Any]) -> dict[str, Any]:
-    """Leaf path → leaf of a nested dict of arrays."""
-    return {_path(keys): x for keys, x in jax.tree_util.tree_flatten_with_path(variables)[0]}
+    """Leaf path → leaf of a nested (frozen) dict of arrays, in the order of
+    ``jax.tree_util.tree_flatten`` (keys sorted at every level), which sums over leaves
+    follow."""
+    flat = traverse_util.flatten_dict(variables, sep="/")
+    return dict(sorted(flat.items(), key=lambda item: item[0].split("/")))
 
 
 def validate(spec: PermutationSpec, variables: Mapping[str, Any]) -> None:

@@ -32,13 +32,19 @@ from mmc_jax.training.saved_model import (
                                    save_model,
 )
 from mmc_jax.training.state import TrainState
-from mmc_jax.training.steps import cross_entropy, cued_inputs, eval_step, train_step
+from mmc_jax.training.steps import (
+                                   cross_entropy,
+                                   cued_inputs,
+                                   eval_step,
+                                   supervised_step,
+                                   train_step,
+)
 
 __all__ = [
     "AUTO", "DataConfig", "Interrupted", "ModelConfig", "NonFiniteLoss", "OptimConfig",
     "RunCheckpoints", "SCHEDULES", "TrainConfig", "TrainState", "check_compatible",
     "check_config", "create_model", "create_state", "cross_entropy", "cued_inputs", "eval_step",
     "evaluate", "has_model", "init_from", "load_data", "load_model", "model_config",
-    "restore_trained", "run_epochs", "save_model", "schedule", "sgd", "train_and_evaluate",
-    "train_step", "trained_config", "validate",
+    "restore_trained", "run_epochs", "save_model", "schedule", "sgd", "supervised_step",
+    "train_and_evaluate", "train_step", "trained_config", "validate",
 ]

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
 from mmc_jax.errors import InputError
 from mmc_jax.io import write_json
@@ -113,11 +114,51 @@ class RunCheckpoints:
           InputError: the checkpoint was written for another architecture (names or shapes
             differ), or no checkpoint can be read.
         """
-        steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [step]
-        if not steps:
+        if step is None and self.latest_step is None:
             return state, None
         items = {name: getattr(state, name) for name in STATE_FIELDS}
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, items)
+
+        def read(candidate):
+            restored = self.manager.restore(candidate, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            return state.replace(**restored.state), restored.meta
+
+        return self._first_readable(step, items, read)
+
+    def restore_variables(self, variables, step: Optional[int] = None) -> dict:
+        """Only ``{"params", "batch_stats"}`` of the checkpoint at ``step`` (default: the
+        latest readable one, as :meth:`restore`), shaped like ``variables`` (arrays or
+        ``jax.ShapeDtypeStruct``): an orbax partial restore that reads neither the optimizer
+        state nor the rest of the train state.
+
+        Raises:
+          InputError: no checkpoint, one written for another architecture, or none that can
+            be read.
+        """
+        if step is None and self.latest_step is None:
+            raise InputError(f"no checkpoint in {self.workdir / 'checkpoints'}")
+        wanted = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                              {name: tree for name, tree in wanted.items() if tree})
+
+        def read(candidate):
+            with ocp.PyTreeCheckpointer() as checkpointer:
+                restored = checkpointer.restore(
+                    self.workdir / "checkpoints" / str(candidate) / "state",
+                    args=ocp.args.PyTreeRestore(
+                        target, ocp.checkpoint_utils.construct_restore_args(target),
+                        partial_restore=True))
+            return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
+
+        return self._first_readable(step, wanted, read)
+
+    def _first_readable(self, step: Optional[int], items: dict, read):
+        """``read(step)`` of the checkpoint at ``step``, or (``None``) of the newest one that
+        can be read, warning about the newer ones skipped; ``items`` (``params`` and
+        ``batch_stats``, at least) are what the checkpoint must match."""
+        steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [step]
         errors = []
         for candidate in steps:
             try:
@@ -129,16 +170,15 @@ class RunCheckpoints:
                 raise InputError(f"checkpoint {self.workdir / 'checkpoints' / str(candidate)} "
                                  f"does not match the model ({mismatch})")
             try:
-                restored = self.manager.restore(candidate, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+                result = read(candidate)
             except Exception as err:  # orbax/tensorstore raise several types for bad files
                 errors.append((candidate, _first_line(err)))
                 continue
             for bad, reason in errors:
                 warnings.warn(f"checkpoint {self.workdir / 'checkpoints' / str(bad)} cannot be "
                               f"read ({reason}); resuming from step {candidate} instead",
-                              stacklevel=2)
-            return state.replace(**restored.state), restored.meta
+                              stacklevel=3)
+            return result
         latest, reason = errors[0]
         raise InputError(f"checkpoint {self.workdir / 'checkpoints' / str(latest)} cannot be "
                          f"read ({reason})") from None
@@ -149,10 +189,10 @@ class RunCheckpoints:
         stored = self.manager.item_metadata(step)["state"]
 
         def shapes(tree):
-            flat = jax.tree_util.tree_flatten_with_path(
-                {k: tree[k] for k in ("params", "batch_stats")})[0]
-            return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
-                    for path, leaf in flat}
+            flat = traverse_util.flatten_dict({k: tree[k] for k in ("params", "batch_stats")},
+                                              sep="/")
+            return {path: tuple(flat[path].shape)
+                    for path in sorted(flat, key=lambda path: path.split("/"))}
 
         have, want = shapes(stored), shapes(items)
         missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))

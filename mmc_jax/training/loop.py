@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from mmc_jax import data, diagnosis, logs, models, parallel
 from mmc_jax.errors import InputError
+from mmc_jax.io import write_json
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.config import AUTO, DataConfig, ModelConfig, TrainConfig
 from mmc_jax.training.evaluate import evaluate
@@ -131,6 +132,12 @@ def restore_trained(workdir: str):
     """The model, variables and config of a finished (or interrupted) ``experiments.train``
     run in ``workdir``.
 
+    Reads only the parameters and BatchNorm statistics of the latest checkpoint: no data is
+    loaded and no optimizer built. The number of classes and the image shape come from the
+    run's ``data.json`` (written by :func:`train_and_evaluate`) or, for runs older than it,
+    from the dataset's declaration (``data.describe``); only an npz dataset of such a run is
+    loaded to learn them.
+
     Returns:
       ``(model, variables, config)``.
 
@@ -139,24 +146,38 @@ def restore_trained(workdir: str):
     """
     path = pathlib.Path(workdir).expanduser().resolve()
     config = trained_config(path)
-    train, _ = load_data(config)
-    model = create_model(config, train.num_classes)
-    # The schedule's length does not change the state's structure, which is all restore needs.
-    state = create_state(config, model, train.image_shape, 1)
+    num_classes, image_shape = _data_shapes(path, config)
+    model = create_model(config, num_classes)
+    abstract = jax.eval_shape(lambda: models.init(model, jax.random.PRNGKey(0), image_shape))
     stored = json.loads((path / "config.json").read_text())  # as the run wrote it
     with RunCheckpoints(path, stored) as checkpoints:
-        if checkpoints.latest_step is None:
-            raise InputError(f"no checkpoint in {path / 'checkpoints'}")
-        state, _ = checkpoints.restore(state)
-    return model, state.variables, config
+        variables = checkpoints.restore_variables(abstract)
+    return model, variables, config
+
+
+#: Per-run file with the number of classes and the image shape of the run's data.
+DATA_SHAPES = "data.json"
+
+
+def _data_shapes(path: pathlib.Path, config: TrainConfig) -> tuple[int, tuple[int, ...]]:
+    """``(num_classes, image_shape)`` of the data of the run in ``path``."""
+    if (path / DATA_SHAPES).is_file():
+        stored = json.loads((path / DATA_SHAPES).read_text())
+        return int(stored["num_classes"]), tuple(stored["image_shape"])
+    declared = data.describe(config.data.name, top=config.data.dominoes_top,
+                             bottom=config.data.dominoes_bottom)
+    if declared is not None:
+        return declared
+    train, _ = load_data(config)
+    return train.num_classes, train.image_shape
 
 
 def train_and_evaluate(config, workdir: str, *, progress: bool = True, datasets=None,
                        epoch_hook=None) -> dict[str, Any]:
     """Trains (or resumes) the model of ``config`` in ``workdir`` and evaluates it.
 
-    With ``config.model.init_from`` (a folder holding a model, see ``training.load_model``) the run
-    starts from that model's variables instead of a fresh initialisation. ``datasets``
+    With ``config.model.init_from`` (a folder holding a model, see ``training.load_model``)
+    the run starts from that model's variables instead of a fresh initialisation. ``datasets``
     (``(train, test)``) replaces the config's data, e.g. a subset of it. ``epoch_hook(state,
     record) -> record``, called after each epoch's record (and its clean test accuracy), may
     add to it, and end training early by returning it with ``"stop": True`` (the result
@@ -184,6 +205,9 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True, datasets=
     eval_key = jax.random.PRNGKey(config.seed + 1)
 
     with RunCheckpoints(workdir, config.to_dict(), config.checkpoints_to_keep) as checkpoints:
+        write_json(checkpoints.workdir / DATA_SHAPES, {
+            "num_classes": int(train.num_classes),
+            "image_shape": [int(d) for d in train.image_shape]})
         state, meta = _train(config, state, checkpoints, iterator, train.cue, test, eval_key,
                              progress, epoch_hook)
 

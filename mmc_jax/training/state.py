@@ -2,45 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
+from flax.training import train_state
 
 
-class TrainState(struct.PyTreeNode):
-    """Parameters, BatchNorm statistics, optimizer state, step and PRNG key.
+class TrainState(train_state.TrainState):
+    """Flax's ``TrainState`` (step, parameters, optimizer state) plus the BatchNorm
+    statistics and a PRNG key.
 
     ``apply_fn`` and ``tx`` are static (not saved); everything else is a PyTree of arrays that
     a checkpoint stores. ``key`` is a raw ``uint32[2]`` key, split afresh at every step.
     """
 
-    step: jax.Array
-    params: Any
     batch_stats: Any
-    opt_state: optax.OptState
     key: jax.Array
-    apply_fn: Callable = struct.field(pytree_node=False)
-    tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
     @classmethod
     def create(cls, apply_fn: Callable, variables: dict, tx: optax.GradientTransformation,
                key: jax.Array) -> "TrainState":
-        """A fresh state at step 0 from model ``variables`` and an optimizer."""
-        params = variables["params"]
-        return cls(step=jnp.zeros((), jnp.int32), params=params,
-                   batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                   key=jnp.asarray(key, jnp.uint32), apply_fn=apply_fn, tx=tx)
+        """A fresh state at step 0 (an int32 array, so a checkpoint stores it like every
+        other leaf) from model ``variables`` and an optimizer."""
+        state = super().create(apply_fn=apply_fn, params=variables["params"], tx=tx,
+                               batch_stats=variables.get("batch_stats", {}),
+                               key=jnp.asarray(key, jnp.uint32))
+        return state.replace(step=jnp.zeros((), jnp.int32))
 
     @property
     def variables(self) -> dict:
         """``{"params", "batch_stats"}`` for ``apply_fn``."""
         return {"params": self.params, "batch_stats": self.batch_stats}
 
-    def apply_gradients(self, grads, batch_stats) -> "TrainState":
-        """One optimizer step, with the batch statistics of the same forward pass."""
-        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
-        return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
-                            batch_stats=batch_stats, opt_state=opt_state)
+    def apply_gradients(self, grads, batch_stats: Optional[Any] = None,
+                        **kwargs) -> "TrainState":
+        """One optimizer step, with the batch statistics of the same forward pass (``None``:
+        unchanged); ``kwargs`` replace further fields, as in flax."""
+        if batch_stats is not None:
+            kwargs["batch_stats"] = batch_stats
+        return super().apply_gradients(grads=grads, **kwargs)

@@ -6,7 +6,7 @@ set) and the counterfactual conditions are applied on device inside the step.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,24 +30,70 @@ def cued_inputs(cue: Cue, batch: Mapping[str, jax.Array]) -> jax.Array:
     return apply_cue(cue, normalize(batch["images"]), batch["labels"], batch["cue"])
 
 
-def train_step(state: TrainState, batch: Mapping[str, jax.Array], cue: Cue):
-    """One SGD step on cross-entropy in train mode (batch statistics updated).
+def train_forward(apply_fn, params, batch_stats, inputs: jax.Array, **kwargs):
+    """Train-mode forward pass (batch statistics, running statistics updated); returns
+    ``(output, new batch_stats)`` (``batch_stats`` itself for a model without BatchNorm)."""
+    out, updates = apply_fn({"params": params, "batch_stats": batch_stats}, inputs, train=True,
+                            mutable=["batch_stats"], **kwargs)
+    return out, updates.get("batch_stats", batch_stats)
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Fraction of the batch whose largest logit is its label."""
+    return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def cross_entropy_and_grad(apply_fn, params, batch_stats, inputs: jax.Array,
+                           labels: jax.Array, to_model: Optional[Callable] = None):
+    """Cross-entropy of a train-mode forward pass and its gradient in ``params``.
+
+    Args:
+      apply_fn, params, batch_stats: the model.
+      inputs, labels: the batch (inputs already normalized).
+      to_model: maps ``params`` to the parameters the model runs with (default: themselves),
+        e.g. a path's control point to the point of the path, so the gradient reaches
+        ``params`` through it.
+
+    Returns:
+      ``(loss, logits, new batch_stats), grads``.
+    """
+    def loss_fn(params):
+        model_params = params if to_model is None else to_model(params)
+        logits, new_stats = train_forward(apply_fn, model_params, batch_stats, inputs)
+        return cross_entropy(logits, labels), (logits, new_stats)
+
+    (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return (loss, logits, new_stats), grads
+
+
+def supervised_step(state: TrainState, inputs: jax.Array, labels: jax.Array, *,
+                    to_model: Optional[Callable] = None, keep_batch_stats: bool = False):
+    """One optimizer step on the cross-entropy of a train-mode forward pass: the skeleton of
+    every step that reports ``{"loss", "acc"}``.
+
+    Args:
+      state: the train state (its ``apply_fn``, ``params`` and ``batch_stats``).
+      inputs, labels: the batch (inputs already normalized).
+      to_model: see :func:`cross_entropy_and_grad`.
+      keep_batch_stats: leave ``state.batch_stats`` unchanged (default: those of the pass).
 
     Returns:
       ``(new_state, {"loss", "acc"})``.
     """
-    x, labels = cued_inputs(cue, batch), batch["labels"]
+    (loss, logits, batch_stats), grads = cross_entropy_and_grad(
+        state.apply_fn, state.params, state.batch_stats, inputs, labels, to_model)
+    state = state.apply_gradients(grads, state.batch_stats if keep_batch_stats else batch_stats)
+    return state, {"loss": loss, "acc": accuracy(logits, labels)}
 
-    def loss_fn(params):
-        logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x,
-                                         train=True, mutable=["batch_stats"])
-        return cross_entropy(logits, labels), (logits, updates["batch_stats"])
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
-    state = state.apply_gradients(grads, batch_stats)
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-    return state, {"loss": loss, "acc": accuracy}
+def train_step(state: TrainState, batch: Mapping[str, jax.Array], cue: Cue):
+    """One SGD step on cross-entropy in train mode (batch statistics updated), the cue
+    applied as :func:`cued_inputs` says.
+
+    Returns:
+      ``(new_state, {"loss", "acc"})``.
+    """
+    return supervised_step(state, cued_inputs(cue, batch), batch["labels"])
 
 
 def eval_step(apply_fn, variables, batch: Mapping[str, jax.Array], key: jax.Array, cue: Cue,
