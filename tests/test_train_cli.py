@@ -71,7 +71,8 @@ def test_train_cli_calibrates_the_cue_proportion(tmp_path):
     assert result["cue_proportion"] == calibrated["cue_proportion"]
     assert 1 <= len(calibrated["trials"]) <= 5 and calibrated["trials"][0]["epochs"] <= 2
     assert "## Cue proportion calibration" in (workdir / "results.md").read_text()
-    assert run.stderr.count("calibration trial") == len(calibrated["trials"])
+    logged = [line for line in run.stderr.splitlines() if line.startswith("calibration trial ")]
+    assert len(logged) == len(calibrated["trials"])
     for trial in calibrated["trials"]:
         assert (workdir / "calibration" / f"p_{trial['cue_proportion']:g}" / "trial.json"
                 ).is_file()
