@@ -40,23 +40,42 @@ def measure(name: str, batch_size: int, repeats: int) -> list[dict]:
     model = models.create(name, 10)
     variables = models.init(model, jax.random.key(0), (32, 32, 3))
     rng = np.random.default_rng(0)
-    batch = jax.device_put({
-        "images": rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8),
-        "labels": rng.integers(0, 10, batch_size).astype(np.int32),
-        "cue_images": rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8),
-        "cue_labels": rng.integers(0, 10, batch_size).astype(np.int32)})
+    batch = jax.device_put(
+        {
+            "images": rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8),
+            "labels": rng.integers(0, 10, batch_size).astype(np.int32),
+            "cue_images": rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8),
+            "cue_labels": rng.integers(0, 10, batch_size).astype(np.int32),
+        }
+    )
     cue = data.box_cue(10)
-    state = training.TrainState.create(model.apply, variables, training.sgd(0.01, 0.9, 1e-4),
-                                       jax.random.PRNGKey(0))
+    state = training.TrainState.create(
+        model.apply, variables, training.sgd(0.01, 0.9, 1e-4), jax.random.PRNGKey(0)
+    )
     naive = jax.jit(functools.partial(finetune.naive_step, cue=cue))
-    rows = [{"model": name, "method": "naive FT", "passes": 1,
-             "seconds": _per_call(naive, state, batch, repeats)}]
+    rows = [
+        {
+            "model": name,
+            "method": "naive FT",
+            "passes": 1,
+            "seconds": _per_call(naive, state, batch, repeats),
+        }
+    ]
     for mode in ("code", "paper"):
         config = finetune.FinetuneConfig(cbft_mode=mode)
-        step = jax.jit(lambda s, b, config=config: finetune.cbft_step(
-            s, b, 1, variables["params"], cue, config, 10))
-        rows.append({"model": name, "method": f"CBFT ({mode})", "passes": 3,
-                     "seconds": _per_call(step, state, batch, repeats)})
+        step = jax.jit(
+            lambda s, b, config=config: finetune.cbft_step(
+                s, b, 1, variables["params"], cue, config, 10
+            )
+        )
+        rows.append(
+            {
+                "model": name,
+                "method": f"CBFT ({mode})",
+                "passes": 3,
+                "seconds": _per_call(step, state, batch, repeats),
+            }
+        )
     base = rows[0]["seconds"]
     for row in rows:
         row["ratio"] = row["seconds"] / base
@@ -69,16 +88,21 @@ def main():
     parser.add_argument("--models", default="", help="comma-separated preset names")
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
-    names = args.models.split(",") if args.models else (
-        ["cnn4"] if args.quick else ["cnn4", "vgg13_small", "resnet18_small"])
+    names = (
+        args.models.split(",")
+        if args.models
+        else (["cnn4"] if args.quick else ["cnn4", "vgg13_small", "resnet18_small"])
+    )
     repeats = 3 if args.quick else 10
     rows = [r for n in names for r in measure(n, args.batch, repeats)]
     print(f"\n{common.machine()}, batch {args.batch}\n")
     print("| model | iteration | ms | × naive FT | passes | × naive per pass |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['method']} | {1000 * r['seconds']:.1f} | {r['ratio']:.2f} | "
-              f"{r['passes']} | {r['overhead']:.2f} |")
+        print(
+            f"| {r['model']} | {r['method']} | {1000 * r['seconds']:.1f} | {r['ratio']:.2f} | "
+            f"{r['passes']} | {r['overhead']:.2f} |"
+        )
     common.save("cbft_step", {"batch": args.batch, "rows": rows})
 
 

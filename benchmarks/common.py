@@ -27,8 +27,10 @@ def parser(doc: str, quick_help: str) -> argparse.ArgumentParser:
 
 def machine() -> str:
     """The accelerator (kind × count, backend), the host processor and the JAX version."""
-    return (f"{jax.devices()[0].device_kind} ×{jax.device_count()} ({jax.default_backend()}), "
-            f"{platform.processor() or platform.machine()}, jax {jax.__version__}")
+    return (
+        f"{jax.devices()[0].device_kind} ×{jax.device_count()} ({jax.default_backend()}), "
+        f"{platform.processor() or platform.machine()}, jax {jax.__version__}"
+    )
 
 
 def save(name: str, payload: dict) -> pathlib.Path:

@@ -51,28 +51,38 @@ def measure(c_in: int, c_out: int, size: int, batch: int, forward_only: bool = F
     w = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out)) * 0.1
     g = jax.random.normal(jax.random.key(2), (batch, size, size, c_out))
     row = {}
-    impls = {"xla": lambda x, w: layers.xla_conv(x, w, 1, 1),
-             "im2col": lambda x, w: layers.im2col_conv(x, w, 1, 1)}
+    impls = {
+        "xla": lambda x, w: layers.xla_conv(x, w, 1, 1),
+        "im2col": lambda x, w: layers.im2col_conv(x, w, 1, 1),
+    }
     for name, conv in impls.items():
         row[f"{name}_forward"] = _ms(jax.jit(conv), x, w)
         if forward_only:
             break
-        row[f"{name}_dx"] = _ms(jax.jit(lambda x, w, g, conv=conv: jax.vjp(
-            lambda x: conv(x, w), x)[1](g)), x, w, g)
-        row[f"{name}_dw"] = _ms(jax.jit(lambda x, w, g, conv=conv: jax.vjp(
-            lambda w: conv(x, w), w)[1](g)), x, w, g)
+        row[f"{name}_dx"] = _ms(
+            jax.jit(lambda x, w, g, conv=conv: jax.vjp(lambda x: conv(x, w), x)[1](g)), x, w, g
+        )
+        row[f"{name}_dw"] = _ms(
+            jax.jit(lambda x, w, g, conv=conv: jax.vjp(lambda w: conv(x, w), w)[1](g)), x, w, g
+        )
     return row
 
 
 def one_core(spec: str, batch: int) -> list[float]:
     """XLA's forward of every layer in a child process pinned to one core."""
-    code = ("import os; os.sched_setaffinity(0, {0}); import json, sys; "
-            "sys.path.insert(0, 'benchmarks'); import conv_layers as c; "
-            f"print(json.dumps([c.measure(*l, {batch}, True)['xla_forward'] "
-            f"for l in c.parse({spec!r})]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (
+        "import os; os.sched_setaffinity(0, {0}); import json, sys; "
+        "sys.path.insert(0, 'benchmarks'); import conv_layers as c; "
+        f"print(json.dumps([c.measure(*l, {batch}, True)['xla_forward'] "
+        f"for l in c.parse({spec!r})]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -88,23 +98,30 @@ def main():
     args = parser.parse_args()
     spec = args.layers or (QUICK if args.quick else DEFAULT)
     rows = [{"layer": list(layer), **measure(*layer, args.batch)} for layer in parse(spec)]
-    pinned = one_core(spec, args.batch) if hasattr(os, "sched_setaffinity") and \
-        (os.cpu_count() or 1) > 1 else [None] * len(rows)
+    pinned = (
+        one_core(spec, args.batch)
+        if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1
+        else [None] * len(rows)
+    )
     for row, ms in zip(rows, pinned):
         row["xla_forward_one_core"] = ms
         row["auto"] = layers.resolve_conv_impl("auto", row["layer"][2] ** 2)
     print(f"\n{common.machine()}, batch {args.batch}, {os.cpu_count()} cores; milliseconds\n")
-    print("| C_in → C_out @ size | xla fwd | xla dx | xla dw | im2col fwd | im2col dx | "
-          "im2col dw | xla fwd, one core | all / one | auto |")
+    print(
+        "| C_in → C_out @ size | xla fwd | xla dx | xla dw | im2col fwd | im2col dx | "
+        "im2col dw | xla fwd, one core | all / one | auto |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         c_in, c_out, size = r["layer"]
         one = r["xla_forward_one_core"]
         ratio = f"{r['xla_forward'] / one:.2f}" if one else "–"
-        print(f"| {c_in} → {c_out} @ {size}×{size} | {r['xla_forward']:.2f} | {r['xla_dx']:.2f} "
-              f"| {r['xla_dw']:.2f} | {r['im2col_forward']:.2f} | {r['im2col_dx']:.2f} | "
-              f"{r['im2col_dw']:.2f} | {one if one is None else f'{one:.2f}'} | {ratio} | "
-              f"{r['auto']} |")
+        print(
+            f"| {c_in} → {c_out} @ {size}×{size} | {r['xla_forward']:.2f} | {r['xla_dx']:.2f} "
+            f"| {r['xla_dw']:.2f} | {r['im2col_forward']:.2f} | {r['im2col_dx']:.2f} | "
+            f"{r['im2col_dw']:.2f} | {one if one is None else f'{one:.2f}'} | {ratio} | "
+            f"{r['auto']} |"
+        )
     common.save("conv_layers", {"batch": args.batch, "rows": rows})
 
 

@@ -43,17 +43,27 @@ def run_job(workdir: pathlib.Path | None, extra: list[str]) -> dict:
     """The main job in a fresh process with empty caches; its results and wall seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = workdir or pathlib.Path(tmp) / "cbft"
-        env = {**os.environ, "MMC_JAX_CACHE": str(pathlib.Path(tmp) / "cache"),
-               "JAX_COMPILATION_CACHE_DIR": str(pathlib.Path(tmp) / "jax")}
+        env = {
+            **os.environ,
+            "MMC_JAX_CACHE": str(pathlib.Path(tmp) / "cache"),
+            "JAX_COMPILATION_CACHE_DIR": str(pathlib.Path(tmp) / "jax"),
+        }
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "experiments.cbft", f"--workdir={workdir}",
-                        *extra], cwd=ROOT, env=env, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "experiments.cbft", f"--workdir={workdir}", *extra],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
         seconds = time.perf_counter() - start
         results = json.loads((workdir / "results.json").read_text())
         seed = json.loads(next(workdir.glob("seed_*/results.json")).read_text())
-    return {"wall_seconds": seconds, "job_seconds": results["seconds"],
-            "timings": results.get("timings", {}),
-            "table": {name: m["test"] for name, m in seed["methods"].items()}}
+    return {
+        "wall_seconds": seconds,
+        "job_seconds": results["seconds"],
+        "timings": results.get("timings", {}),
+        "table": {name: m["test"] for name, m in seed["methods"].items()},
+    }
 
 
 def _time(fn, repeats: int) -> float:
@@ -70,8 +80,10 @@ def _time(fn, repeats: int) -> float:
 
 
 def _batch(rng, n: int, cue_n: int = 0) -> dict:
-    out = {"images": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-           "labels": rng.integers(0, 10, n).astype(np.int32)}
+    out = {
+        "images": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+        "labels": rng.integers(0, 10, n).astype(np.int32),
+    }
     if cue_n:
         out["cue_images"] = rng.integers(0, 256, (cue_n, 32, 32, 3), dtype=np.uint8)
         out["cue_labels"] = rng.integers(0, 10, cue_n).astype(np.int32)
@@ -87,8 +99,12 @@ def jax_kernels(repeats: int) -> dict[str, float]:
     train_batch, paired, eval_batch = _batch(rng, 128), _batch(rng, 256, 256), _batch(rng, 500)
 
     def state(lr=0.05, wd=5e-3):
-        return training.TrainState.create(model.apply, jax.tree.map(jnp.copy, variables),
-                                          training.sgd(lr, 0.9, wd), jax.random.PRNGKey(0))
+        return training.TrainState.create(
+            model.apply,
+            jax.tree.map(jnp.copy, variables),
+            training.sgd(lr, 0.9, wd),
+            jax.random.PRNGKey(0),
+        )
 
     def stepper(step_fn, batch, lr=0.05, wd=5e-3):
         box = [state(lr, wd)]
@@ -97,24 +113,34 @@ def jax_kernels(repeats: int) -> dict[str, float]:
         def call():
             box[0], metrics = jitted(box[0], batch)
             return metrics
+
         return call
 
     config = finetune.FinetuneConfig()
-    cbft = functools.partial(finetune.cbft_step, epoch_index=1, anchor=variables["params"],
-                             cue=cue, config=config, num_classes=10)
+    cbft = functools.partial(
+        finetune.cbft_step,
+        epoch_index=1,
+        anchor=variables["params"],
+        cue=cue,
+        config=config,
+        num_classes=10,
+    )
     forward = jax.jit(lambda v, x: model.apply(v, data.normalize(x), train=False))
-    bn_pass = jax.jit(lambda v, x: model.apply(v, data.normalize(x), train=True,
-                                               mutable=["batch_stats"])[1])
+    bn_pass = jax.jit(
+        lambda v, x: model.apply(v, data.normalize(x), train=True, mutable=["batch_stats"])[1]
+    )
     return {
-        "θ_C train step (128)": _time(stepper(
-            functools.partial(training.train_step, cue=cue), train_batch), repeats),
-        "naive FT step (256)": _time(stepper(
-            functools.partial(finetune.naive_step, cue=cue), paired, 0.01, 1e-4), repeats),
-        "CBFT iteration (256 + 256)": _time(stepper(
-            lambda s, b: cbft(s, b), paired, 0.01, 1e-4), repeats),
+        "θ_C train step (128)": _time(
+            stepper(functools.partial(training.train_step, cue=cue), train_batch), repeats
+        ),
+        "naive FT step (256)": _time(
+            stepper(functools.partial(finetune.naive_step, cue=cue), paired, 0.01, 1e-4), repeats
+        ),
+        "CBFT iteration (256 + 256)": _time(
+            stepper(lambda s, b: cbft(s, b), paired, 0.01, 1e-4), repeats
+        ),
         "eval forward (500)": _time(lambda: forward(variables, eval_batch["images"]), repeats),
-        "BN recompute pass (500)": _time(lambda: bn_pass(variables, eval_batch["images"]),
-                                         repeats),
+        "BN recompute pass (500)": _time(lambda: bn_pass(variables, eval_batch["images"]), repeats),
     }
 
 
@@ -169,8 +195,10 @@ def torch_kernels(repeats: int) -> dict[str, float] | None:
         cb_opt.step()
         # Cross-entropy on clean data plus invariance of class-mean features.
         z_clean, z_cued = body(clean), body(cued)
-        loss = F.cross_entropy(head(z_clean), y_clean) + (
-            (class_means(z_clean, y_clean) - class_means(z_cued, y_cued)) ** 2).sum() / 10
+        loss = (
+            F.cross_entropy(head(z_clean), y_clean)
+            + ((class_means(z_clean, y_clean) - class_means(z_cued, y_cued)) ** 2).sum() / 10
+        )
         cb_opt.zero_grad()
         loss.backward()
         cb_opt.step()
@@ -182,12 +210,12 @@ def torch_kernels(repeats: int) -> dict[str, float] | None:
         def call():
             with torch.no_grad():
                 fn()
+
         return call
 
     return {
         "θ_C train step (128)": _time(train_step, repeats),
-        "naive FT step (256)": _time(lambda: train_step(clean, y_clean, ft_net, ft_opt),
-                                     repeats),
+        "naive FT step (256)": _time(lambda: train_step(clean, y_clean, ft_net, ft_opt), repeats),
         "CBFT iteration (256 + 256)": _time(cbft_iteration, repeats),
         "eval forward (500)": _time(no_grad(lambda: eval_net(x500)), repeats),
         "BN recompute pass (500)": _time(no_grad(lambda: bn_net(x500)), repeats),
@@ -201,16 +229,19 @@ def main():
     args = parser.parse_args()
     out = {}
     if not args.quick:
-        out["job"] = run_job(pathlib.Path(args.workdir).resolve() if args.workdir else None,
-                             args.job_args.split())
+        out["job"] = run_job(
+            pathlib.Path(args.workdir).resolve() if args.workdir else None, args.job_args.split()
+        )
     repeats = 5 if args.quick else 20
     out["jax"] = jax_kernels(repeats)
     out["torch"] = torch_kernels(repeats)
     print(f"\n{common.machine()}\n")
     if "job" in out:
         job = out["job"]
-        print(f"python -m experiments.cbft, fresh: {job['wall_seconds']:.0f} s wall "
-              f"({job['job_seconds']:.0f} s in the job)\n")
+        print(
+            f"python -m experiments.cbft, fresh: {job['wall_seconds']:.0f} s wall "
+            f"({job['job_seconds']:.0f} s in the job)\n"
+        )
         print("| phase | seconds | of which compiling |\n|---|---|---|")
         for name, t in job["timings"].items():
             print(f"| {name} | {t['seconds']:.1f} | {t['compile_seconds']:.1f} |")

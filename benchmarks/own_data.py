@@ -37,12 +37,14 @@ def criteria(results: dict) -> dict[str, bool]:
     acc = lambda name, c: 100 * m[name]["test"][c]["acc"]  # noqa: E731
     barrier = lambda name: m[name]["barrier_to_cue_model"]["loss"]  # noqa: E731
     return {
-        "θ_C cue-reliant (gap ≥ 25, RI ≥ 65)": (acc("cue_model", "nocue")
-                                                 - acc("cue_model", "randcue") >= 25
-                                                 and acc("cue_model", "randimg") >= 65),
+        "θ_C cue-reliant (gap ≥ 25, RI ≥ 65)": (
+            acc("cue_model", "nocue") - acc("cue_model", "randcue") >= 25
+            and acc("cue_model", "randimg") >= 65
+        ),
         "small-LR FT keeps the cue, no barrier": (
             acc("cue_model", "randimg") - acc("naive_ft_small", "randimg") <= 15
-            and barrier("naive_ft_small") < 0.1),
+            and barrier("naive_ft_small") < 0.1
+        ),
         "CBFT: RC within 10 of NC": abs(acc("cbft", "nocue") - acc("cbft", "randcue")) <= 10,
         "CBFT: RI ≤ 25": acc("cbft", "randimg") <= 25,
         "CBFT: barrier ≥ 0.5": barrier("cbft") >= 0.5,
@@ -63,17 +65,33 @@ def main():
             shapes.save_npz(path, style)
         start = time.perf_counter()
         run = subprocess.run(
-            [sys.executable, "-m", "experiments.cbft", f"--config.cue_model.data.name=npz:{path}",
-             "--config.cue_model.data.cue_proportion=auto", "--config.data.n_clean=auto",
-             f"--workdir={workdir / style}"], cwd=ROOT, capture_output=True, text=True)
+            [
+                sys.executable,
+                "-m",
+                "experiments.cbft",
+                f"--config.cue_model.data.name=npz:{path}",
+                "--config.cue_model.data.cue_proportion=auto",
+                "--config.data.n_clean=auto",
+                f"--workdir={workdir / style}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         seconds = time.perf_counter() - start
         if run.returncode:
             sys.exit(f"{style}: experiments.cbft failed\n{run.stderr[-3000:]}")
         results = json.loads((workdir / style / "results.json").read_text())
         checks = criteria(results)
-        rows.append({"style": style, "seconds": round(seconds, 1),
-                     "cue_proportion": results["cue_proportion"],
-                     "n_clean": results["n_clean"], "checks": checks})
+        rows.append(
+            {
+                "style": style,
+                "seconds": round(seconds, 1),
+                "cue_proportion": results["cue_proportion"],
+                "n_clean": results["n_clean"],
+                "checks": checks,
+            }
+        )
         print(f"\n## shapes10, {style} variant ({seconds / 60:.1f} min)\n")
         print((workdir / style / "results.md").read_text())
         for name, ok in checks.items():
@@ -82,8 +100,10 @@ def main():
     print("| variant | chosen p | n_clean | every criterion | wall time |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['style']} | {r['cue_proportion']:g} | {r['n_clean']} | "
-              f"{'yes' if all(r['checks'].values()) else 'no'} | {r['seconds'] / 60:.1f} min |")
+        print(
+            f"| {r['style']} | {r['cue_proportion']:g} | {r['n_clean']} | "
+            f"{'yes' if all(r['checks'].values()) else 'no'} | {r['seconds'] / 60:.1f} min |"
+        )
     print(f"\nwrote {common.save('own_data', {'rows': rows})}")
 
 

@@ -47,44 +47,72 @@ def main():
         a = models.init(model, jax.random.key(0), (32, 32, 3))
         b = models.init(model, jax.random.key(1), (32, 32, 3))
         for strategy in args.strategies.split(","):
-            budgets = [float(g) for g in args.budgets_gib.split(",")] if strategy == "vmap" \
-                else [0.0]
+            budgets = (
+                [float(g) for g in args.budgets_gib.split(",")] if strategy == "vmap" else [0.0]
+            )
             for gib in budgets:
                 start = time.perf_counter()
                 try:
                     plan = path_eval.compile_evaluation(
-                        model.apply, paths.linear(a, b), ts, test, bn="recompute",
-                        bn_set=train, bn_batches=args.bn_batches, batch_size=args.batch_size,
-                        strategy=strategy, memory_budget=int(gib * GIB) or None)
+                        model.apply,
+                        paths.linear(a, b),
+                        ts,
+                        test,
+                        bn="recompute",
+                        bn_set=train,
+                        bn_batches=args.bn_batches,
+                        batch_size=args.batch_size,
+                        strategy=strategy,
+                        memory_budget=int(gib * GIB) or None,
+                    )
                     chunk, memory = plan.chunk_size, plan.memory_bytes
                 except InputError as error:  # one point exceeds the budget
                     chunk, memory, plan = None, None, str(error)
-                row = {"model": name, "params": models.num_params(a), "strategy": strategy,
-                       "budget_gib": gib or path_eval.default_memory_budget() / GIB,
-                       "chunk": chunk, "memory_gib": None if memory is None else memory / GIB,
-                       "compile_s": time.perf_counter() - start}
+                row = {
+                    "model": name,
+                    "params": models.num_params(a),
+                    "strategy": strategy,
+                    "budget_gib": gib or path_eval.default_memory_budget() / GIB,
+                    "chunk": chunk,
+                    "memory_gib": None if memory is None else memory / GIB,
+                    "compile_s": time.perf_counter() - start,
+                }
                 if name == args.run and strategy == "map":
                     start = time.perf_counter()
                     jax.block_until_ready(plan.run().metrics)
                     row["run_s"] = time.perf_counter() - start
-                    row["peak_rss_gib"] = resource.getrusage(
-                        resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+                    row["peak_rss_gib"] = (
+                        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+                    )
                 rows.append(row)
-    print(f"\nK = {args.points} points, BN recompute over {args.bn_batches} x {args.batch_size}, "
-          f"{args.num_eval} evaluation images in batches of {args.batch_size}; "
-          f"{common.machine()}\n")
+    print(
+        f"\nK = {args.points} points, BN recompute over {args.bn_batches} x {args.batch_size}, "
+        f"{args.num_eval} evaluation images in batches of {args.batch_size}; "
+        f"{common.machine()}\n"
+    )
     print("| model | strategy | budget GiB | chunk | XLA working memory GiB | compile s |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         memory = "n/a" if r["memory_gib"] is None else f"{r['memory_gib']:.2f}"
-        print(f"| {r['model']} | {r['strategy']} | {r['budget_gib']:.1f} | {r['chunk']} | "
-              f"{memory} | {r['compile_s']:.1f} |")
+        print(
+            f"| {r['model']} | {r['strategy']} | {r['budget_gib']:.1f} | {r['chunk']} | "
+            f"{memory} | {r['compile_s']:.1f} |"
+        )
     for r in rows:
         if "run_s" in r:
-            print(f"\n{r['model']}, map, all {args.points} points run in {r['run_s']:.0f} s; "
-                  f"peak resident memory of the process {r['peak_rss_gib']:.2f} GiB")
-    common.save("path_memory", {"points": args.points, "batch_size": args.batch_size,
-                                "num_eval": args.num_eval, "rows": rows})
+            print(
+                f"\n{r['model']}, map, all {args.points} points run in {r['run_s']:.0f} s; "
+                f"peak resident memory of the process {r['peak_rss_gib']:.2f} GiB"
+            )
+    common.save(
+        "path_memory",
+        {
+            "points": args.points,
+            "batch_size": args.batch_size,
+            "num_eval": args.num_eval,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -42,26 +42,44 @@ def main():
         b = models.init(model, jax.random.key(1), (32, 32, 3))
         x = jnp.zeros((2, 32, 32, 3))
         derive_s, spec = timed(lambda: permute.derive_spec(model.apply, a, x, train=False))
-        match_s, _ = timed(lambda: permute.weight_matching(spec, a, b, jax.random.key(2)),
-                           repeats=1)
+        match_s, _ = timed(
+            lambda: permute.weight_matching(spec, a, b, jax.random.key(2)), repeats=1
+        )
         rng = np.random.default_rng(3)
         planted = permute.apply(spec, {p: rng.permutation(n) for p, n in spec.sizes.items()}, a)
-        recover_s, found = timed(lambda: permute.weight_matching(spec, a, planted,
-                                                                 jax.random.key(4)), repeats=1)
-        recovered = all(bool(np.array_equal(x, y)) for x, y in zip(
-            jax.tree.leaves(permute.apply(spec, found, planted)), jax.tree.leaves(a)))
-        rows.append({"model": name, "width": width or 1.0, "parameters": models.num_params(a),
-                     "permutations": len(spec.sizes), "derive_s": round(derive_s, 3),
-                     "weight_matching_s": round(match_s, 2), "recovered": recovered,
-                     "recover_s": round(recover_s, 2)})
+        recover_s, found = timed(
+            lambda: permute.weight_matching(spec, a, planted, jax.random.key(4)), repeats=1
+        )
+        recovered = all(
+            bool(np.array_equal(x, y))
+            for x, y in zip(
+                jax.tree.leaves(permute.apply(spec, found, planted)), jax.tree.leaves(a)
+            )
+        )
+        rows.append(
+            {
+                "model": name,
+                "width": width or 1.0,
+                "parameters": models.num_params(a),
+                "permutations": len(spec.sizes),
+                "derive_s": round(derive_s, 3),
+                "weight_matching_s": round(match_s, 2),
+                "recovered": recovered,
+                "recover_s": round(recover_s, 2),
+            }
+        )
     print(f"machine: {common.machine()}\n")
-    print("| model | width | parameters | permutations | derive_spec | weight matching "
-          "(independent inits) | planted permutation recovered |")
+    print(
+        "| model | width | parameters | permutations | derive_spec | weight matching "
+        "(independent inits) | planted permutation recovered |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['width']:g} | {r['parameters']:,} | {r['permutations']} | "
-              f"{r['derive_s']:.2f} s | {r['weight_matching_s']:.1f} s | "
-              f"{'yes' if r['recovered'] else 'NO'} ({r['recover_s']:.1f} s) |")
+        print(
+            f"| {r['model']} | {r['width']:g} | {r['parameters']:,} | {r['permutations']} | "
+            f"{r['derive_s']:.2f} s | {r['weight_matching_s']:.1f} s | "
+            f"{'yes' if r['recovered'] else 'NO'} ({r['recover_s']:.1f} s) |"
+        )
     print(f"\nwrote {common.save('permute_spec', {'rows': rows})}")
 
 

@@ -49,15 +49,23 @@ def measure(name: str, conv_impl: str, batch: int, dtype: str) -> dict:
     tx = training.sgd(0.01, 0.9, 1e-4)
     state = training.TrainState.create(model.apply, variables, tx, jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
-    batch_data = jax.device_put({
-        "images": rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8),
-        "labels": rng.integers(0, 10, batch).astype(np.int32)})
+    batch_data = jax.device_put(
+        {
+            "images": rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8),
+            "labels": rng.integers(0, 10, batch).astype(np.int32),
+        }
+    )
     step = jax.jit(functools.partial(training.train_step, cue=data.box_cue(10)))
     forward = jax.jit(lambda v, x: model.apply(v, data.normalize(x), train=False))
-    return {"model": name, "conv_impl": conv_impl, "dtype": dtype, "batch": batch,
-            "params": models.num_params(variables),
-            "train_img_s": _rate(lambda: step(state, batch_data)[1]["loss"], batch),
-            "eval_img_s": _rate(lambda: forward(state.variables, batch_data["images"]), batch)}
+    return {
+        "model": name,
+        "conv_impl": conv_impl,
+        "dtype": dtype,
+        "batch": batch,
+        "params": models.num_params(variables),
+        "train_img_s": _rate(lambda: step(state, batch_data)[1]["loss"], batch),
+        "eval_img_s": _rate(lambda: forward(state.variables, batch_data["images"]), batch),
+    }
 
 
 def measure_torch(name: str, batch: int) -> dict | None:
@@ -89,23 +97,26 @@ def measure_torch(name: str, batch: int) -> dict | None:
     net.train()
     train = _rate(step, batch)
     net.eval()
-    return {"train_img_s": train, "eval_img_s": _rate(evaluate, batch),
-            "torch": torch.__version__}
+    return {"train_img_s": train, "eval_img_s": _rate(evaluate, batch), "torch": torch.__version__}
 
 
 def main():
     parser = common.parser(__doc__, "cnn4 and vgg13_small, batch 128, float32 (≈ 1.5 min)")
     parser.add_argument("--models", default="", help="comma-separated preset names")
-    parser.add_argument("--impls", default="auto",
-                        help="conv implementations (also: xla, im2col, hybrid)")
+    parser.add_argument(
+        "--impls", default="auto", help="conv implementations (also: xla, im2col, hybrid)"
+    )
     parser.add_argument("--batches", default="128,256")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
     args = parser.parse_args()
     if args.quick:
         args.batches, args.dtypes = "128", "float32"
-    names = args.models.split(",") if args.models else (
-        ["cnn4", "vgg13_small"] if args.quick else list(models.PRESETS))
+    names = (
+        args.models.split(",")
+        if args.models
+        else (["cnn4", "vgg13_small"] if args.quick else list(models.PRESETS))
+    )
     rows = []
     for name in names:
         for batch in map(int, args.batches.split(",")):
@@ -116,16 +127,26 @@ def main():
                     row["torch"] = reference
                     rows.append(row)
     print(f"\n{common.machine()}\n")
-    print("| model | params | conv | dtype | batch | train img/s | eval img/s "
-          "| torch train | torch eval | train / torch |")
+    print(
+        "| model | params | conv | dtype | batch | train img/s | eval img/s "
+        "| torch train | torch eval | train / torch |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t = r["torch"]
-        torch_cells = (f"{t['train_img_s']:,.0f} | {t['eval_img_s']:,.0f} | "
-                       f"{r['train_img_s'] / t['train_img_s']:.2f}") if t else "– | – | –"
-        print(f"| {r['model']} | {r['params']:,} | {r['conv_impl']} | {r['dtype']} | "
-              f"{r['batch']} | {r['train_img_s']:,.0f} | {r['eval_img_s']:,.0f} | "
-              f"{torch_cells} |")
+        torch_cells = (
+            (
+                f"{t['train_img_s']:,.0f} | {t['eval_img_s']:,.0f} | "
+                f"{r['train_img_s'] / t['train_img_s']:.2f}"
+            )
+            if t
+            else "– | – | –"
+        )
+        print(
+            f"| {r['model']} | {r['params']:,} | {r['conv_impl']} | {r['dtype']} | "
+            f"{r['batch']} | {r['train_img_s']:,.0f} | {r['eval_img_s']:,.0f} | "
+            f"{torch_cells} |"
+        )
     common.save("train_throughput", {"rows": rows})
 
 

@@ -57,8 +57,9 @@ def seeds_of(config) -> tuple[int, ...]:
     seeds = config.seeds
     seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
     if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise InputError(f"seeds must be non-negative integers, e.g. (0, 1, 2); got "
-                         f"{config.seeds!r}")
+        raise InputError(
+            f"seeds must be non-negative integers, e.g. (0, 1, 2); got {config.seeds!r}"
+        )
     if len(set(seeds)) != len(seeds):
         raise InputError(f"seeds must be distinct, got {seeds}")
     return seeds
@@ -74,16 +75,27 @@ def validate(config) -> None:
     if not config.cue_model_dir:
         training.validate(config.cue_model)
     n_clean = config.data.n_clean
-    require([(n_clean == training.AUTO or (isinstance(n_clean, int) and n_clean >= 1),
-              f"data.n_clean must be an integer >= 1 or 'auto', got {n_clean!r}")])
+    require(
+        [
+            (
+                n_clean == training.AUTO or (isinstance(n_clean, int) and n_clean >= 1),
+                f"data.n_clean must be an integer >= 1 or 'auto', got {n_clean!r}",
+            )
+        ]
+    )
     check_bounds(config.data, "data.", count=("n_cue",))
     check_bounds(config.finetune, "finetune.", count=("scratch_epochs",))
     init = config.cue_model.model.init_from
     if init == "nocue_model" and config.cue_model.data.cue_proportion == training.AUTO:
-        raise InputError("cue_model.data.cue_proportion=auto trains its trials from scratch; "
-                         "it cannot be combined with cue_model.model.init_from=nocue_model")
-    folders = {"cue_model_dir": config.cue_model_dir, "nocue_model_dir": config.nocue_model_dir,
-               "cue_model.model.init_from": "" if init == "nocue_model" else init}
+        raise InputError(
+            "cue_model.data.cue_proportion=auto trains its trials from scratch; "
+            "it cannot be combined with cue_model.model.init_from=nocue_model"
+        )
+    folders = {
+        "cue_model_dir": config.cue_model_dir,
+        "nocue_model_dir": config.nocue_model_dir,
+        "cue_model.model.init_from": "" if init == "nocue_model" else init,
+    }
     for name, folder in folders.items():
         if folder:
             try:
@@ -108,12 +120,14 @@ def run(config, workdir: str) -> dict:
     validate(config)
     cue_data = data_config(config)
     train, test = training.load_data(cue_data)
-    n_clean = min(methods_lib.N_CLEAN_CANDIDATES) if config.data.n_clean == training.AUTO else (
-        config.data.n_clean)
+    n_clean = (
+        min(methods_lib.N_CLEAN_CANDIDATES)
+        if config.data.n_clean == training.AUTO
+        else (config.data.n_clean)
+    )
     finetune.draw_subsets(train, n_clean, config.data.n_cue, 0)  # sizes fit the data
     model = training.create_model(cue_data, train.num_classes)  # its contract, before training
-    abstract = jax.eval_shape(lambda: models.init(model, jax.random.PRNGKey(0),
-                                                  train.image_shape))
+    abstract = jax.eval_shape(lambda: models.init(model, jax.random.PRNGKey(0), train.image_shape))
     methods_lib.check_model_contract(model.apply, abstract, train, config.methods)
     training.check_config(workdir, config.to_dict(), ignore=("seeds",))  # a sweep may grow
     calibrated = None
@@ -140,15 +154,20 @@ def calibrate(config, seed: int, workdir: pathlib.Path, datasets):
     the config with the chosen proportion, and the calibration's result."""
     logging.info("θ_C's cue proportion: calibration trials")
     cue_config = training.TrainConfig.of(config.cue_model)
-    calibrated = calibration.calibrate(cue_config.changed(seed=seed), workdir / "calibration",
-                                       datasets=datasets)
+    calibrated = calibration.calibrate(
+        cue_config.changed(seed=seed), workdir / "calibration", datasets=datasets
+    )
     logging.info(f"θ_C's cue proportion: p = {calibrated['cue_proportion']:g}")
     cli.warn(filter(None, [calibration.warning(calibrated, cue_config.optim.weight_decay)]))
     cue_config = cue_config.changed(data={"cue_proportion": calibrated["cue_proportion"]})
     config = ml_collections.ConfigDict({**config.to_dict(), "cue_model": cue_config.to_dict()})
     # The chosen trial is this seed's θ_C already.
-    calibration.reuse(calibrated, cue_config.changed(seed=seed),
-                      workdir / f"seed_{seed}" / "cue_model", workdir / "calibration")
+    calibration.reuse(
+        calibrated,
+        cue_config.changed(seed=seed),
+        workdir / f"seed_{seed}" / "cue_model",
+        workdir / "calibration",
+    )
     return config, calibrated
 
 
@@ -182,25 +201,34 @@ def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
     if config.data.n_clean == training.AUTO:
         logging.info("n_clean: probing small-LR naive fine-tuning")
         with phases("n_clean probes"):
-            n_clean, probes = methods_lib.choose_n_clean(config, seed, workdir, apply_fn,
-                                                         references["cue_model"], train, test)
+            n_clean, probes = methods_lib.choose_n_clean(
+                config, seed, workdir, apply_fn, references["cue_model"], train, test
+            )
         config = ml_collections.ConfigDict(config.to_dict())
         config.data.n_clean = n_clean
         logging.info(f"n_clean: {n_clean}")
     logging.info("2/3 fine-tuning")
-    fine_tuned = methods_lib.fine_tuned_models(config, seed, workdir, apply_fn,
-                                               references["cue_model"], cue_config, train, test,
-                                               phases)
+    fine_tuned = methods_lib.fine_tuned_models(
+        config, seed, workdir, apply_fn, references["cue_model"], cue_config, train, test, phases
+    )
     logging.info("3/3 evaluation and paths")
     models = {**references, **fine_tuned}
-    methods = evaluate_models(config, apply_fn, models, references, train, test,
-                              jax.random.PRNGKey(seed + 1), phases)
-    results = {"dataset": train.name, "model": cue_config.model.name,
-               "cue_proportion": cue_config.data.cue_proportion,
-               "n_clean": config.data.n_clean, "num_classes": train.num_classes,
-               "cue_weight_decay": cue_config.optim.weight_decay,
-               "seeds": [seed], "seconds": round(time.perf_counter() - start, 1),
-               "methods": methods, "timings": phases.to_json(), "config": stored}
+    methods = evaluate_models(
+        config, apply_fn, models, references, train, test, jax.random.PRNGKey(seed + 1), phases
+    )
+    results = {
+        "dataset": train.name,
+        "model": cue_config.model.name,
+        "cue_proportion": cue_config.data.cue_proportion,
+        "n_clean": config.data.n_clean,
+        "num_classes": train.num_classes,
+        "cue_weight_decay": cue_config.optim.weight_decay,
+        "seeds": [seed],
+        "seconds": round(time.perf_counter() - start, 1),
+        "methods": methods,
+        "timings": phases.to_json(),
+        "config": stored,
+    }
     if probes is not None:
         results["n_clean_probes"] = probes
     results["diagnosis"] = diagnose(results)
@@ -208,8 +236,16 @@ def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
     return results
 
 
-def evaluate_models(config, apply_fn, models: dict, references: dict, train, test,
-                    key, phases: timing.Phases | None = None) -> dict:
+def evaluate_models(
+    config,
+    apply_fn,
+    models: dict,
+    references: dict,
+    train,
+    test,
+    key,
+    phases: timing.Phases | None = None,
+) -> dict:
     """Every model on the four conditions, and along the line from each path target
     (timed as the phases "evaluation" and "paths" when ``phases`` is given).
 
@@ -219,34 +255,50 @@ def evaluate_models(config, apply_fn, models: dict, references: dict, train, tes
     """
     conditions = evaluation.conditions_of(config.path)
     methods = {}
-    jobs = [(target, name) for target in methods_lib.check_targets(config.path.targets)
-            for name in models if name != target]
+    jobs = [
+        (target, name)
+        for target in methods_lib.check_targets(config.path.targets)
+        for name in models
+        if name != target
+    ]
     phases = phases or timing.Phases()
     settings = {**evaluation.evaluator_settings(config.path, train, 0), "key": key}
     test = evaluation.eval_set(config.path, train, test)
     bar = tqdm(total=len(models) + len(jobs), desc="evaluate", unit="eval")
     for name, variables in models.items():
         with phases("evaluation"):
-            methods[name] = {"test": training.evaluate(
-                apply_fn, variables, test, key, batch_size=config.path.batch_size,
-                random_from=config.path.random_from), "paths": {}}
+            methods[name] = {
+                "test": training.evaluate(
+                    apply_fn,
+                    variables,
+                    test,
+                    key,
+                    batch_size=config.path.batch_size,
+                    random_from=config.path.random_from,
+                ),
+                "paths": {},
+            }
         bar.update()
     for target, name in jobs:
-        wanted = conditions if target != "cue_model" else tuple(dict.fromkeys(
-            (*conditions, "cue")))
+        wanted = conditions if target != "cue_model" else tuple(dict.fromkeys((*conditions, "cue")))
         with phases("paths"):
             result = path_eval.evaluate_path(
-                apply_fn, paths.linear(references[target], models[name]),
-                paths.grid(config.path.num_points), test, conditions=wanted, **settings)
+                apply_fn,
+                paths.linear(references[target], models[name]),
+                paths.grid(config.path.num_points),
+                test,
+                conditions=wanted,
+                **settings,
+            )
         summary = result.to_json()
-        methods[name]["paths"][target] = {"ts": summary["ts"],
-                                          "conditions": summary["conditions"]}
+        methods[name]["paths"][target] = {"ts": summary["ts"], "conditions": summary["conditions"]}
         bar.update()
     bar.close()
     for m in methods.values():
         to_cue = m["paths"].get("cue_model")
-        m["barrier_to_cue_model"] = (to_cue["conditions"]["cue"]["barrier"] if to_cue
-                                     else {"loss": 0.0, "acc": 0.0})
+        m["barrier_to_cue_model"] = (
+            to_cue["conditions"]["cue"]["barrier"] if to_cue else {"loss": 0.0, "acc": 0.0}
+        )
     return methods
 
 
@@ -257,28 +309,52 @@ def aggregate(runs: list[dict]) -> dict:
     for name in first["methods"]:
         per_seed = [r["methods"][name] for r in runs]
         mean, std = report.mean_std(per_seed)
-        methods[name] = {**mean, "test_std": std["test"],
-                         "barrier_to_cue_model_std": std["barrier_to_cue_model"]}
-    out = {**{k: first[k] for k in ("dataset", "model", "cue_proportion", "n_clean",
-                                    "num_classes", "cue_weight_decay")},
-           "seeds": [s for r in runs for s in r["seeds"]],
-           "seconds_per_seed": [r["seconds"] for r in runs], "methods": methods}
+        methods[name] = {
+            **mean,
+            "test_std": std["test"],
+            "barrier_to_cue_model_std": std["barrier_to_cue_model"],
+        }
+    out = {
+        **{
+            k: first[k]
+            for k in (
+                "dataset",
+                "model",
+                "cue_proportion",
+                "n_clean",
+                "num_classes",
+                "cue_weight_decay",
+            )
+        },
+        "seeds": [s for r in runs for s in r["seeds"]],
+        "seconds_per_seed": [r["seconds"] for r in runs],
+        "methods": methods,
+    }
     if "n_clean_probes" in first:
         out["n_clean_probes"] = first["n_clean_probes"]
     timed = [r["timings"] for r in runs if "timings" in r]
     if timed:  # summed over the seeds
-        out["timings"] = {phase: {k: round(sum(t.get(phase, {}).get(k, 0.0) for t in timed), 1)
-                                  for k in ("seconds", "compile_seconds")}
-                          for phase in dict.fromkeys(p for t in timed for p in t)}
+        out["timings"] = {
+            phase: {
+                k: round(sum(t.get(phase, {}).get(k, 0.0) for t in timed), 1)
+                for k in ("seconds", "compile_seconds")
+            }
+            for phase in dict.fromkeys(p for t in timed for p in t)
+        }
     out["diagnosis"] = diagnose(out)
     return out
 
 
 def diagnose(results: dict) -> dict:
     """:func:`mmc_jax.diagnosis.diagnose` of a run's (or the seeds' mean) results."""
-    return diagnosis.diagnose(results["methods"], results["cue_proportion"],
-                              results["cue_weight_decay"], results["num_classes"],
-                              results["n_clean"], prefix="cue_model.")
+    return diagnosis.diagnose(
+        results["methods"],
+        results["cue_proportion"],
+        results["cue_weight_decay"],
+        results["num_classes"],
+        results["n_clean"],
+        prefix="cue_model.",
+    )
 
 
 def write_outputs(results: dict, workdir: pathlib.Path) -> None:
@@ -286,16 +362,27 @@ def write_outputs(results: dict, workdir: pathlib.Path) -> None:
     path target in ``workdir``."""
     io.write_json(workdir / "results.json", results)
     with logs.open_log(workdir) as log:
-        log.tree(0, {name: {"test": m["test"], "barrier_to_cue_model": m.get(
-            "barrier_to_cue_model", {})} for name, m in results["methods"].items()})
+        log.tree(
+            0,
+            {
+                name: {"test": m["test"], "barrier_to_cue_model": m.get("barrier_to_cue_model", {})}
+                for name, m in results["methods"].items()
+            },
+        )
         for target in methods_lib.TARGETS:
-            curves = {name: m["paths"][target] for name, m in results["methods"].items()
-                      if target in m.get("paths", {})}
+            curves = {
+                name: m["paths"][target]
+                for name, m in results["methods"].items()
+                if target in m.get("paths", {})
+            }
             for name, curve in curves.items():
                 logs.path_curves(log, f"{name} to {target}", curve)
             if curves:
-                logs.save_figure(log, workdir / f"paths_to_{target}.png",
-                                 plots.method_paths(curves, LABELS[target]))
+                logs.save_figure(
+                    log,
+                    workdir / f"paths_to_{target}.png",
+                    plots.method_paths(curves, LABELS[target]),
+                )
     table = results_table(results)
     io.write_atomic(workdir / "results.md", table)
     print(table)
@@ -315,16 +402,22 @@ def results_table(results: dict) -> str:
         if several:
             cell += f" ± {m['barrier_to_cue_model_std']['loss']:.2f}"
         extra[name] = {"loss barrier to θ_C": cell}
-    seed_text = f"seed {seeds[0]}" if not several else (
-        f"mean ± std over seeds {', '.join(map(str, seeds))}")
-    out = (f"# {results['model']} on {results['dataset']}, θ_C at p = "
-           f"{results['cue_proportion']}, {results['n_clean']} clean samples, {seed_text}\n\n"
-           + report.conditions_table(rows, extra, std if several else None)
-           + "\nNC ↑ higher is better; C ~ and RC ~ should match NC (cue ignored); RI ↓ "
-           "chance is ideal. Barrier: linear path from θ_C, cued test data.\n")
+    seed_text = (
+        f"seed {seeds[0]}"
+        if not several
+        else (f"mean ± std over seeds {', '.join(map(str, seeds))}")
+    )
+    out = (
+        f"# {results['model']} on {results['dataset']}, θ_C at p = "
+        f"{results['cue_proportion']}, {results['n_clean']} clean samples, {seed_text}\n\n"
+        + report.conditions_table(rows, extra, std if several else None)
+        + "\nNC ↑ higher is better; C ~ and RC ~ should match NC (cue ignored); RI ↓ "
+        "chance is ideal. Barrier: linear path from θ_C, cued test data.\n"
+    )
     for target in methods_lib.TARGETS:
-        curves = {name: m["paths"][target] for name, m in methods.items()
-                  if target in m.get("paths", {})}
+        curves = {
+            name: m["paths"][target] for name, m in methods.items() if target in m.get("paths", {})
+        }
         if curves:
             out += "\n" + barrier_table(curves, LABELS[target])
     if "calibration" in results:
@@ -334,38 +427,52 @@ def results_table(results: dict) -> str:
     if "diagnosis" in results:
         out += "\n" + diagnosis.markdown(results["diagnosis"])
     if "timings" in results:
-        total = (f"\n\n{results['seconds']:.0f} s in all.\n" if "seconds" in results
-                 else "\n")
+        total = f"\n\n{results['seconds']:.0f} s in all.\n" if "seconds" in results else "\n"
         out += "\n## Where the time went\n\n" + timing.markdown(results["timings"]) + total
     return out
 
 
 def n_clean_table(probes: list[dict]) -> str:
     """``n_clean = "auto"``'s probes as a results.md section."""
-    lines = ["## Clean set size (n_clean = auto)", "",
-             "| n_clean | θ_C randimg | after small-LR naive FT | drop | keeps the cue |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {p['n_clean']} | {p['randimg_before']:.1f} | {p['randimg_after']:.1f} | "
-              f"{p['randimg_drop']:.1f} | {'yes' if p['keeps_cue'] else 'no'} |" for p in probes]
-    return "\n".join(lines) + (f"\n\nThe largest size whose randimg drops by at most "
-                               f"{diagnosis.MAX_RANDIMG_DROP:g} points is used.\n")
+    lines = [
+        "## Clean set size (n_clean = auto)",
+        "",
+        "| n_clean | θ_C randimg | after small-LR naive FT | drop | keeps the cue |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p['n_clean']} | {p['randimg_before']:.1f} | {p['randimg_after']:.1f} | "
+        f"{p['randimg_drop']:.1f} | {'yes' if p['keeps_cue'] else 'no'} |"
+        for p in probes
+    ]
+    return "\n".join(lines) + (
+        f"\n\nThe largest size whose randimg drops by at most "
+        f"{diagnosis.MAX_RANDIMG_DROP:g} points is used.\n"
+    )
 
 
 def barrier_table(curves: dict, start: str) -> str:
     """Loss barrier (accuracy barrier in points) on the line from ``start`` to each model,
     one column per condition."""
-    conditions = [c for c in data.CONDITIONS if any(c in m["conditions"]
-                                                    for m in curves.values())]
-    lines = [f"## Barriers on the line from {start}\n",
-             "| model | " + " | ".join(report.HEADERS[c] for c in conditions) + " |",
-             "|---|" + "---|" * len(conditions)]
+    conditions = [c for c in data.CONDITIONS if any(c in m["conditions"] for m in curves.values())]
+    lines = [
+        f"## Barriers on the line from {start}\n",
+        "| model | " + " | ".join(report.HEADERS[c] for c in conditions) + " |",
+        "|---|" + "---|" * len(conditions),
+    ]
     for name, m in curves.items():
-        cells = [f"{m['conditions'][c]['barrier']['loss']:.2f} "
-                 f"({100 * m['conditions'][c]['barrier']['acc']:.1f})"
-                 if c in m["conditions"] else "" for c in conditions]
+        cells = [
+            f"{m['conditions'][c]['barrier']['loss']:.2f} "
+            f"({100 * m['conditions'][c]['barrier']['acc']:.1f})"
+            if c in m["conditions"]
+            else ""
+            for c in conditions
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + ("\n\nLoss barrier (accuracy barrier in points) on the "
-                               f"straight line from {start} (t = 0) to each model (t = 1).\n")
+    return "\n".join(lines) + (
+        "\n\nLoss barrier (accuracy barrier in points) on the "
+        f"straight line from {start} (t = 0) to each model (t = 1).\n"
+    )
 
 
 def main(argv):

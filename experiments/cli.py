@@ -38,20 +38,26 @@ WORKDIR_MARKERS = ("config.json", "checkpoints", "results.json")
 #: The file a live run holds locked in its workdir.
 LOCK_FILE = ".lock"
 
-RESTART = flags.DEFINE_bool("restart", False, "Delete --workdir (a previous run's "
-                            "checkpoints and results) and start over instead of resuming.")
+RESTART = flags.DEFINE_bool(
+    "restart",
+    False,
+    "Delete --workdir (a previous run's "
+    "checkpoints and results) and start over instead of resuming.",
+)
 
 
 def define_flags(default_config: str, default_workdir: str):
     """Defines ``--config`` (an ml_collections config file) and ``--workdir``."""
     try:  # config_flags reads the --config.field overrides right here
         config = config_flags.DEFINE_config_file(
-            "config", default_config, "Experiment configuration file (fields override with "
-            "--config.field=value).", lock_config=True)
+            "config",
+            default_config,
+            "Experiment configuration file (fields override with --config.field=value).",
+            lock_config=True,
+        )
     except (AttributeError, KeyError) as err:
         _exit_with(_unknown_field(err, sys.argv, default_config))
-    workdir = flags.DEFINE_string("workdir", default_workdir,
-                                  "Folder for checkpoints and results.")
+    workdir = flags.DEFINE_string("workdir", default_workdir, "Folder for checkpoints and results.")
     return config, workdir
 
 
@@ -64,8 +70,10 @@ def clear_workdir(workdir: str) -> None:
         return
     runs = [p for p in path.rglob("*") if p.name in WORKDIR_MARKERS]
     if not runs:
-        raise InputError(f"--restart: {path} does not look like an mmc_jax workdir (no "
-                         f"{', '.join(WORKDIR_MARKERS)} inside); delete it yourself")
+        raise InputError(
+            f"--restart: {path} does not look like an mmc_jax workdir (no "
+            f"{', '.join(WORKDIR_MARKERS)} inside); delete it yourself"
+        )
     for entry in entries:  # the lock stays: this run holds it
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
@@ -89,8 +97,10 @@ def hold_workdir(workdir: str) -> Iterator[pathlib.Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise InputError(f"{path} is in use by another run (pid {owner}); wait for it to "
-                             "end or choose another --workdir") from None
+            raise InputError(
+                f"{path} is in use by another run (pid {owner}); wait for it to "
+                "end or choose another --workdir"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield path
@@ -118,8 +128,11 @@ class _Plain(std_logging.Formatter):
 
     def format(self, record) -> str:
         text = record.getMessage()
-        return text if record.levelno < std_logging.WARNING else (
-            f"{record.levelname.lower()}: {text}")
+        return (
+            text
+            if record.levelno < std_logging.WARNING
+            else (f"{record.levelname.lower()}: {text}")
+        )
 
 
 def show_own_progress() -> None:
@@ -176,19 +189,26 @@ def _unknown_field(err: Exception, argv: list[str], default: str | None = None) 
     name = text.split("Attempting to lookup: ")[-1] if "lookup:" in text else text
     match = [g for g in given if g.endswith(name)] or given
     if match:
-        moved = new_places(match[0][len("--config."):], _config_of(argv, default))
+        moved = new_places(match[0][len("--config.") :], _config_of(argv, default))
         if moved:
-            return (f"config field {match[0][len('--config.'):]!r} is now "
-                    + " or ".join(f"{m!r} (--config.{m}=...)" for m in moved))
+            return f"config field {match[0][len('--config.') :]!r} is now " + " or ".join(
+                f"{m!r} (--config.{m}=...)" for m in moved
+            )
     where = f" ({match[0]})" if match else ""
     return f"unknown config field {name!r}{where}; see the config file for the fields"
 
 
 #: Fields of the flat configs whose name changed when they moved into a section.
-RENAMED = {"dataset": "data.name", "data_seed": "data.seed", "path_points": "path.num_points",
-           "path_targets": "path.targets", "path_conditions": "path.conditions",
-           "eval_batch_size": "path.batch_size", "permutation": "permutation.method",
-           "model": "model.name"}
+RENAMED = {
+    "dataset": "data.name",
+    "data_seed": "data.seed",
+    "path_points": "path.num_points",
+    "path_targets": "path.targets",
+    "path_conditions": "path.conditions",
+    "eval_batch_size": "path.batch_size",
+    "permutation": "permutation.method",
+    "model": "model.name",
+}
 
 
 #: Sections that hold a whole config of their own (θ_C's training config in experiments.cbft),
@@ -202,8 +222,14 @@ def _section_given_a_value(message: str, argv: list[str]) -> str | None:
     if not found:
         return None
     moved = new_places(found.group(1), _config_of(argv, flags.FLAGS["config"].default_unparsed))
-    return (f"config field {found.group(1)!r} is now a section; set {moved[0]!r} "
-            f"(--config.{moved[0]}=...)") if moved else None
+    return (
+        (
+            f"config field {found.group(1)!r} is now a section; set {moved[0]!r} "
+            f"(--config.{moved[0]}=...)"
+        )
+        if moved
+        else None
+    )
 
 
 def new_places(old: str, config) -> list[str]:
@@ -217,9 +243,14 @@ def new_places(old: str, config) -> list[str]:
     if last in RENAMED:
         return [base + RENAMED[last]] if base + RENAMED[last] in _leaves(config) else []
     names = {last, last.removeprefix("curve_")}
-    places = [f for f in _leaves(config) if f.startswith(base) and f.count(".") ==
-              old.count(".") + 1 and f.rpartition(".")[2] in names
-              and f.split(".")[old.count(".")] not in NESTED_CONFIGS]
+    places = [
+        f
+        for f in _leaves(config)
+        if f.startswith(base)
+        and f.count(".") == old.count(".") + 1
+        and f.rpartition(".")[2] in names
+        and f.split(".")[old.count(".")] not in NESTED_CONFIGS
+    ]
     exact = [f for f in places if f.endswith(f".{last}")]
     return (exact if len(exact) == 1 else places)[:3]
 

@@ -21,13 +21,19 @@ from absl import flags, logging
 from experiments import cli, evaluation
 from mmc_jax import curve, io, logs, path_eval, paths, plots, training
 
-CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "connectivity"),
-                                   "workdirs/connectivity")
-MODEL_A = flags.DEFINE_string("model_a", None, "Folder of the t = 0 model (an experiments.train "
-                              "workdir or a model folder of experiments.cbft).")
+CONFIG, WORKDIR = cli.define_flags(
+    cli.config_path(__file__, "connectivity"), "workdirs/connectivity"
+)
+MODEL_A = flags.DEFINE_string(
+    "model_a",
+    None,
+    "Folder of the t = 0 model (an experiments.train "
+    "workdir or a model folder of experiments.cbft).",
+)
 MODEL_B = flags.DEFINE_string("model_b", None, "Folder of the t = 1 model.")
-PATH = flags.DEFINE_enum("path", "linear", ["linear", "permuted_linear", "quadratic"],
-                         "Path family.")
+PATH = flags.DEFINE_enum(
+    "path", "linear", ["linear", "permuted_linear", "quadratic"], "Path family."
+)
 
 
 def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
@@ -38,8 +44,9 @@ def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
         return paths.linear(a, evaluation.aligner(config, model, b, train)(a, b))
     settings = midpoint_config(config)
     control = curve.initial_control(settings, model, a, b, train.image_shape, config.seed)
-    fitted = curve.fit_midpoint(model.apply, a, b, control, train, workdir / "midpoint",
-                                settings, seed=config.seed)
+    fitted = curve.fit_midpoint(
+        model.apply, a, b, control, train, workdir / "midpoint", settings, seed=config.seed
+    )
     return paths.bezier(a, fitted["control"], b)
 
 
@@ -60,28 +67,47 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
     workdir = pathlib.Path(workdir).resolve()
     conditions = validate(config)
     model, loaded, train, eval_set = evaluation.load_models(
-        {"--model_a": model_a, "--model_b": model_b}, config.path)
+        {"--model_a": model_a, "--model_b": model_b}, config.path
+    )
     a, b = loaded.values()
     path = build_path(config, kind, model, a, b, train, workdir)
     control = None
     if kind == "quadratic":  # a model folder, e.g. for experiments.plane --curve
-        training.save_model(workdir / "control", training.model_config(model_a),
-                            jax.tree.map(lambda x: x[1], path.points), train.num_classes,
-                            train.image_shape)
+        training.save_model(
+            workdir / "control",
+            training.model_config(model_a),
+            jax.tree.map(lambda x: x[1], path.points),
+            train.num_classes,
+            train.image_shape,
+        )
         control = "control"  # relative to the workdir, which may move
     settings = evaluation.evaluator_settings(config.path, train, config.seed)
-    logging.info(f"evaluating {config.path.num_points} points x {len(conditions)} conditions "
-                 f"({path_eval.resolve_strategy(settings['strategy'])}, BN {settings['bn']})")
-    result = path_eval.evaluate_path(model.apply, path, paths.grid(config.path.num_points),
-                                     eval_set, conditions=conditions, **settings)
+    logging.info(
+        f"evaluating {config.path.num_points} points x {len(conditions)} conditions "
+        f"({path_eval.resolve_strategy(settings['strategy'])}, BN {settings['bn']})"
+    )
+    result = path_eval.evaluate_path(
+        model.apply,
+        path,
+        paths.grid(config.path.num_points),
+        eval_set,
+        conditions=conditions,
+        **settings,
+    )
     permuted = kind == "permuted_linear"
-    summary = {**result.to_json(kind), "model_a": str(model_a), "model_b": str(model_b),
-               "bn": config.path.bn,
-               "permutation": config.permutation.method if permuted else None,
-               "permute_residual": config.permutation.permute_residual if permuted else None,
-               "control": control, "chunk_size": result.chunk_size,
-               "memory_gib": None if result.memory_bytes is None
-               else round(result.memory_bytes / 2**30, 3)}
+    summary = {
+        **result.to_json(kind),
+        "model_a": str(model_a),
+        "model_b": str(model_b),
+        "bn": config.path.bn,
+        "permutation": config.permutation.method if permuted else None,
+        "permute_residual": config.permutation.permute_residual if permuted else None,
+        "control": control,
+        "chunk_size": result.chunk_size,
+        "memory_gib": None
+        if result.memory_bytes is None
+        else round(result.memory_bytes / 2**30, 3),
+    }
     io.write_json(workdir / "results.json", summary)
     table = plots_and_table(summary, workdir)
     print(table)
@@ -94,13 +120,17 @@ def plots_and_table(summary: dict, workdir: pathlib.Path) -> str:
     with logs.open_log(workdir) as log:
         logs.path_curves(log, summary["path"], summary)
         logs.save_figure(log, workdir / "paths.png", plots.path_curves(summary, title))
-    lines = [f"# {summary['path']} path, BN {summary['bn']}\n",
-             "| condition | acc at t=0 | min acc | acc at t=1 | acc barrier | loss barrier |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# {summary['path']} path, BN {summary['bn']}\n",
+        "| condition | acc at t=0 | min acc | acc at t=1 | acc barrier | loss barrier |",
+        "|---|---|---|---|---|---|",
+    ]
     for c, m in summary["conditions"].items():
-        lines.append(f"| {c} | {100 * m['acc'][0]:.1f} | {100 * min(m['acc']):.1f} | "
-                     f"{100 * m['acc'][-1]:.1f} | {100 * m['barrier']['acc']:.1f} | "
-                     f"{m['barrier']['loss']:.3f} |")
+        lines.append(
+            f"| {c} | {100 * m['acc'][0]:.1f} | {100 * min(m['acc']):.1f} | "
+            f"{100 * m['acc'][-1]:.1f} | {100 * m['barrier']['acc']:.1f} | "
+            f"{m['barrier']['loss']:.3f} |"
+        )
     table = "\n".join(lines) + "\n\nAccuracies in %.\n"
     io.write_atomic(workdir / "results.md", table)
     return table

@@ -37,11 +37,15 @@ def validate(path) -> tuple[str, ...]:
     """Raises InputError for an impossible value of the ``path`` section (the one check of
     it, for every entry point); returns the conditions."""
     if not (isinstance(path.num_points, int) and path.num_points >= 2):
-        raise InputError(f"path.num_points must be >= 2 (a line has two ends), got "
-                         f"{path.num_points!r}")
-    check_bounds(path, "path.", count=("batch_size", "part_size"),
-                 non_negative=("num_eval", "bn_batches", "bn_batch_size", "chunk_size",
-                               "memory_budget_gib"))
+        raise InputError(
+            f"path.num_points must be >= 2 (a line has two ends), got {path.num_points!r}"
+        )
+    check_bounds(
+        path,
+        "path.",
+        count=("batch_size", "part_size"),
+        non_negative=("num_eval", "bn_batches", "bn_batch_size", "chunk_size", "memory_budget_gib"),
+    )
     check_choice("BN policy", path.bn, path_eval.BN_POLICIES)
     check_choice("eval_split", path.eval_split, ("test", "train"))
     data.check_random_from(path.random_from)
@@ -52,8 +56,7 @@ def validate(path) -> tuple[str, ...]:
 def check_permutation(permutation) -> None:
     """Raises InputError for an impossible value of the ``permutation`` section."""
     check_choice("permutation method", permutation.method, PERMUTATIONS)
-    check_bounds(permutation, "permutation.",
-                 non_negative=("match_batches", "match_batch_size"))
+    check_bounds(permutation, "permutation.", non_negative=("match_batches", "match_batch_size"))
 
 
 def finished(workdir: pathlib.Path, stored: dict) -> Optional[dict]:
@@ -73,8 +76,10 @@ def finished(workdir: pathlib.Path, stored: dict) -> Optional[dict]:
 def require_pair(model_a: Optional[str], model_b: Optional[str]) -> None:
     """One line when ``--model_a`` or ``--model_b`` is missing."""
     if not model_a or not model_b:
-        raise InputError("give both --model_a and --model_b (model folders: experiments.train "
-                         "workdirs or <cbft workdir>/seed_<s>/<method>)")
+        raise InputError(
+            "give both --model_a and --model_b (model folders: experiments.train "
+            "workdirs or <cbft workdir>/seed_<s>/<method>)"
+        )
 
 
 def parse_models(entries: Optional[list[str]], at_least: int = 2) -> dict[str, str]:
@@ -121,20 +126,27 @@ def eval_set(path, train, test):
     return chosen
 
 
-def evaluator_settings(path, train, seed: int, workdir: Optional[pathlib.Path] = None,
-                       stored: Optional[dict] = None) -> dict:
+def evaluator_settings(
+    path, train, seed: int, workdir: Optional[pathlib.Path] = None, stored: Optional[dict] = None
+) -> dict:
     """The path evaluator's keyword arguments from the ``path`` section and the run's
     ``seed`` (random draws, shuffled BN batches), the one place they are read. With
     ``workdir``, the points are evaluated in parts of ``path.part_size`` saved under
     ``workdir/parts`` for the run described by ``stored`` (config and models), so a killed
     run resumes after its last saved part (parts of another run are cleared)."""
-    settings = dict(bn=path.bn, bn_set=train, bn_batches=path.bn_batches or None,
-                    batch_size=path.batch_size, bn_batch_size=path.bn_batch_size or None,
-                    bn_shuffle_seed=seed if path.bn_shuffle else None,
-                    random_from=path.random_from, strategy=path.strategy,
-                    chunk_size=path.chunk_size or None,
-                    memory_budget=int(path.memory_budget_gib * 2**30) or None,
-                    key=jax.random.PRNGKey(seed))
+    settings = dict(
+        bn=path.bn,
+        bn_set=train,
+        bn_batches=path.bn_batches or None,
+        batch_size=path.batch_size,
+        bn_batch_size=path.bn_batch_size or None,
+        bn_shuffle_seed=seed if path.bn_shuffle else None,
+        random_from=path.random_from,
+        strategy=path.strategy,
+        chunk_size=path.chunk_size or None,
+        memory_budget=int(path.memory_budget_gib * 2**30) or None,
+        key=jax.random.PRNGKey(seed),
+    )
     if workdir is None:
         return settings
     store = workdir / "parts"
@@ -161,10 +173,12 @@ def matching_batches(config, train) -> list:
     ``path.batch_size`` in dataset order (``match_batches``/``match_batch_size`` override)."""
     permutation = config.permutation
     paper = permutation.method == "paper"
-    images = sample_batches(train, permutation.match_batch_size or (
-                                128 if paper else config.path.batch_size),
-                            permutation.match_batches or (91 if paper else 10),
-                            config.seed if paper else None)
+    images = sample_batches(
+        train,
+        permutation.match_batch_size or (128 if paper else config.path.batch_size),
+        permutation.match_batches or (91 if paper else 10),
+        config.seed if paper else None,
+    )
     return [data.clean_inputs(train.cue, x) for x in images]
 
 
@@ -176,14 +190,19 @@ def permutation_spec(permutation, model, variables, image_shape) -> permute.Perm
     if library and residual:
         return permute.spec_for(model, variables, image_shape)
     if permutation.method == "paper":
-        raise InputError("permutation 'paper' reproduces the paper code on its models (VGG, "
-                         "SmallCNN, ResNet) with their residual streams permuted; use weight, "
-                         f"activation or greedy for {type(model).__name__}")
-    spec = permute.derive_spec(as_apply(model), variables, jnp.zeros((1, *image_shape)),
-                               residual_stream=residual)
+        raise InputError(
+            "permutation 'paper' reproduces the paper code on its models (VGG, "
+            "SmallCNN, ResNet) with their residual streams permuted; use weight, "
+            f"activation or greedy for {type(model).__name__}"
+        )
+    spec = permute.derive_spec(
+        as_apply(model), variables, jnp.zeros((1, *image_shape)), residual_stream=residual
+    )
     if spec.unsupported:
-        logging.info(f"note: ops outside the permutation rules leave some axes unpermuted: "
-                     f"{', '.join(spec.unsupported)}")
+        logging.info(
+            f"note: ops outside the permutation rules leave some axes unpermuted: "
+            f"{', '.join(spec.unsupported)}"
+        )
     return spec
 
 
@@ -194,15 +213,21 @@ def aligner(config, model, variables, train) -> Callable:
     method = config.permutation.method
     spec = permutation_spec(config.permutation, model, variables, train.image_shape)
     if method == "weight":
+
         def align(a, b):
-            return permute.apply(spec, permute.weight_matching(
-                spec, a, b, jax.random.PRNGKey(config.seed)), b)
+            return permute.apply(
+                spec, permute.weight_matching(spec, a, b, jax.random.PRNGKey(config.seed)), b
+            )
+
         return align
-    match = {"activation": permute.activation_matching,
-             "greedy": permute.greedy_activation_matching,
-             "paper": permute.paper_activation_matching}[method]
+    match = {
+        "activation": permute.activation_matching,
+        "greedy": permute.greedy_activation_matching,
+        "paper": permute.paper_activation_matching,
+    }[method]
     batches = matching_batches(config, train)
 
     def align(a, b):
         return permute.apply(spec, match(spec, model, a, b, batches), b)
+
     return align

@@ -19,8 +19,9 @@ from experiments import cli, evaluation
 from mmc_jax import io, layerwise, logs, paths, plots
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "layerwise"), "workdirs/layerwise")
-MODEL_A = flags.DEFINE_string("model_a", None, "Folder of model A (t = 0; the layers not "
-                              "interpolated stay at A).")
+MODEL_A = flags.DEFINE_string(
+    "model_a", None, "Folder of model A (t = 0; the layers not interpolated stay at A)."
+)
 MODEL_B = flags.DEFINE_string("model_b", None, "Folder of model B (t = 1).")
 
 
@@ -33,22 +34,40 @@ def run(config, model_a: str, model_b: str, workdir: str) -> dict:
     if done:
         return done
     model, pair, train, test = evaluation.load_models(
-        {"--model_a": model_a, "--model_b": model_b}, config.path)
+        {"--model_a": model_a, "--model_b": model_b}, config.path
+    )
     a, b = pair["--model_a"], pair["--model_b"]
     groups = [g.strip() for g in config.groups.split(",") if g.strip()] or None
     result = layerwise.layerwise_barriers(
-        model.apply, a, b, test, groups=groups, ts=paths.grid(config.path.num_points),
+        model.apply,
+        a,
+        b,
+        test,
+        groups=groups,
+        ts=paths.grid(config.path.num_points),
         conditions=conditions,
-        **evaluation.evaluator_settings(config.path, train, config.seed, workdir,
-                                        stored))
+        **evaluation.evaluator_settings(config.path, train, config.seed, workdir, stored),
+    )
     results = {**stored, **result.to_json()}
     with logs.open_log(workdir) as log:
-        log.tree(0, {f"{metric}_barrier": {c: dict(zip(result.groups, values[c].tolist()))
-                                           for c in values}
-                     for metric, values in (("loss", result.loss), ("acc", result.acc))})
-        logs.save_figure(log, workdir / "layerwise.png", plots.layer_barriers(
-            result, f"one layer at a time from {pathlib.Path(model_a).name} (t=0) to "
-            f"{pathlib.Path(model_b).name} (t=1)"))
+        log.tree(
+            0,
+            {
+                f"{metric}_barrier": {
+                    c: dict(zip(result.groups, values[c].tolist())) for c in values
+                }
+                for metric, values in (("loss", result.loss), ("acc", result.acc))
+            },
+        )
+        logs.save_figure(
+            log,
+            workdir / "layerwise.png",
+            plots.layer_barriers(
+                result,
+                f"one layer at a time from {pathlib.Path(model_a).name} (t=0) to "
+                f"{pathlib.Path(model_b).name} (t=1)",
+            ),
+        )
     table = markdown(results)
     io.write_atomic(workdir / "results.md", table)
     io.write_json(workdir / "results.json", results)
@@ -60,14 +79,22 @@ def run(config, model_a: str, model_b: str, workdir: str) -> dict:
 def markdown(results: dict) -> str:
     """Loss barrier (accuracy barrier in points) per layer and condition."""
     conditions = list(results["conditions"])
-    lines = [f"# Per-layer barriers: {results['model_a']} → {results['model_b']}\n",
-             "| layer | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
+    lines = [
+        f"# Per-layer barriers: {results['model_a']} → {results['model_b']}\n",
+        "| layer | " + " | ".join(conditions) + " |",
+        "|---|" + "---|" * len(conditions),
+    ]
     for g, group in enumerate(results["groups"]):
-        cells = [f"{results['conditions'][c]['loss_barrier'][g]:.2f} "
-                 f"({100 * results['conditions'][c]['acc_barrier'][g]:.1f})" for c in conditions]
+        cells = [
+            f"{results['conditions'][c]['loss_barrier'][g]:.2f} "
+            f"({100 * results['conditions'][c]['acc_barrier'][g]:.1f})"
+            for c in conditions
+        ]
         lines.append(f"| {group} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + ("\n\nLoss barrier (accuracy barrier in points) of interpolating "
-                               "that layer alone, the rest held at model A.\n")
+    return "\n".join(lines) + (
+        "\n\nLoss barrier (accuracy barrier in points) of interpolating "
+        "that layer alone, the rest held at model A.\n"
+    )
 
 
 def main(argv):

@@ -53,8 +53,10 @@ def check_methods(methods) -> tuple[str, ...]:
     methods = as_names(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise InputError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
-                         f"choose from {', '.join(METHODS)}")
+        raise InputError(
+            f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"choose from {', '.join(METHODS)}"
+        )
     if len(set(methods)) != len(methods):
         raise InputError(f"methods must be distinct, got {methods}")
     return methods
@@ -66,18 +68,22 @@ def check_targets(targets) -> tuple[str, ...]:
     targets = as_names(targets)
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
-        raise InputError(f"unknown path target(s) {', '.join(map(repr, unknown))}; choose "
-                         f"from {', '.join(TARGETS)}")
+        raise InputError(
+            f"unknown path target(s) {', '.join(map(repr, unknown))}; choose "
+            f"from {', '.join(TARGETS)}"
+        )
     return tuple(dict.fromkeys(("cue_model", *targets)))
 
 
-def finetune_config(config, learning_rate: float, seed: int,
-                    **overrides) -> finetune.FinetuneConfig:
+def finetune_config(
+    config, learning_rate: float, seed: int, **overrides
+) -> finetune.FinetuneConfig:
     """The fine-tuning hyperparameters of the experiment config (its ``optim`` and
     ``finetune`` sections, by field name), for one learning rate and seed (``overrides``
     change single fields, e.g. ``barrier_weight=0``)."""
-    return finetune.FinetuneConfig.of(config.optim, config.finetune,
-                                      learning_rate=learning_rate, seed=seed, **overrides)
+    return finetune.FinetuneConfig.of(
+        config.optim, config.finetune, learning_rate=learning_rate, seed=seed, **overrides
+    )
 
 
 #: Methods that read penultimate features (LLRT's probe, CBFT's invariance term).
@@ -93,19 +99,27 @@ def check_model_contract(apply_fn, variables, train, methods) -> None:
         return
     x = train.images[:2]
     try:
-        out = jax.eval_shape(lambda v: apply_fn(v, data.clean_inputs(train.cue, x),
-                                                train=False, return_features=True), variables)
+        out = jax.eval_shape(
+            lambda v: apply_fn(
+                v, data.clean_inputs(train.cue, x), train=False, return_features=True
+            ),
+            variables,
+        )
         ok = isinstance(out, tuple) and len(out) == 2 and len(out[1].shape) == 2
     except TypeError:
         ok = False
     if not ok:
-        raise InputError(f"{', '.join(needs)} need the model's penultimate features: "
-                         "apply(variables, x, train=..., return_features=True) must return "
-                         "(logits, features [N, D])")
+        raise InputError(
+            f"{', '.join(needs)} need the model's penultimate features: "
+            "apply(variables, x, train=..., return_features=True) must return "
+            "(logits, features [N, D])"
+        )
     head = variables["params"].get("classifier", {}).get("dense", {})
     if {"llrt", "lpft"} & set(methods) and set(head) != {"kernel", "bias"}:
-        raise InputError("llrt and lpft retrain the linear head at params/classifier/dense "
-                         "(kernel, bias); the model has none there")
+        raise InputError(
+            "llrt and lpft retrain the linear head at params/classifier/dense "
+            "(kernel, bias); the model has none there"
+        )
 
 
 def reference_models(config, seed: int, workdir: pathlib.Path):
@@ -129,13 +143,14 @@ def reference_models(config, seed: int, workdir: pathlib.Path):
             _, out["nocue_model"], _ = training.load_model(config.nocue_model_dir)
         else:
             logging.info("θ_NC (no cue)")
-            nocue_config = cue_config.changed(data={"cue_proportion": 0.0},
-                                              model={"init_from": ""})
+            nocue_config = cue_config.changed(data={"cue_proportion": 0.0}, model={"init_from": ""})
             out["nocue_model"] = training.train_and_evaluate(
-                nocue_config, str(workdir / "nocue_model"))["state"].variables
+                nocue_config, str(workdir / "nocue_model")
+            )["state"].variables
     if from_nocue:
-        cue_config = cue_config.changed(model={
-            "init_from": config.nocue_model_dir or str(workdir / "nocue_model")})
+        cue_config = cue_config.changed(
+            model={"init_from": config.nocue_model_dir or str(workdir / "nocue_model")}
+        )
     if config.cue_model_dir:
         logging.info(f"θ_C: reusing {config.cue_model_dir}")
         model, out["cue_model"], cue_config = training.load_model(config.cue_model_dir)
@@ -144,11 +159,15 @@ def reference_models(config, seed: int, workdir: pathlib.Path):
         logging.info("θ_C (cue)")
         trained = training.train_and_evaluate(cue_config, str(workdir / "cue_model"))
         # Now, not only with the final tables: the run goes on for minutes.
-        cli.warn(diagnosis.diagnose({"cue_model": trained["result"]},
-                                    cue_config.data.cue_proportion,
-                                    cue_config.optim.weight_decay,
-                                    trained["result"]["num_classes"],
-                                    prefix="cue_model.")["warnings"])
+        cli.warn(
+            diagnosis.diagnose(
+                {"cue_model": trained["result"]},
+                cue_config.data.cue_proportion,
+                cue_config.optim.weight_decay,
+                trained["result"]["num_classes"],
+                prefix="cue_model.",
+            )["warnings"]
+        )
         apply_fn, out["cue_model"] = trained["state"].apply_fn, trained["state"].variables
     return apply_fn, out, cue_config
 
@@ -157,43 +176,81 @@ def reference_models(config, seed: int, workdir: pathlib.Path):
 N_CLEAN_CANDIDATES = (1000, 500, 250, 125)
 
 
-def choose_n_clean(config, seed: int, workdir: pathlib.Path, apply_fn, theta_c, train,
-                   test) -> tuple[int, list[dict]]:
+def choose_n_clean(
+    config, seed: int, workdir: pathlib.Path, apply_fn, theta_c, train, test
+) -> tuple[int, list[dict]]:
     """``n_clean = "auto"``: the largest of :data:`N_CLEAN_CANDIDATES` (at most the training
     set) on which small-LR naive fine-tuning keeps the cue, i.e. θ_C's randimg drops by at
     most ``diagnosis.MAX_RANDIMG_DROP`` points; each probe fine-tunes in
     ``workdir/n_clean/n_<n>`` (resumable). Returns the choice (the smallest candidate when
     none keeps the cue) and the probes."""
     key = jax.random.PRNGKey(seed + 1)
-    before = diagnosis.CueReliance.of(training.evaluate(
-        apply_fn, theta_c, test, key, batch_size=config.path.batch_size,
-        random_from=config.path.random_from))
+    before = diagnosis.CueReliance.of(
+        training.evaluate(
+            apply_fn,
+            theta_c,
+            test,
+            key,
+            batch_size=config.path.batch_size,
+            random_from=config.path.random_from,
+        )
+    )
     candidates = [n for n in N_CLEAN_CANDIDATES if n <= len(train)] or [len(train)]
     probes = []
     for n in candidates:
         clean_index, cue_index = finetune.draw_subsets(train, n, config.data.n_cue, seed)
-        iterator = finetune.paired_iterator(train, clean_index, cue_index, config.optim.batch_size,
-                                            seed)
-        tuned = finetune.naive_finetune(apply_fn, theta_c, iterator, train.cue,
-                                        finetune_config(config, config.optim.small_lr, seed),
-                                        workdir / "n_clean" / f"n_{n}")[0]
-        after = diagnosis.CueReliance.of(training.evaluate(
-            apply_fn, tuned, test, key, batch_size=config.path.batch_size,
-            random_from=config.path.random_from))
+        iterator = finetune.paired_iterator(
+            train, clean_index, cue_index, config.optim.batch_size, seed
+        )
+        tuned = finetune.naive_finetune(
+            apply_fn,
+            theta_c,
+            iterator,
+            train.cue,
+            finetune_config(config, config.optim.small_lr, seed),
+            workdir / "n_clean" / f"n_{n}",
+        )[0]
+        after = diagnosis.CueReliance.of(
+            training.evaluate(
+                apply_fn,
+                tuned,
+                test,
+                key,
+                batch_size=config.path.batch_size,
+                random_from=config.path.random_from,
+            )
+        )
         drop = round(before.randimg - after.randimg, 2)
-        probes.append({"n_clean": n, "randimg_before": before.randimg,
-                       "randimg_after": after.randimg, "randimg_drop": drop,
-                       "keeps_cue": drop <= diagnosis.MAX_RANDIMG_DROP})
+        probes.append(
+            {
+                "n_clean": n,
+                "randimg_before": before.randimg,
+                "randimg_after": after.randimg,
+                "randimg_drop": drop,
+                "keeps_cue": drop <= diagnosis.MAX_RANDIMG_DROP,
+            }
+        )
         keeps = " (keeps the cue)" if probes[-1]["keeps_cue"] else ""
-        logging.info(f"n_clean {n}: small-LR naive FT moves randimg {before.randimg:.1f} → "
-                     f"{after.randimg:.1f}{keeps}")
+        logging.info(
+            f"n_clean {n}: small-LR naive FT moves randimg {before.randimg:.1f} → "
+            f"{after.randimg:.1f}{keeps}"
+        )
         if probes[-1]["keeps_cue"]:
             return n, probes
     return candidates[-1], probes
 
 
-def fine_tuned_models(config, seed: int, workdir: pathlib.Path, apply_fn, theta_c, cue_config,
-                      train, test, phases: timing.Phases | None = None) -> dict:
+def fine_tuned_models(
+    config,
+    seed: int,
+    workdir: pathlib.Path,
+    apply_fn,
+    theta_c,
+    cue_config,
+    train,
+    test,
+    phases: timing.Phases | None = None,
+) -> dict:
     """Every method of ``config.methods`` run from θ_C, in its own folder; each is also
     saved as a loadable model (``training.save_model``) in that folder, and timed as a
     phase of ``phases`` when given.
@@ -201,39 +258,55 @@ def fine_tuned_models(config, seed: int, workdir: pathlib.Path, apply_fn, theta_
     Returns:
       method name → variables, in ``config.methods`` order.
     """
-    clean_index, cue_index = finetune.draw_subsets(train, config.data.n_clean,
-                                                   config.data.n_cue, seed)
-    iterator = finetune.paired_iterator(train, clean_index, cue_index, config.optim.batch_size,
-                                        seed)
+    clean_index, cue_index = finetune.draw_subsets(
+        train, config.data.n_clean, config.data.n_cue, seed
+    )
+    iterator = finetune.paired_iterator(
+        train, clean_index, cue_index, config.optim.batch_size, seed
+    )
     k, cue = train.num_classes, train.cue
     medium = finetune_config(config, config.optim.medium_lr, seed)
     done: dict = {}
 
     def naive(lr, start, folder):
-        return finetune.naive_finetune(apply_fn, start, iterator, cue,
-                                       finetune_config(config, lr, seed), workdir / folder)[0]
+        return finetune.naive_finetune(
+            apply_fn, start, iterator, cue, finetune_config(config, lr, seed), workdir / folder
+        )[0]
 
     def llrt():
         if "llrt" not in done:
-            done["llrt"] = finetune.llrt(apply_fn, theta_c, train, clean_index, k, medium,
-                                         workdir / "llrt")[0]
+            done["llrt"] = finetune.llrt(
+                apply_fn, theta_c, train, clean_index, k, medium, workdir / "llrt"
+            )[0]
         return done["llrt"]
 
     def cbft(name, **overrides):
-        return finetune.cbft(apply_fn, theta_c, theta_c, iterator, cue, k,
-                             finetune_config(config, config.optim.medium_lr, seed, **overrides),
-                             workdir / name)[0]
+        return finetune.cbft(
+            apply_fn,
+            theta_c,
+            theta_c,
+            iterator,
+            cue,
+            k,
+            finetune_config(config, config.optim.medium_lr, seed, **overrides),
+            workdir / name,
+        )[0]
 
     def scratch():
         epochs = config.finetune.scratch_epochs
         scratch_config = cue_config.changed(
-            data={"cue_proportion": 0.0}, model={"init_from": ""},
-            optim={"epochs": epochs,
-                   "batch_size": min(cue_config.optim.batch_size, config.data.n_clean)},
-            eval_every_epochs=max(1, epochs // 10))
+            data={"cue_proportion": 0.0},
+            model={"init_from": ""},
+            optim={
+                "epochs": epochs,
+                "batch_size": min(cue_config.optim.batch_size, config.data.n_clean),
+            },
+            eval_every_epochs=max(1, epochs // 10),
+        )
         subset = train.take(clean_index)
-        return training.train_and_evaluate(scratch_config, str(workdir / "scratch"),
-                                           datasets=(subset, test))["state"].variables
+        return training.train_and_evaluate(
+            scratch_config, str(workdir / "scratch"), datasets=(subset, test)
+        )["state"].variables
 
     runners = {
         "naive_ft_small": lambda: naive(config.optim.small_lr, theta_c, "naive_ft_small"),

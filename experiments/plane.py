@@ -25,25 +25,40 @@ from mmc_jax import InputError, io, logs, plane, plots
 from mmc_jax.errors import check_bounds, require
 
 CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "plane"), "workdirs/plane")
-MODELS = flags.DEFINE_list("models", None, "Three comma-separated model folders, each "
-                           "optionally NAME=DIR (origin, x-axis, third).")
-CURVE = flags.DEFINE_string("curve", None, "Workdir of experiments.connectivity "
-                            "--path=quadratic: the plane through its endpoints and control "
-                            "point, with the curve drawn in (instead of --models).")
+MODELS = flags.DEFINE_list(
+    "models",
+    None,
+    "Three comma-separated model folders, each optionally NAME=DIR (origin, x-axis, third).",
+)
+CURVE = flags.DEFINE_string(
+    "curve",
+    None,
+    "Workdir of experiments.connectivity "
+    "--path=quadratic: the plane through its endpoints and control "
+    "point, with the curve drawn in (instead of --models).",
+)
 
 
 def curve_models(folder: str) -> dict[str, str]:
     """Endpoint A, endpoint B and the control point of a quadratic path's workdir."""
     folder = pathlib.Path(folder).expanduser().resolve()
-    summary = json.loads((folder / "results.json").read_text()) \
-        if (folder / "results.json").is_file() else {}
+    summary = (
+        json.loads((folder / "results.json").read_text())
+        if (folder / "results.json").is_file()
+        else {}
+    )
     if not summary.get("control"):
-        raise InputError(f"{folder} holds no quadratic path of experiments.connectivity "
-                         "(no results.json naming its control point)")
+        raise InputError(
+            f"{folder} holds no quadratic path of experiments.connectivity "
+            "(no results.json naming its control point)"
+        )
     a, b = (pathlib.Path(summary[k]).name for k in ("model_a", "model_b"))
     a, b = (a, b) if len({a, b, "control"}) == 3 else ("A", "B")
-    return {a: summary["model_a"], b: summary["model_b"],
-            "control": str(folder / summary["control"])}
+    return {
+        a: summary["model_a"],
+        b: summary["model_b"],
+        "control": str(folder / summary["control"]),
+    }
 
 
 def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> dict:
@@ -52,8 +67,9 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
     workdir = pathlib.Path(workdir).resolve()
     conditions = evaluation.validate(config.path)
     check_bounds(config, non_negative=("margin",))
-    require([(len(folders) == 3, f"--models needs exactly three model folders, got "
-              f"{len(folders)}")])
+    require(
+        [(len(folders) == 3, f"--models needs exactly three model folders, got {len(folders)}")]
+    )
     stored = {"config": config.to_dict(), "models": folders, "curve": curve}
     done = evaluation.finished(workdir, stored)
     if done:
@@ -62,26 +78,46 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
     g = config.path.num_points
     logging.info(f"{g}×{g} grid + 3 models × {len(conditions)} conditions in one evaluation")
     result = plane.evaluate_plane(
-        model.apply, loaded, test, size=g, margin=config.margin, conditions=conditions,
-        **evaluation.evaluator_settings(config.path, train, config.seed, workdir,
-                                        stored))
+        model.apply,
+        loaded,
+        test,
+        size=g,
+        margin=config.margin,
+        conditions=conditions,
+        **evaluation.evaluator_settings(config.path, train, config.seed, workdir, stored),
+    )
     if curve:
         result.curve = plane.bezier_coords(*result.coords[[0, 2, 1]])
     results = {**stored, **result.to_json()}
     with logs.open_log(workdir) as log:
-        log.tree(0, {"at_model": {c: {name: {k: float(result.models[c][k][i])
-                                             for k in ("loss", "acc")}
-                                      for i, name in enumerate(result.names)}
-                                  for c in conditions}})
+        log.tree(
+            0,
+            {
+                "at_model": {
+                    c: {
+                        name: {k: float(result.models[c][k][i]) for k in ("loss", "acc")}
+                        for i, name in enumerate(result.names)
+                    }
+                    for c in conditions
+                }
+            },
+        )
         for metric in ("loss", "acc"):
-            logs.save_figure(log, workdir / f"plane_{metric}.png",
-                             plots.plane_contours(result, metric))
-    lines = [f"# Plane through {', '.join(result.names)} ({g}×{g} grid)\n",
-             "| condition | " + " | ".join(f"{n} loss / acc" for n in result.names)
-             + " | grid loss min / max |", "|---|" + "---|" * (len(result.names) + 1)]
+            logs.save_figure(
+                log, workdir / f"plane_{metric}.png", plots.plane_contours(result, metric)
+            )
+    lines = [
+        f"# Plane through {', '.join(result.names)} ({g}×{g} grid)\n",
+        "| condition | "
+        + " | ".join(f"{n} loss / acc" for n in result.names)
+        + " | grid loss min / max |",
+        "|---|" + "---|" * (len(result.names) + 1),
+    ]
     for c in conditions:
-        cells = [f"{result.models[c]['loss'][i]:.2f} / {100 * result.models[c]['acc'][i]:.1f}"
-                 for i in range(3)]
+        cells = [
+            f"{result.models[c]['loss'][i]:.2f} / {100 * result.models[c]['acc'][i]:.1f}"
+            for i in range(3)
+        ]
         grid = result.metrics[c]["loss"]
         lines.append(f"| {c} | " + " | ".join(cells) + f" | {grid.min():.2f} / {grid.max():.2f} |")
     table = "\n".join(lines) + "\n\nAccuracies in %; the models' coordinates are in results.json.\n"
@@ -96,8 +132,11 @@ def main(argv):
     del argv
     if CURVE.value and MODELS.value:
         raise InputError("give either --models or --curve, not both")
-    folders = curve_models(CURVE.value) if CURVE.value else evaluation.parse_models(
-        MODELS.value, at_least=3)
+    folders = (
+        curve_models(CURVE.value)
+        if CURVE.value
+        else evaluation.parse_models(MODELS.value, at_least=3)
+    )
     run(CONFIG.value, folders, WORKDIR.value, curve=bool(CURVE.value))
 
 

@@ -30,16 +30,25 @@ def preview(config, workdir: str) -> dict:
     mask = data.cue_mask(train.labels, settings.cue_proportion)
 
     # One test sample per class (as far as there are classes), in class order.
-    first = [int(np.flatnonzero(test.labels == c)[0])
-             for c in range(test.num_classes) if (test.labels == c).any()]
-    index = np.asarray(first[:config.num_samples])
+    first = [
+        int(np.flatnonzero(test.labels == c)[0])
+        for c in range(test.num_classes)
+        if (test.labels == c).any()
+    ]
+    index = np.asarray(first[: config.num_samples])
     images = data.normalize(np.asarray(test.images[index]))
     labels = np.asarray(test.labels[index])
     key = jax.random.key(config.seed)
-    rows = {c: np.asarray(data.counterfactual(train.cue, c, images, labels, key))
-            for c in data.CONDITIONS}
-    fig = plots.condition_grid(rows, labels.tolist(), test.class_names,
-                               title=f"{train.name}: the four counterfactual conditions")
+    rows = {
+        c: np.asarray(data.counterfactual(train.cue, c, images, labels, key))
+        for c in data.CONDITIONS
+    }
+    fig = plots.condition_grid(
+        rows,
+        labels.tolist(),
+        test.class_names,
+        title=f"{train.name}: the four counterfactual conditions",
+    )
     with logs.open_log(workdir) as log:
         logs.save_figure(log, workdir / "counterfactuals.png", fig)
 
@@ -56,7 +65,8 @@ def preview(config, workdir: str) -> dict:
     }
     io.write_json(workdir / "results.json", summary)
     table = "| field | value |\n|---|---|\n" + "".join(
-        f"| {k} | {v} |\n" for k, v in summary.items())
+        f"| {k} | {v} |\n" for k, v in summary.items()
+    )
     io.write_atomic(workdir / "results.md", table)
     print(table)
     logging.info(f"wrote {workdir / 'counterfactuals.png'}")

@@ -21,11 +21,14 @@ from experiments import cli, evaluation
 from mmc_jax import io, logs, paths, plots, similarity
 from mmc_jax.errors import check_bounds
 
-CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "similarity"),
-                                   "workdirs/similarity")
-MODELS = flags.DEFINE_list("models", None, "Comma-separated model folders (experiments.train "
-                           "workdirs or <cbft workdir>/seed_<s>/<method>), each optionally "
-                           "NAME=DIR.")
+CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "similarity"), "workdirs/similarity")
+MODELS = flags.DEFINE_list(
+    "models",
+    None,
+    "Comma-separated model folders (experiments.train "
+    "workdirs or <cbft workdir>/seed_<s>/<method>), each optionally "
+    "NAME=DIR.",
+)
 
 
 def run(config, folders: dict[str, str], workdir: str) -> dict:
@@ -43,27 +46,51 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
     align = None
     if config.permuted:
         align = evaluation.aligner(config, model, next(iter(loaded.values())), train)
-        logging.info("aligning the second model of each pair to the first "
-                     f"({config.permutation.method} matching)")
-    logging.info(f"{len(loaded)} models, {pairs} lines × {config.path.num_points} points × "
-                 f"{len(conditions)} conditions in one evaluation (BN {config.path.bn})")
+        logging.info(
+            "aligning the second model of each pair to the first "
+            f"({config.permutation.method} matching)"
+        )
+    logging.info(
+        f"{len(loaded)} models, {pairs} lines × {config.path.num_points} points × "
+        f"{len(conditions)} conditions in one evaluation (BN {config.path.bn})"
+    )
     result = similarity.pairwise_barriers(
-        model.apply, loaded, test, ts=paths.grid(config.path.num_points), conditions=conditions,
-        align=align, **evaluation.evaluator_settings(config.path, train, config.seed, workdir,
-                                        stored))
-    results = {**stored, **result.to_json(),
-               "order": {c: [result.names[i] for i in result.order(c)] for c in conditions},
-               "clusters": {c: dict(zip(result.names,
-                                        result.clusters(c, config.cluster_threshold)))
-                            for c in conditions}}
+        model.apply,
+        loaded,
+        test,
+        ts=paths.grid(config.path.num_points),
+        conditions=conditions,
+        align=align,
+        **evaluation.evaluator_settings(config.path, train, config.seed, workdir, stored),
+    )
+    results = {
+        **stored,
+        **result.to_json(),
+        "order": {c: [result.names[i] for i in result.order(c)] for c in conditions},
+        "clusters": {
+            c: dict(zip(result.names, result.clusters(c, config.cluster_threshold)))
+            for c in conditions
+        },
+    }
     with logs.open_log(workdir) as log:
         n = len(result.names)
-        log.tree(0, {f"{metric}_barrier": {c: {
-            f"{result.names[i]} vs {result.names[j]}": float(matrix[c][i, j])
-            for i in range(n) for j in range(i + 1, n)} for c in conditions}
-            for metric, matrix in (("loss", result.loss), ("acc", result.acc))})
-        logs.save_figure(log, workdir / "similarity_loss.png",
-                         plots.barrier_heatmaps(result, "loss"))
+        log.tree(
+            0,
+            {
+                f"{metric}_barrier": {
+                    c: {
+                        f"{result.names[i]} vs {result.names[j]}": float(matrix[c][i, j])
+                        for i in range(n)
+                        for j in range(i + 1, n)
+                    }
+                    for c in conditions
+                }
+                for metric, matrix in (("loss", result.loss), ("acc", result.acc))
+            },
+        )
+        logs.save_figure(
+            log, workdir / "similarity_loss.png", plots.barrier_heatmaps(result, "loss")
+        )
     kind = f"{config.permutation.method}-permuted linear" if config.permuted else "linear"
     table = markdown(results, config.cluster_threshold, kind)
     io.write_atomic(workdir / "results.md", table)
@@ -76,20 +103,31 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
 def markdown(results: dict, threshold: float, path: str = "linear") -> str:
     """Per condition: the loss-barrier matrix (models in clustering order) and clusters."""
     names = results["names"]
-    out = [f"# {path[0].upper() + path[1:]}-path barriers between {len(names)} models, "
-           f"BN {results['config']['path']['bn']}\n"]
+    out = [
+        f"# {path[0].upper() + path[1:]}-path barriers between {len(names)} models, "
+        f"BN {results['config']['path']['bn']}\n"
+    ]
     for c, matrices in results["conditions"].items():
         order = [names.index(n) for n in results["order"][c]]
         loss = np.asarray(matrices["loss_barrier"])
-        out += [f"## {c}\n", "| | " + " | ".join(names[j] for j in order) + " |",
-                "|---|" + "---|" * len(order)]
-        out += [f"| {names[i]} | " + " | ".join(f"{loss[i, j]:.2f}" for j in order) + " |"
-                for i in order]
+        out += [
+            f"## {c}\n",
+            "| | " + " | ".join(names[j] for j in order) + " |",
+            "|---|" + "---|" * len(order),
+        ]
+        out += [
+            f"| {names[i]} | " + " | ".join(f"{loss[i, j]:.2f}" for j in order) + " |"
+            for i in order
+        ]
         groups: dict[int, list[str]] = {}
         for name, label in results["clusters"][c].items():
             groups.setdefault(label, []).append(name)
-        out += ["", f"Clusters (average loss barrier ≤ {threshold:g}): "
-                + "; ".join("{" + ", ".join(g) + "}" for g in groups.values()), ""]
+        out += [
+            "",
+            f"Clusters (average loss barrier ≤ {threshold:g}): "
+            + "; ".join("{" + ", ".join(g) + "}" for g in groups.values()),
+            "",
+        ]
     out.append(f"Loss barrier of the {path} path between the row and column models.")
     return "\n".join(out) + "\n"
 

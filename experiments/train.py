@@ -25,8 +25,10 @@ def write_outputs(workdir: pathlib.Path, result: dict, history: list) -> str:
     """results.json, results.md (also returned) and curves.png."""
     io.write_json(workdir / "results.json", {**result, "history": history})
     name = f"{result['model']} on {result['dataset']}, p = {result['cue_proportion']}"
-    table = (f"# {name}\n\n{result['epochs']} epochs, {result['seconds']:.0f} s of training\n\n"
-             + report.conditions_table({result["model"]: result["test"]}))
+    table = (
+        f"# {name}\n\n{result['epochs']} epochs, {result['seconds']:.0f} s of training\n\n"
+        + report.conditions_table({result["model"]: result["test"]})
+    )
     if "calibration" in result:
         table += "\n" + calibration.markdown(result["calibration"])
     if "diagnosis" in result:

@@ -80,19 +80,29 @@ class Search:
     stop_margin: float = 5.0
 
     def __post_init__(self):
-        require([
-            (0.0 <= self.low < self.high < 1.0,
-             f"calibration range must satisfy 0 <= low < high < 1, got [{self.low}, "
-             f"{self.high}]"),
-            (self.low <= self.start <= self.high,
-             f"calibration start {self.start} lies outside [{self.low}, {self.high}]"),
-            (self.trials >= 1, f"calibration trials must be >= 1, got {self.trials}"),
-            (self.resolution > 0, f"resolution must be > 0, got {self.resolution}"),
-            (self.probe_examples >= 1,
-             f"probe_examples must be >= 1, got {self.probe_examples}"),
-            (0.0 <= self.stop_after <= 1.0, f"stop_after must be in [0, 1], got "
-             f"{self.stop_after}"),
-        ])
+        require(
+            [
+                (
+                    0.0 <= self.low < self.high < 1.0,
+                    f"calibration range must satisfy 0 <= low < high < 1, got [{self.low}, "
+                    f"{self.high}]",
+                ),
+                (
+                    self.low <= self.start <= self.high,
+                    f"calibration start {self.start} lies outside [{self.low}, {self.high}]",
+                ),
+                (self.trials >= 1, f"calibration trials must be >= 1, got {self.trials}"),
+                (self.resolution > 0, f"resolution must be > 0, got {self.resolution}"),
+                (
+                    self.probe_examples >= 1,
+                    f"probe_examples must be >= 1, got {self.probe_examples}",
+                ),
+                (
+                    0.0 <= self.stop_after <= 1.0,
+                    f"stop_after must be in [0, 1], got {self.stop_after}",
+                ),
+            ]
+        )
 
 
 def trial_config(config, cue_proportion: float) -> loop.TrainConfig:
@@ -118,30 +128,42 @@ def _early_stop(search: Search, epochs: int, probe, key):
     peak = [0.0]
 
     def hook(state, record):
-        accs = evaluate(state.apply_fn, state.variables, probe, key,
-                        conditions=("nocue", "randcue", "randimg"))
+        accs = evaluate(
+            state.apply_fn, state.variables, probe, key, conditions=("nocue", "randcue", "randimg")
+        )
         record = {**record, **{f"probe_{c}_acc": m["acc"] for c, m in accs.items()}}
         randimg = 100 * accs["randimg"]["acc"]
         peak[0] = max(peak[0], randimg)
-        if (record["epoch"] >= max(1, math.ceil(search.stop_after * epochs))
-                and randimg < search.target_randimg - search.stop_margin
-                and randimg <= peak[0] - search.stop_margin):
+        if (
+            record["epoch"] >= max(1, math.ceil(search.stop_after * epochs))
+            and randimg < search.target_randimg - search.stop_margin
+            and randimg <= peak[0] - search.stop_margin
+        ):
             record["stop"] = True
         return record
 
     return hook
 
 
-def run_trial(config, cue_proportion: float, folder: pathlib.Path, search: Search, datasets,
-              *, progress: bool = True) -> dict[str, Any]:
+def run_trial(
+    config,
+    cue_proportion: float,
+    folder: pathlib.Path,
+    search: Search,
+    datasets,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Trains (or reuses) one trial; returns its record: ``cue_proportion``, the four test
     accuracies and ``gap``, ``verdict`` (:data:`RELIANT`, :data:`TOO_LITTLE` or
     :data:`TOO_MUCH`), ``reliant``, ``epochs`` (trained, less than the config's when stopped
     early), ``stopped`` and ``seconds``. A stored trial is reused when its config and early
     stopping rule are this one's (the verdict is recomputed from its numbers)."""
     trial = trial_config(config, cue_proportion)
-    rule = {k: getattr(search, k) for k in ("target_randimg", "probe_examples", "stop_after",
-                                             "stop_margin")}
+    rule = {
+        k: getattr(search, k)
+        for k in ("target_randimg", "probe_examples", "stop_after", "stop_margin")
+    }
     key = json.loads(json.dumps({"config": trial.to_dict(), "stop_rule": rule}))
     record_path = folder / "trial.json"
     stored = json.loads(record_path.read_text()) if record_path.is_file() else {}
@@ -152,13 +174,17 @@ def run_trial(config, cue_proportion: float, folder: pathlib.Path, search: Searc
         train, test = datasets
         probe = test.take(np.arange(min(search.probe_examples, len(test))))
         hook = _early_stop(search, trial.optim.epochs, probe, jax.random.PRNGKey(trial.seed + 2))
-        out = loop.train_and_evaluate(trial, str(folder), progress=progress,
-                                      datasets=datasets, epoch_hook=hook)
+        out = loop.train_and_evaluate(
+            trial, str(folder), progress=progress, datasets=datasets, epoch_hook=hook
+        )
         stopped = out["result"].get("stopped_at_epoch")
-        record = {"cue_proportion": cue_proportion,
-                  **diagnosis.CueReliance.of(out["result"]["test"]).to_json(),
-                  "epochs": stopped or trial.optim.epochs, "stopped": bool(stopped),
-                  "seconds": round(time.perf_counter() - start, 1)}
+        record = {
+            "cue_proportion": cue_proportion,
+            **diagnosis.CueReliance.of(out["result"]["test"]).to_json(),
+            "epochs": stopped or trial.optim.epochs,
+            "stopped": bool(stopped),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
         io.write_json(record_path, {**key, "trial": record})
     if record["stopped"] or record["randimg"] < search.target_randimg:
         verdict = TOO_LITTLE
@@ -167,8 +193,14 @@ def run_trial(config, cue_proportion: float, folder: pathlib.Path, search: Searc
     return {**record, "verdict": verdict, "reliant": verdict == RELIANT}
 
 
-def calibrate(config, workdir: str | pathlib.Path, search: Search = Search(), *,
-              progress: bool = True, datasets=None) -> dict[str, Any]:
+def calibrate(
+    config,
+    workdir: str | pathlib.Path,
+    search: Search = Search(),
+    *,
+    progress: bool = True,
+    datasets=None,
+) -> dict[str, Any]:
     """The smallest cue proportion in ``[search.low, search.high]`` whose model relies on the
     cue, by bisection over trials of ``config``'s recipe, each stopped early once clearly
     not cue-reliant (``config.data.cue_proportion`` is ignored).
@@ -197,15 +229,15 @@ def calibrate(config, workdir: str | pathlib.Path, search: Search = Search(), *,
     def trial(p: float) -> dict:
         record = next((t for t in trials if t["cue_proportion"] == p), None)
         if record is None:
-            record = run_trial(config, p, workdir / f"p_{p:g}", search, datasets,
-                               progress=progress)
+            record = run_trial(config, p, workdir / f"p_{p:g}", search, datasets, progress=progress)
             trials.append(record)
-            verdict = VERDICTS[record["verdict"]] + (", stopped early" if record["stopped"]
-                                                     else "")
-            logging.info(f"calibration trial {len(trials)}: p = {p:g} → nocue "
-                         f"{record['nocue']:.1f}, randcue {record['randcue']:.1f} (gap "
-                         f"{record['gap']:.1f}), randimg {record['randimg']:.1f} after "
-                         f"{record['epochs']} epochs: {verdict} ({record['seconds']:.0f} s)")
+            verdict = VERDICTS[record["verdict"]] + (", stopped early" if record["stopped"] else "")
+            logging.info(
+                f"calibration trial {len(trials)}: p = {p:g} → nocue "
+                f"{record['nocue']:.1f}, randcue {record['randcue']:.1f} (gap "
+                f"{record['gap']:.1f}), randimg {record['randimg']:.1f} after "
+                f"{record['epochs']} epochs: {verdict} ({record['seconds']:.0f} s)"
+            )
         return record
 
     for i in range(search.trials):
@@ -224,12 +256,21 @@ def calibrate(config, workdir: str | pathlib.Path, search: Search = Search(), *,
     # Without a cue-reliant trial, the one closest to both targets among those that ran the
     # whole recipe (a stopped trial's randimg was still falling).
     finished = [t for t in trials if not t["stopped"]] or trials
-    best = reliant[0] if reliant else max(finished, key=lambda t: min(
-        t["gap"] - search.target_gap, t["randimg"] - search.target_randimg))
-    result = {"cue_proportion": best["cue_proportion"], "reliant": bool(reliant),
-              "trials": sorted(trials, key=lambda t: t["cue_proportion"]),
-              "search": dataclasses.asdict(search),
-              "seconds": round(time.perf_counter() - start, 1)}
+    best = (
+        reliant[0]
+        if reliant
+        else max(
+            finished,
+            key=lambda t: min(t["gap"] - search.target_gap, t["randimg"] - search.target_randimg),
+        )
+    )
+    result = {
+        "cue_proportion": best["cue_proportion"],
+        "reliant": bool(reliant),
+        "trials": sorted(trials, key=lambda t: t["cue_proportion"]),
+        "search": dataclasses.asdict(search),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     io.write_json(workdir / "calibration.json", result)
     return result
 
@@ -241,56 +282,73 @@ def warning(result: Mapping[str, Any], weight_decay: float) -> str | None:
     search, trials = result["search"], result["trials"]
     chosen = f"θ_C is trained at p = {result['cue_proportion']:g}"
     if all(t["verdict"] == TOO_LITTLE for t in trials):
-        return (f"no cue proportion up to {search['high']:g} made the model rely on the cue in "
-                f"the calibration trials (randimg at most {max(t['randimg'] for t in trials):.1f}"
-                f" %, {search['target_randimg']:g} wanted); {chosen}. A larger weight_decay "
-                f"(now {weight_decay:g}) tilts the model toward the cue.")
+        return (
+            f"no cue proportion up to {search['high']:g} made the model rely on the cue in "
+            f"the calibration trials (randimg at most {max(t['randimg'] for t in trials):.1f}"
+            f" %, {search['target_randimg']:g} wanted); {chosen}. A larger weight_decay "
+            f"(now {weight_decay:g}) tilts the model toward the cue."
+        )
     if all(t["verdict"] == TOO_MUCH for t in trials):
-        return (f"the model learned the objects too little at every cue proportion down to "
-                f"{search['low']:g} (nocue − randcue at most {max(t['gap'] for t in trials):.1f} "
-                f"points, {search['target_gap']:g} wanted): they are hard for this model and "
-                f"recipe; {chosen}. Train longer, or lower weight_decay (now "
-                f"{weight_decay:g}).")
-    return (f"between the cue proportions with too little cue and those with too much, no "
-            f"trial met both targets (nocue − randcue ≥ "
-            f"{search['target_gap']:g} points, randimg ≥ {search['target_randimg']:g} %); "
-            f"{chosen}, the closest. A different weight_decay (now {weight_decay:g}) moves the "
-            f"trade-off.")
+        return (
+            f"the model learned the objects too little at every cue proportion down to "
+            f"{search['low']:g} (nocue − randcue at most {max(t['gap'] for t in trials):.1f} "
+            f"points, {search['target_gap']:g} wanted): they are hard for this model and "
+            f"recipe; {chosen}. Train longer, or lower weight_decay (now "
+            f"{weight_decay:g})."
+        )
+    return (
+        f"between the cue proportions with too little cue and those with too much, no "
+        f"trial met both targets (nocue − randcue ≥ "
+        f"{search['target_gap']:g} points, randimg ≥ {search['target_randimg']:g} %); "
+        f"{chosen}, the closest. A different weight_decay (now {weight_decay:g}) moves the "
+        f"trade-off."
+    )
 
 
 def markdown(result: Mapping[str, Any]) -> str:
     """The trials as a results.md section."""
     search = result["search"]
-    lines = ["## Cue proportion calibration", "",
-             f"Bisection over log(1 − p) in [{search['low']:g}, {search['high']:g}]; "
-             f"cue-reliant means nocue − randcue ≥ {search['target_gap']:g} points and "
-             f"randimg ≥ {search['target_randimg']:g} %; a trial stops early once randimg on "
-             f"{search['probe_examples']} test images falls below "
-             f"{search['target_randimg'] - search['stop_margin']:g} %. Chosen: **p = "
-             f"{result['cue_proportion']:g}**"
-             + ("" if result["reliant"] else " (no trial was cue-reliant)")
-             + f", {result['seconds']:.0f} s.", "",
-             "| p | epochs | NC | C | RC | RI | gap | verdict | seconds |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Cue proportion calibration",
+        "",
+        f"Bisection over log(1 − p) in [{search['low']:g}, {search['high']:g}]; "
+        f"cue-reliant means nocue − randcue ≥ {search['target_gap']:g} points and "
+        f"randimg ≥ {search['target_randimg']:g} %; a trial stops early once randimg on "
+        f"{search['probe_examples']} test images falls below "
+        f"{search['target_randimg'] - search['stop_margin']:g} %. Chosen: **p = "
+        f"{result['cue_proportion']:g}**"
+        + ("" if result["reliant"] else " (no trial was cue-reliant)")
+        + f", {result['seconds']:.0f} s.",
+        "",
+        "| p | epochs | NC | C | RC | RI | gap | verdict | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for t in result["trials"]:
         stopped = " (stopped)" if t["stopped"] else ""
-        lines.append(f"| {t['cue_proportion']:g} | {t['epochs']}{stopped}"
-                     f" | {t['nocue']:.1f} | {t['cue']:.1f} | {t['randcue']:.1f} | "
-                     f"{t['randimg']:.1f} | {t['gap']:.1f} | {VERDICTS[t['verdict']]} | "
-                     f"{t['seconds']:.0f} |")
+        lines.append(
+            f"| {t['cue_proportion']:g} | {t['epochs']}{stopped}"
+            f" | {t['nocue']:.1f} | {t['cue']:.1f} | {t['randcue']:.1f} | "
+            f"{t['randimg']:.1f} | {t['gap']:.1f} | {VERDICTS[t['verdict']]} | "
+            f"{t['seconds']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def reuse(result: Mapping[str, Any], config, workdir: str | pathlib.Path,
-          calibration_dir: str | pathlib.Path) -> bool:
+def reuse(
+    result: Mapping[str, Any],
+    config,
+    workdir: str | pathlib.Path,
+    calibration_dir: str | pathlib.Path,
+) -> bool:
     """Copies the chosen trial's finished run into ``workdir`` when it is exactly the run
     ``config`` asks for there (same config, trained to the end) and ``workdir`` holds no run
     yet, so that training it resumes at its end instead of starting again. Returns whether
     it did."""
     source = pathlib.Path(calibration_dir) / f"p_{result['cue_proportion']:g}"
     target = pathlib.Path(workdir)
-    chosen = next((t for t in result["trials"]
-                   if t["cue_proportion"] == result["cue_proportion"]), None)
+    chosen = next(
+        (t for t in result["trials"] if t["cue_proportion"] == result["cue_proportion"]), None
+    )
     if chosen is None or chosen["stopped"] or (target / "config.json").exists():
         return False
     stored = json.loads((source / "config.json").read_text())

@@ -52,8 +52,14 @@ def _check_scale(scale) -> None:
         raise InputError(f"unknown midpoint scale {scale!r}; choose from {', '.join(SCALES)}")
 
 
-def curve_train_step(state: TrainState, batch: Mapping[str, jax.Array], a: Mapping,
-                     b: Mapping, cue, scale: str = "lr"):
+def curve_train_step(
+    state: TrainState,
+    batch: Mapping[str, jax.Array],
+    a: Mapping,
+    b: Mapping,
+    cue,
+    scale: str = "lr",
+):
     """One optimizer step on the control point (``state.params``) at a random ``t``.
 
     Args:
@@ -77,19 +83,26 @@ def curve_train_step(state: TrainState, batch: Mapping[str, jax.Array], a: Mappi
 
     if scale == "gradient":
         state, metrics = supervised_step(
-            state, x, labels, to_model=lambda c: paths.bezier(a["params"], c, b["params"])(t),
-            keep_batch_stats=True)
+            state,
+            x,
+            labels,
+            to_model=lambda c: paths.bezier(a["params"], c, b["params"])(t),
+            keep_batch_stats=True,
+        )
     else:
         point = paths.bezier(a["params"], state.params, b["params"])(t)
-        (loss, logits, _), grads = cross_entropy_and_grad(state.apply_fn, point,
-                                                          state.batch_stats, x, labels)
+        (loss, logits, _), grads = cross_entropy_and_grad(
+            state.apply_fn, point, state.batch_stats, x, labels
+        )
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         factor = 2 * t * (1 - t)
         updates = jax.tree.map(lambda u: u * factor.astype(u.dtype), updates)
         # As TrainState.apply_gradients, with the update scaled (PyTorch: lr·2t(1-t)·buf).
-        state = state.replace(step=state.step + 1,
-                              params=optax.apply_updates(state.params, updates),
-                              opt_state=opt_state)
+        state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+        )
         metrics = {"loss": loss, "acc": accuracy(logits, labels)}
     return state.replace(key=key), metrics
 
@@ -132,13 +145,20 @@ class MidpointConfig:
     def __post_init__(self):
         check_choice("midpoint init", self.init, INITS)
         _check_scale(self.scale)
-        check_bounds(self, "curve.", count=("epochs", "step_every_epochs", "batch_size"),
-                     positive=("learning_rate",), momentum=("momentum",),
-                     non_negative=("weight_decay",), fraction=("cue_proportion",))
+        check_bounds(
+            self,
+            "curve.",
+            count=("epochs", "step_every_epochs", "batch_size"),
+            positive=("learning_rate",),
+            momentum=("momentum",),
+            non_negative=("weight_decay",),
+            fraction=("cue_proportion",),
+        )
 
 
-def initial_control(config: MidpointConfig, model, a: Mapping, b: Mapping, image_shape,
-                    seed: int = 0) -> dict:
+def initial_control(
+    config: MidpointConfig, model, a: Mapping, b: Mapping, image_shape, seed: int = 0
+) -> dict:
     """The control point's start that ``config.init`` names (``"random"``: the model
     initialised with key ``seed + 7``)."""
     if config.init == "mean":
@@ -146,9 +166,18 @@ def initial_control(config: MidpointConfig, model, a: Mapping, b: Mapping, image
     return models.init(model, jax.random.PRNGKey(seed + 7), image_shape)
 
 
-def fit_midpoint(apply_fn, a: Mapping, b: Mapping, control: Mapping, train_set: data.Dataset,
-                 workdir, config: MidpointConfig = MidpointConfig(), *, seed: int = 0,
-                 progress: bool = True) -> dict[str, Any]:
+def fit_midpoint(
+    apply_fn,
+    a: Mapping,
+    b: Mapping,
+    control: Mapping,
+    train_set: data.Dataset,
+    workdir,
+    config: MidpointConfig = MidpointConfig(),
+    *,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Trains the control point of the quadratic path from ``a`` to ``b`` (resumable).
 
     Args:
@@ -169,23 +198,35 @@ def fit_midpoint(apply_fn, a: Mapping, b: Mapping, control: Mapping, train_set: 
       InputError: ``workdir`` holds a run with another config.
     """
     mask = data.cue_mask(train_set.labels, config.cue_proportion)
-    iterator = data.EpochIterator({"images": train_set.images, "labels": train_set.labels,
-                                   "cue": mask}, batch_size=config.batch_size, seed=seed)
+    iterator = data.EpochIterator(
+        {"images": train_set.images, "labels": train_set.labels, "cue": mask},
+        batch_size=config.batch_size,
+        seed=seed,
+    )
     spe = iterator.steps_per_epoch
-    lr = optim.schedule("step", config.learning_rate, config.epochs * spe, spe,
-                        config.step_every_epochs, 0.1)
-    start = {"params": jax.tree.map(jnp.copy, control["params"]),  # the step donates it
-             "batch_stats": mean_control(a, b)["batch_stats"]}
-    state = TrainState.create(apply_fn, start,
-                              optim.sgd(lr, config.momentum, config.weight_decay),
-                              jax.random.PRNGKey(seed))
-    step_fn = jax.jit(functools.partial(curve_train_step, a=a, b=b, cue=train_set.cue,
-                                        scale=config.scale), donate_argnums=0)
+    lr = optim.schedule(
+        "step", config.learning_rate, config.epochs * spe, spe, config.step_every_epochs, 0.1
+    )
+    start = {
+        "params": jax.tree.map(jnp.copy, control["params"]),  # the step donates it
+        "batch_stats": mean_control(a, b)["batch_stats"],
+    }
+    state = TrainState.create(
+        apply_fn,
+        start,
+        optim.sgd(lr, config.momentum, config.weight_decay),
+        jax.random.PRNGKey(seed),
+    )
+    step_fn = jax.jit(
+        functools.partial(curve_train_step, a=a, b=b, cue=train_set.cue, scale=config.scale),
+        donate_argnums=0,
+    )
     settings = {**dataclasses.asdict(config), "seed": seed, "num_train": len(train_set)}
     del settings["init"]  # where the control point started is not part of its training
     with RunCheckpoints(workdir, settings) as checkpoints:
-        state, meta = run_epochs(state, step_fn, iterator, checkpoints, config.epochs,
-                                 progress=progress, desc="midpoint")
+        state, meta = run_epochs(
+            state, step_fn, iterator, checkpoints, config.epochs, progress=progress, desc="midpoint"
+        )
     return {"control": state.variables, "history": meta["history"]}
 
 
@@ -194,5 +235,13 @@ def control_weight_factor(t: float) -> float:
     return float(2 * t * (1 - t))
 
 
-__all__ = ["INITS", "MidpointConfig", "SCALES", "control_weight_factor", "curve_train_step",
-           "fit_midpoint", "initial_control", "mean_control"]
+__all__ = [
+    "INITS",
+    "MidpointConfig",
+    "SCALES",
+    "control_weight_factor",
+    "curve_train_step",
+    "fit_midpoint",
+    "initial_control",
+    "mean_control",
+]

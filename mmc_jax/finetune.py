@@ -82,11 +82,21 @@ class FinetuneConfig:
 
     def __post_init__(self):
         check_choice("CBFT mode", self.cbft_mode, CBFT_MODES)
-        check_bounds(self, count=("epochs", "batch_size", "llrt_epochs"),
-                     positive=("learning_rate", "llrt_learning_rate", "barrier_target"),
-                     momentum=("momentum",),
-                     non_negative=("weight_decay", "llrt_weight_decay", "invariance_weight",
-                                   "barrier_weight", "warmup_epochs", "grad_clip_norm", "seed"))
+        check_bounds(
+            self,
+            count=("epochs", "batch_size", "llrt_epochs"),
+            positive=("learning_rate", "llrt_learning_rate", "barrier_target"),
+            momentum=("momentum",),
+            non_negative=(
+                "weight_decay",
+                "llrt_weight_decay",
+                "invariance_weight",
+                "barrier_weight",
+                "warmup_epochs",
+                "grad_clip_norm",
+                "seed",
+            ),
+        )
         check_choice("t_dist", self.t_dist, objectives.T_DISTRIBUTIONS)
 
     @classmethod
@@ -128,20 +138,31 @@ class PairedIterator:
 
     def epoch(self, epoch: int, start_step: int = 0):
         """Batches ``{"images", "labels", "cue_images", "cue_labels"}`` from ``start_step``."""
-        for clean, cued in zip(self.clean.epoch(epoch, start_step),
-                               self.cued.epoch(epoch, start_step)):
-            yield {"images": clean["images"], "labels": clean["labels"],
-                   "cue_images": cued["images"], "cue_labels": cued["labels"]}
+        for clean, cued in zip(
+            self.clean.epoch(epoch, start_step), self.cued.epoch(epoch, start_step)
+        ):
+            yield {
+                "images": clean["images"],
+                "labels": clean["labels"],
+                "cue_images": cued["images"],
+                "cue_labels": cued["labels"],
+            }
 
 
 def paired_iterator(train: data.Dataset, clean_index, cue_index, batch_size: int, seed: int):
     """The :class:`PairedIterator` over the drawn subsets (the last partial batch kept)."""
-    clean = data.EpochIterator({"images": train.images[clean_index],
-                                "labels": train.labels[clean_index]},
-                               batch_size=batch_size, seed=seed, drop_remainder=False)
-    cued = data.EpochIterator({"images": train.images[cue_index],
-                               "labels": train.labels[cue_index]},
-                              batch_size=batch_size, seed=seed + 1, drop_remainder=False)
+    clean = data.EpochIterator(
+        {"images": train.images[clean_index], "labels": train.labels[clean_index]},
+        batch_size=batch_size,
+        seed=seed,
+        drop_remainder=False,
+    )
+    cued = data.EpochIterator(
+        {"images": train.images[cue_index], "labels": train.labels[cue_index]},
+        batch_size=batch_size,
+        seed=seed + 1,
+        drop_remainder=False,
+    )
     return PairedIterator(clean, cued)
 
 
@@ -168,18 +189,19 @@ def naive_step(state: TrainState, batch, cue):
     return supervised_step(state, clean.inputs, clean.labels)
 
 
-def cbft_step(state: TrainState, batch, epoch_index, anchor, cue, config: FinetuneConfig,
-              num_classes: int):
+def cbft_step(
+    state: TrainState, batch, epoch_index, anchor, cue, config: FinetuneConfig, num_classes: int
+):
     """One CBFT iteration (``state.step`` advances by one in both modes)."""
     clean, cued = paired_batches(cue, batch)
     step = state.step
     key, step_key = jax.random.split(state.key)
-    ctx = objectives.Context(state.batch_stats, clean=clean, cued=cued, anchor=anchor,
-                             key=step_key)
+    ctx = objectives.Context(state.batch_stats, clean=clean, cued=cued, anchor=anchor, key=step_key)
     barrier = objectives.barrier_loss(state.apply_fn, config.barrier_target, config.t_dist)
     lam = jnp.where(epoch_index >= config.warmup_epochs, config.invariance_weight, 0.0)
-    main = objectives.cross_entropy_invariance_loss(state.apply_fn, num_classes, lam,
-                                                    config.normalize_means)
+    main = objectives.cross_entropy_invariance_loss(
+        state.apply_fn, num_classes, lam, config.normalize_means
+    )
     use_barrier = config.barrier_weight > 0
     losses = {}
     if config.cbft_mode == "paper":
@@ -187,8 +209,10 @@ def cbft_step(state: TrainState, batch, epoch_index, anchor, cue, config: Finetu
         total = objectives.weighted_sum(**terms, main=main)
         (_, aux), grads = jax.value_and_grad(total, has_aux=True)(state.params, ctx)
         state = state.apply_gradients(grads, aux["batch_stats"])
-        losses = {**{k: v for k, v in aux["losses"].items() if k != "main"},
-                  **aux["terms"]["main"]["losses"]}
+        losses = {
+            **{k: v for k, v in aux["losses"].items() if k != "main"},
+            **aux["terms"]["main"]["losses"],
+        }
     else:
         if use_barrier:
             weighted = objectives.weighted_sum(barrier=(barrier, config.barrier_weight))
@@ -207,25 +231,42 @@ def _state(apply_fn, variables, lr, config: FinetuneConfig, seed_offset=0):
     """A train state on a *copy* of ``variables`` (the steps donate their state's buffers)."""
     variables = jax.tree.map(jnp.copy, dict(variables))
     tx = optim.sgd(lr, config.momentum, config.weight_decay, config.grad_clip_norm)
-    return TrainState.create(apply_fn, variables, tx,
-                             jax.random.PRNGKey(config.seed + seed_offset))
+    return TrainState.create(apply_fn, variables, tx, jax.random.PRNGKey(config.seed + seed_offset))
 
 
-def naive_finetune(apply_fn, variables, iterator: PairedIterator, cue, config: FinetuneConfig,
-                   workdir, *, progress: bool = True):
+def naive_finetune(
+    apply_fn,
+    variables,
+    iterator: PairedIterator,
+    cue,
+    config: FinetuneConfig,
+    workdir,
+    *,
+    progress: bool = True,
+):
     """Naive fine-tuning: cross-entropy on the clean set, cosine schedule per iteration."""
     spe = iterator.steps_per_epoch
-    state = _state(apply_fn, variables, _cosine(config.learning_rate, config.epochs * spe),
-                   config)
+    state = _state(apply_fn, variables, _cosine(config.learning_rate, config.epochs * spe), config)
     step = jax.jit(functools.partial(naive_step, cue=cue), donate_argnums=0)
     with RunCheckpoints(workdir, _settings("naive_ft", config)) as ckpt:
-        state, meta = run_epochs(state, step, iterator, ckpt, config.epochs, progress=progress,
-                                 desc="naive FT")
+        state, meta = run_epochs(
+            state, step, iterator, ckpt, config.epochs, progress=progress, desc="naive FT"
+        )
     return state.variables, meta["history"]
 
 
-def cbft(apply_fn, variables, anchor: Mapping, iterator: PairedIterator, cue, num_classes: int,
-         config: FinetuneConfig, workdir, *, progress: bool = True):
+def cbft(
+    apply_fn,
+    variables,
+    anchor: Mapping,
+    iterator: PairedIterator,
+    cue,
+    num_classes: int,
+    config: FinetuneConfig,
+    workdir,
+    *,
+    progress: bool = True,
+):
     """Connectivity-based fine-tuning from ``variables`` (θ_C) away from ``anchor`` (θ_C)."""
     spe = iterator.steps_per_epoch
     total = config.epochs * spe
@@ -246,47 +287,84 @@ def cbft(apply_fn, variables, anchor: Mapping, iterator: PairedIterator, cue, nu
         return cbft_step(state, batch, epoch_index, anchor["params"], cue, config, num_classes)
 
     with RunCheckpoints(workdir, _settings("cbft", config)) as ckpt:
-        state, meta = run_epochs(state, jax.jit(step, donate_argnums=0), iterator, ckpt,
-                                 config.epochs, progress=progress, desc="CBFT")
+        state, meta = run_epochs(
+            state,
+            jax.jit(step, donate_argnums=0),
+            iterator,
+            ckpt,
+            config.epochs,
+            progress=progress,
+            desc="CBFT",
+        )
     return state.variables, meta["history"]
 
 
 def features_of(apply_fn, variables, images, cue, batch_size: int = 500) -> np.ndarray:
     """Penultimate features (eval mode) of uint8 images with the cue removed
     (``data.clean_inputs``), in batches."""
-    forward = jax.jit(lambda v, x: apply_fn(v, data.clean_inputs(cue, x), train=False,
-                                            return_features=True)[1])
-    return np.concatenate([np.asarray(forward(variables, images[i:i + batch_size]))
-                           for i in range(0, len(images), batch_size)])
+    forward = jax.jit(
+        lambda v, x: apply_fn(v, data.clean_inputs(cue, x), train=False, return_features=True)[1]
+    )
+    return np.concatenate(
+        [
+            np.asarray(forward(variables, images[i : i + batch_size]))
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
-def llrt(apply_fn, variables, train: data.Dataset, clean_index, num_classes: int,
-         config: FinetuneConfig, workdir, *, head: tuple[str, ...] = ("classifier", "dense"),
-         progress: bool = True):
+def llrt(
+    apply_fn,
+    variables,
+    train: data.Dataset,
+    clean_index,
+    num_classes: int,
+    config: FinetuneConfig,
+    workdir,
+    *,
+    head: tuple[str, ...] = ("classifier", "dense"),
+    progress: bool = True,
+):
     """Last-layer retraining: a fresh linear head on frozen features of the clean set
     (eval-mode BatchNorm), SGD lr 30, momentum 0.9, no weight decay, cosine, 200 epochs."""
-    features = features_of(apply_fn, variables, np.asarray(train.images[clean_index]),
-                           train.cue)
+    features = features_of(apply_fn, variables, np.asarray(train.images[clean_index]), train.cue)
     labels = np.asarray(train.labels[clean_index])
-    iterator = data.EpochIterator({"features": features, "labels": labels},
-                                  batch_size=config.batch_size, seed=config.seed,
-                                  drop_remainder=False)
+    iterator = data.EpochIterator(
+        {"features": features, "labels": labels},
+        batch_size=config.batch_size,
+        seed=config.seed,
+        drop_remainder=False,
+    )
     spe = iterator.steps_per_epoch
     fan_in = features.shape[1]
     k1, k2 = jax.random.split(jax.random.PRNGKey(config.seed + 2))
-    head_params = {"kernel": layers.torch_default_init(k1, (fan_in, num_classes)),
-                   "bias": layers.torch_bias_init(fan_in)(k2, (num_classes,))}
-    tx = optim.sgd(_cosine(config.llrt_learning_rate, config.llrt_epochs * spe),
-                   config.momentum, config.llrt_weight_decay, config.grad_clip_norm)
-    state = TrainState.create(_linear_apply, {"params": head_params}, tx,
-                              jax.random.PRNGKey(config.seed))
+    head_params = {
+        "kernel": layers.torch_default_init(k1, (fan_in, num_classes)),
+        "bias": layers.torch_bias_init(fan_in)(k2, (num_classes,)),
+    }
+    tx = optim.sgd(
+        _cosine(config.llrt_learning_rate, config.llrt_epochs * spe),
+        config.momentum,
+        config.llrt_weight_decay,
+        config.grad_clip_norm,
+    )
+    state = TrainState.create(
+        _linear_apply, {"params": head_params}, tx, jax.random.PRNGKey(config.seed)
+    )
 
     def step(state, batch):
         return supervised_step(state, batch["features"], batch["labels"])
 
     with RunCheckpoints(workdir, _settings("llrt", config)) as ckpt:
-        state, meta = run_epochs(state, jax.jit(step, donate_argnums=0), iterator, ckpt,
-                                 config.llrt_epochs, progress=progress, desc="LLRT")
+        state, meta = run_epochs(
+            state,
+            jax.jit(step, donate_argnums=0),
+            iterator,
+            ckpt,
+            config.llrt_epochs,
+            progress=progress,
+            desc="LLRT",
+        )
     return _with_head(variables, head, state.params), meta["history"]
 
 
@@ -313,6 +391,17 @@ def _settings(method: str, config: FinetuneConfig) -> dict[str, Any]:
     return {"method": method, **dataclasses.asdict(config)}
 
 
-__all__ = ["CBFT_MODES", "FinetuneConfig", "PairedIterator", "cbft", "cbft_step",
-           "draw_subsets", "features_of", "llrt", "naive_finetune", "naive_step",
-           "paired_batches", "paired_iterator"]
+__all__ = [
+    "CBFT_MODES",
+    "FinetuneConfig",
+    "PairedIterator",
+    "cbft",
+    "cbft_step",
+    "draw_subsets",
+    "features_of",
+    "llrt",
+    "naive_finetune",
+    "naive_step",
+    "paired_batches",
+    "paired_iterator",
+]

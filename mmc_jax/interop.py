@@ -73,8 +73,9 @@ def _template(architecture: str, num_classes: int) -> dict:
     return jax.eval_shape(lambda: models.init(model, jax.random.key(0), (32, 32, 3)))
 
 
-def variables_from_torch(state_dict: Mapping[str, Any], architecture: str,
-                         num_classes: Optional[int] = None) -> dict:
+def variables_from_torch(
+    state_dict: Mapping[str, Any], architecture: str, num_classes: Optional[int] = None
+) -> dict:
     """mmc_jax variables (``{"params", "batch_stats"}``) from a paper-code ``state_dict``.
 
     Args:
@@ -87,12 +88,12 @@ def variables_from_torch(state_dict: Mapping[str, Any], architecture: str,
       InputError: unknown architecture, or names or shapes that do not match it.
     """
     if architecture not in ARCHITECTURES:
-        raise InputError(f"unknown architecture {architecture!r}; choose from "
-                         f"{', '.join(ARCHITECTURES)}")
+        raise InputError(
+            f"unknown architecture {architecture!r}; choose from {', '.join(ARCHITECTURES)}"
+        )
     arrays = {k.removeprefix("module."): np.asarray(_numpy(v)) for k, v in state_dict.items()}
     if "linear.weight" not in arrays:
-        raise InputError(f"not a {architecture} state_dict of the paper's code: no "
-                         "'linear.weight'")
+        raise InputError(f"not a {architecture} state_dict of the paper's code: no 'linear.weight'")
     num_classes = num_classes or arrays["linear.weight"].shape[0]
     out, used = {}, set()
     for collection, tree in _template(architecture, num_classes).items():
@@ -100,19 +101,25 @@ def variables_from_torch(state_dict: Mapping[str, Any], architecture: str,
         for path, spec in traverse_util.flatten_dict(tree).items():
             name = torch_name(architecture, collection, path)
             if name not in arrays:
-                raise InputError(f"state_dict has no {name!r} (needed for {collection}/"
-                                 f"{'/'.join(path)} of {architecture})")
+                raise InputError(
+                    f"state_dict has no {name!r} (needed for {collection}/"
+                    f"{'/'.join(path)} of {architecture})"
+                )
             value = _to_jax(path[-1], arrays[name]).astype(np.float32)
             if value.shape != spec.shape:
-                raise InputError(f"{name!r} has shape {arrays[name].shape}, which does not fit "
-                                 f"{architecture} ({collection}/{'/'.join(path)}: {spec.shape})")
+                raise InputError(
+                    f"{name!r} has shape {arrays[name].shape}, which does not fit "
+                    f"{architecture} ({collection}/{'/'.join(path)}: {spec.shape})"
+                )
             flat[path] = value
             used.add(name)
         out[collection] = traverse_util.unflatten_dict(flat)
     extra = sorted(k for k in arrays if k not in used and not k.endswith("num_batches_tracked"))
     if extra:
-        raise InputError(f"state_dict entries unknown to {architecture}: {', '.join(extra[:5])}"
-                         + (" ..." if len(extra) > 5 else ""))
+        raise InputError(
+            f"state_dict entries unknown to {architecture}: {', '.join(extra[:5])}"
+            + (" ..." if len(extra) > 5 else "")
+        )
     return out
 
 
@@ -120,13 +127,13 @@ def variables_to_torch(variables: Mapping, architecture: str) -> dict[str, np.nd
     """The paper code's ``state_dict`` (as NumPy arrays) of mmc_jax variables; the inverse of
     :func:`variables_from_torch` (``num_batches_tracked`` is not produced)."""
     if architecture not in ARCHITECTURES:
-        raise InputError(f"unknown architecture {architecture!r}; choose from "
-                         f"{', '.join(ARCHITECTURES)}")
+        raise InputError(
+            f"unknown architecture {architecture!r}; choose from {', '.join(ARCHITECTURES)}"
+        )
     out = {}
     for collection in ("params", "batch_stats"):
         for path, value in traverse_util.flatten_dict(dict(variables[collection])).items():
-            out[torch_name(architecture, collection, path)] = _to_torch(path[-1],
-                                                                        np.asarray(value))
+            out[torch_name(architecture, collection, path)] = _to_torch(path[-1], np.asarray(value))
     return out
 
 
@@ -152,5 +159,10 @@ def _numpy(value):
     return value
 
 
-__all__ = ["ARCHITECTURES", "load_torch_checkpoint", "torch_name", "variables_from_torch",
-           "variables_to_torch"]
+__all__ = [
+    "ARCHITECTURES",
+    "load_torch_checkpoint",
+    "torch_name",
+    "variables_from_torch",
+    "variables_to_torch",
+]

@@ -44,24 +44,31 @@ class LayerLines(struct.PyTreeNode):
         t = jnp.asarray(t, jnp.float32)
         g, s = t[0].astype(jnp.int32), t[1]
         return jax.tree.map(
-            lambda a, b, m: (a.astype(jnp.float32) + s * m[g] * (
-                b.astype(jnp.float32) - a.astype(jnp.float32))).astype(a.dtype),
-            self.a, self.b, self.masks)
+            lambda a, b, m: (
+                a.astype(jnp.float32) + s * m[g] * (b.astype(jnp.float32) - a.astype(jnp.float32))
+            ).astype(a.dtype),
+            self.a,
+            self.b,
+            self.masks,
+        )
 
     def anchors(self) -> PyTree:
         """``a``, then ``a`` with group g's leaves from ``b`` for every g: ``[G + 1, ...]``."""
+
         def stack(a, b, m):
             a32, b32 = a.astype(jnp.float32), b.astype(jnp.float32)
             mask = m.reshape(-1, *([1] * a.ndim))
             return jnp.concatenate([a32[None], a32 + mask * (b32 - a32)]).astype(a.dtype)
+
         return jax.tree.map(stack, self.a, self.b, self.masks)
 
     def weights(self, t) -> jax.Array:
         """``[G + 1]`` weights of :meth:`anchors` at ``t = (g, s)``."""
         t = jnp.asarray(t, jnp.float32)
         n = jax.tree.leaves(self.masks)[0].shape[0] + 1
-        return ((1.0 - t[1]) * jax.nn.one_hot(0, n)
-                + t[1] * jax.nn.one_hot(t[0].astype(jnp.int32) + 1, n))
+        return (1.0 - t[1]) * jax.nn.one_hot(0, n) + t[1] * jax.nn.one_hot(
+            t[0].astype(jnp.int32) + 1, n
+        )
 
     def endpoints(self) -> tuple[PyTree, PyTree]:
         """``(a, b)``."""
@@ -81,20 +88,29 @@ class LayerwiseResult:
 
     def to_json(self) -> dict[str, Any]:
         """The ``results.json`` layout: groups, ts, and per condition barriers and curves."""
-        return {"groups": self.groups, "ts": [float(t) for t in self.ts],
-                "conditions": {c: {"loss_barrier": self.loss[c].tolist(),
-                                   "acc_barrier": self.acc[c].tolist(),
-                                   "loss": self.curves[c]["loss"].tolist(),
-                                   "acc": self.curves[c]["acc"].tolist()}
-                               for c in self.loss}}
+        return {
+            "groups": self.groups,
+            "ts": [float(t) for t in self.ts],
+            "conditions": {
+                c: {
+                    "loss_barrier": self.loss[c].tolist(),
+                    "acc_barrier": self.acc[c].tolist(),
+                    "loss": self.curves[c]["loss"].tolist(),
+                    "acc": self.curves[c]["acc"].tolist(),
+                }
+                for c in self.loss
+            },
+        }
 
 
 def layer_names(variables: Mapping) -> list[str]:
     """The top-level modules of ``variables["params"]``, by the numbers in their names
     (``bn0, conv0, bn1, conv1, …``; names without a number, such as the classifier, last)."""
+
     def key(name: str):
         numbers = tuple(int(n) for n in re.findall(r"\d+", name))
         return (0, numbers, name) if numbers else (1, (), name)
+
     return sorted(variables["params"], key=key)
 
 
@@ -105,8 +121,10 @@ def group_masks(variables: Mapping, groups: Sequence[str]) -> PyTree:
     known = {key[1] for key in flat if len(key) > 1}
     missing = [g for g in groups if g not in known]
     if missing:
-        raise InputError(f"no module named {', '.join(map(repr, missing))} in the variables; "
-                         f"modules: {', '.join(sorted(known))}")
+        raise InputError(
+            f"no module named {', '.join(map(repr, missing))} in the variables; "
+            f"modules: {', '.join(sorted(known))}"
+        )
     index = {g: i for i, g in enumerate(groups)}
     masks = {}
     for key in flat:
@@ -117,10 +135,17 @@ def group_masks(variables: Mapping, groups: Sequence[str]) -> PyTree:
     return traverse_util.unflatten_dict(masks)
 
 
-def layerwise_barriers(apply_fn: Callable, a: PyTree, b: PyTree, eval_set: Dataset, *,
-                       groups: Optional[Sequence[str]] = None, ts=None,
-                       conditions: Sequence[str] = CONDITIONS,
-                       **evaluator: Any) -> LayerwiseResult:
+def layerwise_barriers(
+    apply_fn: Callable,
+    a: PyTree,
+    b: PyTree,
+    eval_set: Dataset,
+    *,
+    groups: Optional[Sequence[str]] = None,
+    ts=None,
+    conditions: Sequence[str] = CONDITIONS,
+    **evaluator: Any,
+) -> LayerwiseResult:
     """The barrier of interpolating each group alone from ``a`` to ``b`` (the rest at ``a``).
 
     Args:
@@ -144,8 +169,9 @@ def layerwise_barriers(apply_fn: Callable, a: PyTree, b: PyTree, eval_set: Datas
     ts = paths.check_grid(paths.grid(11) if ts is None else ts)
     lines = LayerLines(dict(a), dict(b), group_masks(a, groups))
     points = np.asarray([(g, t) for g in range(len(groups)) for t in ts], np.float32)
-    result = path_eval.evaluate_path(apply_fn, lines, points, eval_set,
-                                     conditions=conditions, **evaluator)
+    result = path_eval.evaluate_path(
+        apply_fn, lines, points, eval_set, conditions=conditions, **evaluator
+    )
     k = len(ts)
     loss, acc, curves = {}, {}, {}
     for c, m in result.metrics.items():
@@ -155,5 +181,4 @@ def layerwise_barriers(apply_fn: Callable, a: PyTree, b: PyTree, eval_set: Datas
     return LayerwiseResult(groups, ts.astype(np.float64), loss, acc, curves)
 
 
-__all__ = ["LayerLines", "LayerwiseResult", "group_masks", "layer_names",
-           "layerwise_barriers"]
+__all__ = ["LayerLines", "LayerwiseResult", "group_masks", "layer_names", "layerwise_barriers"]

@@ -31,9 +31,11 @@ class EventLog:
     def _open(self):
         if self._writer is None:
             from tensorboardX import SummaryWriter
+
             # a unique suffix: two writers opened in the same second keep separate files
-            self._writer = SummaryWriter(str(self.folder), flush_secs=30,
-                                         filename_suffix=f".{uuid.uuid4().hex[:8]}")
+            self._writer = SummaryWriter(
+                str(self.folder), flush_secs=30, filename_suffix=f".{uuid.uuid4().hex[:8]}"
+            )
         return self._writer
 
     def scalars(self, step: int, values: Mapping[str, float], prefix: str = "") -> None:
@@ -48,6 +50,7 @@ class EventLog:
     def tree(self, step: int, values: Mapping, prefix: str = "") -> None:
         """Every number of a nested mapping, tagged by its keys joined with ``/``."""
         from flax import traverse_util
+
         self.scalars(step, traverse_util.flatten_dict(dict(values), sep="/"), prefix)
 
     def figure(self, tag: str, fig, step: int = 0) -> None:
@@ -87,6 +90,7 @@ def save_figure(log: EventLog, path, fig) -> pathlib.Path:
     """``path`` as a PNG (``io.save_figure``) and the same figure in ``log``, tagged by the
     file's name."""
     from mmc_jax import io
+
     log.figure(pathlib.Path(path).stem, fig)
     return io.save_figure(path, fig)
 

@@ -97,10 +97,12 @@ def _clean_and_cued_features(apply_fn: Callable, params: PyTree, ctx: Context, o
     ``(clean logits, clean features, cued features, stats after clean, stats after cued)``."""
     clean = _require(ctx, "clean", objective)
     cued = _require(ctx, "cued", objective)
-    (logits, z_nc), clean_stats = train_forward(apply_fn, params, ctx.batch_stats,
-                                                clean.inputs, return_features=True)
-    (_, z_c), cued_stats = train_forward(apply_fn, params, clean_stats, cued.inputs,
-                                         return_features=True)
+    (logits, z_nc), clean_stats = train_forward(
+        apply_fn, params, ctx.batch_stats, clean.inputs, return_features=True
+    )
+    (_, z_c), cued_stats = train_forward(
+        apply_fn, params, clean_stats, cued.inputs, return_features=True
+    )
     return logits, z_nc, z_c, clean_stats, cued_stats
 
 
@@ -120,8 +122,7 @@ def cross_entropy_loss(apply_fn: Callable, batch: str = "clean") -> Objective:
     def objective(params: PyTree, ctx: Context) -> tuple[jax.Array, dict]:
         data = _require(ctx, batch, "cross_entropy_loss")
         logits, batch_stats = train_forward(apply_fn, params, ctx.batch_stats, data.inputs)
-        return cross_entropy(logits, data.labels), {"batch_stats": batch_stats,
-                                                    "logits": logits}
+        return cross_entropy(logits, data.labels), {"batch_stats": batch_stats, "logits": logits}
 
     return objective
 
@@ -150,8 +151,9 @@ def sample_t(key: jax.Array, kind: str = "clipped_normal") -> jax.Array:
     raise InputError(f"unknown t distribution {kind!r}; choose from {', '.join(T_DISTRIBUTIONS)}")
 
 
-def barrier_loss(apply_fn: Callable, target: float = 1.0,
-                 t_dist: str = "clipped_normal") -> Objective:
+def barrier_loss(
+    apply_fn: Callable, target: float = 1.0, t_dist: str = "clipped_normal"
+) -> Objective:
     """CBFT's barrier term: the loss on cued data at a random point between θ and θ_C.
 
     With ``t = sample_t(ctx.key, t_dist)`` and ``θ_t = paths.linear(θ, θ_C)(t) = (1 − t) θ +
@@ -173,8 +175,9 @@ def barrier_loss(apply_fn: Callable, target: float = 1.0,
       ``{"batch_stats" (unchanged), "t", "cross_entropy" (at θ_t), "logits" (of θ_t)}``.
     """
     if t_dist not in T_DISTRIBUTIONS:
-        raise InputError(f"unknown t distribution {t_dist!r}; choose from "
-                         f"{', '.join(T_DISTRIBUTIONS)}")
+        raise InputError(
+            f"unknown t distribution {t_dist!r}; choose from {', '.join(T_DISTRIBUTIONS)}"
+        )
     if target < 0:
         raise InputError(f"barrier target must be non-negative, got {target}")
 
@@ -183,20 +186,27 @@ def barrier_loss(apply_fn: Callable, target: float = 1.0,
         anchor = _require(ctx, "anchor", "barrier_loss")
         key = _require(ctx, "key", "barrier_loss")
         if jax.tree.structure(anchor) != jax.tree.structure(params):
-            raise InputError("ctx.anchor must be the anchor's params, with the structure of "
-                             "params (pass variables['params'], not the variables)")
+            raise InputError(
+                "ctx.anchor must be the anchor's params, with the structure of "
+                "params (pass variables['params'], not the variables)"
+            )
         t = sample_t(key, t_dist)
         theta_t = paths.linear(params, jax.lax.stop_gradient(anchor))(t)
         logits, _ = train_forward(apply_fn, theta_t, ctx.batch_stats, data.inputs)
         ce = cross_entropy(logits, data.labels)
-        return jnp.abs(target - ce), {"batch_stats": ctx.batch_stats, "t": t,
-                                      "cross_entropy": ce, "logits": logits}
+        return jnp.abs(target - ce), {
+            "batch_stats": ctx.batch_stats,
+            "t": t,
+            "cross_entropy": ce,
+            "logits": logits,
+        }
 
     return objective
 
 
-def _class_means(features: jax.Array, labels: jax.Array,
-                 num_classes: int) -> tuple[jax.Array, jax.Array]:
+def _class_means(
+    features: jax.Array, labels: jax.Array, num_classes: int
+) -> tuple[jax.Array, jax.Array]:
     """Per-class mean features ``[K, C]`` (zero for absent classes) and counts ``[K]``."""
     onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
     counts = onehot.sum(0)
@@ -233,10 +243,12 @@ def invariance_loss(apply_fn: Callable, num_classes: int, normalize: bool = True
     _check_num_classes(num_classes)
 
     def objective(params: PyTree, ctx: Context) -> tuple[jax.Array, dict]:
-        _, z_nc, z_c, _, batch_stats = _clean_and_cued_features(apply_fn, params, ctx,
-                                                                "invariance_loss")
-        loss, compared = _invariance(z_nc, ctx.clean.labels, z_c, ctx.cued.labels,
-                                     num_classes, normalize)
+        _, z_nc, z_c, _, batch_stats = _clean_and_cued_features(
+            apply_fn, params, ctx, "invariance_loss"
+        )
+        loss, compared = _invariance(
+            z_nc, ctx.clean.labels, z_c, ctx.cued.labels, num_classes, normalize
+        )
         return loss, {"batch_stats": batch_stats, "num_classes_compared": compared}
 
     return objective
@@ -253,8 +265,9 @@ def _invariance(z_nc, y_nc, z_c, y_c, num_classes: int, normalize: bool):
     return jnp.sum(jnp.where(present, distances, 0.0)) / num_classes, present.sum()
 
 
-def cross_entropy_invariance_loss(apply_fn: Callable, num_classes: int, weight: Any = 1.0,
-                                  normalize: bool = True) -> Objective:
+def cross_entropy_invariance_loss(
+    apply_fn: Callable, num_classes: int, weight: Any = 1.0, normalize: bool = True
+) -> Objective:
     """``CE(clean) + weight · invariance`` with one clean forward pass (the paper code's
     second step).
 
@@ -272,14 +285,18 @@ def cross_entropy_invariance_loss(apply_fn: Callable, num_classes: int, weight: 
 
     def objective(params: PyTree, ctx: Context) -> tuple[jax.Array, dict]:
         logits, z_nc, z_c, clean_stats, cued_stats = _clean_and_cued_features(
-            apply_fn, params, ctx, "cross_entropy_invariance_loss")
+            apply_fn, params, ctx, "cross_entropy_invariance_loss"
+        )
         ce = cross_entropy(logits, ctx.clean.labels)
-        inv, _ = _invariance(z_nc, ctx.clean.labels, z_c, ctx.cued.labels, num_classes,
-                             normalize)
-        batch_stats = jax.tree.map(lambda a, b: jnp.where(jnp.asarray(weight) != 0, a, b),
-                                   cued_stats, clean_stats)
-        return ce + weight * inv, {"batch_stats": batch_stats,
-                                   "losses": {"ce": ce, "invariance": inv}, "logits": logits}
+        inv, _ = _invariance(z_nc, ctx.clean.labels, z_c, ctx.cued.labels, num_classes, normalize)
+        batch_stats = jax.tree.map(
+            lambda a, b: jnp.where(jnp.asarray(weight) != 0, a, b), cued_stats, clean_stats
+        )
+        return ce + weight * inv, {
+            "batch_stats": batch_stats,
+            "losses": {"ce": ce, "invariance": inv},
+            "logits": logits,
+        }
 
     return objective
 
@@ -304,8 +321,9 @@ def weighted_sum(**terms: Objective | tuple[Objective, Any]) -> Objective:
     for name, term in terms.items():
         objective, weight = term if isinstance(term, tuple) and len(term) == 2 else (term, 1.0)
         if not callable(objective):
-            raise InputError(f"term {name!r} must be an objective or an (objective, weight) "
-                             f"pair, got {term!r}")
+            raise InputError(
+                f"term {name!r} must be an objective or an (objective, weight) pair, got {term!r}"
+            )
         weighted[name] = (objective, weight)
 
     def objective_sum(params: PyTree, ctx: Context) -> tuple[jax.Array, dict]:

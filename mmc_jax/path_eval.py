@@ -98,9 +98,11 @@ class _Static:
 def _momentum(apply_fn: _Static, variables: Mapping, images: jax.Array) -> jax.Array:
     def updated(fill):
         stats = jax.tree.map(lambda s: jnp.full_like(s, fill), variables["batch_stats"])
-        _, out = apply_fn.fn({**variables, "batch_stats": stats}, images, train=True,
-                             mutable=["batch_stats"])
+        _, out = apply_fn.fn(
+            {**variables, "batch_stats": stats}, images, train=True, mutable=["batch_stats"]
+        )
         return jax.tree.leaves(out["batch_stats"])[0].ravel()[0]
+
     return updated(1.0) - updated(0.0)
 
 
@@ -109,8 +111,9 @@ def _anchor_statistics(apply_fn: _Static, anchors, images: jax.Array) -> dict:
     return repair.anchor_statistics(apply_fn.fn, anchors, images)
 
 
-def settle_batch_stats(apply_fn: Callable, variables: Mapping, bn_images: jax.Array,
-                       policy: str, momentum: float = 0.9) -> dict:
+def settle_batch_stats(
+    apply_fn: Callable, variables: Mapping, bn_images: jax.Array, policy: str, momentum: float = 0.9
+) -> dict:
     """Variables with BatchNorm statistics set by ``policy`` (see the module docstring).
 
     Args:
@@ -121,18 +124,20 @@ def settle_batch_stats(apply_fn: Callable, variables: Mapping, bn_images: jax.Ar
         its correction is :func:`mmc_jax.repair.repair`).
       momentum: the model's BN momentum (:func:`bn_momentum`), for ``"recompute"``.
     """
-    if policy in ("interpolate", "repair") or not jax.tree.leaves(
-            variables.get("batch_stats", {})):
+    if policy in ("interpolate", "repair") or not jax.tree.leaves(variables.get("batch_stats", {})):
         return variables
 
     def train_pass(stats, x):
-        _, out = apply_fn({**variables, "batch_stats": stats}, x, train=True,
-                          mutable=["batch_stats"])
+        _, out = apply_fn(
+            {**variables, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
+        )
         return out["batch_stats"]
 
     if policy == "interpolate_ema":
+
         def ema(stats, x):
             return train_pass(stats, x), None
+
         stats, _ = jax.lax.scan(ema, variables["batch_stats"], bn_images)
         return {**variables, "batch_stats": stats}
 
@@ -146,24 +151,31 @@ def settle_batch_stats(apply_fn: Callable, variables: Mapping, bn_images: jax.Ar
     return {**variables, "batch_stats": jax.tree.map(lambda s: s * scale, total)}
 
 
-def condition_sums(apply_fn: Callable, variables: Mapping, batches: Mapping[str, jax.Array],
-                   cue: Cue, conditions: Sequence[str], key: jax.Array,
-                   pool: Optional[jax.Array] = None) -> jax.Array:
+def condition_sums(
+    apply_fn: Callable,
+    variables: Mapping,
+    batches: Mapping[str, jax.Array],
+    cue: Cue,
+    conditions: Sequence[str],
+    key: jax.Array,
+    pool: Optional[jax.Array] = None,
+) -> jax.Array:
     """Summed loss and correct count per condition, ``[len(conditions), 2]``, eval mode.
 
     Scans ``training.eval_step``, the one evaluation kernel, over the stacked batches: batch
     ``i`` of condition ``c`` draws from ``data.condition_key(key, c, i)``, so every path
     point sees the same counterfactual images, and the same as ``training.evaluate``.
     """
+
     def body(total, inputs):
         i, batch = inputs
         out = eval_step(apply_fn, variables, batch, key, cue, conditions, i, pool)
-        return total + jnp.stack([jnp.stack([out[c]["loss"], out[c]["correct"]])
-                                  for c in conditions]), None
+        return total + jnp.stack(
+            [jnp.stack([out[c]["loss"], out[c]["correct"]]) for c in conditions]
+        ), None
 
     count = jax.tree.leaves(batches)[0].shape[0]
-    total, _ = jax.lax.scan(body, jnp.zeros((len(conditions), 2)),
-                            (jnp.arange(count), batches))
+    total, _ = jax.lax.scan(body, jnp.zeros((len(conditions), 2)), (jnp.arange(count), batches))
     return total
 
 
@@ -181,18 +193,26 @@ class PathResult:
     def barriers(self, condition: str) -> dict[str, float]:
         """Loss and accuracy barriers of one condition."""
         m = self.metrics[condition]
-        return {"loss": barrier.loss_barrier(self.ts, m["loss"]),
-                "acc": barrier.accuracy_barrier(self.ts, m["acc"])}
+        return {
+            "loss": barrier.loss_barrier(self.ts, m["loss"]),
+            "acc": barrier.accuracy_barrier(self.ts, m["acc"]),
+        }
 
     def to_json(self, path_name: str = "linear") -> dict[str, Any]:
         """The ``results.json`` layout of ``experiments.connectivity``."""
-        return {"path": path_name, "ts": [float(t) for t in self.ts],
-                "conditions": {c: {"acc": [float(v) for v in m["acc"]],
-                                   "loss": [float(v) for v in m["loss"]],
-                                   "barrier": self.barriers(c),
-                                   "integral": {k: barrier.trapezoid(self.ts, m[k])
-                                                for k in ("loss", "acc")}}
-                               for c, m in self.metrics.items()}}
+        return {
+            "path": path_name,
+            "ts": [float(t) for t in self.ts],
+            "conditions": {
+                c: {
+                    "acc": [float(v) for v in m["acc"]],
+                    "loss": [float(v) for v in m["loss"]],
+                    "barrier": self.barriers(c),
+                    "integral": {k: barrier.trapezoid(self.ts, m[k]) for k in ("loss", "acc")},
+                }
+                for c, m in self.metrics.items()
+            },
+        }
 
 
 def default_memory_budget(device: Optional[jax.Device] = None) -> int:
@@ -223,9 +243,17 @@ class CompiledEvaluation:
         return self._run(ts)
 
 
-def evaluate_path(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
-                  store=None, part_size: int = 64, progress: bool = False,
-                  **kwargs) -> PathResult:
+def evaluate_path(
+    apply_fn: Callable,
+    path: Path,
+    ts,
+    eval_set: Dataset,
+    *,
+    store=None,
+    part_size: int = 64,
+    progress: bool = False,
+    **kwargs,
+) -> PathResult:
     """Loss and accuracy at every ``t`` in ``ts`` on every condition, in one jitted call.
 
     Takes the arguments of :func:`compile_evaluation` and runs the result. With ``store``
@@ -247,8 +275,14 @@ def evaluate_path(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
     padded = np.concatenate([ts, np.repeat(ts[-1:], count * size - len(ts), axis=0)])
     store = _PartStore(store, padded)
     evaluation, parts = None, []
-    for p, points in enumerate(tqdm(padded.reshape(count, size, *ts.shape[1:]),
-                                    desc="points", unit="part", disable=not progress)):
+    for p, points in enumerate(
+        tqdm(
+            padded.reshape(count, size, *ts.shape[1:]),
+            desc="points",
+            unit="part",
+            disable=not progress,
+        )
+    ):
         part = store.load(p)
         if part is None:
             if evaluation is None:
@@ -256,11 +290,16 @@ def evaluate_path(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
             part = evaluation.run(points).metrics
             store.save(p, part)
         parts.append(part)
-    metrics = {c: {k: np.concatenate([part[c][k] for part in parts])[:len(ts)]
-                   for k in ("loss", "acc")} for c in parts[0]}
-    return PathResult(ts.astype(np.float64), metrics,
-                      evaluation.chunk_size if evaluation else 1,
-                      evaluation.memory_bytes if evaluation else None)
+    metrics = {
+        c: {k: np.concatenate([part[c][k] for part in parts])[: len(ts)] for k in ("loss", "acc")}
+        for c in parts[0]
+    }
+    return PathResult(
+        ts.astype(np.float64),
+        metrics,
+        evaluation.chunk_size if evaluation else 1,
+        evaluation.memory_bytes if evaluation else None,
+    )
 
 
 class _PartStore:
@@ -296,15 +335,27 @@ class _PartStore:
         mmc_io.write_atomic(self.folder / f"part_{p:05d}.npz", buffer.getvalue())
 
 
-def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
-                       cue: Optional[Cue] = None, conditions: Sequence[str] = CONDITIONS,
-                       bn: str = "recompute", bn_set: Optional[Dataset] = None,
-                       bn_batches: Optional[int] = 20, batch_size: int = 500,
-                       bn_batch_size: Optional[int] = None, bn_shuffle_seed: Optional[int] = None,
-                       random_from: str = "set", strategy: str = "auto",
-                       chunk_size: Optional[int] = None, memory_budget: Optional[int] = None,
-                       key: Optional[jax.Array] = None,
-                       mesh: Optional[Mesh] = None) -> CompiledEvaluation:
+def compile_evaluation(
+    apply_fn: Callable,
+    path: Path,
+    ts,
+    eval_set: Dataset,
+    *,
+    cue: Optional[Cue] = None,
+    conditions: Sequence[str] = CONDITIONS,
+    bn: str = "recompute",
+    bn_set: Optional[Dataset] = None,
+    bn_batches: Optional[int] = 20,
+    batch_size: int = 500,
+    bn_batch_size: Optional[int] = None,
+    bn_shuffle_seed: Optional[int] = None,
+    random_from: str = "set",
+    strategy: str = "auto",
+    chunk_size: Optional[int] = None,
+    memory_budget: Optional[int] = None,
+    key: Optional[jax.Array] = None,
+    mesh: Optional[Mesh] = None,
+) -> CompiledEvaluation:
     """The evaluation of every ``t`` in ``ts`` on every condition, compiled as one program
     whose chunk size fits ``memory_budget``; ``.run()`` gives the :class:`PathResult`.
 
@@ -348,8 +399,10 @@ def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
     if bn != "interpolate" and bn_set is None:
         raise InputError(f"BN policy {bn!r} needs bn_set (clean training data)")
     if bn == "repair" and not (hasattr(path, "anchors") and hasattr(path, "weights")):
-        raise InputError("BN policy 'repair' needs a path with anchors() and weights(t) "
-                         f"(the models it interpolates); {type(path).__name__} has none")
+        raise InputError(
+            "BN policy 'repair' needs a path with anchors() and weights(t) "
+            f"(the models it interpolates); {type(path).__name__} has none"
+        )
     if chunk_size is not None and chunk_size < 1:
         raise InputError(f"chunk_size must be positive, got {chunk_size}")
     cue = eval_set.cue if cue is None else cue
@@ -361,40 +414,49 @@ def compile_evaluation(apply_fn: Callable, path: Path, ts, eval_set: Dataset, *,
     if bn == "interpolate":
         bn_images = np.zeros((0, 1, *eval_set.image_shape), np.float32)
     else:
-        bn_images = sample_batches(bn_set, bn_batch_size or batch_size, bn_batches,
-                                   bn_shuffle_seed)
+        bn_images = sample_batches(bn_set, bn_batch_size or batch_size, bn_batches, bn_shuffle_seed)
     if strategy == "shard_map":  # points are split; data replicated
         place = lambda tree: parallel.replicate(tree, mesh)  # noqa: E731
     else:  # batches [num_batches, batch, ...] split along the batch axis
         place = lambda tree: jax.device_put(  # noqa: E731
-            tree, parallel.batch_sharding(tree, mesh, axis=1))
+            tree, parallel.batch_sharding(tree, mesh, axis=1)
+        )
     eval_batches, bn_images = place(eval_batches), place(bn_images)
     path = parallel.replicate(path, mesh)
     if bn != "interpolate":  # [num_batches, batch, ...]: the cue removed image by image
-        bn_images = clean_inputs(bn_set.cue, bn_images.reshape(-1, *bn_images.shape[2:])
-                                 ).reshape(bn_images.shape)
+        bn_images = clean_inputs(bn_set.cue, bn_images.reshape(-1, *bn_images.shape[2:])).reshape(
+            bn_images.shape
+        )
     # Only "recompute" needs the momentum (to undo the EMA's (1 − m) factor).
-    momentum = 0.9 if bn != "recompute" else bn_momentum(apply_fn, path.endpoints()[0],
-                                                          bn_images[0])
+    momentum = (
+        0.9 if bn != "recompute" else bn_momentum(apply_fn, path.endpoints()[0], bn_images[0])
+    )
     # "repair" targets interpolate the anchors' activation statistics, measured once.
-    anchor_stats = {} if bn != "repair" else _anchor_statistics(
-        _Static(apply_fn), path.anchors(), bn_images)
-    budget = default_memory_budget(mesh.devices.flat[0]) if memory_budget is None \
-        else memory_budget
+    anchor_stats = (
+        {} if bn != "repair" else _anchor_statistics(_Static(apply_fn), path.anchors(), bn_images)
+    )
+    budget = default_memory_budget(mesh.devices.flat[0]) if memory_budget is None else memory_budget
     statics = (bn, cue, conditions, use_pool, len(eval_set))
     compiled, place_ts, args, chunk, memory = _compile(
-        apply_fn, statics, ts,
+        apply_fn,
+        statics,
+        ts,
         (path, eval_batches, bn_images, jnp.float32(momentum), key, anchor_stats),
-        strategy, chunk_size, budget, mesh)
+        strategy,
+        chunk_size,
+        budget,
+        mesh,
+    )
     count = float(eval_batches["weight"].sum())
 
     def run(points=None) -> PathResult:
         points = ts if points is None else jnp.asarray(points, jnp.float32)
         if points.shape != ts.shape:
             raise InputError(f"compiled for points of shape {ts.shape}, got {points.shape}")
-        sums = np.asarray(compiled(place_ts(points), *args)[:ts.shape[0]], np.float64) / count
-        metrics = {c: {"loss": sums[:, i, 0], "acc": sums[:, i, 1]}
-                   for i, c in enumerate(conditions)}
+        sums = np.asarray(compiled(place_ts(points), *args)[: ts.shape[0]], np.float64) / count
+        metrics = {
+            c: {"loss": sums[:, i, 0], "acc": sums[:, i, 1]} for i, c in enumerate(conditions)
+        }
         return PathResult(np.asarray(points, np.float64), metrics, chunk, memory)
 
     return CompiledEvaluation(chunk, memory, run)
@@ -415,8 +477,11 @@ def _point(apply_fn: Callable, statics: tuple) -> Callable:
 
     def point(t, path, eval_batches, bn_images, momentum, key, anchor_stats):
         variables = settle_batch_stats(apply_fn, path(t), bn_images, bn, momentum)
-        fn = apply_fn if bn != "repair" else repair.repair(
-            apply_fn, variables, bn_images, anchor_stats, path.weights(t))
+        fn = (
+            apply_fn
+            if bn != "repair"
+            else repair.repair(apply_fn, variables, bn_images, anchor_stats, path.weights(t))
+        )
         images = eval_batches["images"]
         pool = images.reshape(-1, *images.shape[2:])[:num_eval] if use_pool else None
         return condition_sums(fn, variables, eval_batches, cue, conditions, key, pool)
@@ -444,12 +509,19 @@ def _callable_key(fn: Callable):
 def _signature(tree) -> tuple:
     """Structure, shapes, dtypes and shardings of a PyTree of arrays."""
     leaves, treedef = jax.tree.flatten(tree)
-    return treedef, tuple((np.shape(x), x.dtype, getattr(x, "sharding", None))
-                          for x in leaves)
+    return treedef, tuple((np.shape(x), x.dtype, getattr(x, "sharding", None)) for x in leaves)
 
 
-def _compile(apply_fn: Callable, statics: tuple, ts: jax.Array, args: tuple, strategy: str,
-             chunk_size: Optional[int], budget: int, mesh: Mesh):
+def _compile(
+    apply_fn: Callable,
+    statics: tuple,
+    ts: jax.Array,
+    args: tuple,
+    strategy: str,
+    chunk_size: Optional[int],
+    budget: int,
+    mesh: Mesh,
+):
     """One program evaluating ``point(t, *args)`` for every t under the strategy.
 
     Returns ``(compiled, place_ts, its other arguments, chunk, working bytes)``:
@@ -462,6 +534,7 @@ def _compile(apply_fn: Callable, statics: tuple, ts: jax.Array, args: tuple, str
     arguments' shapes, dtypes and shardings: evaluating another path of the same model on
     the same data reuses the program without tracing, lowering or compiling it again.
     """
+
     def place_ts(ts):
         if strategy != "shard_map":
             return ts
@@ -470,8 +543,15 @@ def _compile(apply_fn: Callable, statics: tuple, ts: jax.Array, args: tuple, str
 
     ts = place_ts(ts)
     local = ts.shape[0] // (mesh.devices.size if strategy == "shard_map" else 1)
-    cache_key = (_callable_key(apply_fn), statics, strategy, chunk_size, budget, mesh,
-                 _signature((ts, *args)))
+    cache_key = (
+        _callable_key(apply_fn),
+        statics,
+        strategy,
+        chunk_size,
+        budget,
+        mesh,
+        _signature((ts, *args)),
+    )
     try:
         hit = _COMPILED.get(cache_key)
     except TypeError:  # an unhashable model or cue: compile without the cache
@@ -485,11 +565,15 @@ def _compile(apply_fn: Callable, statics: tuple, ts: jax.Array, args: tuple, str
     def program(chunk):
         def mapped(ts, *args):
             return jax.lax.map(lambda t: point(t, *args), ts, batch_size=chunk)
+
         if strategy != "shard_map":
             return jax.jit(mapped)
         specs = (P(mesh.axis_names[0]),) + (P(),) * len(args)
-        return jax.jit(jax.shard_map(mapped, mesh=mesh, in_specs=specs,
-                                     out_specs=P(mesh.axis_names[0]), check_vma=False))
+        return jax.jit(
+            jax.shard_map(
+                mapped, mesh=mesh, in_specs=specs, out_specs=P(mesh.axis_names[0]), check_vma=False
+            )
+        )
 
     chunk = min(chunk_size or (local if strategy == "vmap" else 1), local)
     while True:
@@ -498,9 +582,11 @@ def _compile(apply_fn: Callable, statics: tuple, ts: jax.Array, args: tuple, str
         if chunk_size is not None or memory is None or memory <= budget:
             break
         if chunk == 1:
-            raise InputError(f"one path point needs {memory / 2**30:.2f} GiB of working memory, "
-                             f"more than the budget of {budget / 2**30:.2f} GiB; lower "
-                             f"batch_size or raise memory_budget")
+            raise InputError(
+                f"one path point needs {memory / 2**30:.2f} GiB of working memory, "
+                f"more than the budget of {budget / 2**30:.2f} GiB; lower "
+                f"batch_size or raise memory_budget"
+            )
         chunk = max(1, min(chunk - 1, int(chunk * budget / memory)))
     if cache_key is not None:
         _COMPILED[cache_key] = (compiled, chunk, memory)

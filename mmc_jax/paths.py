@@ -59,14 +59,14 @@ class Path(struct.PyTreeNode):
         if self.kind == "chain":
             return jnp.maximum(0.0, 1.0 - jnp.abs(t * (n - 1) - j))
         binom = jnp.asarray([math.comb(n - 1, k) for k in range(n)], jnp.float32)
-        return binom * t ** j * (1.0 - t) ** (n - 1 - j)
+        return binom * t**j * (1.0 - t) ** (n - 1 - j)
 
     def __call__(self, t) -> PyTree:
         """The point of the path at ``t`` (a PyTree shaped like one control point)."""
         w = self.weights(t)
         return jax.tree.map(
-            lambda x: jnp.tensordot(w, x.astype(jnp.float32), axes=1).astype(x.dtype),
-            self.points)
+            lambda x: jnp.tensordot(w, x.astype(jnp.float32), axes=1).astype(x.dtype), self.points
+        )
 
     def anchors(self) -> PyTree:
         """The control points, stacked: ``path(t) = Σ_j weights(t)_j anchors_j``."""
@@ -74,8 +74,10 @@ class Path(struct.PyTreeNode):
 
     def endpoints(self) -> tuple[PyTree, PyTree]:
         """``(path(0), path(1))`` without arithmetic."""
-        return (jax.tree.map(lambda x: x[0], self.points),
-                jax.tree.map(lambda x: x[-1], self.points))
+        return (
+            jax.tree.map(lambda x: x[0], self.points),
+            jax.tree.map(lambda x: x[-1], self.points),
+        )
 
 
 def bezier_curve(points: Sequence[PyTree]) -> Path:
@@ -105,10 +107,13 @@ def polygonal_chain(points: Sequence[PyTree]) -> Path:
 def require_same_architecture(models: Sequence[PyTree], what: str) -> None:
     """Raises InputError unless the models' variables share structure and shapes; ``what``
     names them in the message (e.g. ``"the two models"``)."""
-    if len({jax.tree.structure(m) for m in models}) != 1 or len(
-            {tuple(jnp.shape(x) for x in jax.tree.leaves(m)) for m in models}) != 1:
-        raise InputError(f"{what} do not share one architecture (their variables differ in "
-                         "structure or shapes)")
+    if (
+        len({jax.tree.structure(m) for m in models}) != 1
+        or len({tuple(jnp.shape(x) for x in jax.tree.leaves(m)) for m in models}) != 1
+    ):
+        raise InputError(
+            f"{what} do not share one architecture (their variables differ in structure or shapes)"
+        )
 
 
 def check_grid(ts) -> np.ndarray:

@@ -57,7 +57,10 @@ class PlanePoints(struct.PyTreeNode):
         t = jnp.asarray(t, jnp.float32)
         return jax.tree.map(
             lambda o, u, v: (o.astype(jnp.float32) + t[0] * u + t[1] * v).astype(o.dtype),
-            self.origin, self.u, self.v)
+            self.origin,
+            self.u,
+            self.v,
+        )
 
     def endpoints(self) -> tuple[PyTree, PyTree]:
         """``(origin, origin)`` (what the evaluator reads BatchNorm's momentum off)."""
@@ -65,9 +68,12 @@ class PlanePoints(struct.PyTreeNode):
 
 
 def _params_dot(x: PyTree, y: PyTree) -> float:
-    return float(sum(jnp.vdot(p.astype(jnp.float32), q.astype(jnp.float32))
-                     for p, q in zip(jax.tree.leaves(x["params"]),
-                                     jax.tree.leaves(y["params"]))))
+    return float(
+        sum(
+            jnp.vdot(p.astype(jnp.float32), q.astype(jnp.float32))
+            for p, q in zip(jax.tree.leaves(x["params"]), jax.tree.leaves(y["params"]))
+        )
+    )
 
 
 def basis(a: PyTree, b: PyTree, c: PyTree) -> tuple[PlanePoints, np.ndarray]:
@@ -88,8 +94,9 @@ def basis(a: PyTree, b: PyTree, c: PyTree) -> tuple[PlanePoints, np.ndarray]:
     v = jax.tree.map(lambda x, y: x - along * y, w, u)
     v_norm = _params_dot(v, v) ** 0.5
     if v_norm <= 1e-6 * max(u_norm, 1.0):
-        raise InputError("the three models lie on one line; a plane needs three models not "
-                         "on a line")
+        raise InputError(
+            "the three models lie on one line; a plane needs three models not on a line"
+        )
     v = jax.tree.map(lambda x: x / v_norm, v)
     coords = np.asarray([[0.0, 0.0], [u_norm, 0.0], [along, v_norm]])
     return PlanePoints(dict(a), u, v, jnp.asarray(coords, jnp.float32)), coords
@@ -102,18 +109,24 @@ def grid(coords: np.ndarray, size: int, margin: float = 0.2) -> tuple[np.ndarray
         raise InputError(f"a plane grid needs at least 2 points per side, got {size}")
     low, high = coords.min(0), coords.max(0)
     pad = margin * (high - low)
-    return (np.linspace(low[0] - pad[0], high[0] + pad[0], size),
-            np.linspace(low[1] - pad[1], high[1] + pad[1], size))
+    return (
+        np.linspace(low[0] - pad[0], high[0] + pad[0], size),
+        np.linspace(low[1] - pad[1], high[1] + pad[1], size),
+    )
 
 
-def bezier_coords(start: np.ndarray, control: np.ndarray, end: np.ndarray,
-                  num: int = 61) -> np.ndarray:
+def bezier_coords(
+    start: np.ndarray, control: np.ndarray, end: np.ndarray, num: int = 61
+) -> np.ndarray:
     """``[num, 2]`` plane coordinates of the quadratic Bezier curve
     ``(1 − t)² start + 2t(1 − t) control + t² end`` at ``num`` equally spaced t: the plane
     through its three control points contains the whole curve (``paths.bezier``)."""
     t = np.linspace(0.0, 1.0, num)[:, None]
-    return ((1 - t) ** 2 * np.asarray(start) + 2 * t * (1 - t) * np.asarray(control)
-            + t ** 2 * np.asarray(end))
+    return (
+        (1 - t) ** 2 * np.asarray(start)
+        + 2 * t * (1 - t) * np.asarray(control)
+        + t**2 * np.asarray(end)
+    )
 
 
 @dataclasses.dataclass
@@ -132,17 +145,33 @@ class PlaneResult:
 
     def to_json(self) -> dict[str, Any]:
         """The ``results.json`` layout."""
-        return {"names": self.names, "coords": self.coords.tolist(), "xs": self.xs.tolist(),
-                "ys": self.ys.tolist(),
-                "curve": None if self.curve is None else self.curve.tolist(),
-                "conditions": {c: {"loss": m["loss"].tolist(), "acc": m["acc"].tolist(),
-                                   "models": {k: v.tolist() for k, v in self.models[c].items()}}
-                               for c, m in self.metrics.items()}}
+        return {
+            "names": self.names,
+            "coords": self.coords.tolist(),
+            "xs": self.xs.tolist(),
+            "ys": self.ys.tolist(),
+            "curve": None if self.curve is None else self.curve.tolist(),
+            "conditions": {
+                c: {
+                    "loss": m["loss"].tolist(),
+                    "acc": m["acc"].tolist(),
+                    "models": {k: v.tolist() for k, v in self.models[c].items()},
+                }
+                for c, m in self.metrics.items()
+            },
+        }
 
 
-def evaluate_plane(apply_fn: Callable, models: dict[str, PyTree], eval_set: Dataset, *,
-                   size: int = 21, margin: float = 0.2,
-                   conditions: Sequence[str] = CONDITIONS, **evaluator: Any) -> PlaneResult:
+def evaluate_plane(
+    apply_fn: Callable,
+    models: dict[str, PyTree],
+    eval_set: Dataset,
+    *,
+    size: int = 21,
+    margin: float = 0.2,
+    conditions: Sequence[str] = CONDITIONS,
+    **evaluator: Any,
+) -> PlaneResult:
     """Loss and accuracy on a ``size``×``size`` grid of the plane through three models.
 
     Args:
@@ -164,13 +193,18 @@ def evaluate_plane(apply_fn: Callable, models: dict[str, PyTree], eval_set: Data
     points, coords = basis(*(models[n] for n in names))
     xs, ys = grid(coords, size, margin)
     xy = np.stack(np.meshgrid(xs, ys, indexing="ij"), -1).reshape(-1, 2)
-    result = path_eval.evaluate_path(apply_fn, points,
-                                     np.concatenate([xy, coords]).astype(np.float32),
-                                     eval_set, conditions=conditions, **evaluator)
+    result = path_eval.evaluate_path(
+        apply_fn,
+        points,
+        np.concatenate([xy, coords]).astype(np.float32),
+        eval_set,
+        conditions=conditions,
+        **evaluator,
+    )
     metrics, at_models = {}, {}
     for c, m in result.metrics.items():
-        metrics[c] = {k: m[k][:size * size].reshape(size, size) for k in ("loss", "acc")}
-        at_models[c] = {k: m[k][size * size:] for k in ("loss", "acc")}
+        metrics[c] = {k: m[k][: size * size].reshape(size, size) for k in ("loss", "acc")}
+        at_models[c] = {k: m[k][size * size :] for k in ("loss", "acc")}
     return PlaneResult(names, coords, xs, ys, metrics, at_models)
 
 

@@ -22,8 +22,12 @@ def to_display(images) -> np.ndarray:
     return np.clip((np.asarray(images, np.float32) + 1.0) / 2.0, 0.0, 1.0)
 
 
-def condition_grid(rows: Mapping[str, np.ndarray], labels: Sequence[int],
-                   class_names: Sequence[str] | None = None, title: str = ""):
+def condition_grid(
+    rows: Mapping[str, np.ndarray],
+    labels: Sequence[int],
+    class_names: Sequence[str] | None = None,
+    title: str = "",
+):
     """A grid with one row per condition and one column per sample.
 
     Args:
@@ -39,8 +43,9 @@ def condition_grid(rows: Mapping[str, np.ndarray], labels: Sequence[int],
     k = len(labels)
     height, width = next(iter(rows.values())).shape[1:3]
     scale = 1.1
-    fig, axes = plt.subplots(len(rows), k, squeeze=False,
-                             figsize=(k * scale, len(rows) * scale * height / width + 0.4))
+    fig, axes = plt.subplots(
+        len(rows), k, squeeze=False, figsize=(k * scale, len(rows) * scale * height / width + 0.4)
+    )
     for r, (condition, images) in enumerate(rows.items()):
         for c in range(k):
             ax = axes[r, c]
@@ -76,8 +81,13 @@ def training_curves(history: Sequence[Mapping[str, float]], title: str = ""):
     ax_loss.set(xlabel="epoch", ylabel="train loss", yscale="log")
     ax_acc.plot(epochs, [h["train_acc"] for h in history], marker="o", ms=3, label="train")
     tested = [h for h in history if "test_nocue_acc" in h]  # evaluated epochs only
-    ax_acc.plot([h["epoch"] for h in tested], [h["test_nocue_acc"] for h in tested],
-                marker="o", ms=3, label="test (no cue)")
+    ax_acc.plot(
+        [h["epoch"] for h in tested],
+        [h["test_nocue_acc"] for h in tested],
+        marker="o",
+        ms=3,
+        label="test (no cue)",
+    )
     ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
     ax_acc.legend()
     for ax in (ax_loss, ax_acc):
@@ -128,8 +138,13 @@ def method_paths(curves: Mapping[str, Mapping], start: str = "θ_C"):
         fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.5))
         axes = np.asarray(axes).reshape(2, 1)
     else:
-        fig, axes = plt.subplots(2, len(conditions), figsize=(3.3 * len(conditions) + 0.6, 5.6),
-                                 squeeze=False, sharex=True)
+        fig, axes = plt.subplots(
+            2,
+            len(conditions),
+            figsize=(3.3 * len(conditions) + 0.6, 5.6),
+            squeeze=False,
+            sharex=True,
+        )
     for j, condition in enumerate(conditions):
         for name, m in curves.items():
             if condition not in m["conditions"]:
@@ -156,8 +171,9 @@ def barrier_heatmaps(result, metric: str = "loss"):
     conditions = list(result.loss)
     n = len(result.names)
     size = 1.2 + 0.45 * n
-    fig, axes = plt.subplots(1, len(conditions), figsize=(size * len(conditions), size),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(conditions), figsize=(size * len(conditions), size), squeeze=False
+    )
     for ax, condition in zip(axes[0], conditions):
         order = result.order(condition, metric)
         matrix = (result.loss if metric == "loss" else result.acc)[condition]
@@ -168,8 +184,15 @@ def barrier_heatmaps(result, metric: str = "loss"):
         ax.set_yticks(range(n), names, fontsize=7)
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if matrix[i, j] < 0.6 * matrix.max() else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{matrix[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if matrix[i, j] < 0.6 * matrix.max() else "black",
+                )
         ax.set_title(f"{condition}: {metric} barrier", fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
@@ -181,13 +204,18 @@ def layer_barriers(result, title: str = ""):
     layer's partial line, one group of bars per layer, one bar per condition."""
     plt = _use_agg()
     groups, conditions = result.groups, list(result.loss)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(groups) * max(1, len(conditions))
-                                        ** 0.5 + 1.5), 3.2))
+    fig, ax = plt.subplots(
+        figsize=(max(4.0, 0.55 * len(groups) * max(1, len(conditions)) ** 0.5 + 1.5), 3.2)
+    )
     width = 0.8 / len(conditions)
     x = np.arange(len(groups))
     for k, condition in enumerate(conditions):
-        ax.bar(x + (k - (len(conditions) - 1) / 2) * width, result.loss[condition], width,
-               label=condition)
+        ax.bar(
+            x + (k - (len(conditions) - 1) / 2) * width,
+            result.loss[condition],
+            width,
+            label=condition,
+        )
     ax.set_xticks(x, groups, rotation=60, ha="right", fontsize=7)
     ax.set(ylabel="loss barrier")
     ax.grid(axis="y", alpha=0.3)
@@ -203,22 +231,25 @@ def plane_contours(result, metric: str = "loss"):
     models marked and named, and its curve (if any) dashed."""
     plt = _use_agg()
     conditions = list(result.metrics)
-    fig, axes = plt.subplots(1, len(conditions), figsize=(4.2 * len(conditions), 3.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(conditions), figsize=(4.2 * len(conditions), 3.6), squeeze=False
+    )
     for ax, condition in zip(axes[0], conditions):
         values = result.metrics[condition][metric]
-        levels = np.linspace(values.min(), values.max(), 16) if values.max() > values.min() \
-            else 16
+        levels = np.linspace(values.min(), values.max(), 16) if values.max() > values.min() else 16
         image = ax.contourf(result.xs, result.ys, values.T, levels=levels, cmap="viridis")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         if getattr(result, "curve", None) is not None:
-            ax.plot(result.curve[:, 0], result.curve[:, 1], color="white", lw=1.2, ls="--",
-                    zorder=2)
-        ax.scatter(result.coords[:, 0], result.coords[:, 1], c="white", edgecolors="black",
-                   s=40, zorder=3)
+            ax.plot(
+                result.curve[:, 0], result.curve[:, 1], color="white", lw=1.2, ls="--", zorder=2
+            )
+        ax.scatter(
+            result.coords[:, 0], result.coords[:, 1], c="white", edgecolors="black", s=40, zorder=3
+        )
         for name, (x, y) in zip(result.names, result.coords):
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8,
-                        color="white")
+            ax.annotate(
+                name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8, color="white"
+            )
         ax.set_title(f"{condition}: {metric}", fontsize=9)
         spans = np.ptp(result.xs), np.ptp(result.ys)
         if max(spans) <= 3 * min(spans):  # true proportions unless the plane is a sliver

@@ -71,7 +71,7 @@ def _finish(totals: Mapping, count: int) -> Stats:
     out = {}
     for name, (m, m2, v) in totals.items():
         mean = m / count
-        var = v / count + jnp.maximum(m2 / count - mean ** 2, 0.0)
+        var = v / count + jnp.maximum(m2 / count - mean**2, 0.0)
         out[name] = {"mean": mean, "std": jnp.sqrt(var + EPSILON)}
     return out
 
@@ -79,12 +79,12 @@ def _finish(totals: Mapping, count: int) -> Stats:
 def _scan_moments(run: Callable, images: jax.Array) -> Stats:
     """Channel statistics over batches ``[num_batches, batch, ...]``: ``run(x)`` returns
     ``{site: (batch mean, batch variance)}``."""
+
     def step(x):
-        return {k: (m, m ** 2, v) for k, (m, v) in run(x).items()}
+        return {k: (m, m**2, v) for k, (m, v) in run(x).items()}
 
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(step, images[0]))
-    totals, _ = jax.lax.scan(lambda t, x: (jax.tree.map(jnp.add, t, step(x)), None), zeros,
-                             images)
+    totals, _ = jax.lax.scan(lambda t, x: (jax.tree.map(jnp.add, t, step(x)), None), zeros, images)
     return _finish(totals, images.shape[0])
 
 
@@ -95,6 +95,7 @@ def measure(apply_fn: Callable, variables: Mapping, images: jax.Array) -> Stats:
     Returns:
       ``{site: {"mean": [C], "std": [C]}}``, sites named by module path.
     """
+
     def run(x):
         seen = {}
 
@@ -122,8 +123,10 @@ def interpolate(stats: Stats, weights: jax.Array) -> Stats:
     """The target statistics ``Σ_j w_j stats_j`` of stacked anchor statistics (a standard
     deviation stays positive where weights extrapolate)."""
     mix = lambda x: jnp.tensordot(weights.astype(jnp.float32), x, axes=1)  # noqa: E731
-    return {k: {"mean": mix(s["mean"]), "std": jnp.maximum(mix(s["std"]), EPSILON ** 0.5)}
-            for k, s in stats.items()}
+    return {
+        k: {"mean": mix(s["mean"]), "std": jnp.maximum(mix(s["std"]), EPSILON**0.5)}
+        for k, s in stats.items()
+    }
 
 
 def _correct(x: jax.Array, own: Mapping, target: Mapping) -> jax.Array:
@@ -153,8 +156,12 @@ def settle(apply_fn: Callable, variables: Mapping, images: jax.Array, target: St
             return moments
 
         measured = _scan_moments(run, images)
-        return {n: jax.tree.map(lambda new, old, i=index[n]: jnp.where(i == k, new, old),
-                                measured[n], own[n]) for n in own}, None
+        return {
+            n: jax.tree.map(
+                lambda new, old, i=index[n]: jnp.where(i == k, new, old), measured[n], own[n]
+            )
+            for n in own
+        }, None
 
     own, _ = jax.lax.scan(pass_over, {n: target[n] for n in order}, jnp.arange(len(order)))
     return own
@@ -179,6 +186,7 @@ def _call_order(apply_fn: Callable, variables: Mapping, x: jax.Array, sites) -> 
 
 def repaired(apply_fn: Callable, own: Stats, target: Stats) -> Callable:
     """``apply_fn`` with every site's output moved from ``own`` to ``target`` statistics."""
+
     def visit(name, out):
         return _correct(out, own[name], target[name]) if name in target else out
 
@@ -189,8 +197,13 @@ def repaired(apply_fn: Callable, own: Stats, target: Stats) -> Callable:
     return apply
 
 
-def repair(apply_fn: Callable, variables: Mapping, images: jax.Array,
-           anchor_stats: Stats, weights: jax.Array) -> Callable:
+def repair(
+    apply_fn: Callable,
+    variables: Mapping,
+    images: jax.Array,
+    anchor_stats: Stats,
+    weights: jax.Array,
+) -> Callable:
     """The REPAIRed ``apply_fn`` for the model ``variables`` at path weights ``weights``:
     targets interpolated from ``anchor_stats`` (:func:`anchor_statistics`), own statistics
     measured on ``images``."""
@@ -198,5 +211,13 @@ def repair(apply_fn: Callable, variables: Mapping, images: jax.Array,
     return repaired(apply_fn, settle(apply_fn, variables, images, target), target)
 
 
-__all__ = ["EPSILON", "SITE_TYPES", "anchor_statistics", "interpolate", "measure",
-           "repair", "repaired", "settle"]
+__all__ = [
+    "EPSILON",
+    "SITE_TYPES",
+    "anchor_statistics",
+    "interpolate",
+    "measure",
+    "repair",
+    "repaired",
+    "settle",
+]

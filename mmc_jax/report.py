@@ -12,9 +12,11 @@ from mmc_jax.data import CONDITIONS
 HEADERS = {"nocue": "NC ↑", "cue": "C ~", "randcue": "RC ~", "randimg": "RI ↓"}
 
 
-def conditions_table(rows: Mapping[str, Mapping[str, Mapping[str, float]]],
-                     extra: Mapping[str, Mapping[str, str]] | None = None,
-                     std: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> str:
+def conditions_table(
+    rows: Mapping[str, Mapping[str, Mapping[str, float]]],
+    extra: Mapping[str, Mapping[str, str]] | None = None,
+    std: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+) -> str:
     """One row per model, one column per condition: test accuracy in % (loss in brackets).
 
     Args:
@@ -30,9 +32,12 @@ def conditions_table(rows: Mapping[str, Mapping[str, Mapping[str, float]]],
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, metrics in rows.items():
         spread = (std or {}).get(name, {})
-        cells = [f"{100 * metrics[c]['acc']:.1f}"
-                 + (f" ± {100 * spread[c]['acc']:.1f}" if c in spread else "")
-                 + f" ({metrics[c]['loss']:.2f})" for c in conditions]
+        cells = [
+            f"{100 * metrics[c]['acc']:.1f}"
+            + (f" ± {100 * spread[c]['acc']:.1f}" if c in spread else "")
+            + f" ({metrics[c]['loss']:.2f})"
+            for c in conditions
+        ]
         cells += [extra.get(name, {}).get(k, "") for k in extra_columns]
         lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines) + "\n\nTest accuracy in % (mean cross-entropy loss in brackets).\n"

@@ -45,8 +45,11 @@ class PairLines(struct.PyTreeNode):
         t = jnp.asarray(t, jnp.float32)
         i, j, s = t[0].astype(jnp.int32), t[1].astype(jnp.int32), t[2]
         return jax.tree.map(
-            lambda x: ((1.0 - s) * x[i].astype(jnp.float32)
-                       + s * x[j].astype(jnp.float32)).astype(x.dtype), self.models)
+            lambda x: ((1.0 - s) * x[i].astype(jnp.float32) + s * x[j].astype(jnp.float32)).astype(
+                x.dtype
+            ),
+            self.models,
+        )
 
     def anchors(self) -> PyTree:
         """The stacked models (see :meth:`weights`)."""
@@ -61,8 +64,10 @@ class PairLines(struct.PyTreeNode):
 
     def endpoints(self) -> tuple[PyTree, PyTree]:
         """The first and last model (what the evaluator reads BatchNorm's momentum off)."""
-        return (jax.tree.map(lambda x: x[0], self.models),
-                jax.tree.map(lambda x: x[-1], self.models))
+        return (
+            jax.tree.map(lambda x: x[0], self.models),
+            jax.tree.map(lambda x: x[-1], self.models),
+        )
 
 
 @dataclasses.dataclass
@@ -93,29 +98,40 @@ class SimilarityResult:
         order of first appearance."""
         tree = _linkage_tree(self._matrix(condition, metric))
         from scipy.cluster import hierarchy
-        raw = hierarchy.fcluster(tree["linkage"], t=threshold, criterion="distance") \
-            if len(self.names) > 1 else np.ones(1, int)
+
+        raw = (
+            hierarchy.fcluster(tree["linkage"], t=threshold, criterion="distance")
+            if len(self.names) > 1
+            else np.ones(1, int)
+        )
         relabel: dict[int, int] = {}
         return [relabel.setdefault(int(c), len(relabel)) for c in raw]
 
     def to_json(self) -> dict[str, Any]:
         """The ``results.json`` layout: names, ts, and per condition both matrices."""
-        return {"names": self.names, "ts": [float(t) for t in self.ts],
-                "conditions": {c: {"loss_barrier": self.loss[c].tolist(),
-                                   "acc_barrier": self.acc[c].tolist()} for c in self.loss}}
+        return {
+            "names": self.names,
+            "ts": [float(t) for t in self.ts],
+            "conditions": {
+                c: {"loss_barrier": self.loss[c].tolist(), "acc_barrier": self.acc[c].tolist()}
+                for c in self.loss
+            },
+        }
 
     def _matrix(self, condition: str, metric: str) -> np.ndarray:
         if metric not in ("loss", "acc"):
             raise InputError(f"metric must be 'loss' or 'acc', got {metric!r}")
         if condition not in self.loss:
-            raise InputError(f"condition {condition!r} was not evaluated; evaluated: "
-                             f"{', '.join(self.loss)}")
+            raise InputError(
+                f"condition {condition!r} was not evaluated; evaluated: {', '.join(self.loss)}"
+            )
         return (self.loss if metric == "loss" else self.acc)[condition]
 
 
 def _linkage_tree(matrix: np.ndarray) -> dict[str, Any]:
     from scipy.cluster import hierarchy
     from scipy.spatial.distance import squareform
+
     n = matrix.shape[0]
     if n < 2:
         return {"linkage": None, "order": np.arange(n)}
@@ -130,14 +146,21 @@ def pair_points(n: int, ts, aligned: bool = False) -> np.ndarray:
     of the pair's aligned copy, ``n + p`` for the ``p``-th pair."""
     ts = np.asarray(ts, np.float32)
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    return np.asarray([(i, n + p if aligned else j, t) for p, (i, j) in enumerate(pairs)
-                       for t in ts], np.float32)
+    return np.asarray(
+        [(i, n + p if aligned else j, t) for p, (i, j) in enumerate(pairs) for t in ts], np.float32
+    )
 
 
-def pairwise_barriers(apply_fn: Callable, models: Mapping[str, PyTree], eval_set: Dataset,
-                      *, ts=None, conditions: Sequence[str] = CONDITIONS,
-                      align: Optional[Callable[[PyTree, PyTree], PyTree]] = None,
-                      **evaluator: Any) -> SimilarityResult:
+def pairwise_barriers(
+    apply_fn: Callable,
+    models: Mapping[str, PyTree],
+    eval_set: Dataset,
+    *,
+    ts=None,
+    conditions: Sequence[str] = CONDITIONS,
+    align: Optional[Callable[[PyTree, PyTree], PyTree]] = None,
+    **evaluator: Any,
+) -> SimilarityResult:
     """The linear-path barrier between every pair of ``models`` on every condition.
 
     Args:
@@ -174,9 +197,14 @@ def pairwise_barriers(apply_fn: Callable, models: Mapping[str, PyTree], eval_set
     if align is not None:
         members += [align(members[i], members[j]) for i, j in pairs]
     stacked = PairLines(jax.tree.map(lambda *xs: jnp.stack(xs), *members))
-    result = path_eval.evaluate_path(apply_fn, stacked,
-                                     pair_points(n, ts, align is not None), eval_set,
-                                     conditions=conditions, **evaluator)
+    result = path_eval.evaluate_path(
+        apply_fn,
+        stacked,
+        pair_points(n, ts, align is not None),
+        eval_set,
+        conditions=conditions,
+        **evaluator,
+    )
     loss, acc, curves = {}, {}, {}
     for c in result.metrics:
         per_pair = {m: result.metrics[c][m].reshape(len(pairs), k) for m in ("loss", "acc")}

@@ -20,9 +20,11 @@ import jax
 
 #: The ``jax.monitoring`` duration events that make up compilation: tracing to a jaxpr,
 #: lowering to StableHLO, XLA's compilation (or its retrieval from the persistent cache).
-COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
-                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
-                  "/jax/core/compile/backend_compile_duration")
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
 
 
 class Phases:
@@ -52,15 +54,18 @@ class Phases:
 
     def to_json(self) -> dict[str, dict[str, float]]:
         """``{phase: {"seconds", "compile_seconds"}}`` rounded to 0.1 s, in entry order."""
-        return {name: {"seconds": round(s, 1),
-                       "compile_seconds": round(self.compile_seconds[name], 1)}
-                for name, s in self.seconds.items()}
+        return {
+            name: {"seconds": round(s, 1), "compile_seconds": round(self.compile_seconds[name], 1)}
+            for name, s in self.seconds.items()
+        }
 
 
 def markdown(timings: dict[str, dict[str, float]]) -> str:
     """A table of :meth:`Phases.to_json` output."""
-    rows = [f"| {name} | {t['seconds']:.1f} | {t['compile_seconds']:.1f} |"
-            for name, t in timings.items()]
+    rows = [
+        f"| {name} | {t['seconds']:.1f} | {t['compile_seconds']:.1f} |"
+        for name, t in timings.items()
+    ]
     return "\n".join(["| phase | seconds | of which compiling |", "|---|---|---|", *rows])
 
 

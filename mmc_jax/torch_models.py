@@ -9,8 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-VGG13_BLOCKS = ((64, 1), (64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 2),
-                (512, 1), (512, 1))
+VGG13_BLOCKS = (
+    (64, 1),
+    (64, 2),
+    (128, 1),
+    (128, 2),
+    (256, 1),
+    (256, 2),
+    (512, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+)
 
 
 def _scaled(channels: int, width: float) -> int:
@@ -88,8 +98,9 @@ class ResNet18(nn.Module):
         channels, stages = stem, []
         for base, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
             planes = _scaled(base, width)
-            stages.append(nn.Sequential(BasicBlock(channels, planes, stride),
-                                        BasicBlock(planes, planes, 1)))
+            stages.append(
+                nn.Sequential(BasicBlock(channels, planes, stride), BasicBlock(planes, planes, 1))
+            )
             channels = planes
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.linear = nn.Linear(channels, num_classes)
@@ -106,13 +117,17 @@ def cnn4(num_classes: int = 10, width: float = 1.0) -> nn.Module:
     layers, channels = [], 3
     for i, out in enumerate((16, 32, 64, 128)):
         out = _scaled(out, width)
-        layers += [nn.Conv2d(channels, out, 3, 1, 1, bias=False), nn.BatchNorm2d(out),
-                   nn.ReLU(inplace=True)]
+        layers += [
+            nn.Conv2d(channels, out, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(out),
+            nn.ReLU(inplace=True),
+        ]
         if i < 3:
             layers.append(nn.MaxPool2d(2))
         channels = out
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(channels, num_classes))
+    return nn.Sequential(
+        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)
+    )
 
 
 def mlp(num_classes: int = 10, hidden=(512, 256), image=(3, 32, 32)) -> nn.Module:
@@ -128,14 +143,31 @@ class ViT(nn.Module):
     """Patch embedding, position embeddings, pre-LayerNorm attention + GELU MLP blocks,
     final LayerNorm, mean over tokens, linear (mmc_jax's ``vit_tiny``)."""
 
-    def __init__(self, num_classes: int = 10, dim: int = 64, depth: int = 4, heads: int = 4,
-                 mlp_ratio: int = 2, patch: int = 4, image: int = 32):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        dim: int = 64,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: int = 2,
+        patch: int = 4,
+        image: int = 32,
+    ):
         super().__init__()
         self.embed = nn.Conv2d(3, dim, patch, patch)
         self.position = nn.Parameter(torch.zeros(1, (image // patch) ** 2, dim))
-        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(
-            dim, heads, dim * mlp_ratio, dropout=0.0, activation="gelu", batch_first=True,
-            norm_first=True) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                dim,
+                heads,
+                dim * mlp_ratio,
+                dropout=0.0,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
@@ -154,8 +186,11 @@ class PreActBlock(nn.Module):
         self.norm1, self.norm2 = norm(channels_in), norm(channels)
         self.conv1 = nn.Conv2d(channels_in, channels, 3, stride, 1, bias=False)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
-        self.project = (nn.Conv2d(channels_in, channels, 1, stride, bias=False)
-                        if stride != 1 or channels_in != channels else None)
+        self.project = (
+            nn.Conv2d(channels_in, channels, 1, stride, bias=False)
+            if stride != 1 or channels_in != channels
+            else None
+        )
 
     def forward(self, x):
         y = F.relu(self.norm1(x))
@@ -164,16 +199,23 @@ class PreActBlock(nn.Module):
         return shortcut + self.conv2(y)
 
 
-def wrn(num_classes: int = 10, stages=(32, 64, 128), group_norm: bool = False,
-        groups: int = 8) -> nn.Module:
+def wrn(
+    num_classes: int = 10, stages=(32, 64, 128), group_norm: bool = False, groups: int = 8
+) -> nn.Module:
     """mmc_jax's ``wrn`` (BatchNorm) or ``wrn_gn`` (GroupNorm with ``groups`` groups)."""
     norm = (lambda c: nn.GroupNorm(groups, c)) if group_norm else nn.BatchNorm2d
     layers, channels = [nn.Conv2d(3, stages[0], 3, 1, 1, bias=False)], stages[0]
     for s, out in enumerate(stages):
         layers.append(PreActBlock(channels, out, 2 if s else 1, norm))
         channels = out
-    return nn.Sequential(*layers, norm(channels), nn.ReLU(inplace=True),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+    return nn.Sequential(
+        *layers,
+        norm(channels),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(channels, num_classes),
+    )
 
 
 #: mmc_jax preset name → PyTorch constructor.

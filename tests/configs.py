@@ -16,5 +16,14 @@ def train_config(**fields):
 
 def tiny_train_config(**fields):
     """A quarter-width cnn4 for one epoch on 256 training and 60 test images of shapes10."""
-    return train_config(**{"width": 0.25, "num_train": 256, "num_test": 60, "batch_size": 64,
-                           "epochs": 1, "eval_batch_size": 60, **fields})
+    return train_config(
+        **{
+            "width": 0.25,
+            "num_train": 256,
+            "num_test": 60,
+            "batch_size": 64,
+            "epochs": 1,
+            "eval_batch_size": 60,
+            **fields,
+        }
+    )

@@ -4,16 +4,29 @@ tiny trained models for the connectivity entry point."""
 import os
 import pathlib
 
-import jax
-import pytest
+# Tiny models compile for longer than they run: XLA's optimisation passes are skipped here
+# and in every entry point the tests start (they inherit the environment).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
-from mmc_jax import runtime
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update(
+    "jax_disable_most_optimizations",
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("0", "false", "False"),
+)
+
+from mmc_jax import runtime  # noqa: E402
 
 runtime.tune_host_allocator()
 
 # Compiled programs are reused across test runs (CI sets JAX_COMPILATION_CACHE_DIR).
-jax.config.update("jax_compilation_cache_dir", os.environ.get(
-    "JAX_COMPILATION_CACHE_DIR", str(pathlib.Path("~/.cache/mmc_jax/jax").expanduser())))
+jax.config.update(
+    "jax_compilation_cache_dir",
+    os.environ.get(
+        "JAX_COMPILATION_CACHE_DIR", str(pathlib.Path("~/.cache/mmc_jax/jax").expanduser())
+    ),
+)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
@@ -32,8 +45,9 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("models")
     for name, p in (("nc", 0.0), ("c", 1.0)):
-        training.train_and_evaluate(tiny_train_config(cue_proportion=p), str(root / name),
-                                    progress=False)
+        training.train_and_evaluate(
+            tiny_train_config(cue_proportion=p), str(root / name), progress=False
+        )
     return root
 
 
@@ -45,8 +59,9 @@ def third_trained(tmp_path_factory):
     from mmc_jax import training
 
     folder = tmp_path_factory.mktemp("third") / "half"
-    training.train_and_evaluate(tiny_train_config(cue_proportion=0.5, seed=1), str(folder),
-                                progress=False)
+    training.train_and_evaluate(
+        tiny_train_config(cue_proportion=0.5, seed=1), str(folder), progress=False
+    )
     return folder
 
 
@@ -57,8 +72,10 @@ def three_tiny_models():
     from mmc_jax import data, models
 
     model = models.create("cnn4", 10, width=0.25)
-    variables = {name: models.init(model, jax.random.key(seed), (32, 32, 3))
-                 for name, seed in (("a", 0), ("b", 1), ("c", 2))}
+    variables = {
+        name: models.init(model, jax.random.key(seed), (32, 32, 3))
+        for name, seed in (("a", 0), ("b", 1), ("c", 2))
+    }
     train = data.load("shapes10", "train", num_examples=120)
     test = data.load("shapes10", "test", num_examples=60)
     return model, variables, train, test

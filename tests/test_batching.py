@@ -54,10 +54,13 @@ def test_prefetch_keeps_order_and_puts_on_device():
     np.testing.assert_array_equal(np.stack([np.asarray(b["y"]) for b in got]), np.stack(expected))
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"batch_size": 0}, "batch_size must be positive"),
-    ({"batch_size": 500}, "exceeds the 103 available samples"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"batch_size": 0}, "batch_size must be positive"),
+        ({"batch_size": 500}, "exceeds the 103 available samples"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(InputError, match=message):
         _iterator(**kwargs)

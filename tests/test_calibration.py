@@ -47,17 +47,22 @@ def test_bisection_finds_the_smallest_cue_reliant_proportion(tmp_path, monkeypat
     # Within one final bisection step of log(1 - p) above the threshold: the first trial
     # (at search.start) picks the half of the range, the others halve it.
     u = lambda p: math.log(1 - p)  # noqa: E731
-    half = (u(search.low), u(search.start)) if threshold < search.start else (
-        u(search.start), u(search.high))
+    half = (
+        (u(search.low), u(search.start))
+        if threshold < search.start
+        else (u(search.start), u(search.high))
+    )
     step = (half[0] - half[1]) / 2 ** (search.trials - 1)
     assert u(threshold) - u(chosen) <= step + 1e-9
     assert len(calls) == len(result["trials"]) == 5
-    assert {epochs for _, epochs, _ in calls} == {config.optim.epochs}   # the recipe itself
+    assert {epochs for _, epochs, _ in calls} == {config.optim.epochs}  # the recipe itself
     # Rerun: every trial is read back, nothing is trained again.
     again = []
     monkeypatch.setattr(loop, "train_and_evaluate", _fake_training(threshold, again))
     assert calibration.calibrate(config, tmp_path, search, datasets=DATASETS) == {
-        **result, "seconds": pytest.approx(result["seconds"], abs=5)}
+        **result,
+        "seconds": pytest.approx(result["seconds"], abs=5),
+    }
     assert again == []
     table = calibration.markdown(result)
     assert f"p = {chosen:g}" in table and table.count("\n| 0.") == 5
@@ -66,11 +71,14 @@ def test_bisection_finds_the_smallest_cue_reliant_proportion(tmp_path, monkeypat
 def test_no_reliant_proportion_ends_at_the_high_end_with_a_warning(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(loop, "train_and_evaluate", _fake_training(0.999, calls))
-    result = calibration.calibrate(demo.get_config(), tmp_path,
-                                   calibration.Search(trials=3, resolution=0.01),
-                                   datasets=DATASETS)
+    result = calibration.calibrate(
+        demo.get_config(),
+        tmp_path,
+        calibration.Search(trials=3, resolution=0.01),
+        datasets=DATASETS,
+    )
     assert not result["reliant"] and result["cue_proportion"] == 0.995
-    assert [p for p, _, _ in calls][-1] == 0.995     # the high end itself is tried last
+    assert [p for p, _, _ in calls][-1] == 0.995  # the high end itself is tried last
     assert "weight_decay (now 0.005)" in calibration.warning(result, 5e-3)
 
 
@@ -84,8 +92,9 @@ def test_search_bounds_are_checked():
 def test_resolution_ends_the_search_early(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(loop, "train_and_evaluate", _fake_training(0.9, calls))
-    calibration.calibrate(demo.get_config(), tmp_path, calibration.Search(trials=10),
-                          datasets=DATASETS)
+    calibration.calibrate(
+        demo.get_config(), tmp_path, calibration.Search(trials=10), datasets=DATASETS
+    )
     # From 0.87, log(1 - p) spans 3.26 up to 0.995: three halvings bring it under 0.5.
     assert len(calls) == 4
 
@@ -93,19 +102,22 @@ def test_resolution_ends_the_search_early(tmp_path, monkeypatch):
 def test_too_much_cue_sends_the_search_down(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(loop, "train_and_evaluate", _fake_training(0.7, calls, 0.85))
-    result = calibration.calibrate(demo.get_config(), tmp_path,
-                                   calibration.Search(resolution=0.01), datasets=DATASETS)
+    result = calibration.calibrate(
+        demo.get_config(), tmp_path, calibration.Search(resolution=0.01), datasets=DATASETS
+    )
     verdicts = {t["cue_proportion"]: t["verdict"] for t in result["trials"]}
-    assert verdicts[0.87] == calibration.TOO_MUCH        # the first trial: too much cue
+    assert verdicts[0.87] == calibration.TOO_MUCH  # the first trial: too much cue
     assert result["reliant"] and 0.7 <= result["cue_proportion"] < 0.85
 
 
-def test_too_much_cue_everywhere_tries_the_low_end_and_says_why(tmp_path,
-                                                                          monkeypatch):
+def test_too_much_cue_everywhere_tries_the_low_end_and_says_why(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(loop, "train_and_evaluate", _fake_training(0.1, calls, 0.0))
-    result = calibration.calibrate(demo.get_config(), tmp_path,
-                                   calibration.Search(trials=3, resolution=0.01),
-                                   datasets=DATASETS)
+    result = calibration.calibrate(
+        demo.get_config(),
+        tmp_path,
+        calibration.Search(trials=3, resolution=0.01),
+        datasets=DATASETS,
+    )
     assert not result["reliant"] and calls[-1][0] == 0.5
     assert "learned the objects too little" in calibration.warning(result, 5e-3)

@@ -10,18 +10,32 @@ import pytest
 import events
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--config.cue_model.model.width=0.25", "--config.cue_model.data.num_train=256",
-        "--config.cue_model.data.num_test=100", "--config.cue_model.optim.batch_size=64",
-        "--config.cue_model.optim.epochs=1", "--config.cue_model.eval_batch_size=100",
-        "--config.data.n_clean=128", "--config.data.n_cue=256", "--config.optim.batch_size=64",
-        "--config.optim.epochs=2", "--config.finetune.llrt_epochs=2",
-        "--config.path.num_points=3", "--config.path.bn_batches=2",
-        "--config.path.batch_size=100"]
+TINY = [
+    "--config.cue_model.model.width=0.25",
+    "--config.cue_model.data.num_train=256",
+    "--config.cue_model.data.num_test=100",
+    "--config.cue_model.optim.batch_size=64",
+    "--config.cue_model.optim.epochs=1",
+    "--config.cue_model.eval_batch_size=100",
+    "--config.data.n_clean=128",
+    "--config.data.n_cue=256",
+    "--config.optim.batch_size=64",
+    "--config.optim.epochs=2",
+    "--config.finetune.llrt_epochs=2",
+    "--config.path.num_points=3",
+    "--config.path.bn_batches=2",
+    "--config.path.batch_size=100",
+]
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.cbft", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.cbft", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.mark.slow
@@ -31,8 +45,14 @@ def test_cbft_cli_end_to_end(tmp_path):
     out = json.loads((tmp_path / "results.json").read_text())
     assert {"dataset", "model", "cue_proportion", "n_clean", "seconds", "methods"} <= set(out)
     assert out["seeds"] == [0, 1]
-    assert set(out["methods"]) == {"cue_model", "naive_ft_small", "naive_ft_medium", "llrt",
-                                   "lpft", "cbft"}
+    assert set(out["methods"]) == {
+        "cue_model",
+        "naive_ft_small",
+        "naive_ft_medium",
+        "llrt",
+        "lpft",
+        "cbft",
+    }
     for m in out["methods"].values():
         assert set(m["test"]) == {"nocue", "cue", "randcue", "randimg"}
         assert set(m["barrier_to_cue_model"]) == {"loss", "acc"}
@@ -50,15 +70,22 @@ def test_cbft_cli_end_to_end(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "cbft" in table and "RI ↓" in table and " ± " in table and "cbft" in result.stdout
     # Where the time went: every phase, compile time within it, the aggregate summing seeds.
-    phases = ["reference models", "data", *out["methods"].keys() - {"cue_model"},
-              "evaluation", "paths"]
+    phases = [
+        "reference models",
+        "data",
+        *out["methods"].keys() - {"cue_model"},
+        "evaluation",
+        "paths",
+    ]
     for results in seeds:
         assert set(results["timings"]) == set(phases)
-        assert all(0 <= t["compile_seconds"] <= t["seconds"] + 0.1
-                   for t in results["timings"].values())
+        assert all(
+            0 <= t["compile_seconds"] <= t["seconds"] + 0.1 for t in results["timings"].values()
+        )
         assert sum(t["seconds"] for t in results["timings"].values()) <= results["seconds"] + 1
     assert out["timings"]["cbft"]["seconds"] == pytest.approx(
-        sum(s["timings"]["cbft"]["seconds"] for s in seeds), abs=0.11)
+        sum(s["timings"]["cbft"]["seconds"] for s in seeds), abs=0.11
+    )
     assert "Where the time went" in table
 
     # The same command again reuses every finished seed.
@@ -68,8 +95,12 @@ def test_cbft_cli_end_to_end(tmp_path):
 
     # θ_C reused from a training workdir: the same cue model, and no new θ_C training.
     reuse = tmp_path / "reuse"
-    result = _run(*TINY, "--config.seeds=(0,)", f"--workdir={reuse}",
-                  f"--config.cue_model_dir={tmp_path / 'seed_0' / 'cue_model'}")
+    result = _run(
+        *TINY,
+        "--config.seeds=(0,)",
+        f"--workdir={reuse}",
+        f"--config.cue_model_dir={tmp_path / 'seed_0' / 'cue_model'}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     again = json.loads((reuse / "results.json").read_text())
     assert again["methods"]["cue_model"]["test"] == seeds[0]["methods"]["cue_model"]["test"]
@@ -91,7 +122,8 @@ def test_paper_experiment_configs(name, arg):
     assert methods.check_targets(config.path.targets)[0] == "cue_model"
     evaluation.validate(config.path)
     assert (config.data.n_clean, config.cue_model.data.name) == (
-        (2500, "cifar10") if arg else (1000, "shapes10"))
+        (2500, "cifar10") if arg else (1000, "shapes10")
+    )
 
 
 @pytest.mark.slow
@@ -101,28 +133,43 @@ def test_fig5_config_and_any_model_folder_in_connectivity(tmp_path):
     result = _run("--config=experiments/configs/fig5.py", *TINY, f"--workdir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((tmp_path / "results.json").read_text())
-    assert list(out["methods"]) == ["cue_model", "naive_ft_small", "naive_ft_medium",
-                                    "naive_ft_large"]
+    assert list(out["methods"]) == [
+        "cue_model",
+        "naive_ft_small",
+        "naive_ft_medium",
+        "naive_ft_large",
+    ]
     for name in ("naive_ft_small", "naive_ft_medium", "naive_ft_large"):
         path = out["methods"][name]["paths"]["cue_model"]
         assert set(path["conditions"]) == {"nocue", "cue", "randcue", "randimg"}
-        assert out["methods"][name]["barrier_to_cue_model"] == path["conditions"]["cue"][
-            "barrier"]
+        assert out["methods"][name]["barrier_to_cue_model"] == path["conditions"]["cue"]["barrier"]
     assert (tmp_path / "paths_to_cue_model.png").stat().st_size > 10_000
     logged = events.scalars(tmp_path / "tensorboard")
     assert "naive_ft_small/test/cue/acc" in logged
     assert len(logged["path/naive_ft_small_to_cue_model/cue/loss"]) == len(path["ts"])
-    assert "epoch/train_loss" in events.scalars(tmp_path / "seed_0" / "naive_ft_small" /
-                                                "tensorboard")
+    assert "epoch/train_loss" in events.scalars(
+        tmp_path / "seed_0" / "naive_ft_small" / "tensorboard"
+    )
     assert "Barriers on the line from θ_C" in (tmp_path / "results.md").read_text()
     seed = tmp_path / "seed_0"
     conn = subprocess.run(
-        [sys.executable, "-m", "experiments.connectivity", f"--model_a={seed / 'cue_model'}",
-         f"--model_b={seed / 'naive_ft_large'}", f"--workdir={tmp_path / 'line'}",
-         "--config.path.num_points=3", "--config.path.bn_batches=2",
-         "--config.path.batch_size=100",
-         "--config.seed=1"],  # experiments.cbft evaluates seed s with key s + 1
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "experiments.connectivity",
+            f"--model_a={seed / 'cue_model'}",
+            f"--model_b={seed / 'naive_ft_large'}",
+            f"--workdir={tmp_path / 'line'}",
+            "--config.path.num_points=3",
+            "--config.path.bn_batches=2",
+            "--config.path.batch_size=100",
+            "--config.seed=1",
+        ],  # experiments.cbft evaluates seed s with key s + 1
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert conn.returncode == 0, conn.stderr[-3000:]
     line = json.loads((tmp_path / "line" / "results.json").read_text())
     # The same line as experiments.cbft evaluated (same points, data, BN policy and key).

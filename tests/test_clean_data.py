@@ -19,8 +19,7 @@ from mmc_jax import data, finetune, models, path_eval, paths, permute, training
 def dominoes():
     """A small embedded Dominoes set (shapes10 on shapes10, 64×32) and a copy whose stored
     cue halves are replaced by noise: clean data must not see the difference."""
-    train = data.load("dominoes", "train", top="shapes10", bottom="shapes10",
-                      num_examples=256)
+    train = data.load("dominoes", "train", top="shapes10", bottom="shapes10", num_examples=256)
     rng = np.random.default_rng(0)
     images = np.array(train.images)
     images[:, :32] = rng.integers(0, 256, images[:, :32].shape, dtype=np.uint8)
@@ -36,8 +35,9 @@ def test_clean_inputs_blank_domino_tops_and_keep_box_images(dominoes):
     assert float(jnp.abs(x[:, :32]).max()) == 0.0
     chex.assert_trees_all_equal(x[:, 32:], data.normalize(train.images[:8])[:, 32:])
     shapes = data.load("shapes10", "test", num_examples=8)
-    chex.assert_trees_all_equal(data.clean_inputs(shapes.cue, shapes.images),
-                                data.normalize(shapes.images))
+    chex.assert_trees_all_equal(
+        data.clean_inputs(shapes.cue, shapes.images), data.normalize(shapes.images)
+    )
 
 
 def test_dominoes_fine_tuning_batches_have_empty_tops(dominoes):
@@ -51,25 +51,32 @@ def test_dominoes_fine_tuning_batches_have_empty_tops(dominoes):
 
 
 def _batch(ds, n=32):
-    return {"images": jnp.asarray(ds.images[:n]), "labels": jnp.asarray(ds.labels[:n]),
-            "cue_images": jnp.asarray(ds.images[n:2 * n]),
-            "cue_labels": jnp.asarray(ds.labels[n:2 * n])}
+    return {
+        "images": jnp.asarray(ds.images[:n]),
+        "labels": jnp.asarray(ds.labels[:n]),
+        "cue_images": jnp.asarray(ds.images[n : 2 * n]),
+        "cue_labels": jnp.asarray(ds.labels[n : 2 * n]),
+    }
 
 
 def test_naive_and_cbft_steps_ignore_the_stored_cue_of_clean_images(dominoes):
     train, noisy, model, variables = dominoes
-    state = training.TrainState.create(model.apply, variables, training.sgd(0.05, 0.9, 1e-4),
-                                       jax.random.PRNGKey(1))
+    state = training.TrainState.create(
+        model.apply, variables, training.sgd(0.05, 0.9, 1e-4), jax.random.PRNGKey(1)
+    )
     a, _ = finetune.naive_step(state, _batch(train), train.cue)
-    b, _ = finetune.naive_step(state, _batch(noisy) | {"cue_images": _batch(train)["cue_images"]},
-                               train.cue)
+    b, _ = finetune.naive_step(
+        state, _batch(noisy) | {"cue_images": _batch(train)["cue_images"]}, train.cue
+    )
     chex.assert_trees_all_close(a.params, b.params, atol=1e-6)
     config = finetune.FinetuneConfig(warmup_epochs=0)
     mixed = _batch(noisy) | {"cue_images": _batch(train)["cue_images"]}
-    a, _ = finetune.cbft_step(state, _batch(train), jnp.asarray(1), variables["params"],
-                              train.cue, config, 10)
-    b, _ = finetune.cbft_step(state, mixed, jnp.asarray(1), variables["params"], train.cue,
-                              config, 10)
+    a, _ = finetune.cbft_step(
+        state, _batch(train), jnp.asarray(1), variables["params"], train.cue, config, 10
+    )
+    b, _ = finetune.cbft_step(
+        state, mixed, jnp.asarray(1), variables["params"], train.cue, config, 10
+    )
     chex.assert_trees_all_close(a.params, b.params, atol=1e-6)
 
 
@@ -77,17 +84,31 @@ def test_llrt_features_ignore_the_stored_cue(dominoes):
     train, noisy, model, variables = dominoes
     np.testing.assert_allclose(
         finetune.features_of(model.apply, variables, train.images[:64], train.cue),
-        finetune.features_of(model.apply, variables, noisy.images[:64], noisy.cue), atol=1e-6)
+        finetune.features_of(model.apply, variables, noisy.images[:64], noisy.cue),
+        atol=1e-6,
+    )
 
 
 def test_path_batchnorm_statistics_come_from_clean_images(dominoes):
     train, noisy, model, variables = dominoes
     other = models.init(model, jax.random.key(1), (64, 32, 3))
     kwargs = dict(conditions=("nocue", "cue"), bn="recompute", bn_batches=2, batch_size=64)
-    a = path_eval.evaluate_path(model.apply, paths.linear(variables, other), [0.0, 0.5],
-                                train.take(np.arange(64)), bn_set=train, **kwargs)
-    b = path_eval.evaluate_path(model.apply, paths.linear(variables, other), [0.0, 0.5],
-                                train.take(np.arange(64)), bn_set=noisy, **kwargs)
+    a = path_eval.evaluate_path(
+        model.apply,
+        paths.linear(variables, other),
+        [0.0, 0.5],
+        train.take(np.arange(64)),
+        bn_set=train,
+        **kwargs,
+    )
+    b = path_eval.evaluate_path(
+        model.apply,
+        paths.linear(variables, other),
+        [0.0, 0.5],
+        train.take(np.arange(64)),
+        bn_set=noisy,
+        **kwargs,
+    )
     chex.assert_trees_all_close(a.metrics, b.metrics, atol=1e-5)
 
 
@@ -100,8 +121,10 @@ def test_activation_matching_on_clean_batches_ignores_the_stored_cue(dominoes):
         return [data.clean_inputs(ds.cue, x) for x in data.batching.sample_batches(ds, 64, 2)]
 
     for match in (permute.activation_matching, permute.paper_activation_matching):
-        chex.assert_trees_all_equal(match(spec, model, variables, other, batches(train)),
-                                    match(spec, model, variables, other, batches(noisy)))
+        chex.assert_trees_all_equal(
+            match(spec, model, variables, other, batches(train)),
+            match(spec, model, variables, other, batches(noisy)),
+        )
 
 
 @pytest.mark.parametrize("random_from", data.RANDOM_FROM)
@@ -111,18 +134,33 @@ def test_path_endpoints_equal_training_evaluate(random_from):
     b = models.init(model, jax.random.key(1), (32, 32, 3))
     test = data.load("shapes10", "test", num_examples=150)
     key = jax.random.PRNGKey(7)
-    result = path_eval.evaluate_path(model.apply, paths.linear(a, b), [0.0, 1.0], test,
-                                     bn="interpolate", batch_size=64, key=key,
-                                     random_from=random_from)
+    result = path_eval.evaluate_path(
+        model.apply,
+        paths.linear(a, b),
+        [0.0, 1.0],
+        test,
+        bn="interpolate",
+        batch_size=64,
+        key=key,
+        random_from=random_from,
+    )
     for i, variables in enumerate((a, b)):
-        direct = training.evaluate(model.apply, variables, test, key, batch_size=64,
-                                   random_from=random_from)
+        direct = training.evaluate(
+            model.apply, variables, test, key, batch_size=64, random_from=random_from
+        )
         for c in data.CONDITIONS:
             assert result.metrics[c]["acc"][i] == pytest.approx(direct[c]["acc"], abs=1e-6)
             assert result.metrics[c]["loss"][i] == pytest.approx(direct[c]["loss"], rel=1e-5)
     # A condition's draw depends on its name, not on which others are evaluated with it.
-    alone = training.evaluate(model.apply, a, test, key, batch_size=64,
-                              conditions=("randimg", "randcue"), random_from=random_from)
+    alone = training.evaluate(
+        model.apply,
+        a,
+        test,
+        key,
+        batch_size=64,
+        conditions=("randimg", "randcue"),
+        random_from=random_from,
+    )
     full = training.evaluate(model.apply, a, test, key, batch_size=64, random_from=random_from)
     assert alone == {c: pytest.approx(full[c]) for c in ("randimg", "randcue")}
 
@@ -130,8 +168,9 @@ def test_path_endpoints_equal_training_evaluate(random_from):
 def test_random_domino_cues_and_images_come_from_the_pool():
     cue = data.DominoCue(rows=4)
     x = jnp.zeros((6, 8, 4, 3))  # the batch: all-zero images
-    pool = jnp.broadcast_to(jnp.arange(1, 11, dtype=jnp.float32)[:, None, None, None] / 20,
-                            (10, 8, 4, 3))
+    pool = jnp.broadcast_to(
+        jnp.arange(1, 11, dtype=jnp.float32)[:, None, None, None] / 20, (10, 8, 4, 3)
+    )
     key = jax.random.key(0)
     y = jnp.zeros(6, jnp.int32)
     randcue = data.counterfactual(cue, "randcue", x, y, key, pool)

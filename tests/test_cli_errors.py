@@ -32,8 +32,9 @@ def saved_model(tmp_path_factory):
     # A fine-tuned model folder (as experiments.cbft writes them) of another architecture.
     config.model.update(name="vgg13_small", width=0.0)
     model = models.create("vgg13_small", 10)
-    training.save_model(root / "vgg", config, models.init(model, jax.random.key(0),
-                                                          (32, 32, 3)), 10, (32, 32, 3))
+    training.save_model(
+        root / "vgg", config, models.init(model, jax.random.key(0), (32, 32, 3)), 10, (32, 32, 3)
+    )
     return root
 
 
@@ -47,10 +48,17 @@ CASES = [
     ("train", ["--config.optim.epochs=0"], "optim.epochs must be >= 1"),
     ("train", ["--config.optim.grad_clip_norm=-1"], "optim.grad_clip_norm must be >= 0"),
     ("train", ["--config.foo=1"], "unknown config field 'foo' (--config.foo)"),
-    ("train", ["--config.cue_proportion=0.87"], "config field 'cue_proportion' is now "
-     "'data.cue_proportion' (--config.data.cue_proportion=...)"),
-    ("train", ["--config.model=vgg13"], "config field 'model' is now a section; set "
-     "'model.name' (--config.model.name=...)"),
+    (
+        "train",
+        ["--config.cue_proportion=0.87"],
+        "config field 'cue_proportion' is now "
+        "'data.cue_proportion' (--config.data.cue_proportion=...)",
+    ),
+    (
+        "train",
+        ["--config.model=vgg13"],
+        "config field 'model' is now a section; set 'model.name' (--config.model.name=...)",
+    ),
     ("cbft", ["--config.path_points=3"], "config field 'path_points' is now 'path.num_points'"),
     ("train", ["--config.optim.epochs=abc"], "--config.optim.epochs=abc: invalid literal"),
     ("train", ["--nosuchflag"], "Unknown command line flag 'nosuchflag'"),
@@ -74,29 +82,54 @@ CASES = [
     ("cbft", ["--config.path.conditions=clean"], "unknown condition 'clean'"),
     ("cbft", ["--config.path.random_from=epoch"], "unknown random_from 'epoch'"),
     ("cbft", ["--config.finetune.barrier_weight=-1"], "barrier_weight must be >= 0"),
-    ("cbft", ["--config.cue_model.model.init_from={tmp}/notes"],
-     "cue_model.model.init_from: {tmp}/notes holds no"),
+    (
+        "cbft",
+        ["--config.cue_model.model.init_from={tmp}/notes"],
+        "cue_model.model.init_from: {tmp}/notes holds no",
+    ),
     # experiments.connectivity.
     ("connectivity", ["--model_a={tmp}/none", "--model_b={tmp}/none"], "holds no model"),
-    ("connectivity", ["--model_a={tmp}/notes", "--model_b={saved}/a"],
-     "notes holds no model (expected an experiments.train workdir"),
-    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/vgg"],
-     "have different architectures (model.name 'cnn4' vs 'vgg13_small'"),
-    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a",
-                      "--config.permutation.method=zipit"], "unknown permutation method 'zipit'"),
-    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a", "--config.path.bn=reset"],
-     "unknown BN policy 'reset'"),
-    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a", "--config.path.strategy=pmap"],
-     "unknown strategy 'pmap'"),
-    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/a", "--path=cubic"],
-     "--path=cubic: value should be one of"),
-    ("connectivity", ["--model_a={saved}/a", "--model_b={saved}/wider"],
-     "does not match the model"),
+    (
+        "connectivity",
+        ["--model_a={tmp}/notes", "--model_b={saved}/a"],
+        "notes holds no model (expected an experiments.train workdir",
+    ),
+    (
+        "connectivity",
+        ["--model_a={saved}/a", "--model_b={saved}/vgg"],
+        "have different architectures (model.name 'cnn4' vs 'vgg13_small'",
+    ),
+    (
+        "connectivity",
+        ["--model_a={saved}/a", "--model_b={saved}/a", "--config.permutation.method=zipit"],
+        "unknown permutation method 'zipit'",
+    ),
+    (
+        "connectivity",
+        ["--model_a={saved}/a", "--model_b={saved}/a", "--config.path.bn=reset"],
+        "unknown BN policy 'reset'",
+    ),
+    (
+        "connectivity",
+        ["--model_a={saved}/a", "--model_b={saved}/a", "--config.path.strategy=pmap"],
+        "unknown strategy 'pmap'",
+    ),
+    (
+        "connectivity",
+        ["--model_a={saved}/a", "--model_b={saved}/a", "--path=cubic"],
+        "--path=cubic: value should be one of",
+    ),
+    (
+        "connectivity",
+        ["--model_a={saved}/a", "--model_b={saved}/wider"],
+        "does not match the model",
+    ),
 ]
 
 
-@pytest.mark.parametrize("entry,args,message", CASES,
-                         ids=[f"{e}:{' '.join(a)}" for e, a, _ in CASES])
+@pytest.mark.parametrize(
+    "entry,args,message", CASES, ids=[f"{e}:{' '.join(a)}" for e, a, _ in CASES]
+)
 def test_bad_input_is_one_line(tmp_path, saved_model, entry, args, message):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("not a run")
@@ -104,8 +137,13 @@ def test_bad_input_is_one_line(tmp_path, saved_model, entry, args, message):
     message = message.format(tmp=tmp_path, saved=saved_model)
     if not any(a.startswith("--workdir") for a in args):
         args.append(f"--workdir={tmp_path}/run")
-    result = subprocess.run([sys.executable, "-m", f"experiments.{entry}", *args], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", f"experiments.{entry}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
@@ -124,25 +162,50 @@ def test_a_workdir_held_by_a_live_run_is_refused_until_that_run_is_killed(tmp_pa
     (work / "results.json").parent.mkdir()
     (work / "results.json").write_text("{}")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from experiments import cli; "
-         f"h = cli.hold_workdir({str(work)!r}); h.__enter__(); print('held', flush=True); "
-         "time.sleep(120)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from experiments import cli; "
+            f"h = cli.hold_workdir({str(work)!r}); h.__enter__(); print('held', flush=True); "
+            "time.sleep(120)",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         for extra in ([], ["--restart"]):
-            second = subprocess.run([sys.executable, "-m", "experiments.similarity",
-                                     "--models=a,b", f"--workdir={work}", *extra], cwd=ROOT,
-                                    capture_output=True, text=True, timeout=300)
+            second = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "experiments.similarity",
+                    "--models=a,b",
+                    f"--workdir={work}",
+                    *extra,
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert second.returncode == 2
-            assert second.stderr.strip() == (f"error: {work} is in use by another run "
-                                             f"(pid {holder.pid}); wait for it to end or "
-                                             "choose another --workdir")
+            assert second.stderr.strip() == (
+                f"error: {work} is in use by another run "
+                f"(pid {holder.pid}); wait for it to end or "
+                "choose another --workdir"
+            )
         assert (work / "results.json").read_text() == "{}"
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=60)
-    after = subprocess.run([sys.executable, "-m", "experiments.similarity", "--models=a,b",
-                            f"--workdir={work}"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=300)
+    after = subprocess.run(
+        [sys.executable, "-m", "experiments.similarity", "--models=a,b", f"--workdir={work}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert after.returncode == 2 and "in use" not in after.stderr
     assert "holds no model" in after.stderr

@@ -31,8 +31,9 @@ def test_the_demo_config_file_holds_the_typed_defaults():
 
 
 def test_flat_stored_configs_load_into_sections():
-    config = training.TrainConfig().changed(seed=3, data={"cue_proportion": 0.5},
-                                            model={"width": 0.25}, optim={"epochs": 2})
+    config = training.TrainConfig().changed(
+        seed=3, data={"cue_proportion": 0.5}, model={"width": 0.25}, optim={"epochs": 2}
+    )
     flat = _flat(config)
     assert "cue_proportion" in flat and "data" not in flat
     assert training.TrainConfig.of(flat) == config
@@ -45,14 +46,17 @@ def test_changed_replaces_single_fields_of_a_section():
     assert dataclasses.replace(config.optim, epochs=12) == training.OptimConfig()
 
 
-@pytest.mark.parametrize("values,message", [
-    ({"optim": {"epoch": 3}}, "unknown optim config field.*epoch"),
-    ({"data": {"cue_proportion": 1.5}}, r"cue proportion must be in \[0, 1\]"),
-    ({"optim": {"learning_rate": 0}}, "optim.learning_rate must be > 0"),
-    ({"model": {"name": "vgg19"}}, "unknown model 'vgg19'"),
-    ({"eval_batch_size": 0}, "eval_batch_size must be >= 1"),
-    ({"bogus": 1}, "unknown training config field.*bogus"),
-])
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"optim": {"epoch": 3}}, "unknown optim config field.*epoch"),
+        ({"data": {"cue_proportion": 1.5}}, r"cue proportion must be in \[0, 1\]"),
+        ({"optim": {"learning_rate": 0}}, "optim.learning_rate must be > 0"),
+        ({"model": {"name": "vgg19"}}, "unknown model 'vgg19'"),
+        ({"eval_batch_size": 0}, "eval_batch_size must be >= 1"),
+        ({"bogus": 1}, "unknown training config field.*bogus"),
+    ],
+)
 def test_bad_values_are_named_by_their_section(values, message):
     with pytest.raises(InputError, match=message):
         training.TrainConfig.of(values)
@@ -60,10 +64,12 @@ def test_bad_values_are_named_by_their_section(values, message):
 
 def test_one_set_of_bounds_for_momentum():
     """momentum in [0, 1) wherever a config or the optimizer takes it."""
-    checks = [lambda m: training.OptimConfig(momentum=m),
-              lambda m: finetune.FinetuneConfig(momentum=m),
-              lambda m: curve.MidpointConfig(momentum=m),
-              lambda m: training.sgd(0.1, momentum=m)]
+    checks = [
+        lambda m: training.OptimConfig(momentum=m),
+        lambda m: finetune.FinetuneConfig(momentum=m),
+        lambda m: curve.MidpointConfig(momentum=m),
+        lambda m: training.sgd(0.1, momentum=m),
+    ]
     for check in checks:
         check(0.0)
         check(0.9)
@@ -72,8 +78,9 @@ def test_one_set_of_bounds_for_momentum():
                 check(bad)
 
 
-@pytest.mark.parametrize("name,arg", [("demo", ""), ("paper", "cifar10,vgg13,0.9"),
-                                      ("paper", "dominoes,resnet18,0.0")])
+@pytest.mark.parametrize(
+    "name,arg", [("demo", ""), ("paper", "cifar10,vgg13,0.9"), ("paper", "dominoes,resnet18,0.0")]
+)
 def test_training_config_files_map_onto_the_typed_config(name, arg):
     module = importlib.import_module(f"experiments.configs.{name}")
     config = module.get_config(arg) if arg else module.get_config()
@@ -97,7 +104,8 @@ def test_cbft_config_files_map_onto_the_typed_configs(name):
 def test_comparison_config_files_share_the_path_section(name):
     config = importlib.import_module(f"experiments.configs.{name}").get_config()
     assert set(config.path) == set(
-        importlib.import_module("experiments.configs.evaluation").path_config())
+        importlib.import_module("experiments.configs.evaluation").path_config()
+    )
     evaluation.validate(config.path)
     if "permutation" in config:
         evaluation.check_permutation(config.permutation)
@@ -105,22 +113,25 @@ def test_comparison_config_files_share_the_path_section(name):
         assert connectivity.midpoint_config(config) == curve.MidpointConfig()
 
 
-@pytest.mark.parametrize("config,old,new", [
-    ("demo", "cue_proportion", ["data.cue_proportion"]),
-    ("demo", "epochs", ["optim.epochs"]),
-    ("demo", "dataset", ["data.name"]),
-    ("demo", "data_seed", ["data.seed"]),
-    ("demo", "width", ["model.width"]),
-    ("cbft", "n_clean", ["data.n_clean"]),
-    ("cbft", "cue_model.cue_proportion", ["cue_model.data.cue_proportion"]),
-    ("cbft", "eval_batch_size", ["path.batch_size"]),
-    ("cbft", "path_points", ["path.num_points"]),
-    ("cbft", "llrt_epochs", ["finetune.llrt_epochs"]),
-    ("connectivity", "curve_epochs", ["curve.epochs"]),
-    ("connectivity", "permutation", ["permutation.method"]),
-    ("connectivity", "bn", ["path.bn"]),
-    ("demo", "nonsense", []),
-])
+@pytest.mark.parametrize(
+    "config,old,new",
+    [
+        ("demo", "cue_proportion", ["data.cue_proportion"]),
+        ("demo", "epochs", ["optim.epochs"]),
+        ("demo", "dataset", ["data.name"]),
+        ("demo", "data_seed", ["data.seed"]),
+        ("demo", "width", ["model.width"]),
+        ("cbft", "n_clean", ["data.n_clean"]),
+        ("cbft", "cue_model.cue_proportion", ["cue_model.data.cue_proportion"]),
+        ("cbft", "eval_batch_size", ["path.batch_size"]),
+        ("cbft", "path_points", ["path.num_points"]),
+        ("cbft", "llrt_epochs", ["finetune.llrt_epochs"]),
+        ("connectivity", "curve_epochs", ["curve.epochs"]),
+        ("connectivity", "permutation", ["permutation.method"]),
+        ("connectivity", "bn", ["path.bn"]),
+        ("demo", "nonsense", []),
+    ],
+)
 def test_old_flat_fields_are_found_in_the_sections(config, old, new):
     loaded = importlib.import_module(f"experiments.configs.{config}").get_config()
     assert cli.new_places(old, loaded) == new

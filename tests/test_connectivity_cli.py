@@ -10,22 +10,42 @@ import pytest
 import events
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--config.path.num_points=3", "--config.path.num_eval=60", "--config.path.bn_batches=2",
-        "--config.path.batch_size=60"]
+TINY = [
+    "--config.path.num_points=3",
+    "--config.path.num_eval=60",
+    "--config.path.bn_batches=2",
+    "--config.path.batch_size=60",
+]
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.connectivity", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.connectivity", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path,extra", [
-    ("linear", []), ("permuted_linear", []),
-    ("quadratic", ["--config.curve.epochs=1", "--config.curve.batch_size=64"])])
+@pytest.mark.parametrize(
+    "path,extra",
+    [
+        ("linear", []),
+        ("permuted_linear", []),
+        ("quadratic", ["--config.curve.epochs=1", "--config.curve.batch_size=64"]),
+    ],
+)
 def test_connectivity_cli(trained, tmp_path, path, extra):
-    result = _run(f"--model_a={trained / 'nc'}", f"--model_b={trained / 'c'}", f"--path={path}",
-                  f"--workdir={tmp_path}", *TINY, *extra)
+    result = _run(
+        f"--model_a={trained / 'nc'}",
+        f"--model_b={trained / 'c'}",
+        f"--path={path}",
+        f"--workdir={tmp_path}",
+        *TINY,
+        *extra,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "results.json").read_text())
     assert summary["path"] == path and summary["ts"] == [0.0, 0.5, 1.0]
@@ -43,19 +63,31 @@ def test_connectivity_cli(trained, tmp_path, path, extra):
     # The control point is a model folder; the plane through it and the endpoints holds the
     # whole curve, and at t = 1/2 of the curve the plane's grid point is the path's midpoint.
     plane_dir = tmp_path / "plane"
-    plane = subprocess.run([sys.executable, "-m", "experiments.plane", f"--curve={tmp_path}",
-                            f"--workdir={plane_dir}", "--config.path.num_points=3",
-                            "--config.path.conditions=nocue", *TINY[1:]], cwd=ROOT,
-                           capture_output=True, text=True, timeout=600)
+    plane = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.plane",
+            f"--curve={tmp_path}",
+            f"--workdir={plane_dir}",
+            "--config.path.num_points=3",
+            "--config.path.conditions=nocue",
+            *TINY[1:],
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert plane.returncode == 0, plane.stderr[-3000:]
     out = json.loads((plane_dir / "results.json").read_text())
     assert sorted(events.image_tags(plane_dir / "tensorboard")) == ["plane_acc", "plane_loss"]
     assert out["curve"] is not None and out["names"][2] == "control"
     coords = out["coords"]
     assert out["curve"][0] == pytest.approx(coords[0]) and out["curve"][-1] == pytest.approx(
-        coords[1])
+        coords[1]
+    )
     # The plane's values at A and B are connectivity's values at t = 0 and t = 1.
     at = out["conditions"]["nocue"]["models"]["loss"]
     line = summary["conditions"]["nocue"]["loss"]
-    assert at[0] == pytest.approx(line[0], abs=1e-4) and at[1] == pytest.approx(line[-1],
-                                                                                abs=1e-4)
+    assert at[0] == pytest.approx(line[0], abs=1e-4) and at[1] == pytest.approx(line[-1], abs=1e-4)

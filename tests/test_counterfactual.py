@@ -20,8 +20,9 @@ def test_nocue_is_identity_and_cue_stamps_label_box():
     x, y = _batch()
     cue = data.box_cue(10)
     chex.assert_trees_all_equal(data.counterfactual(cue, "nocue", x, y, jax.random.key(0)), x)
-    chex.assert_trees_all_equal(data.counterfactual(cue, "cue", x, y, jax.random.key(0)),
-                                cue.add(x, y))
+    chex.assert_trees_all_equal(
+        data.counterfactual(cue, "cue", x, y, jax.random.key(0)), cue.add(x, y)
+    )
 
 
 def test_randimg_keeps_cue_of_true_label_on_other_images():
@@ -72,12 +73,15 @@ def test_domino_conditions(condition):
     x, y = _batch(16, h=64)
     cue = data.DominoCue(rows=32)
     key = jax.random.key(2)
-    out = np.asarray(jax.jit(data.counterfactual, static_argnums=(0, 1))(cue, condition, x, y,
-                                                                        key))
+    out = np.asarray(jax.jit(data.counterfactual, static_argnums=(0, 1))(cue, condition, x, y, key))
     top, bottom = np.asarray(x[:, :32]), np.asarray(x[:, 32:])
     perm = np.asarray(jax.random.permutation(key, 16))
-    expected_top = {"nocue": np.zeros_like(top), "cue": (top + 1) / 2,
-                    "randcue": (top[perm] + 1) / 2, "randimg": (top + 1) / 2}[condition]
+    expected_top = {
+        "nocue": np.zeros_like(top),
+        "cue": (top + 1) / 2,
+        "randcue": (top[perm] + 1) / 2,
+        "randimg": (top + 1) / 2,
+    }[condition]
     expected_bottom = bottom[perm] if condition == "randimg" else bottom
     np.testing.assert_allclose(out[:, :32], expected_top, atol=1e-7)
     np.testing.assert_array_equal(out[:, 32:], expected_bottom)

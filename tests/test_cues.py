@@ -10,11 +10,30 @@ from mmc_jax import InputError, data
 from mmc_jax.data import cues
 
 # Reference §3.1: top-left corner of each grid location on 32x32 images.
-CORNERS_32 = {0: (0, 0), 1: (0, 14), 2: (0, 29), 3: (14, 0), 4: (14, 14), 5: (14, 29),
-              6: (29, 0), 7: (29, 14), 8: (29, 29)}
+CORNERS_32 = {
+    0: (0, 0),
+    1: (0, 14),
+    2: (0, 29),
+    3: (14, 0),
+    4: (14, 14),
+    5: (14, 29),
+    6: (29, 0),
+    7: (29, 14),
+    8: (29, 29),
+}
 # Reference §3.2: CIFAR-100 colour of each tens digit.
-CIFAR100_COLOURS = [(0, 1, 0), (0, 1, .6), (0, .8, 1), (0, .2, 1), (.4, 0, 1), (1, 0, 1),
-                    (1, 0, .4), (1, .2, 0), (1, .8, 0), (.6, 1, 0)]
+CIFAR100_COLOURS = [
+    (0, 1, 0),
+    (0, 1, 0.6),
+    (0, 0.8, 1),
+    (0, 0.2, 1),
+    (0.4, 0, 1),
+    (1, 0, 1),
+    (1, 0, 0.4),
+    (1, 0.2, 0),
+    (1, 0.8, 0),
+    (0.6, 1, 0),
+]
 
 
 def _background(n, h=32, w=32, seed=0):
@@ -25,7 +44,7 @@ def _background(n, h=32, w=32, seed=0):
 def _expected_box(image, corner, colour, size=3):
     out = np.array(image)
     r, c = corner
-    out[r:r + size, c:c + size] = colour
+    out[r : r + size, c : c + size] = colour
     return out
 
 
@@ -64,8 +83,18 @@ def test_box_replaces_pixels_and_touches_nothing_else():
 def test_box_grid_scales_to_other_sizes():
     masks = cues.box_location_masks(64, 48, 3, "cifar100")
     corners = [tuple(np.argwhere(m)[0]) for m in masks]
-    assert corners == [(0, 0), (0, 22), (0, 45), (30, 0), (30, 22), (30, 45), (61, 0), (61, 22),
-                       (61, 45), (12, 9)]
+    assert corners == [
+        (0, 0),
+        (0, 22),
+        (0, 45),
+        (30, 0),
+        (30, 22),
+        (30, 45),
+        (61, 0),
+        (61, 22),
+        (61, 45),
+        (12, 9),
+    ]
     assert masks.sum(axis=(1, 2)).tolist() == [9] * 10
 
 
@@ -94,6 +123,7 @@ def test_random_box_locations_are_uniform_and_cifar100_hues_vary():
 
 def test_hsv_matches_colorsys():
     import colorsys
+
     hues = np.linspace(0, 0.999, 37)
     expected = np.array([colorsys.hsv_to_rgb(h, 1.0, 1.0) for h in hues])
     np.testing.assert_allclose(np.asarray(cues.hsv_to_rgb(hues)), expected, atol=1e-5)
@@ -142,6 +172,7 @@ def test_domino_cue_shows_blanks_and_rescales_top():
 
 def test_normalize_maps_uint8_to_unit_interval():
     x = np.array([0, 127, 128, 255], np.uint8)
-    np.testing.assert_allclose(data.normalize(x), [-1.0, 127 / 127.5 - 1, 128 / 127.5 - 1, 1.0],
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        data.normalize(x), [-1.0, 127 / 127.5 - 1, 128 / 127.5 - 1, 1.0], atol=1e-7
+    )
     assert data.normalize(jnp.asarray(x)).dtype == jnp.float32

@@ -25,8 +25,11 @@ def _models():
 
 
 def _batch(ds, start, size=32):
-    return {"images": jnp.asarray(ds.images[start:start + size]),
-            "labels": jnp.asarray(ds.labels[start:start + size]), "cue": jnp.ones(size, bool)}
+    return {
+        "images": jnp.asarray(ds.images[start : start + size]),
+        "labels": jnp.asarray(ds.labels[start : start + size]),
+        "cue": jnp.ones(size, bool),
+    }
 
 
 def _point_grad(model, a, b, control, batch_stats, batch, t):
@@ -34,8 +37,9 @@ def _point_grad(model, a, b, control, batch_stats, batch, t):
     x = training.cued_inputs(data.box_cue(10), batch)
 
     def loss_at(params):
-        logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, x,
-                                train=True, mutable=["batch_stats"])
+        logits, _ = model.apply(
+            {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+        )
         return training.cross_entropy(logits, batch["labels"])
 
     return jax.grad(loss_at)(paths.bezier(a["params"], control, b["params"])(t))
@@ -70,8 +74,9 @@ def test_lr_scale_matches_pytorch_sgd_with_momentum_and_weight_decay():
     state0 = training.TrainState.create(model.apply, c, tx, jax.random.PRNGKey(5))
 
     def run(scale):
-        step = jax.jit(functools.partial(curve.curve_train_step, a=a, b=b,
-                                         cue=data.box_cue(10), scale=scale))
+        step = jax.jit(
+            functools.partial(curve.curve_train_step, a=a, b=b, cue=data.box_cue(10), scale=scale)
+        )
         state = state0
         for batch in batches:
             state, _ = step(state, batch)
@@ -93,8 +98,10 @@ def test_lr_scale_matches_pytorch_sgd_with_momentum_and_weight_decay():
     np.testing.assert_array_equal(lr_state.key, key)
     assert int(lr_state.step) == 2
     chex.assert_trees_all_equal(lr_state.batch_stats, c["batch_stats"])
-    gap = max(float(jnp.max(jnp.abs(x - y))) for x, y in
-              zip(jax.tree.leaves(lr_state.params), jax.tree.leaves(grad_state.params)))
+    gap = max(
+        float(jnp.max(jnp.abs(x - y)))
+        for x, y in zip(jax.tree.leaves(lr_state.params), jax.tree.leaves(grad_state.params))
+    )
     assert gap > 1e-3
 
 
@@ -105,8 +112,16 @@ def test_unknown_scale_is_refused(tmp_path):
     with pytest.raises(InputError, match="lr, gradient"):
         curve.curve_train_step(state, _batch(ds, 0), a, b, data.box_cue(10), scale="bogus")
     with pytest.raises(InputError, match="lr, gradient"):
-        curve.fit_midpoint(model.apply, a, b, c, ds, tmp_path / "m",
-                           curve.MidpointConfig(scale="bogus"), progress=False)
+        curve.fit_midpoint(
+            model.apply,
+            a,
+            b,
+            c,
+            ds,
+            tmp_path / "m",
+            curve.MidpointConfig(scale="bogus"),
+            progress=False,
+        )
     assert not (tmp_path / "m").exists()
 
 
@@ -122,8 +137,9 @@ def test_resuming_with_another_scale_is_refused(tmp_path):
 def test_fit_midpoint_lowers_the_loss_and_resumes(tmp_path):
     model, a, b, c = _models()
     ds = data.load("shapes10", "train", num_examples=256)
-    config = curve.MidpointConfig(cue_proportion=1.0, epochs=3, learning_rate=0.05,
-                                  step_every_epochs=10, batch_size=64)
+    config = curve.MidpointConfig(
+        cue_proportion=1.0, epochs=3, learning_rate=0.05, step_every_epochs=10, batch_size=64
+    )
     kwargs = dict(config=config, progress=False)
     fitted = curve.fit_midpoint(model.apply, a, b, c, ds, tmp_path / "m", **kwargs)
     history = fitted["history"]

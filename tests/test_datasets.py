@@ -10,8 +10,11 @@ from mmc_jax.data import dominoes, shapes
 
 def test_shapes10_is_balanced_seeded_and_cached(tmp_path):
     a = data.load("shapes10", "train", num_examples=200, cache_dir=str(tmp_path))
-    assert (a.images.shape, a.images.dtype, a.labels.dtype) == ((200, 32, 32, 3), np.uint8,
-                                                                np.int32)
+    assert (a.images.shape, a.images.dtype, a.labels.dtype) == (
+        (200, 32, 32, 3),
+        np.uint8,
+        np.int32,
+    )
     assert np.bincount(a.labels).tolist() == [20] * 10
     assert a.class_names == shapes.CLASS_NAMES and a.num_classes == 10
     assert isinstance(a.images, np.memmap)  # read back lazily from the cache
@@ -32,8 +35,9 @@ def test_shapes10_generation_does_not_depend_on_earlier_calls():
     np.testing.assert_array_equal(first[1], again[1])
 
 
-@pytest.mark.parametrize("name,num_classes", [("cifar10", 10), ("cifar100", 100),
-                                              ("fashion_mnist", 10)])
+@pytest.mark.parametrize(
+    "name,num_classes", [("cifar10", 10), ("cifar100", 100), ("fashion_mnist", 10)]
+)
 def test_tfds_datasets_through_mock_data(name, num_classes):
     with tfds.testing.mock_data(num_examples=24):
         ds = data.load(name, "test")
@@ -49,8 +53,11 @@ def test_tfds_datasets_through_mock_data(name, num_classes):
 
 
 def test_missing_tfds_data_says_how_to_prepare(tmp_path):
-    with pytest.raises(InputError, match=r"cifar10 \(train\) is not available.*tfds build "
-                                         r"cifar10 --file_format=array_record"):
+    with pytest.raises(
+        InputError,
+        match=r"cifar10 \(train\) is not available.*tfds build "
+        r"cifar10 --file_format=array_record",
+    ):
         data.load("cifar10", data_dir=str(tmp_path))
 
 
@@ -93,10 +100,12 @@ def test_to_rgb_square_resizes_grey():
 
 def _save_npz(path, **overrides):
     rng = np.random.default_rng(0)
-    arrays = {"x_train": rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8),
-              "y_train": rng.integers(0, 4, 12), "x_test": rng.integers(0, 256, (6, 16, 16, 3),
-                                                                        dtype=np.uint8),
-              "y_test": rng.integers(0, 4, 6)}
+    arrays = {
+        "x_train": rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8),
+        "y_train": rng.integers(0, 4, 12),
+        "x_test": rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8),
+        "y_test": rng.integers(0, 4, 6),
+    }
     arrays.update(overrides)
     arrays = {k: v for k, v in arrays.items() if v is not None}
     np.savez(path, **arrays)
@@ -119,31 +128,43 @@ def test_npz_grey_images_become_rgb(tmp_path):
     np.testing.assert_array_equal(ds.images, np.repeat(grey, 3, axis=-1))
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"y_test": None}, "missing array.*y_test"),
-    ({"x_train": np.zeros((12, 16, 16), np.uint8)}, r"must be uint8 \[N, H, W, 1 or 3\]"),
-    ({"x_train": np.zeros((12, 16, 16, 3), np.float32)}, "must be uint8, got float32"),
-    ({"x_train": np.zeros((12, 16, 16, 2), np.uint8)}, r"\[N, H, W, 1 or 3\]"),
-    ({"y_train": np.arange(11)}, r"labels must have shape \[12\]"),
-    ({"y_train": -np.ones(12, int)}, r"labels must lie in \[0, 4\)"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"y_test": None}, "missing array.*y_test"),
+        ({"x_train": np.zeros((12, 16, 16), np.uint8)}, r"must be uint8 \[N, H, W, 1 or 3\]"),
+        ({"x_train": np.zeros((12, 16, 16, 3), np.float32)}, "must be uint8, got float32"),
+        ({"x_train": np.zeros((12, 16, 16, 2), np.uint8)}, r"\[N, H, W, 1 or 3\]"),
+        ({"y_train": np.arange(11)}, r"labels must have shape \[12\]"),
+        ({"y_train": -np.ones(12, int)}, r"labels must lie in \[0, 4\)"),
+    ],
+)
 def test_npz_bad_input(tmp_path, overrides, message):
     _save_npz(tmp_path / "bad.npz", **overrides)
     with pytest.raises(InputError, match=message):
         data.load(f"npz:{tmp_path / 'bad.npz'}", "train")
 
 
-@pytest.mark.parametrize("call,message", [
-    (lambda: data.load("imagenet"), "unknown dataset 'imagenet'; choose from shapes10"),
-    (lambda: data.load("shapes10", "valid"), "unknown split 'valid'"),
-    (lambda: data.load("shapes10", num_examples=0), "num_examples must be positive"),
-    (lambda: data.load("shapes10", colour=True), r"unknown option\(s\) colour"),
-    (lambda: data.load("npz:/no/such/file.npz"), "not found"),
-    (lambda: data.Dataset(np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 5], np.int32), 3, "x"),
-     r"labels must lie in \[0, 3\)"),
-    (lambda: data.Dataset(np.zeros((2, 4, 4, 3), np.uint8), np.zeros(2, np.int64), 3, "x"),
-     "labels must be int32"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: data.load("imagenet"), "unknown dataset 'imagenet'; choose from shapes10"),
+        (lambda: data.load("shapes10", "valid"), "unknown split 'valid'"),
+        (lambda: data.load("shapes10", num_examples=0), "num_examples must be positive"),
+        (lambda: data.load("shapes10", colour=True), r"unknown option\(s\) colour"),
+        (lambda: data.load("npz:/no/such/file.npz"), "not found"),
+        (
+            lambda: data.Dataset(
+                np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 5], np.int32), 3, "x"
+            ),
+            r"labels must lie in \[0, 3\)",
+        ),
+        (
+            lambda: data.Dataset(np.zeros((2, 4, 4, 3), np.uint8), np.zeros(2, np.int64), 3, "x"),
+            "labels must be int32",
+        ),
+    ],
+)
 def test_bad_input_is_one_clear_error(call, message):
     with pytest.raises(InputError, match=message):
         call()

@@ -36,13 +36,16 @@ def test_llrt_leaves_the_feature_extractor_untouched(setup, tmp_path):
     model, variables, train = setup
     clean, _ = finetune.draw_subsets(train, 120, 10, seed=0)
     config = finetune.FinetuneConfig(batch_size=64, llrt_epochs=3)
-    new, history = finetune.llrt(model.apply, variables, train, clean, 10, config, tmp_path,
-                                 progress=False)
+    new, history = finetune.llrt(
+        model.apply, variables, train, clean, 10, config, tmp_path, progress=False
+    )
     body = lambda v: {k: x for k, x in v["params"].items() if k != "classifier"}  # noqa: E731
     chex.assert_trees_all_equal(body(new), body(variables))
     chex.assert_trees_all_equal(new["batch_stats"], variables["batch_stats"])
-    assert not np.array_equal(new["params"]["classifier"]["dense"]["kernel"],
-                              variables["params"]["classifier"]["dense"]["kernel"])
+    assert not np.array_equal(
+        new["params"]["classifier"]["dense"]["kernel"],
+        variables["params"]["classifier"]["dense"]["kernel"],
+    )
     assert len(history) == 3
 
 
@@ -52,20 +55,28 @@ def test_cbft_code_mode_iteration_equals_two_sequential_steps(setup):
     anchor = jax.tree.map(lambda x: x + 0.01, variables)
     optim_tx = training.sgd(0.05, 0.9, 1e-4)
     state = training.TrainState.create(model.apply, variables, optim_tx, jax.random.PRNGKey(3))
-    batch = {"images": jnp.asarray(train.images[:32]), "labels": jnp.asarray(train.labels[:32]),
-             "cue_images": jnp.asarray(train.images[32:64]),
-             "cue_labels": jnp.asarray(train.labels[32:64])}
-    new, losses = finetune.cbft_step(state, batch, jnp.asarray(1), anchor["params"],
-                                     train.cue, config, 10)
+    batch = {
+        "images": jnp.asarray(train.images[:32]),
+        "labels": jnp.asarray(train.labels[:32]),
+        "cue_images": jnp.asarray(train.images[32:64]),
+        "cue_labels": jnp.asarray(train.labels[32:64]),
+    }
+    new, losses = finetune.cbft_step(
+        state, batch, jnp.asarray(1), anchor["params"], train.cue, config, 10
+    )
     assert int(new.step) == 1 and set(losses) == {"barrier", "ce", "invariance"}
 
     # By hand: barrier step, then cross-entropy + invariance step, one shared optimizer state.
     key, step_key = jax.random.split(state.key)
     x = data.normalize(batch["images"])
     xc = train.cue.add(data.normalize(batch["cue_images"]), batch["cue_labels"])
-    ctx = objectives.Context(variables["batch_stats"], objectives.Batch(x, batch["labels"]),
-                             objectives.Batch(xc, batch["cue_labels"]), anchor["params"],
-                             step_key)
+    ctx = objectives.Context(
+        variables["batch_stats"],
+        objectives.Batch(x, batch["labels"]),
+        objectives.Batch(xc, batch["cue_labels"]),
+        anchor["params"],
+        step_key,
+    )
     barrier = objectives.barrier_loss(model.apply)
     g1, aux1 = jax.grad(barrier, has_aux=True)(variables["params"], ctx)
     u1, opt = optim_tx.update(g1, state.opt_state, variables["params"])
@@ -73,10 +84,20 @@ def test_cbft_code_mode_iteration_equals_two_sequential_steps(setup):
 
     def main(params, stats):
         # One clean pass (logits and features), then one cued pass, like the paper's code.
-        (logits, z), upd = model.apply({"params": params, "batch_stats": stats}, x, train=True,
-                                       return_features=True, mutable=["batch_stats"])
-        (_, zc), upd = model.apply({"params": params, "batch_stats": upd["batch_stats"]}, xc,
-                                   train=True, return_features=True, mutable=["batch_stats"])
+        (logits, z), upd = model.apply(
+            {"params": params, "batch_stats": stats},
+            x,
+            train=True,
+            return_features=True,
+            mutable=["batch_stats"],
+        )
+        (_, zc), upd = model.apply(
+            {"params": params, "batch_stats": upd["batch_stats"]},
+            xc,
+            train=True,
+            return_features=True,
+            mutable=["batch_stats"],
+        )
         inv = 0.0
         for k in range(10):
             a, b = batch["labels"] == k, batch["cue_labels"] == k
@@ -107,18 +128,24 @@ def test_cbft_without_barrier_is_one_main_step(setup):
     the parameters move exactly as one cross-entropy step (λ = 0 in the warm-up epoch)."""
     model, variables, train = setup
     config = finetune.FinetuneConfig(barrier_weight=0.0)
-    state = training.TrainState.create(model.apply, variables, training.sgd(0.05, 0.9, 1e-4),
-                                       jax.random.PRNGKey(3))
-    batch = {"images": jnp.asarray(train.images[:32]), "labels": jnp.asarray(train.labels[:32]),
-             "cue_images": jnp.asarray(train.images[32:64]),
-             "cue_labels": jnp.asarray(train.labels[32:64])}
-    new, losses = finetune.cbft_step(state, batch, jnp.asarray(0), variables["params"],
-                                     train.cue, config, 10)
+    state = training.TrainState.create(
+        model.apply, variables, training.sgd(0.05, 0.9, 1e-4), jax.random.PRNGKey(3)
+    )
+    batch = {
+        "images": jnp.asarray(train.images[:32]),
+        "labels": jnp.asarray(train.labels[:32]),
+        "cue_images": jnp.asarray(train.images[32:64]),
+        "cue_labels": jnp.asarray(train.labels[32:64]),
+    }
+    new, losses = finetune.cbft_step(
+        state, batch, jnp.asarray(0), variables["params"], train.cue, config, 10
+    )
     assert "barrier" not in losses and int(new.step) == 1
     naive, _ = finetune.naive_step(state, batch, train.cue)
     chex.assert_trees_all_close(new.params, naive.params, atol=1e-6)
-    with_barrier, _ = finetune.cbft_step(state, batch, jnp.asarray(0), variables["params"],
-                                         train.cue, finetune.FinetuneConfig(), 10)
+    with_barrier, _ = finetune.cbft_step(
+        state, batch, jnp.asarray(0), variables["params"], train.cue, finetune.FinetuneConfig(), 10
+    )
     assert not np.allclose(with_barrier.params["conv0"]["kernel"], new.params["conv0"]["kernel"])
     with pytest.raises(InputError, match="barrier_weight must be >= 0"):
         finetune.FinetuneConfig(barrier_weight=-1.0)

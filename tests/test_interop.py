@@ -13,8 +13,9 @@ def _random_variables(architecture, seed=0):
     """Initial variables with non-trivial BatchNorm statistics."""
     variables = models.init(models.create(architecture, 10), jax.random.key(seed), (32, 32, 3))
     rng = np.random.default_rng(seed)
-    stats = jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32),
-                         variables["batch_stats"])
+    stats = jax.tree.map(
+        lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32), variables["batch_stats"]
+    )
     return {**variables, "batch_stats": stats}
 
 
@@ -29,13 +30,15 @@ def test_names_round_trip(architecture):
 
 def test_paper_code_names():
     assert interop.torch_name("vgg13", "params", ("conv3", "kernel")) == "layers.3.conv1.weight"
-    assert interop.torch_name("vgg13", "batch_stats", ("bn9", "var")) == \
-        "layers.9.bn1.running_var"
+    assert interop.torch_name("vgg13", "batch_stats", ("bn9", "var")) == "layers.9.bn1.running_var"
     assert interop.torch_name("resnet18", "params", ("stem_bn", "scale")) == "bn1.weight"
-    assert interop.torch_name("resnet18", "params", ("stage1_block0", "shortcut_conv",
-                                                      "kernel")) == "layer2.0.shortcut_conv.weight"
-    assert interop.torch_name("resnet18", "params", ("classifier", "dense", "bias")) == \
-        "linear.bias"
+    assert (
+        interop.torch_name("resnet18", "params", ("stage1_block0", "shortcut_conv", "kernel"))
+        == "layer2.0.shortcut_conv.weight"
+    )
+    assert (
+        interop.torch_name("resnet18", "params", ("classifier", "dense", "bias")) == "linear.bias"
+    )
 
 
 def test_mismatched_state_dicts_are_clear_errors():

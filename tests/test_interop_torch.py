@@ -7,15 +7,17 @@ import pytest
 
 from mmc_jax import interop, models
 
-torch = pytest.importorskip("torch", reason="PyTorch interop tests need torch "
-                                            "(pip install torch==2.13.0)")
+torch = pytest.importorskip(
+    "torch", reason="PyTorch interop tests need torch (pip install torch==2.13.0)"
+)
 from mmc_jax import torch_models  # noqa: E402  (needs torch)
 
 nn = torch.nn
 
 
-@pytest.mark.parametrize("architecture,module", [("vgg13", torch_models.VGG),
-                                                 ("resnet18", torch_models.ResNet18)])
+@pytest.mark.parametrize(
+    "architecture,module", [("vgg13", torch_models.VGG), ("resnet18", torch_models.ResNet18)]
+)
 def test_paper_checkpoints_give_the_same_logits(architecture, module, tmp_path):
     torch.manual_seed(0)
     net = module(num_classes=7)

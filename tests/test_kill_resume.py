@@ -16,25 +16,46 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-TRAIN = ["--config.model.width=0.25", "--config.data.num_train=384",
-         "--config.data.num_test=100", "--config.optim.batch_size=64", "--config.optim.epochs=3",
-         "--config.eval_batch_size=100", "--config.data.cue_proportion=0.8"]
-CBFT = ["--config.cue_model.model.width=0.25", "--config.cue_model.data.num_train=256",
-        "--config.cue_model.data.num_test=100", "--config.cue_model.optim.batch_size=64",
-        "--config.cue_model.optim.epochs=2", "--config.cue_model.eval_batch_size=100",
-        "--config.data.n_clean=128", "--config.data.n_cue=256", "--config.optim.batch_size=64",
-        "--config.optim.epochs=2", "--config.finetune.llrt_epochs=3",
-        "--config.path.num_points=3", "--config.path.bn_batches=2",
-        "--config.path.batch_size=100",
-        # θ_NC, the from-scratch model and an ablation resume too.
-        "--config.methods=('naive_ft_small', 'lpft', 'cbft_no_barrier', 'scratch')",
-        "--config.path.targets=('cue_model', 'nocue_model')",
-        "--config.finetune.scratch_epochs=2"]
+TRAIN = [
+    "--config.model.width=0.25",
+    "--config.data.num_train=384",
+    "--config.data.num_test=100",
+    "--config.optim.batch_size=64",
+    "--config.optim.epochs=3",
+    "--config.eval_batch_size=100",
+    "--config.data.cue_proportion=0.8",
+]
+CBFT = [
+    "--config.cue_model.model.width=0.25",
+    "--config.cue_model.data.num_train=256",
+    "--config.cue_model.data.num_test=100",
+    "--config.cue_model.optim.batch_size=64",
+    "--config.cue_model.optim.epochs=2",
+    "--config.cue_model.eval_batch_size=100",
+    "--config.data.n_clean=128",
+    "--config.data.n_cue=256",
+    "--config.optim.batch_size=64",
+    "--config.optim.epochs=2",
+    "--config.finetune.llrt_epochs=3",
+    "--config.path.num_points=3",
+    "--config.path.bn_batches=2",
+    "--config.path.batch_size=100",
+    # θ_NC, the from-scratch model and an ablation resume too.
+    "--config.methods=('naive_ft_small', 'lpft', 'cbft_no_barrier', 'scratch')",
+    "--config.path.targets=('cue_model', 'nocue_model')",
+    "--config.finetune.scratch_epochs=2",
+]
 
 
-CONNECTIVITY = ["--path=quadratic", "--config.path.num_points=3", "--config.path.num_eval=60",
-                "--config.path.bn_batches=2", "--config.path.batch_size=60",
-                "--config.curve.epochs=3", "--config.curve.batch_size=64"]
+CONNECTIVITY = [
+    "--path=quadratic",
+    "--config.path.num_points=3",
+    "--config.path.num_eval=60",
+    "--config.path.bn_batches=2",
+    "--config.path.batch_size=60",
+    "--config.curve.epochs=3",
+    "--config.curve.batch_size=64",
+]
 
 
 def _command(entry, args, workdir):
@@ -43,8 +64,9 @@ def _command(entry, args, workdir):
 
 def _run(entry, args, workdir) -> None:
     """Runs to completion."""
-    result = subprocess.run(_command(entry, args, workdir), cwd=ROOT, capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        _command(entry, args, workdir), cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -58,11 +80,18 @@ def _interrupt(entry, args, workdir, sig: int, new_checkpoints: int, delay: floa
     (0: not at all), then ``delay`` seconds more, and sends ``sig``; returns whether the job
     was still running then."""
     before = _checkpoints(workdir) if workdir.exists() else 0
-    process = subprocess.Popen(_command(entry, args, workdir), cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True)
-    while process.poll() is None and new_checkpoints and (
-            not workdir.exists() or _checkpoints(workdir) < before + new_checkpoints):
+    process = subprocess.Popen(
+        _command(entry, args, workdir),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    while (
+        process.poll() is None
+        and new_checkpoints
+        and (not workdir.exists() or _checkpoints(workdir) < before + new_checkpoints)
+    ):
         time.sleep(0.1)
     try:
         process.wait(timeout=delay)
@@ -105,8 +134,9 @@ def _numbers(results: dict) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("entry,args,kills", [("train", TRAIN, 3), ("cbft", CBFT, 3),
-                                              ("connectivity", CONNECTIVITY, 2)])
+@pytest.mark.parametrize(
+    "entry,args,kills", [("train", TRAIN, 3), ("cbft", CBFT, 3), ("connectivity", CONNECTIVITY, 2)]
+)
 def test_killed_and_rerun_equals_uninterrupted(request, tmp_path, entry, args, kills):
     if entry == "connectivity":  # midpoint training of the quadratic path
         trained = request.getfixturevalue("trained")
@@ -135,26 +165,37 @@ def test_killed_and_rerun_equals_uninterrupted(request, tmp_path, entry, args, k
 def test_killed_plane_resumes_from_its_saved_parts(trained, third_trained, tmp_path):
     """The plane's grid in saved parts: killed after its first part, the rerun says it
     resumes and ends with the uninterrupted run's results."""
-    args = [f"--models=NC={trained / 'nc'},C={trained / 'c'},half={third_trained}",
-            "--config.path.num_points=4", "--config.path.num_eval=60",
-            "--config.path.bn_batches=1", "--config.path.batch_size=60",
-            "--config.path.conditions=nocue", "--config.path.part_size=2"]
+    args = [
+        f"--models=NC={trained / 'nc'},C={trained / 'c'},half={third_trained}",
+        "--config.path.num_points=4",
+        "--config.path.num_eval=60",
+        "--config.path.bn_batches=1",
+        "--config.path.batch_size=60",
+        "--config.path.conditions=nocue",
+        "--config.path.part_size=2",
+    ]
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     _run("plane", args, reference)
-    process = subprocess.Popen(_command("plane", args, resumed), cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        _command("plane", args, resumed),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     while process.poll() is None and not list((resumed / "parts").glob("part_*.npz")):
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=120)
     assert not (resumed / "results.json").exists()
     saved = len(list((resumed / "parts").glob("part_*.npz")))
-    assert 1 <= saved < 10                      # 16 + 3 points in parts of two
-    rerun = subprocess.run(_command("plane", args, resumed), cwd=ROOT, capture_output=True,
-                           text=True, timeout=900)
+    assert 1 <= saved < 10  # 16 + 3 points in parts of two
+    rerun = subprocess.run(
+        _command("plane", args, resumed), cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"resuming: {saved} part(s)" in rerun.stderr
     assert json.loads((resumed / "results.json").read_text()) == json.loads(
-        (reference / "results.json").read_text())
+        (reference / "results.json").read_text()
+    )
     assert not (resumed / "parts").exists()

@@ -33,16 +33,18 @@ def test_each_group_equals_the_line_to_a_with_that_group_from_b(setup, bn):
     ts = paths.grid(3)
     groups = ["conv1", "bn2", "classifier"]
     kw = {**KW, "bn": bn}
-    result = layerwise.layerwise_barriers(model.apply, a, b, test, groups=groups, ts=ts,
-                                          bn_set=train, **kw)
+    result = layerwise.layerwise_barriers(
+        model.apply, a, b, test, groups=groups, ts=ts, bn_set=train, **kw
+    )
     assert result.groups == groups
     for g, group in enumerate(groups):
-        single = path_eval.evaluate_path(model.apply,
-                                         paths.linear(a, _with_group(a, b, group)), ts, test,
-                                         bn_set=train, **kw)
+        single = path_eval.evaluate_path(
+            model.apply, paths.linear(a, _with_group(a, b, group)), ts, test, bn_set=train, **kw
+        )
         for c in KW["conditions"]:
-            np.testing.assert_allclose(result.curves[c]["loss"][g], single.metrics[c]["loss"],
-                                       atol=1e-4)
+            np.testing.assert_allclose(
+                result.curves[c]["loss"][g], single.metrics[c]["loss"], atol=1e-4
+            )
             assert result.loss[c][g] == pytest.approx(single.barriers(c)["loss"], abs=1e-4)
             assert result.acc[c][g] == pytest.approx(single.barriers(c)["acc"], abs=1e-6)
 
@@ -50,17 +52,23 @@ def test_each_group_equals_the_line_to_a_with_that_group_from_b(setup, bn):
 def test_a_layer_equal_in_both_models_has_no_barrier(setup):
     model, a, b, train, test = setup
     b_same_conv0 = _with_group(b, a, "conv0")  # b, but conv0 equal to a's
-    result = layerwise.layerwise_barriers(model.apply, a, b_same_conv0, test, ts=paths.grid(3),
-                                          bn_set=train, **KW)
+    result = layerwise.layerwise_barriers(
+        model.apply, a, b_same_conv0, test, ts=paths.grid(3), bn_set=train, **KW
+    )
     assert result.groups == layerwise.layer_names(a)
     g = result.groups.index("conv0")
     for c in KW["conditions"]:
-        np.testing.assert_allclose(result.curves[c]["loss"][g],
-                                   result.curves[c]["loss"][g][0], atol=1e-5)
+        np.testing.assert_allclose(
+            result.curves[c]["loss"][g], result.curves[c]["loss"][g][0], atol=1e-5
+        )
         assert result.loss[c][g] == pytest.approx(0.0, abs=1e-5)
         assert result.acc[c][g] == pytest.approx(0.0, abs=1e-6)
-    assert set(result.to_json()["conditions"]["cue"]) == {"loss_barrier", "acc_barrier",
-                                                          "loss", "acc"}
+    assert set(result.to_json()["conditions"]["cue"]) == {
+        "loss_barrier",
+        "acc_barrier",
+        "loss",
+        "acc",
+    }
 
 
 def test_bad_groups_and_models(setup):

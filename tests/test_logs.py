@@ -9,23 +9,34 @@ from mmc_jax import logs, plots
 
 
 def test_scalars_trees_curves_and_figures_read_back(tmp_path):
-    summary = {"ts": [0.0, 0.5, 1.0],
-               "conditions": {"cue": {"loss": [0.1, 0.9, 0.2], "acc": [1.0, 0.5, 0.9],
-                                      "barrier": {"loss": 0.75, "acc": 0.45}}}}
+    summary = {
+        "ts": [0.0, 0.5, 1.0],
+        "conditions": {
+            "cue": {
+                "loss": [0.1, 0.9, 0.2],
+                "acc": [1.0, 0.5, 0.9],
+                "barrier": {"loss": 0.75, "acc": 0.45},
+            }
+        },
+    }
     with logs.open_log(tmp_path) as log:
         log.scalars(3, {"a": 1.5, "b": np.float32(2.0), "skip": "text", "flag": True})
         log.tree(0, {"test": {"cue": {"acc": 0.25}}})
         logs.path_curves(log, "linear", summary)
-        logs.save_figure(log, tmp_path / "curves.png",
-                         plots.path_curves({**summary, "path": "linear"}, "a path"))
+        logs.save_figure(
+            log, tmp_path / "curves.png", plots.path_curves({**summary, "path": "linear"}, "a path")
+        )
     with logs.open_log(tmp_path) as log:  # a second writer in the same second: its own file
         log.scalars(4, {"a": 2.5})
     got = events.scalars(tmp_path / logs.FOLDER)
     assert got["a"] == [(3, 1.5), (4, 2.5)] and got["b"] == [(3, 2.0)]
     assert "skip" not in got and "flag" not in got
     assert got["test/cue/acc"] == [(0, 0.25)]
-    assert got["path/linear/cue/loss"] == [(0, pytest.approx(0.1)), (50, pytest.approx(0.9)),
-                                          (100, pytest.approx(0.2))]
+    assert got["path/linear/cue/loss"] == [
+        (0, pytest.approx(0.1)),
+        (50, pytest.approx(0.9)),
+        (100, pytest.approx(0.2)),
+    ]
     assert got["barrier/linear/cue/acc"] == [(0, pytest.approx(0.45))]
     assert events.image_tags(tmp_path / logs.FOLDER) == ["curves"]
     assert (tmp_path / "curves.png").stat().st_size > 1000
@@ -47,6 +58,7 @@ def test_training_logs_every_epoch_and_every_few_steps(tmp_path, monkeypatch):
     got = events.scalars(tmp_path / logs.FOLDER)
     assert [s for s, _ in got["epoch/train_loss"]] == [4, 8]
     assert [v for _, v in got["epoch/train_loss"]] == pytest.approx(
-        [r["train_loss"] for r in out["history"]], rel=1e-6)
+        [r["train_loss"] for r in out["history"]], rel=1e-6
+    )
     assert [s for s, _ in got["epoch/test_nocue_acc"]] == [4, 8]
     assert [s for s, _ in got["step/loss"]] == [3, 6]

@@ -14,8 +14,9 @@ from mmc_jax.models import layers
 
 def _param_count(name):
     model = models.create(name, 10)
-    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
-                            jnp.zeros((1, 32, 32, 3)))
+    shapes = jax.eval_shape(
+        functools.partial(model.init, train=False), jax.random.key(0), jnp.zeros((1, 32, 32, 3))
+    )
     return sum(np.prod(x.shape) for x in jax.tree.leaves(shapes["params"]))
 
 
@@ -48,8 +49,13 @@ def test_output_and_feature_shapes(name, hw):
 def test_cpu_convs_equal_xla_conv_and_its_gradients(impl, kernel, strides):
     x = jax.random.normal(jax.random.key(0), (3, 10, 8, 5))
     k = jax.random.normal(jax.random.key(1), (kernel, kernel, 5, 6))
-    expected = jax.lax.conv_general_dilated(x, k, (strides, strides), [(kernel // 2,) * 2] * 2,
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    expected = jax.lax.conv_general_dilated(
+        x,
+        k,
+        (strides, strides),
+        [(kernel // 2,) * 2] * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     got = impl(x, k, strides, kernel // 2)
     chex.assert_trees_all_close(got, expected, atol=1e-4, rtol=1e-4)
 
@@ -58,9 +64,18 @@ def test_cpu_convs_equal_xla_conv_and_its_gradients(impl, kernel, strides):
 
     chex.assert_trees_all_close(
         grads(lambda x, k: impl(x, k, strides, kernel // 2)),
-        grads(lambda x, k: jax.lax.conv_general_dilated(
-            x, k, (strides, strides), [(kernel // 2,) * 2] * 2,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))), atol=1e-3, rtol=1e-4)
+        grads(
+            lambda x, k: jax.lax.conv_general_dilated(
+                x,
+                k,
+                (strides, strides),
+                [(kernel // 2,) * 2] * 2,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+        ),
+        atol=1e-3,
+        rtol=1e-4,
+    )
 
 
 def test_auto_conv_is_im2col_for_outputs_of_16_pixels_or_fewer_on_cpu():
@@ -85,13 +100,15 @@ def test_conv_implementations_share_parameters_and_outputs(name):
     x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
     for impl in ("im2col", "hybrid", "auto"):
         b = models.create(name, 10, conv_impl=impl)
-        chex.assert_trees_all_equal_shapes(variables,
-                                           models.init(b, jax.random.key(0), (32, 32, 3)))
+        chex.assert_trees_all_equal_shapes(
+            variables, models.init(b, jax.random.key(0), (32, 32, 3))
+        )
         chex.assert_trees_all_close(a.apply(variables, x), b.apply(variables, x), atol=1e-4)
 
 
 def test_max_pool_2x2_matches_flax():
     import flax.linen as nn
+
     x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
     chex.assert_trees_all_equal(layers.max_pool_2x2(x), nn.max_pool(x, (2, 2), (2, 2)))
 
@@ -113,12 +130,15 @@ def test_pytorch_style_initialisation_bounds():
     assert float(jnp.abs(kernel).max()) <= bound and float(jnp.abs(kernel).max()) > 0.9 * bound
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"name": "vgg19"}, "unknown model 'vgg19'"),
-    ({"name": "cnn4", "dtype": "float16"}, "unknown dtype 'float16'"),
-    ({"name": "cnn4", "width": -1.0}, "width must be positive"),
-    ({"name": "cnn4", "conv_impl": "fft"}, "unknown conv_impl 'fft'"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"name": "vgg19"}, "unknown model 'vgg19'"),
+        ({"name": "cnn4", "dtype": "float16"}, "unknown dtype 'float16'"),
+        ({"name": "cnn4", "width": -1.0}, "width must be positive"),
+        ({"name": "cnn4", "conv_impl": "fft"}, "unknown conv_impl 'fft'"),
+    ],
+)
 def test_create_rejects_bad_input(kwargs, message):
     with pytest.raises(InputError, match=message):
         models.create(num_classes=10, **kwargs)

@@ -23,11 +23,14 @@ def test_notebook_runs_the_tiny_demo(tmp_path):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
     parameters.source += f'\nSCALE = "tiny"\nWORKDIR = "{tmp_path / "work"}"\n'
-    nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    nbclient.NotebookClient(
+        notebook,
+        timeout=900,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+    ).execute()
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
-    text = "".join(o.get("text", "") + o.get("data", {}).get("text/markdown", "")
-                   for o in outputs)
+    text = "".join(o.get("text", "") + o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "backend: cpu" in text
     assert "| CBFT |" in text and "| naive FT |" in text and "loss barrier to θ_C" in text
     assert "skipped: set RUN_CIFAR10" in text

@@ -42,11 +42,20 @@ np.savez(out + "/leaves.npz", **leaves)
 
 
 def _run(devices: int, out: pathlib.Path) -> dict:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-           "JAX_PLATFORMS": "cpu"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": "cpu",
+    }
     out.mkdir()
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(devices), str(out)], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(devices), str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return dict(np.load(out / "leaves.npz"))
 

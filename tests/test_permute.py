@@ -24,16 +24,18 @@ def _setup(name):
     the same for either conv implementation.
     """
     model = models.create(name, 5, conv_impl="xla")
-    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
-                            jnp.zeros((1, *IMAGE_SHAPE)))
+    shapes = jax.eval_shape(
+        functools.partial(model.init, train=False), jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE))
+    )
     rng = np.random.default_rng(0)
 
     def draw(path, shape):
         if path[-1].key == "var":
             return rng.uniform(0.5, 2.0, shape.shape).astype(np.float32)
         scale = 1 / np.sqrt(np.prod(shape.shape[:-1])) if path[-1].key == "kernel" else 0.1
-        return (scale * rng.standard_normal(shape.shape) + (path[-1].key == "scale")
-                ).astype(np.float32)
+        return (scale * rng.standard_normal(shape.shape) + (path[-1].key == "scale")).astype(
+            np.float32
+        )
 
     variables = jax.tree_util.tree_map_with_path(draw, shapes)
     return model, variables, permute.spec_for(model, variables)
@@ -56,8 +58,9 @@ def _calibrated(name):
     _, variables, _ = _setup(name)
     _, state = _forward(name, True)(variables, _images(11, n=8))
     # Running statistics after one step are 0.9 * old + 0.1 * batch (momentum 0.9).
-    stats = jax.tree.map(lambda new, old: (new - 0.9 * old) / 0.1, state["batch_stats"],
-                         variables["batch_stats"])
+    stats = jax.tree.map(
+        lambda new, old: (new - 0.9 * old) / 0.1, state["batch_stats"], variables["batch_stats"]
+    )
     return {**variables, "batch_stats": stats}
 
 
@@ -76,15 +79,15 @@ def test_apply_preserves_function_in_eval_and_train_mode(name):
     perm = _random_perm(spec, 3)
     permuted = permute.apply(spec, perm, variables)
     x = _images(4, n=8)
-    chex.assert_trees_all_close(_forward(name, False)(permuted, x),
-                                _forward(name, False)(variables, x), atol=1e-4)
+    chex.assert_trees_all_close(
+        _forward(name, False)(permuted, x), _forward(name, False)(variables, x), atol=1e-4
+    )
     logits, state = _forward(name, True)(variables, x)
     permuted_logits, permuted_state = _forward(name, True)(permuted, x)
     chex.assert_trees_all_close(permuted_logits, logits, atol=1e-4)
     # The updated running statistics are the permuted updated statistics.
     expected = permute.apply(spec, perm, {**variables, **state})
-    chex.assert_trees_all_close(permuted_state["batch_stats"], expected["batch_stats"],
-                                atol=1e-5)
+    chex.assert_trees_all_close(permuted_state["batch_stats"], expected["batch_stats"], atol=1e-5)
 
 
 def test_vgg_spec_layout():
@@ -99,13 +102,22 @@ def test_vgg_spec_layout():
 def test_resnet_spec_shares_stream_permutations():
     _, _, spec = _setup("resnet18_small")
     assert sorted(spec.sizes) == sorted(
-        [f"P_stage{s}" for s in range(4)] + [f"P_stage{s}_block{b}" for s in range(4)
-                                            for b in range(2)])
+        [f"P_stage{s}" for s in range(4)]
+        + [f"P_stage{s}_block{b}" for s in range(4) for b in range(2)]
+    )
     assert spec.axes_to_perm["params/stem_conv/kernel"][3] == "P_stage0"
     assert spec.axes_to_perm["params/stage0_block1/conv2/kernel"] == (
-        None, None, "P_stage0_block1", "P_stage0")
+        None,
+        None,
+        "P_stage0_block1",
+        "P_stage0",
+    )
     assert spec.axes_to_perm["params/stage1_block0/shortcut_conv/kernel"] == (
-        None, None, "P_stage0", "P_stage1")
+        None,
+        None,
+        "P_stage0",
+        "P_stage1",
+    )
     assert spec.axes_to_perm["batch_stats/stage1_block1/bn2/mean"] == ("P_stage1",)
     assert spec.axes_to_perm["params/stage1_block1/conv1/kernel"][2] == "P_stage1"
     assert spec.axes_to_perm["params/classifier/dense/kernel"] == ("P_stage3", None)
@@ -119,13 +131,16 @@ def test_spec_for_rejects_unsupported_models():
 
 def _replace_entry(spec, path, new_axes):
     """``spec`` with leaf ``path``'s axes given by ``new_axes`` in both views."""
-    perm_to_axes = {name: tuple(e for e in entries if e[0] != path)
-                    for name, entries in spec.perm_to_axes.items()}
+    perm_to_axes = {
+        name: tuple(e for e in entries if e[0] != path)
+        for name, entries in spec.perm_to_axes.items()
+    }
     for axis, name in enumerate(new_axes):
         if name is not None:
             perm_to_axes[name] += ((path, axis),)
-    return dataclasses.replace(spec, perm_to_axes=perm_to_axes,
-                               axes_to_perm={**spec.axes_to_perm, path: tuple(new_axes)})
+    return dataclasses.replace(
+        spec, perm_to_axes=perm_to_axes, axes_to_perm={**spec.axes_to_perm, path: tuple(new_axes)}
+    )
 
 
 def test_validate_names_the_bad_leaf():
@@ -137,8 +152,9 @@ def test_validate_names_the_bad_leaf():
         permute.validate(_replace_entry(spec, leaf, ("P_3", None, "P_2", None)), variables)
     # Wrong size: P_2 (16 channels) on the output axis of conv4 (32 channels).
     with pytest.raises(InputError, match="params/conv4/kernel"):
-        permute.validate(_replace_entry(spec, "params/conv4/kernel",
-                                        (None, None, "P_3", "P_2")), variables)
+        permute.validate(
+            _replace_entry(spec, "params/conv4/kernel", (None, None, "P_3", "P_2")), variables
+        )
     # An entry whose length is not the leaf's ndim.
     with pytest.raises(InputError, match="batch_stats/bn0/mean"):
         permute.validate(_replace_entry(spec, "batch_stats/bn0/mean", (None, "P_0")), variables)
@@ -175,8 +191,9 @@ def test_weight_matching_recovers_a_permutation(name):
     chex.assert_trees_all_equal(permute.apply(spec, perm, b), a)
 
 
-@pytest.mark.parametrize("method", [permute.activation_matching,
-                                    permute.greedy_activation_matching])
+@pytest.mark.parametrize(
+    "method", [permute.activation_matching, permute.greedy_activation_matching]
+)
 @pytest.mark.parametrize("name", ["cnn4", "resnet18_small"])
 def test_activation_matching_recovers_a_permutation(name, method):
     model, _, spec = _setup(name)

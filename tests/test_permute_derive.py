@@ -34,7 +34,8 @@ class TinyViT(nn.Module):
         x = nn.Conv(16, (4, 4), strides=(4, 4), name="patchify")(x)
         x = x.reshape(x.shape[0], -1, x.shape[-1])
         x = x + nn.MultiHeadDotProductAttention(num_heads=2, name="mhsa")(
-            nn.LayerNorm(name="ln_a")(x))
+            nn.LayerNorm(name="ln_a")(x)
+        )
         h = nn.relu(nn.Dense(32, name="up")(nn.LayerNorm(name="ln_b")(x)))
         x = x + nn.Dense(16, name="down")(h)
         return nn.Dense(10, name="cls")(nn.LayerNorm(name="ln_f")(x).mean(1))
@@ -71,8 +72,7 @@ class ConcatFlatten(nn.Module):
     def __call__(self, x, train=False):
         left = nn.relu(nn.Conv(6, (3, 3), name="left")(x))
         right = nn.relu(nn.Conv(5, (3, 3), name="right")(x))
-        h = nn.relu(nn.Conv(7, (3, 3), strides=2, name="mix")(jnp.concatenate([left, right],
-                                                                              -1)))
+        h = nn.relu(nn.Conv(7, (3, 3), strides=2, name="mix")(jnp.concatenate([left, right], -1)))
         h = nn.relu(nn.Dense(9, name="fc")(h.reshape(h.shape[0], -1)))
         return nn.Dense(10, name="out")(h)
 
@@ -91,8 +91,13 @@ def _setup(module, shape=(4, 16, 16, 3)):
     x = jax.random.normal(jax.random.key(1), shape)
     variables = module.init(jax.random.key(0), x)
     if "batch_stats" in variables:  # non-trivial statistics, so they must be permuted too
-        variables = {**variables, "batch_stats": jax.tree.map(
-            lambda s: s + jax.random.uniform(jax.random.key(2), s.shape), variables["batch_stats"])}
+        variables = {
+            **variables,
+            "batch_stats": jax.tree.map(
+                lambda s: s + jax.random.uniform(jax.random.key(2), s.shape),
+                variables["batch_stats"],
+            ),
+        }
     return x, variables
 
 
@@ -106,47 +111,57 @@ def _hand_written_groups(model, variables):
     from mmc_jax.permute import layouts
 
     leaves = [path for path, _ in jax.tree_util.tree_flatten_with_path(variables)[0]]
-    paths = {"/".join(k.key for k in path): np.ndim(x) for path, x in zip(
-        leaves, jax.tree_util.tree_leaves(variables))}
+    paths = {
+        "/".join(k.key for k in path): np.ndim(x)
+        for path, x in zip(leaves, jax.tree_util.tree_leaves(variables))
+    }
     groups = set()
     for group in layouts._groups(model, variables):
-        axes = {(p, n - 1) for p, n in paths.items() for module in group.producers
-                if p.split("/", 1)[1].startswith(module + "/")}
-        axes |= {(f"params/{module}/kernel", paths[f"params/{module}/kernel"] - 2)
-                 for module in group.consumers}
+        axes = {
+            (p, n - 1)
+            for p, n in paths.items()
+            for module in group.producers
+            if p.split("/", 1)[1].startswith(module + "/")
+        }
+        axes |= {
+            (f"params/{module}/kernel", paths[f"params/{module}/kernel"] - 2)
+            for module in group.consumers
+        }
         groups.add(frozenset(axes))
     return groups
 
 
-@pytest.mark.parametrize("name,width", [("cnn4", 0.25), ("vgg13_small", None),
-                                        ("resnet18_small", None)])
+@pytest.mark.parametrize(
+    "name,width", [("cnn4", 0.25), ("vgg13_small", None), ("resnet18_small", None)]
+)
 def test_library_models_derive_their_hand_written_spec(name, width):
     model = models.create(name, 10, width=width, conv_impl="xla")
     variables = models.init(model, jax.random.key(0), (32, 32, 3))
     spec = permute.derive_spec(model.apply, variables, jnp.zeros((2, 32, 32, 3)), train=False)
     assert _groups(spec) == _hand_written_groups(model, variables)
     assert spec.unsupported == ()
-    named = permute.spec_for(model, variables)   # the same spec under the layout's names
+    named = permute.spec_for(model, variables)  # the same spec under the layout's names
     assert _groups(named) == _groups(spec) and {"P_0", "P_stage0"} & set(named.sizes)
 
 
-@pytest.mark.parametrize("module,expected", [
-    (MLP(), [32, 24]),
-    (TinyViT(), [16, 32, 2, 8, 8]),      # stream, MLP, heads, q/k and v/out head dims
-    (PreActBlocks(), [8, 12, 12]),       # stream, each block's inner channels
-    (GroupNormNet(), [2, 4, 8]),         # c0: groups × channels within a group; c1
-    (ConcatFlatten(), [6, 5, 7, 9]),     # each branch, mix (inside the flattening), fc
-])
-def test_derived_permutations_are_symmetries_and_weight_matching_recovers_them(module,
-                                                                              expected):
+@pytest.mark.parametrize(
+    "module,expected",
+    [
+        (MLP(), [32, 24]),
+        (TinyViT(), [16, 32, 2, 8, 8]),  # stream, MLP, heads, q/k and v/out head dims
+        (PreActBlocks(), [8, 12, 12]),  # stream, each block's inner channels
+        (GroupNormNet(), [2, 4, 8]),  # c0: groups × channels within a group; c1
+        (ConcatFlatten(), [6, 5, 7, 9]),  # each branch, mix (inside the flattening), fc
+    ],
+)
+def test_derived_permutations_are_symmetries_and_weight_matching_recovers_them(module, expected):
     x, variables = _setup(module)
     spec = permute.derive_spec(module.apply, variables, x)
     assert sorted(spec.sizes.values()) == sorted(expected) and spec.unsupported == ()
     rng = np.random.default_rng(0)
     perm = {name: jnp.asarray(rng.permutation(n)) for name, n in spec.sizes.items()}
     permuted = permute.apply(spec, perm, variables)
-    chex.assert_trees_all_close(module.apply(permuted, x), module.apply(variables, x),
-                                atol=1e-5)
+    chex.assert_trees_all_close(module.apply(permuted, x), module.apply(variables, x), atol=1e-5)
     found = permute.weight_matching(spec, variables, permuted, jax.random.key(3))
     chex.assert_trees_all_close(permute.apply(spec, found, permuted), variables, atol=1e-6)
 
@@ -161,14 +176,21 @@ def test_split_axes_get_blocks_of_permutations():
     x, variables = _setup(ConcatFlatten())
     spec = permute.derive_spec(ConcatFlatten().apply, variables, x)
     assert spec.axes_to_perm["params/mix/kernel"][2:] == (
-        permute.Blocks("segments", (6, 5), ("P_left", "P_right")), "P_mix")
+        permute.Blocks("segments", (6, 5), ("P_left", "P_right")),
+        "P_mix",
+    )
     # fc reads height × width × channels: only the channels (mix's units) are permuted.
     assert spec.axes_to_perm["params/fc/kernel"] == (
-        permute.Blocks("factors", (8, 8, 7), (None, None, "P_mix")), "P_fc")
+        permute.Blocks("factors", (8, 8, 7), (None, None, "P_mix")),
+        "P_fc",
+    )
 
 
-@pytest.mark.parametrize("module,stream", [(TinyViT(), "P_patchify"), (PreActBlocks(), "P_stem")],
-                         ids=["TinyViT", "PreActBlocks"])
+@pytest.mark.parametrize(
+    "module,stream",
+    [(TinyViT(), "P_patchify"), (PreActBlocks(), "P_stem")],
+    ids=["TinyViT", "PreActBlocks"],
+)
 def test_residual_streams_can_stay_unpermuted(module, stream):
     x, variables = _setup(module)
     full = permute.derive_spec(module.apply, variables, x)
@@ -176,15 +198,18 @@ def test_residual_streams_can_stay_unpermuted(module, stream):
     assert stream in full.sizes and set(spec.sizes) == set(full.sizes) - {stream}
     rng = np.random.default_rng(2)
     perm = {name: jnp.asarray(rng.permutation(n)) for name, n in spec.sizes.items()}
-    chex.assert_trees_all_close(module.apply(permute.apply(spec, perm, variables), x),
-                                module.apply(variables, x), atol=1e-5)
+    chex.assert_trees_all_close(
+        module.apply(permute.apply(spec, perm, variables), x), module.apply(variables, x), atol=1e-5
+    )
 
 
 def test_blocks_are_validated():
     x, variables = _setup(GroupNormNet())
     spec = permute.derive_spec(GroupNormNet().apply, variables, x)
-    bad = {**spec.axes_to_perm,
-           "params/gn/scale": (permute.Blocks("factors", (2, 3), ("P_c0.0", "P_c0.1")),)}
+    bad = {
+        **spec.axes_to_perm,
+        "params/gn/scale": (permute.Blocks("factors", (2, 3), ("P_c0.0", "P_c0.1")),),
+    }
     with pytest.raises(InputError, match=r"params/gn/scale has size 8, its factors \(2, 3\)"):
         permute.validate(dataclasses.replace(spec, axes_to_perm=bad), variables)
 
@@ -194,16 +219,21 @@ def test_unsupported_ops_are_reported_or_raise_when_strict():
     x, variables = _setup(module)
     spec = permute.derive_spec(module.apply, variables, x)
     assert list(spec.sizes.values()) == [8] and "params/c1/kernel" in dict(
-        spec.perm_to_axes["P_c1"])                     # c1 only; c0 feeds the cumsum
+        spec.perm_to_axes["P_c1"]
+    )  # c1 only; c0 feeds the cumsum
     assert spec.unsupported == ("cumsum((4, 16, 16, 8))",)
     with pytest.raises(InputError, match=r"unsupported op cumsum.* touches .*params/c0/"):
         permute.derive_spec(module.apply, variables, x, strict=True)
 
 
-@pytest.mark.parametrize("method", [permute.activation_matching,
-                                    permute.greedy_activation_matching])
-@pytest.mark.parametrize("module", [MLP(), PreActBlocks(), GroupNormNet(), ConcatFlatten(),
-                                    TinyViT()], ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize(
+    "method", [permute.activation_matching, permute.greedy_activation_matching]
+)
+@pytest.mark.parametrize(
+    "module",
+    [MLP(), PreActBlocks(), GroupNormNet(), ConcatFlatten(), TinyViT()],
+    ids=lambda m: type(m).__name__,
+)
 def test_activation_matching_finds_its_sites_in_the_trace(module, method):
     x, variables = _setup(module)
     spec = permute.derive_spec(module.apply, variables, x)
@@ -241,8 +271,9 @@ def test_presets_beyond_the_paper_have_exact_derived_symmetries(name):
     rng = np.random.default_rng(1)
     perm = {p: jnp.asarray(rng.permutation(n)) for p, n in spec.sizes.items()}
     permuted = permute.apply(spec, perm, variables)
-    chex.assert_trees_all_close(model.apply(permuted, x, train=False),
-                                model.apply(variables, x, train=False), atol=1e-5)
+    chex.assert_trees_all_close(
+        model.apply(permuted, x, train=False), model.apply(variables, x, train=False), atol=1e-5
+    )
     found = permute.weight_matching(spec, variables, permuted, jax.random.key(3))
     chex.assert_trees_all_close(permute.apply(spec, found, permuted), variables, atol=1e-6)
 
@@ -262,8 +293,15 @@ def test_models_without_batchnorm_train_save_and_load(tmp_path):
     from configs import train_config
     from mmc_jax import training
 
-    config = train_config(model="mlp", width=0.25, num_train=128, num_test=40, batch_size=64,
-                          epochs=1, eval_batch_size=40)
+    config = train_config(
+        model="mlp",
+        width=0.25,
+        num_train=128,
+        num_test=40,
+        batch_size=64,
+        epochs=1,
+        eval_batch_size=40,
+    )
     state = training.train_and_evaluate(config, str(tmp_path / "run"), progress=False)["state"]
     assert state.batch_stats == {}
     training.save_model(tmp_path / "export", config, state.variables, 10, (32, 32, 3))

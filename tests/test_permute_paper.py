@@ -21,8 +21,11 @@ def _model(name):
     """The preset with XLA convolutions (short compilation), and its jitted forward pass in
     train mode (returning the new statistics) and eval mode."""
     model = models.create(name, 5, width=0.25 if name == "cnn4" else None, conv_impl="xla")
-    return (model, jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"])),
-            jax.jit(functools.partial(model.apply, train=False)))
+    return (
+        model,
+        jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"])),
+        jax.jit(functools.partial(model.apply, train=False)),
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -32,8 +35,9 @@ def _variables(name, seed):
     net has: with arbitrary statistics some ReLUs are dead in eval mode, and dead channels
     cannot be told apart by their activations."""
     model, train_forward, _ = _model(name)
-    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
-                            jnp.zeros((1, *IMAGE_SHAPE)))
+    shapes = jax.eval_shape(
+        functools.partial(model.init, train=False), jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE))
+    )
     rng = np.random.default_rng(seed)
 
     def draw(path, shape):
@@ -44,8 +48,9 @@ def _variables(name, seed):
     variables = jax.tree_util.tree_map_with_path(draw, shapes)
     _, state = train_forward(variables, _images(100 + seed, n=32))
     # Running statistics after one step are 0.9 * old + 0.1 * batch (momentum 0.9).
-    stats = jax.tree.map(lambda new, old: (new - 0.9 * old) / 0.1, state["batch_stats"],
-                         variables["batch_stats"])
+    stats = jax.tree.map(
+        lambda new, old: (new - 0.9 * old) / 0.1, state["batch_stats"], variables["batch_stats"]
+    )
     return {**variables, "batch_stats": stats}
 
 
@@ -90,11 +95,11 @@ def test_the_last_batch_decides_between_unrelated_models(name):
     # Composition: solving batch 2 on b aligned by batch 1, then applying that, is one apply.
     aligned_1 = permute.apply(spec, first, b)
     second = permute.paper_activation_matching(spec, model, a, aligned_1, [x2])
-    chex.assert_trees_all_equal(permute.apply(spec, both, b),
-                                permute.apply(spec, second, aligned_1))
+    chex.assert_trees_all_equal(
+        permute.apply(spec, both, b), permute.apply(spec, second, aligned_1)
+    )
     x = _images(7)
-    chex.assert_trees_all_close(forward(permute.apply(spec, both, b), x), forward(b, x),
-                                atol=1e-5)
+    chex.assert_trees_all_close(forward(permute.apply(spec, both, b), x), forward(b, x), atol=1e-5)
 
 
 def test_resnet_stream_is_matched_where_it_starts():
@@ -105,8 +110,9 @@ def test_resnet_stream_is_matched_where_it_starts():
     assert sites["P_stage2"] == [(("stage2_block0", "shortcut_bn"), True)]
     assert sites["P_stage1_block1"] == [(("stage1_block1", "bn1"), True)]
     chain, variables = _model("cnn4")[0], _variables("cnn4", 0)
-    assert (matching._paper_groups(chain, layouts._groups(chain, variables))
-            == layouts._groups(chain, variables))
+    assert matching._paper_groups(chain, layouts._groups(chain, variables)) == layouts._groups(
+        chain, variables
+    )
 
 
 def test_bad_batches():

@@ -32,21 +32,24 @@ def test_values_at_the_models_equal_their_own_evaluations(setup):
     assert result.metrics["cue"]["loss"].shape == (3, 3)
     assert result.xs[0] < 0 < result.coords[1, 0] < result.xs[-1]
     for i, name in enumerate("abc"):
-        own = path_eval.evaluate_path(model.apply, paths.linear(named[name], named[name]),
-                                      [0.0, 1.0], test, bn_set=train, **KW)
+        own = path_eval.evaluate_path(
+            model.apply,
+            paths.linear(named[name], named[name]),
+            [0.0, 1.0],
+            test,
+            bn_set=train,
+            **KW,
+        )
         for c in KW["conditions"]:
-            assert result.models[c]["loss"][i] == pytest.approx(own.metrics[c]["loss"][0],
-                                                                abs=2e-4)
-            assert result.models[c]["acc"][i] == pytest.approx(own.metrics[c]["acc"][0],
-                                                               abs=1e-6)
+            assert result.models[c]["loss"][i] == pytest.approx(own.metrics[c]["loss"][0], abs=2e-4)
+            assert result.models[c]["acc"][i] == pytest.approx(own.metrics[c]["acc"][0], abs=1e-6)
     assert set(result.to_json()["conditions"]["cue"]) == {"loss", "acc", "models"}
 
 
 def test_bad_input(setup):
     model, named, train, test = setup
     with pytest.raises(InputError, match="exactly three models"):
-        plane.evaluate_plane(model.apply, {"a": named["a"], "b": named["b"]}, test,
-                             bn_set=train)
+        plane.evaluate_plane(model.apply, {"a": named["a"], "b": named["b"]}, test, bn_set=train)
     with pytest.raises(InputError, match="at least 2 points"):
         plane.evaluate_plane(model.apply, named, test, size=1, bn_set=train)
     mid = jax.tree.map(lambda x, y: (x + y) / 2, named["a"], named["b"])
@@ -64,5 +67,8 @@ def test_a_quadratic_curve_lies_in_the_plane_of_its_control_points(setup):
     curve = plane.bezier_coords(coords[0], coords[2], coords[1], num=5)
     path = paths.bezier(a, control, b)
     for t, xy in zip(np.linspace(0, 1, 5), curve):
-        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=2e-4),
-                     points(jnp.asarray(xy, jnp.float32)), path(t))
+        jax.tree.map(
+            lambda x, y: np.testing.assert_allclose(x, y, atol=2e-4),
+            points(jnp.asarray(xy, jnp.float32)),
+            path(t),
+        )

@@ -12,22 +12,34 @@ import events
 
 
 def _run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "experiments.preview", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.preview", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
 def test_preview_writes_grid_and_summary(tmp_path):
     rng = np.random.default_rng(0)
     npz = tmp_path / "mine.npz"
-    np.savez(npz, x_train=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
-             y_train=np.arange(40) % 10, x_test=rng.integers(0, 256, (20, 32, 32, 3),
-                                                              dtype=np.uint8),
-             y_test=np.arange(20) % 10)
+    np.savez(
+        npz,
+        x_train=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+        y_train=np.arange(40) % 10,
+        x_test=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+        y_test=np.arange(20) % 10,
+    )
     workdir = tmp_path / "work"
     root = pathlib.Path(__file__).resolve().parents[1]
-    result = _run(f"--config.data.name=npz:{npz}", "--config.data.cue_proportion=0.5",
-                  f"--workdir={workdir}", cwd=root)
+    result = _run(
+        f"--config.data.name=npz:{npz}",
+        "--config.data.cue_proportion=0.5",
+        f"--workdir={workdir}",
+        cwd=root,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((workdir / "results.json").read_text())
     assert summary["train_size"] == 40 and summary["cued_train_samples"] == 20
@@ -36,10 +48,13 @@ def test_preview_writes_grid_and_summary(tmp_path):
     assert "cued_train_samples" in (workdir / "results.md").read_text()
 
 
-@pytest.mark.parametrize("flag,message", [
-    ("--config.data.name=imagenet", "error: unknown dataset 'imagenet'"),
-    ("--config.data.cue_proportion=1.5", "error: cue proportion must be in [0, 1], got 1.5"),
-])
+@pytest.mark.parametrize(
+    "flag,message",
+    [
+        ("--config.data.name=imagenet", "error: unknown dataset 'imagenet'"),
+        ("--config.data.cue_proportion=1.5", "error: cue proportion must be in [0, 1], got 1.5"),
+    ],
+)
 def test_preview_bad_input_is_one_line(tmp_path, flag, message):
     root = pathlib.Path(__file__).resolve().parents[1]
     result = _run(flag, f"--workdir={tmp_path}", cwd=root)

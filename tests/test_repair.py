@@ -30,8 +30,10 @@ class PlainNet(nn.Module):
 @pytest.fixture(scope="module")
 def plain():
     model = PlainNet()
-    init = lambda seed: dict(model.init(jax.random.key(seed),  # noqa: E731
-                                        jnp.zeros((1, 32, 32, 3))))
+
+    def init(seed):
+        return dict(model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3))))
+
     return model, init(0), init(1)
 
 
@@ -55,24 +57,24 @@ def test_a_model_interpolated_with_itself_is_unchanged(three_tiny_models, plain,
         model = models.create(name, 10, width=0.25)
         variables = models.init(model, jax.random.key(3), (32, 32, 3))
     path = paths.linear(variables, variables)
-    plain_eval = path_eval.evaluate_path(model.apply, path, paths.grid(3), test,
-                                         bn="interpolate", **KW)
-    repaired = path_eval.evaluate_path(model.apply, path, paths.grid(3), test, bn="repair",
-                                       bn_set=train, **KW)
+    plain_eval = path_eval.evaluate_path(
+        model.apply, path, paths.grid(3), test, bn="interpolate", **KW
+    )
+    repaired = path_eval.evaluate_path(
+        model.apply, path, paths.grid(3), test, bn="repair", bn_set=train, **KW
+    )
     for c in KW["conditions"]:
         for k in ("loss", "acc"):
-            np.testing.assert_allclose(repaired.metrics[c][k], plain_eval.metrics[c][k],
-                                       atol=2e-5)
+            np.testing.assert_allclose(repaired.metrics[c][k], plain_eval.metrics[c][k], atol=2e-5)
 
 
-def test_repair_restores_the_target_statistics_of_a_model_without_normalisation(plain,
-                                                                                 images):
+def test_repair_restores_the_target_statistics_of_a_model_without_normalisation(plain, images):
     """Over several batches, at every site: each site is measured with the sites before it
     already corrected, so the repaired midpoint has the targets' statistics exactly."""
     model, a, b = plain
     anchors = jax.tree.map(lambda *x: jnp.stack(x), a, b)
     stats = repair.anchor_statistics(model.apply, anchors, images)
-    assert set(stats) == {"c0", "c1", "d0"}           # the logits are left alone
+    assert set(stats) == {"c0", "c1", "d0"}  # the logits are left alone
     weights = jnp.asarray([0.7, 0.3])
     mid = paths.linear(a, b)(0.3)
     target = repair.interpolate(stats, weights)
@@ -98,16 +100,18 @@ def test_every_path_like_object_is_the_weighted_sum_of_its_anchors(three_tiny_mo
         (paths.bezier(a, c, b), [0.0, 0.3, 1.0]),
         (paths.polygonal_chain([a, c, b]), [0.25, 0.7]),
         (similarity.PairLines(stacked), [(0.0, 2.0, 0.4), (1.0, 2.0, 1.0)]),
-        (layerwise.LayerLines(a, b, layerwise.group_masks(a, layerwise.layer_names(a))),
-         [(0.0, 0.5), (3.0, 0.8)]),
+        (
+            layerwise.LayerLines(a, b, layerwise.group_masks(a, layerwise.layer_names(a))),
+            [(0.0, 0.5), (3.0, 0.8)],
+        ),
         (plane.basis(a, b, c)[0], [(0.0, 0.0), (1.5, -2.0), (30.0, 12.0)]),
     ]
     for path, ts in cases:
+
         @jax.jit
         def both(path, t):
             w = path.weights(t)
-            return w, jax.tree.map(lambda x: jnp.tensordot(w, x, axes=1), path.anchors()), \
-                path(t)
+            return w, jax.tree.map(lambda x: jnp.tensordot(w, x, axes=1), path.anchors()), path(t)
 
         for t in ts:
             w, mixed, point = both(path, jnp.asarray(t, jnp.float32))
@@ -115,19 +119,23 @@ def test_every_path_like_object_is_the_weighted_sum_of_its_anchors(three_tiny_mo
             jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=2e-4), mixed, point)
 
 
-def test_at_the_three_models_the_repaired_plane_is_each_models_own_evaluation(
-        three_tiny_models):
+def test_at_the_three_models_the_repaired_plane_is_each_models_own_evaluation(three_tiny_models):
     """At an anchor the target is that model's own statistics: no correction."""
     model, variables, train, test = three_tiny_models
-    result = plane.evaluate_plane(model.apply, variables, test, size=2, bn="repair",
-                                  bn_set=train, **KW)
+    result = plane.evaluate_plane(
+        model.apply, variables, test, size=2, bn="repair", bn_set=train, **KW
+    )
     for k, name in enumerate(result.names):
         own = path_eval.evaluate_path(
-            model.apply, paths.linear(variables[name], variables[name]), paths.grid(2), test,
-            bn="interpolate", **KW)
+            model.apply,
+            paths.linear(variables[name], variables[name]),
+            paths.grid(2),
+            test,
+            bn="interpolate",
+            **KW,
+        )
         for c in KW["conditions"]:
-            assert result.models[c]["loss"][k] == pytest.approx(own.metrics[c]["loss"][0],
-                                                                abs=2e-4)
+            assert result.models[c]["loss"][k] == pytest.approx(own.metrics[c]["loss"][0], abs=2e-4)
 
 
 def test_repair_needs_a_path_that_names_its_anchors(three_tiny_models):
@@ -144,5 +152,12 @@ def test_repair_needs_a_path_that_names_its_anchors(three_tiny_models):
             return self.path.endpoints()
 
     with pytest.raises(Exception, match="anchors"):
-        path_eval.evaluate_path(model.apply, Bare(paths.linear(variables["a"], variables["b"])),
-                                paths.grid(2), test, bn="repair", bn_set=train, **KW)
+        path_eval.evaluate_path(
+            model.apply,
+            Bare(paths.linear(variables["a"], variables["b"])),
+            paths.grid(2),
+            test,
+            bn="repair",
+            bn_set=train,
+            **KW,
+        )

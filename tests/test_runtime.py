@@ -24,8 +24,13 @@ def test_compilation_cache_follows_the_environment(monkeypatch, tmp_path):
 
 def _tune(env):
     code = "from mmc_jax import runtime; print(runtime.tune_host_allocator())"
-    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def test_host_allocator_tuning_applies_on_linux_and_can_be_switched_off():

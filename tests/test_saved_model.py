@@ -10,8 +10,17 @@ from mmc_jax import InputError, models, training
 
 
 def _config(**changes):
-    return train_config(**{"width": 0.25, "num_train": 128, "num_test": 40, "batch_size": 64,
-                           "epochs": 1, "eval_batch_size": 40, **changes})
+    return train_config(
+        **{
+            "width": 0.25,
+            "num_train": 128,
+            "num_test": 40,
+            "batch_size": 64,
+            "epochs": 1,
+            "eval_batch_size": 40,
+            **changes,
+        }
+    )
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -24,8 +33,9 @@ def test_save_and_load_round_trip(tmp_path):
     chex.assert_trees_all_equal(loaded, variables)
     assert stored.to_dict() == config.to_dict()
     x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
-    chex.assert_trees_all_close(module.apply(loaded, x, train=False),
-                                model.apply(variables, x, train=False))
+    chex.assert_trees_all_close(
+        module.apply(loaded, x, train=False), model.apply(variables, x, train=False)
+    )
 
 
 def test_train_workdir_loads_and_bad_folders_are_clear_errors(trained, tmp_path):

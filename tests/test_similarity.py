@@ -19,8 +19,7 @@ KW = dict(conditions=("nocue", "cue"), bn="recompute", bn_batches=2, batch_size=
 def test_matrix_is_symmetric_with_zero_diagonal_and_equals_single_paths(setup):
     model, variables, train, test = setup
     ts = paths.grid(3)
-    result = similarity.pairwise_barriers(model.apply, variables, test, ts=ts, bn_set=train,
-                                          **KW)
+    result = similarity.pairwise_barriers(model.apply, variables, test, ts=ts, bn_set=train, **KW)
     assert result.names == ["a", "b", "c"]
     for c in KW["conditions"]:
         for matrix in (result.loss[c], result.acc[c]):
@@ -28,16 +27,21 @@ def test_matrix_is_symmetric_with_zero_diagonal_and_equals_single_paths(setup):
             np.testing.assert_array_equal(np.diag(matrix), 0.0)
         for i, j in ((0, 1), (0, 2), (1, 2)):
             single = path_eval.evaluate_path(
-                model.apply, paths.linear(variables[result.names[i]],
-                                          variables[result.names[j]]),
-                ts, test, bn_set=train, **KW)
-            assert result.loss[c][i, j] == pytest.approx(single.barriers(c)["loss"],
-                                                         abs=1e-4)
+                model.apply,
+                paths.linear(variables[result.names[i]], variables[result.names[j]]),
+                ts,
+                test,
+                bn_set=train,
+                **KW,
+            )
+            assert result.loss[c][i, j] == pytest.approx(single.barriers(c)["loss"], abs=1e-4)
             assert result.acc[c][i, j] == pytest.approx(single.barriers(c)["acc"], abs=1e-6)
-            np.testing.assert_allclose(result.curves[c]["loss"][i, j],
-                                       single.metrics[c]["loss"], atol=1e-4)
-            np.testing.assert_allclose(result.curves[c]["loss"][j, i],
-                                       single.metrics[c]["loss"][::-1], atol=1e-4)
+            np.testing.assert_allclose(
+                result.curves[c]["loss"][i, j], single.metrics[c]["loss"], atol=1e-4
+            )
+            np.testing.assert_allclose(
+                result.curves[c]["loss"][j, i], single.metrics[c]["loss"][::-1], atol=1e-4
+            )
     json = result.to_json()
     assert json["names"] == ["a", "b", "c"] and set(json["conditions"]) == {"nocue", "cue"}
 
@@ -45,8 +49,9 @@ def test_matrix_is_symmetric_with_zero_diagonal_and_equals_single_paths(setup):
 def test_a_model_and_its_copy_have_no_barrier(setup):
     model, variables, train, test = setup
     named = {"a": variables["a"], "b": variables["b"], "a_copy": variables["a"]}
-    result = similarity.pairwise_barriers(model.apply, named, test, ts=paths.grid(3),
-                                          bn_set=train, **KW)
+    result = similarity.pairwise_barriers(
+        model.apply, named, test, ts=paths.grid(3), bn_set=train, **KW
+    )
     for c in KW["conditions"]:
         assert result.loss[c][0, 2] == pytest.approx(0.0, abs=1e-5)
         assert result.acc[c][0, 2] == pytest.approx(0.0, abs=1e-6)
@@ -63,8 +68,9 @@ def test_clusters_and_order_follow_the_barriers():
     matrix = np.where(group[:, None] == group[None, :], 0.05, 1.0) + rng.uniform(0, 0.02, (5, 5))
     matrix = (matrix + matrix.T) / 2
     np.fill_diagonal(matrix, 0.0)
-    result = similarity.SimilarityResult(names, np.linspace(0, 1, 3), {"cue": matrix},
-                                         {"cue": matrix / 10}, {})
+    result = similarity.SimilarityResult(
+        names, np.linspace(0, 1, 3), {"cue": matrix}, {"cue": matrix / 10}, {}
+    )
     labels = result.clusters("cue", threshold=0.5)
     assert labels == [0, 1, 0, 1, 0]
     assert result.clusters("cue", threshold=2.0) == [0] * 5
@@ -83,11 +89,11 @@ def test_bad_input_is_one_line(setup):
         similarity.pairwise_barriers(model.apply, {"a": variables["a"]}, test, bn_set=train)
     wide = models.init(models.create("cnn4", 10, width=0.5), jax.random.key(0), (32, 32, 3))
     with pytest.raises(InputError, match="do not share one architecture"):
-        similarity.pairwise_barriers(model.apply, {"a": variables["a"], "w": wide}, test,
-                                     bn_set=train)
+        similarity.pairwise_barriers(
+            model.apply, {"a": variables["a"], "w": wide}, test, bn_set=train
+        )
     with pytest.raises(InputError, match="from 0 to 1"):
-        similarity.pairwise_barriers(model.apply, variables, test, ts=[0.2, 1.0],
-                                     bn_set=train)
+        similarity.pairwise_barriers(model.apply, variables, test, ts=[0.2, 1.0], bn_set=train)
 
 
 def test_permuted_matrix_aligns_each_pair_and_equals_single_permuted_paths(setup):
@@ -105,10 +111,12 @@ def test_permuted_matrix_aligns_each_pair_and_equals_single_permuted_paths(setup
         return permute.apply(spec, permute.weight_matching(spec, x, y, jax.random.key(0)), y)
 
     named = {"a": a, "b": b, "a_shuffled": shuffled}
-    plain = similarity.pairwise_barriers(model.apply, named, test, ts=paths.grid(3),
-                                         bn_set=train, **KW)
-    permuted = similarity.pairwise_barriers(model.apply, named, test, ts=paths.grid(3),
-                                            bn_set=train, align=align, **KW)
+    plain = similarity.pairwise_barriers(
+        model.apply, named, test, ts=paths.grid(3), bn_set=train, **KW
+    )
+    permuted = similarity.pairwise_barriers(
+        model.apply, named, test, ts=paths.grid(3), bn_set=train, align=align, **KW
+    )
     for c in KW["conditions"]:
         # Aligned, the line from a to its shuffled copy is a itself all along; unaligned not.
         flat = permuted.curves[c]["loss"][0, 2]
@@ -116,6 +124,12 @@ def test_permuted_matrix_aligns_each_pair_and_equals_single_permuted_paths(setup
         assert abs(plain.curves[c]["loss"][0, 2][1] - flat[1]) > 1e-3
         assert permuted.loss[c][0, 2] == pytest.approx(0.0, abs=1e-5)
         np.testing.assert_array_equal(permuted.loss[c], permuted.loss[c].T)
-        single = path_eval.evaluate_path(model.apply, paths.linear(b, align(b, shuffled)),
-                                         paths.grid(3), test, bn_set=train, **KW)
+        single = path_eval.evaluate_path(
+            model.apply,
+            paths.linear(b, align(b, shuffled)),
+            paths.grid(3),
+            test,
+            bn_set=train,
+            **KW,
+        )
         assert permuted.loss[c][1, 2] == pytest.approx(single.barriers(c)["loss"], abs=1e-4)

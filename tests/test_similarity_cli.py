@@ -13,21 +13,35 @@ import pytest
 import events
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--config.path.num_points=3", "--config.path.num_eval=60", "--config.path.bn_batches=2",
-        "--config.path.batch_size=60", "--config.path.conditions=nocue,cue"]
+TINY = [
+    "--config.path.num_points=3",
+    "--config.path.num_eval=60",
+    "--config.path.bn_batches=2",
+    "--config.path.batch_size=60",
+    "--config.path.conditions=nocue,cue",
+]
 
 
 def _one_line_error(stderr: str, message: str) -> bool:
     """The run ended on one ``error:`` line holding ``message`` (after the progress lines
     it logged), without a traceback."""
     lines = stderr.strip().splitlines()
-    return ("Traceback" not in stderr and lines[-1].startswith("error: ") and message in lines[-1]
-            and sum(line.startswith("error") for line in lines) == 1)
+    return (
+        "Traceback" not in stderr
+        and lines[-1].startswith("error: ")
+        and message in lines[-1]
+        and sum(line.startswith("error") for line in lines) == 1
+    )
 
 
 def _run(module, *args):
-    return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", f"experiments.{module}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
@@ -48,15 +62,22 @@ def test_similarity_cli(trained, tmp_path):
         assert abs(order.index("C") - order.index("C_again")) == 1
     # The NC–C entry is connectivity's barrier of the same line.
     line = tmp_path / "line"
-    single = _run("connectivity", f"--model_a={trained / 'nc'}", f"--model_b={trained / 'c'}",
-                  f"--workdir={line}", *TINY)
+    single = _run(
+        "connectivity",
+        f"--model_a={trained / 'nc'}",
+        f"--model_b={trained / 'c'}",
+        f"--workdir={line}",
+        *TINY,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     summary = json.loads((line / "results.json").read_text())
     for c in ("nocue", "cue"):
         assert out["conditions"][c]["loss_barrier"][0][1] == pytest.approx(
-            summary["conditions"][c]["barrier"]["loss"], abs=1e-4)
+            summary["conditions"][c]["barrier"]["loss"], abs=1e-4
+        )
         assert out["conditions"][c]["acc_barrier"][0][1] == pytest.approx(
-            summary["conditions"][c]["barrier"]["acc"], abs=1e-6)
+            summary["conditions"][c]["barrier"]["acc"], abs=1e-6
+        )
     assert (work / "similarity_loss.png").stat().st_size > 1000
     logged = events.scalars(work / "tensorboard")
     assert logged["loss_barrier/cue/NC_vs_C"] == [(0, pytest.approx(loss[0, 1]))]
@@ -70,24 +91,37 @@ def test_permuted_similarity_with_repair(trained, tmp_path):
     """--config.permuted aligns each pair (the library test checks the numbers against
     single permuted paths), and BN policies such as repair reach every line."""
     work = tmp_path / "permuted"
-    result = _run("similarity", f"--models=NC={trained / 'nc'},C={trained / 'c'},"
-                  f"C_again={trained / 'c'}", f"--workdir={work}", "--config.permuted=true",
-                  "--config.path.bn=repair", *TINY)
+    result = _run(
+        "similarity",
+        f"--models=NC={trained / 'nc'},C={trained / 'c'},C_again={trained / 'c'}",
+        f"--workdir={work}",
+        "--config.permuted=true",
+        "--config.path.bn=repair",
+        *TINY,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((work / "results.json").read_text())
     assert out["config"]["path"]["bn"] == "repair"
-    assert "Weight-permuted linear-path barriers between 3 models, BN repair" in (
-        work / "results.md").read_text()
+    assert (
+        "Weight-permuted linear-path barriers between 3 models, BN repair"
+        in (work / "results.md").read_text()
+    )
     for c in ("nocue", "cue"):
         assert out["conditions"][c]["loss_barrier"][1][2] == pytest.approx(0.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--models=a"], "at least 2 model folders"),
-    (["--models=a,b", "--config.permutation.method=magic"], "unknown permutation method 'magic'"),
-    (["--models=a,b", "--config.path.num_points=1"], "num_points must be >= 2"),
-    (["--models=x=a,x=b"], "two models are named 'x'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--models=a"], "at least 2 model folders"),
+        (
+            ["--models=a,b", "--config.permutation.method=magic"],
+            "unknown permutation method 'magic'",
+        ),
+        (["--models=a,b", "--config.path.num_points=1"], "num_points must be >= 2"),
+        (["--models=x=a,x=b"], "two models are named 'x'"),
+    ],
+)
 def test_similarity_bad_input_is_one_line(tmp_path, args, message):
     result = _run("similarity", *args, f"--workdir={tmp_path}")
     assert result.returncode == 2
@@ -99,8 +133,7 @@ def test_layerwise_cli(trained, tmp_path):
     """Per-layer barriers from θ_NC to θ_C: one row per module, a model against itself has
     none, reruns are reused, a missing model is one line."""
     work = tmp_path / "layerwise"
-    args = [f"--model_a={trained / 'nc'}", f"--model_b={trained / 'c'}", f"--workdir={work}",
-            *TINY]
+    args = [f"--model_a={trained / 'nc'}", f"--model_b={trained / 'c'}", f"--workdir={work}", *TINY]
     result = _run("layerwise", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((work / "results.json").read_text())
@@ -113,8 +146,14 @@ def test_layerwise_cli(trained, tmp_path):
     assert "| conv0 |" in (work / "results.md").read_text()
     assert "reusing its results" in _run("layerwise", *args).stderr
     same = tmp_path / "same"
-    result = _run("layerwise", f"--model_a={trained / 'c'}", f"--model_b={trained / 'c'}",
-                  f"--workdir={same}", "--config.groups=conv1,classifier", *TINY)
+    result = _run(
+        "layerwise",
+        f"--model_a={trained / 'c'}",
+        f"--model_b={trained / 'c'}",
+        f"--workdir={same}",
+        "--config.groups=conv1,classifier",
+        *TINY,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((same / "results.json").read_text())
     assert out["groups"] == ["conv1", "classifier"]
@@ -126,20 +165,29 @@ def test_layerwise_cli(trained, tmp_path):
 def test_plane_cli_refuses_two_models_and_three_on_a_line(trained, tmp_path):
     two = _run("plane", f"--models={trained / 'nc'},{trained / 'c'}", f"--workdir={tmp_path}")
     assert two.returncode == 2 and "at least 3 model folders" in two.stderr
-    line = _run("plane", f"--models=A={trained / 'nc'},B={trained / 'c'},C={trained / 'c'}",
-                f"--workdir={tmp_path / 'line'}", *TINY)
+    line = _run(
+        "plane",
+        f"--models=A={trained / 'nc'},B={trained / 'c'},C={trained / 'c'}",
+        f"--workdir={tmp_path / 'line'}",
+        *TINY,
+    )
     assert line.returncode == 2 and _one_line_error(line.stderr, "on one line")
 
 
 def test_plane_grid_of_one_point_is_one_line(trained, tmp_path):
-    result = _run("plane", f"--models={trained / 'nc'},{trained / 'c'},x={trained / 'nc'}",
-                  "--config.path.num_points=1", f"--workdir={tmp_path}")
+    result = _run(
+        "plane",
+        f"--models={trained / 'nc'},{trained / 'c'},x={trained / 'nc'}",
+        "--config.path.num_points=1",
+        f"--workdir={tmp_path}",
+    )
     assert result.returncode == 2 and _one_line_error(result.stderr, "num_points must be >= 2")
 
 
 def test_plane_curve_needs_a_quadratic_paths_workdir(trained, tmp_path):
     result = _run("plane", f"--curve={trained / 'c'}", f"--workdir={tmp_path}")
     assert result.returncode == 2 and "holds no quadratic path" in result.stderr
-    both = _run("plane", f"--curve={trained / 'c'}", f"--models={trained / 'c'}",
-                f"--workdir={tmp_path}")
+    both = _run(
+        "plane", f"--curve={trained / 'c'}", f"--models={trained / 'c'}", f"--workdir={tmp_path}"
+    )
     assert both.returncode == 2 and "either --models or --curve" in both.stderr

@@ -20,15 +20,27 @@ from mmc_jax.training import loop
 
 
 def tiny_config(**overrides):
-    return train_config(**{"model": "cnn4", "width": 0.25, "num_train": 256, "num_test": 100,
-                           "batch_size": 64, "epochs": 2, "eval_batch_size": 100, **overrides})
+    return train_config(
+        **{
+            "model": "cnn4",
+            "width": 0.25,
+            "num_train": 256,
+            "num_test": 100,
+            "batch_size": 64,
+            "epochs": 2,
+            "eval_batch_size": 100,
+            **overrides,
+        }
+    )
 
 
 def test_sgd_matches_pytorch_update_by_hand():
     lr, mu, wd = 0.1, 0.9, 0.01
     params = {"w": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}
-    grads = [{"w": jnp.array([0.3, 0.1]), "b": jnp.array(-1.0)},
-             {"w": jnp.array([-0.2, 0.4]), "b": jnp.array(0.25)}]
+    grads = [
+        {"w": jnp.array([0.3, 0.1]), "b": jnp.array(-1.0)},
+        {"w": jnp.array([-0.2, 0.4]), "b": jnp.array(0.25)},
+    ]
     tx = training.sgd(lr, mu, wd)
     opt_state = tx.init(params)
     p = params
@@ -45,10 +57,10 @@ def test_sgd_matches_pytorch_update_by_hand():
 
 
 def test_schedules():
-    step = training.schedule("step", 0.1, total_steps=300, steps_per_epoch=2,
-                             step_every_epochs=40)
+    step = training.schedule("step", 0.1, total_steps=300, steps_per_epoch=2, step_every_epochs=40)
     assert [float(step(s)) for s in (0, 79, 80, 159, 160)] == pytest.approx(
-        [0.1, 0.1, 0.01, 0.01, 0.001])
+        [0.1, 0.1, 0.01, 0.01, 0.001]
+    )
     cosine = training.schedule("cosine", 0.2, total_steps=100, steps_per_epoch=10)
     assert float(cosine(0)) == pytest.approx(0.2) and float(cosine(50)) == pytest.approx(0.1)
     assert float(cosine(100)) == pytest.approx(0.0, abs=1e-8)
@@ -57,8 +69,11 @@ def test_schedules():
 def test_train_step_applies_the_cue_only_where_flagged():
     cue = data.box_cue(10)
     images = np.full((4, 32, 32, 3), 100, np.uint8)
-    batch = {"images": images, "labels": np.array([0, 1, 2, 3]),
-             "cue": np.array([True, False, True, False])}
+    batch = {
+        "images": images,
+        "labels": np.array([0, 1, 2, 3]),
+        "cue": np.array([True, False, True, False]),
+    }
     x = training.cued_inputs(cue, batch)
     clean = data.normalize(images)
     chex.assert_trees_all_equal(x[1::2], clean[1::2])
@@ -84,8 +99,9 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
     config = tiny_config()
     model = models.create("cnn4", 10, width=0.25)
     state = training.create_state(config, model, (32, 32, 3), 4)
-    state = state.replace(params=jax.tree.map(lambda x: x + 0.123, state.params),
-                          step=jnp.asarray(7, jnp.int32))
+    state = state.replace(
+        params=jax.tree.map(lambda x: x + 0.123, state.params), step=jnp.asarray(7, jnp.int32)
+    )
     with training.RunCheckpoints(tmp_path, config.to_dict()) as ckpt:
         ckpt.save(state, {"history": [{"epoch": 1}], "seconds": 1.5})
     fresh = training.create_state(config, model, (32, 32, 3), 4)
@@ -115,9 +131,13 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, d
     state = training.create_state(config, models.create("cnn4", 10, width=0.25), (32, 32, 3), 4)
     with training.RunCheckpoints(tmp_path, config.to_dict(), min_interval_s=0) as ckpt:
         for step in (1, 2, 3):
-            ckpt.save(state.replace(step=jnp.asarray(step, jnp.int32),
-                                    params=jax.tree.map(lambda x: x + step, state.params)),
-                      {"step": step})
+            ckpt.save(
+                state.replace(
+                    step=jnp.asarray(step, jnp.int32),
+                    params=jax.tree.map(lambda x: x + step, state.params),
+                ),
+                {"step": step},
+            )
     for file in (tmp_path / "checkpoints" / "3" / "state").rglob("*"):
         if file.is_file():
             if damage == "garbage":
@@ -133,8 +153,11 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, d
 
 def test_resume_with_a_different_config_lists_the_fields(tmp_path):
     training.RunCheckpoints(tmp_path, tiny_config().to_dict()).close()
-    with pytest.raises(InputError, match=r"different config \(optim.epochs: 2 -> 5; "
-                                         r"optim.learning_rate: 0.05 -> 0.1\)"):
+    with pytest.raises(
+        InputError,
+        match=r"different config \(optim.epochs: 2 -> 5; "
+        r"optim.learning_rate: 0.05 -> 0.1\)",
+    ):
         training.RunCheckpoints(tmp_path, tiny_config(epochs=5, learning_rate=0.1).to_dict())
 
 
@@ -142,6 +165,7 @@ def _stop_after(n):
     @contextlib.contextmanager
     def requests():
         yield _StopAfter(n)
+
     return requests
 
 
@@ -175,15 +199,18 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     assert stored["data"]["cue_proportion"] == 0.5
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"learning_rate": -0.1}, "learning_rate must be > 0"),
-    ({"cue_proportion": 1.2}, r"cue proportion must be in \[0, 1\]"),
-    ({"model": "vgg11"}, "unknown model 'vgg11'"),
-    ({"schedule": "linear"}, "unknown schedule 'linear'"),
-    ({"epochs": 0}, "epochs must be >= 1"),
-    ({"num_train": 10**6}, "num_train 1000000 exceeds"),
-    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"learning_rate": -0.1}, "learning_rate must be > 0"),
+        ({"cue_proportion": 1.2}, r"cue proportion must be in \[0, 1\]"),
+        ({"model": "vgg11"}, "unknown model 'vgg11'"),
+        ({"schedule": "linear"}, "unknown schedule 'linear'"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"num_train": 10**6}, "num_train 1000000 exceeds"),
+        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+    ],
+)
 def test_bad_config_values_fail_before_training(tmp_path, overrides, message):
     with pytest.raises(InputError, match=message):
         training.train_and_evaluate(tiny_config(**overrides), str(tmp_path), progress=False)
@@ -204,8 +231,11 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path)
     config = tiny_config(epochs=3)  # 4 steps per epoch
     train, _ = training.load_data(config)
     model = training.create_model(config, train.num_classes)
-    iterator = data.EpochIterator({"images": train.images, "labels": train.labels,
-                                   "cue": np.zeros(len(train), bool)}, batch_size=64, seed=0)
+    iterator = data.EpochIterator(
+        {"images": train.images, "labels": train.labels, "cue": np.zeros(len(train), bool)},
+        batch_size=64,
+        seed=0,
+    )
     state = training.create_state(config, model, train.image_shape, 4)
     step = jax.jit(functools.partial(training.train_step, cue=train.cue))
 
@@ -214,8 +244,9 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path)
         return state, {**metrics, "loss": jnp.where(state.step == 7, jnp.nan, metrics["loss"])}
 
     with training.RunCheckpoints(tmp_path, config.to_dict(), min_interval_s=0) as ckpt:
-        with pytest.raises(training.NonFiniteLoss,
-                           match="training loss became NaN or infinite at step 7"):
+        with pytest.raises(
+            training.NonFiniteLoss, match="training loss became NaN or infinite at step 7"
+        ):
             training.run_epochs(state, diverging, iterator, ckpt, 3, progress=False)
         assert ckpt.latest_step == 4  # epoch 1; epoch 2 (steps 5-8) was not saved
 

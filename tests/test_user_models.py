@@ -15,8 +15,13 @@ EXAMPLE = "examples.my_model:make_model"
 
 
 def _run(entry, *args):
-    return subprocess.run([sys.executable, "-m", f"experiments.{entry}", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", f"experiments.{entry}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_bad_model_names_are_one_line_errors():
@@ -41,37 +46,58 @@ def test_models_without_features_are_refused_by_the_methods_that_need_them():
 
 @pytest.mark.slow
 def test_user_model_in_train_connectivity_and_cbft(tmp_path):
-    tiny = ["--config.data.num_train=256", "--config.data.num_test=100",
-            "--config.optim.batch_size=64", "--config.optim.epochs=1",
-            "--config.eval_batch_size=100"]
+    tiny = [
+        "--config.data.num_train=256",
+        "--config.data.num_test=100",
+        "--config.optim.batch_size=64",
+        "--config.optim.epochs=1",
+        "--config.eval_batch_size=100",
+    ]
     result = _run("train", f"--config.model.name={EXAMPLE}", *tiny, f"--workdir={tmp_path / 'nc'}")
     assert result.returncode == 0, result.stderr[-3000:]
-    cbft = [*[f"--config.cue_model.{a[len('--config.'):]}" for a in tiny],
-            "--config.data.n_clean=128", "--config.data.n_cue=256",
-            "--config.optim.batch_size=64", "--config.optim.epochs=1",
-            "--config.finetune.llrt_epochs=1", "--config.path.num_points=3",
-            "--config.path.bn_batches=2", "--config.path.batch_size=100",
-            "--config.methods=('lpft', 'cbft')"]
-    result = _run("cbft", f"--config.cue_model.model.name={EXAMPLE}", *cbft,
-                  f"--workdir={tmp_path / 'cbft'}")
+    cbft = [
+        *[f"--config.cue_model.{a[len('--config.') :]}" for a in tiny],
+        "--config.data.n_clean=128",
+        "--config.data.n_cue=256",
+        "--config.optim.batch_size=64",
+        "--config.optim.epochs=1",
+        "--config.finetune.llrt_epochs=1",
+        "--config.path.num_points=3",
+        "--config.path.bn_batches=2",
+        "--config.path.batch_size=100",
+        "--config.methods=('lpft', 'cbft')",
+    ]
+    result = _run(
+        "cbft", f"--config.cue_model.model.name={EXAMPLE}", *cbft, f"--workdir={tmp_path / 'cbft'}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((tmp_path / "cbft" / "results.json").read_text())
     assert out["model"] == EXAMPLE and set(out["methods"]) == {"cue_model", "lpft", "cbft"}
     # θ_NC (experiments.train) to the CBFT model, aligned by activation matching on a derived
     # permutation spec.
-    result = _run("connectivity", f"--model_a={tmp_path / 'nc'}",
-                  f"--model_b={tmp_path / 'cbft' / 'seed_0' / 'cbft'}", "--path=permuted_linear",
-                  "--config.permutation.method=activation",
-                  "--config.permutation.permute_residual=False",
-                  "--config.path.num_points=3", "--config.path.num_eval=100",
-                  "--config.path.bn_batches=2", "--config.path.batch_size=100",
-                  f"--workdir={tmp_path / 'line'}")
+    result = _run(
+        "connectivity",
+        f"--model_a={tmp_path / 'nc'}",
+        f"--model_b={tmp_path / 'cbft' / 'seed_0' / 'cbft'}",
+        "--path=permuted_linear",
+        "--config.permutation.method=activation",
+        "--config.permutation.permute_residual=False",
+        "--config.path.num_points=3",
+        "--config.path.num_eval=100",
+        "--config.path.bn_batches=2",
+        "--config.path.batch_size=100",
+        f"--workdir={tmp_path / 'line'}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     line = json.loads((tmp_path / "line" / "results.json").read_text())
     assert line["permutation"] == "activation" and not line["permute_residual"]
     assert len(line["conditions"]["cue"]["acc"]) == 3
     # A model without penultimate features is refused before any training.
-    result = _run("cbft", "--config.cue_model.model.name=tests.user_models:no_features", *cbft,
-                  f"--workdir={tmp_path / 'refused'}")
+    result = _run(
+        "cbft",
+        "--config.cue_model.model.name=tests.user_models:no_features",
+        *cbft,
+        f"--workdir={tmp_path / 'refused'}",
+    )
     assert result.returncode == 2 and "penultimate features" in result.stderr.splitlines()[-1]
     assert not (tmp_path / "refused" / "seed_0").exists()

@@ -9,20 +9,36 @@
 
 from mmc_jax.data.batching import EpochIterator, prefetch_to_device
 from mmc_jax.data.counterfactual import (
-                                         CONDITIONS,
-                                         RANDOM_FROM,
-                                         check_condition,
-                                         check_random_from,
-                                         clean_inputs,
-                                         condition_key,
-                                         counterfactual,
+    CONDITIONS,
+    RANDOM_FROM,
+    check_condition,
+    check_random_from,
+    clean_inputs,
+    condition_key,
+    counterfactual,
 )
 from mmc_jax.data.cues import BoxCue, Cue, DominoCue, apply_cue, box_cue, cue_mask, normalize
 from mmc_jax.data.datasets import NAMES, Dataset, describe, load
 
 __all__ = [
-    "BoxCue", "CONDITIONS", "Cue", "Dataset", "DominoCue", "EpochIterator", "NAMES",
-    "RANDOM_FROM", "apply_cue", "box_cue", "check_condition", "check_random_from",
-    "clean_inputs", "condition_key", "counterfactual", "cue_mask", "describe", "load",
-    "normalize", "prefetch_to_device",
+    "BoxCue",
+    "CONDITIONS",
+    "Cue",
+    "Dataset",
+    "DominoCue",
+    "EpochIterator",
+    "NAMES",
+    "RANDOM_FROM",
+    "apply_cue",
+    "box_cue",
+    "check_condition",
+    "check_random_from",
+    "clean_inputs",
+    "condition_key",
+    "counterfactual",
+    "cue_mask",
+    "describe",
+    "load",
+    "normalize",
+    "prefetch_to_device",
 ]

@@ -48,8 +48,9 @@ class EpochIterator:
         if self.batch_size < 1:
             raise InputError(f"batch_size must be positive, got {self.batch_size}")
         if self.drop_remainder and self.batch_size > self.num_examples:
-            raise InputError(f"batch_size {self.batch_size} exceeds the {self.num_examples} "
-                             "available samples")
+            raise InputError(
+                f"batch_size {self.batch_size} exceeds the {self.num_examples} available samples"
+            )
 
     @property
     def num_examples(self) -> int:
@@ -72,16 +73,16 @@ class EpochIterator:
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """Yields the batches of ``epoch`` from ``start_step`` on, as numpy dicts."""
         if not 0 <= start_step <= self.steps_per_epoch:
-            raise InputError(f"start_step must be in [0, {self.steps_per_epoch}], got "
-                             f"{start_step}")
+            raise InputError(f"start_step must be in [0, {self.steps_per_epoch}], got {start_step}")
         order = self.order(epoch)
         for step in range(start_step, self.steps_per_epoch):
-            index = order[step * self.batch_size:(step + 1) * self.batch_size]
+            index = order[step * self.batch_size : (step + 1) * self.batch_size]
             yield {name: np.asarray(a[index]) for name, a in self.arrays.items()}
 
 
-def prefetch_to_device(batches: Iterable[Any], size: int = 2,
-                       sharding: Any = None) -> Iterator[Any]:
+def prefetch_to_device(
+    batches: Iterable[Any], size: int = 2, sharding: Any = None
+) -> Iterator[Any]:
     """Keeps ``size`` batches in flight to the device while the current one is used.
 
     ``jax.device_put`` is asynchronous, so queuing transfers ahead overlaps them with the
@@ -98,8 +99,9 @@ def prefetch_to_device(batches: Iterable[Any], size: int = 2,
         yield queue.popleft()
 
 
-def stack_batches(dataset, batch_size: int, num_batches: Optional[int] = None,
-                  pad: bool = True) -> dict[str, np.ndarray]:
+def stack_batches(
+    dataset, batch_size: int, num_batches: Optional[int] = None, pad: bool = True
+) -> dict[str, np.ndarray]:
     """A Dataset as ``[num_batches, batch_size, ...]`` arrays in dataset order.
 
     ``pad``: the last batch is completed by wrapping around, with ``weight`` 0 on the filler
@@ -110,14 +112,18 @@ def stack_batches(dataset, batch_size: int, num_batches: Optional[int] = None,
     total = -(-n // batch_size) if pad else n // batch_size
     total = total if num_batches is None else min(total, num_batches)
     index = np.arange(total * batch_size)
-    return {"images": np.asarray(dataset.images[index % n]).reshape(
-                total, batch_size, *dataset.image_shape),
-            "labels": np.asarray(dataset.labels[index % n]).reshape(total, batch_size),
-            "weight": (index < n).astype(np.float32).reshape(total, batch_size)}
+    return {
+        "images": np.asarray(dataset.images[index % n]).reshape(
+            total, batch_size, *dataset.image_shape
+        ),
+        "labels": np.asarray(dataset.labels[index % n]).reshape(total, batch_size),
+        "weight": (index < n).astype(np.float32).reshape(total, batch_size),
+    }
 
 
-def sample_batches(dataset, batch_size: int, num_batches: Optional[int] = None,
-                   shuffle_seed: Optional[int] = None) -> np.ndarray:
+def sample_batches(
+    dataset, batch_size: int, num_batches: Optional[int] = None, shuffle_seed: Optional[int] = None
+) -> np.ndarray:
     """Complete batches of ``dataset``'s uint8 images, ``[num_batches, batch_size, ...]``
     (``None``: as many as fit), in dataset order or, with ``shuffle_seed``, from a shuffled
     order (only the images used are gathered). For BatchNorm statistics and activation
@@ -127,5 +133,5 @@ def sample_batches(dataset, batch_size: int, num_batches: Optional[int] = None,
     if shuffle_seed is not None:
         order = np.random.default_rng(shuffle_seed).permutation(len(dataset))
         total = len(dataset) // batch_size if num_batches is None else num_batches
-        dataset = dataset.take(order[:total * batch_size])
+        dataset = dataset.take(order[: total * batch_size])
     return stack_batches(dataset, batch_size, num_batches, pad=False)["images"]

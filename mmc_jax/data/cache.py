@@ -21,8 +21,9 @@ def cache_dir(override: Optional[str] = None) -> pathlib.Path:
     return pathlib.Path(path).expanduser()
 
 
-def cached_arrays(name: str, build: Callable[[], Mapping[str, np.ndarray]],
-                  directory: Optional[str] = None) -> dict[str, np.ndarray]:
+def cached_arrays(
+    name: str, build: Callable[[], Mapping[str, np.ndarray]], directory: Optional[str] = None
+) -> dict[str, np.ndarray]:
     """Returns the arrays cached under ``name``, building and storing them on first use.
 
     Args:

@@ -41,8 +41,9 @@ def check_condition(condition: str) -> str:
 def check_random_from(random_from: str) -> str:
     """Returns ``random_from`` if it is one of :data:`RANDOM_FROM`, else raises InputError."""
     if random_from not in RANDOM_FROM:
-        raise InputError(f"unknown random_from {random_from!r}; choose from "
-                         f"{', '.join(RANDOM_FROM)}")
+        raise InputError(
+            f"unknown random_from {random_from!r}; choose from {', '.join(RANDOM_FROM)}"
+        )
     return random_from
 
 
@@ -62,12 +63,17 @@ def condition_key(key: jax.Array, condition: str, batch_index) -> jax.Array:
     counterfactual images whichever other conditions are evaluated with it, in
     ``training.evaluate`` as along a path.
     """
-    return jax.random.fold_in(jax.random.fold_in(key, CONDITIONS.index(condition)),
-                              batch_index)
+    return jax.random.fold_in(jax.random.fold_in(key, CONDITIONS.index(condition)), batch_index)
 
 
-def counterfactual(cue: Cue, condition: str, images: jax.Array, labels: jax.Array,
-                   key: jax.Array, pool: Optional[jax.Array] = None) -> jax.Array:
+def counterfactual(
+    cue: Cue,
+    condition: str,
+    images: jax.Array,
+    labels: jax.Array,
+    key: jax.Array,
+    pool: Optional[jax.Array] = None,
+) -> jax.Array:
     """Builds the ``condition`` version of a batch of normalized images.
 
     Args:
@@ -97,4 +103,3 @@ def counterfactual(cue: Cue, condition: str, images: jax.Array, labels: jax.Arra
     else:
         others = draw_images(pool, key, images.shape[0])
     return cue.add(others, labels, source=images)
-

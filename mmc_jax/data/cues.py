@@ -79,10 +79,10 @@ def box_location_masks(height: int, width: int, size: int, style: str) -> np.nda
     cols = (0, (width - size) // 2, width - size)
     for loc in range(9):
         r, c = rows[loc // 3], cols[loc % 3]
-        masks[loc, r:r + size, c:c + size] = True
+        masks[loc, r : r + size, c : c + size] = True
     if style == "cifar100":
         r, c = 6 * height // 32, 6 * width // 32
-        masks[9, r:r + size, c:c + size] = True
+        masks[9, r : r + size, c : c + size] = True
     return masks
 
 
@@ -109,8 +109,9 @@ class BoxCue:
         if self.style not in ("cifar10", "cifar100"):
             raise InputError(f"unknown box cue style {self.style!r}; use 'cifar10' or 'cifar100'")
         if not 1 <= self.num_classes <= 100:
-            raise InputError("a box cue encodes 1..100 classes, got "
-                             f"num_classes={self.num_classes}")
+            raise InputError(
+                f"a box cue encodes 1..100 classes, got num_classes={self.num_classes}"
+            )
 
     def label_hue(self, labels: Array) -> Array:
         """Hue of each label's box: 0 in the CIFAR-10 style, ``(label // 10) / 10`` above."""
@@ -165,8 +166,9 @@ class DominoCue:
     def _split(self, images: Array):
         if images.shape[1] <= self.rows:
             raise InputError(
-                f"domino images need more than {self.rows} rows, got shape {tuple(images.shape)}")
-        return images[:, :self.rows], images[:, self.rows:]
+                f"domino images need more than {self.rows} rows, got shape {tuple(images.shape)}"
+            )
+        return images[:, : self.rows], images[:, self.rows :]
 
     def remove(self, images: Array) -> Array:
         """Blanks the cue half to zeros."""
@@ -216,8 +218,7 @@ def check_proportion(proportion: float) -> float:
     try:
         value = float(proportion)
     except (TypeError, ValueError):
-        raise InputError(f"cue proportion must be a number in [0, 1], got {proportion!r}"
-                         ) from None
+        raise InputError(f"cue proportion must be a number in [0, 1], got {proportion!r}") from None
     if not 0.0 <= value <= 1.0:
         raise InputError(f"cue proportion must be in [0, 1], got {proportion}")
     return value

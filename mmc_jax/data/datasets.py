@@ -67,29 +67,33 @@ class Dataset:
     def take(self, indices) -> "Dataset":
         """The samples at ``indices`` (in that order), as a new in-memory Dataset."""
         indices = np.asarray(indices)
-        return dataclasses.replace(self, images=np.asarray(self.images[indices]),
-                                   labels=np.asarray(self.labels[indices]))
+        return dataclasses.replace(
+            self, images=np.asarray(self.images[indices]), labels=np.asarray(self.labels[indices])
+        )
 
 
 def check_arrays(images, labels, num_classes: int, what: str) -> None:
     """Raises InputError naming the problem unless images/labels form a valid dataset."""
     if not isinstance(images, np.ndarray) or images.ndim != 4:
-        raise InputError(f"{what}: images must be a 4-d array [N, H, W, C], got shape "
-                         f"{np.shape(images)}")
+        raise InputError(
+            f"{what}: images must be a 4-d array [N, H, W, C], got shape {np.shape(images)}"
+        )
     if images.dtype != np.uint8:
         raise InputError(f"{what}: images must be uint8, got {images.dtype}")
     if images.shape[-1] != 3:
         raise InputError(f"{what}: images must have 3 channels, got {images.shape[-1]}")
     if not isinstance(labels, np.ndarray) or labels.shape != images.shape[:1]:
-        raise InputError(f"{what}: labels must have shape [{images.shape[0]}], got "
-                         f"{np.shape(labels)}")
+        raise InputError(
+            f"{what}: labels must have shape [{images.shape[0]}], got {np.shape(labels)}"
+        )
     if labels.dtype != np.int32:
         raise InputError(f"{what}: labels must be int32, got {labels.dtype}")
     if num_classes < 1:
         raise InputError(f"{what}: num_classes must be positive, got {num_classes}")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise InputError(f"{what}: labels must lie in [0, {num_classes}), got "
-                         f"[{labels.min()}, {labels.max()}]")
+        raise InputError(
+            f"{what}: labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]"
+        )
 
 
 def load(name: str, split: str = "train", *, seed: int = 0, **options) -> Dataset:
@@ -128,8 +132,9 @@ def load(name: str, split: str = "train", *, seed: int = 0, **options) -> Datase
     raise InputError(f"unknown dataset {name!r}; choose from {', '.join(NAMES)}")
 
 
-def describe(name: str, *, top: str = "fashion_mnist", bottom: str = "cifar10",
-             **options) -> Optional[tuple[int, tuple[int, int, int]]]:
+def describe(
+    name: str, *, top: str = "fashion_mnist", bottom: str = "cifar10", **options
+) -> Optional[tuple[int, tuple[int, int, int]]]:
     """``(num_classes, image_shape)`` of the dataset :func:`load` would return, known from the
     dataset's declaration alone (nothing generated, read or downloaded); ``None`` for an npz
     dataset, whose file has to be read. ``top`` / ``bottom``: the parts of ``dominoes``;
@@ -153,12 +158,19 @@ def describe(name: str, *, top: str = "fashion_mnist", bottom: str = "cifar10",
 def _check_options(name: str, options: dict, allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise InputError(f"{name}: unknown option(s) {', '.join(unknown)}; allowed: "
-                         f"{', '.join(allowed) or 'none'}")
+        raise InputError(
+            f"{name}: unknown option(s) {', '.join(unknown)}; allowed: "
+            f"{', '.join(allowed) or 'none'}"
+        )
 
 
-def _load_shapes10(split: str, seed: int, num_examples: Optional[int] = None,
-                   cache_dir: Optional[str] = None, **options) -> Dataset:
+def _load_shapes10(
+    split: str,
+    seed: int,
+    num_examples: Optional[int] = None,
+    cache_dir: Optional[str] = None,
+    **options,
+) -> Dataset:
     from mmc_jax.data import shapes
 
     _check_options("shapes10", options, ())
@@ -173,22 +185,38 @@ def _load_shapes10(split: str, seed: int, num_examples: Optional[int] = None,
 
     key = f"shapes10-v{SHAPES10_VERSION}-n{n}-seed{split_seed}"
     arrays = cached_arrays(key, build, cache_dir)
-    return Dataset(arrays["images"], arrays["labels"], len(shapes.CLASS_NAMES), "shapes10",
-                   class_names=tuple(shapes.CLASS_NAMES))
+    return Dataset(
+        arrays["images"],
+        arrays["labels"],
+        len(shapes.CLASS_NAMES),
+        "shapes10",
+        class_names=tuple(shapes.CLASS_NAMES),
+    )
 
 
-def _load_tfds(name: str, split: str, data_dir: Optional[str] = None,
-               cache_dir: Optional[str] = None, **options) -> Dataset:
+def _load_tfds(
+    name: str,
+    split: str,
+    data_dir: Optional[str] = None,
+    cache_dir: Optional[str] = None,
+    **options,
+) -> Dataset:
     _check_options(name, options, ())
     images, labels = tfds_source.load_tfds(name, split, data_dir, cache_dir)
     if images.shape[-1] == 1:  # Fashion-MNIST is grey: cues are coloured.
         images = np.repeat(images, 3, axis=-1)
-    return Dataset(images, labels, tfds_source.TFDS_DATASETS[name], name,
-                   class_names=tfds_source.CLASS_NAMES.get(name))
+    return Dataset(
+        images,
+        labels,
+        tfds_source.TFDS_DATASETS[name],
+        name,
+        class_names=tfds_source.CLASS_NAMES.get(name),
+    )
 
 
-def _load_dominoes(split: str, seed: int, top: str = "fashion_mnist", bottom: str = "cifar10",
-                   **options) -> Dataset:
+def _load_dominoes(
+    split: str, seed: int, top: str = "fashion_mnist", bottom: str = "cifar10", **options
+) -> Dataset:
     _check_options("dominoes", options, ("data_dir", "cache_dir", "num_examples"))
     if "dominoes" in (top, bottom):
         raise InputError("dominoes: top and bottom must be plain datasets")
@@ -204,32 +232,43 @@ def _load_dominoes(split: str, seed: int, top: str = "fashion_mnist", bottom: st
     # A different seed keeps the top images of a procedural dataset distinct from the bottom.
     top_set, bottom_set = part(top, seed + 1000), part(bottom, seed)
     if top_set.num_classes != bottom_set.num_classes:
-        raise InputError(f"dominoes: {top} has {top_set.num_classes} classes but {bottom} has "
-                         f"{bottom_set.num_classes}")
-    images = dominoes_lib.stack(top_set.images, top_set.labels, bottom_set.images,
-                                bottom_set.labels)
-    return Dataset(images, np.asarray(bottom_set.labels), bottom_set.num_classes, "dominoes",
-                   cue=DominoCue(rows=bottom_set.images.shape[2]),
-                   class_names=bottom_set.class_names)
+        raise InputError(
+            f"dominoes: {top} has {top_set.num_classes} classes but {bottom} has "
+            f"{bottom_set.num_classes}"
+        )
+    images = dominoes_lib.stack(
+        top_set.images, top_set.labels, bottom_set.images, bottom_set.labels
+    )
+    return Dataset(
+        images,
+        np.asarray(bottom_set.labels),
+        bottom_set.num_classes,
+        "dominoes",
+        cue=DominoCue(rows=bottom_set.images.shape[2]),
+        class_names=bottom_set.class_names,
+    )
 
 
 def _load_npz(name: str, split: str, num_classes: Optional[int] = None, **options) -> Dataset:
     _check_options("npz", options, ())
-    path = pathlib.Path(name[len("npz:"):]).expanduser()
+    path = pathlib.Path(name[len("npz:") :]).expanduser()
     if not path.is_file():
         raise InputError(f"npz dataset file not found: {path}")
     with np.load(path) as arrays:
         missing = [key for key in NPZ_KEYS if key not in arrays.files]
         if missing:
-            raise InputError(f"{path}: missing array(s) {', '.join(missing)}; an npz dataset "
-                             f"needs {', '.join(NPZ_KEYS)}")
+            raise InputError(
+                f"{path}: missing array(s) {', '.join(missing)}; an npz dataset "
+                f"needs {', '.join(NPZ_KEYS)}"
+            )
         images = arrays[f"x_{split}"]
         labels = arrays[f"y_{split}"]
         all_labels = np.concatenate([arrays["y_train"].ravel(), arrays["y_test"].ravel()])
     what = f"{path} ({split})"
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise InputError(f"{what}: x_{split} must be uint8 [N, H, W, 1 or 3], got shape "
-                         f"{images.shape}")
+        raise InputError(
+            f"{what}: x_{split} must be uint8 [N, H, W, 1 or 3], got shape {images.shape}"
+        )
     if images.dtype != np.uint8:
         raise InputError(f"{what}: x_{split} must be uint8, got {images.dtype}")
     if not np.issubdtype(labels.dtype, np.integer):

@@ -34,13 +34,18 @@ def to_rgb_square(images: np.ndarray, side: int) -> np.ndarray:
         images = np.repeat(images, 3, axis=-1)
     if images.shape[1:3] == (side, side):
         return np.asarray(images)
-    resized = jax.image.resize(np.asarray(images, np.float32),
-                               (images.shape[0], side, side, 3), "bilinear")
+    resized = jax.image.resize(
+        np.asarray(images, np.float32), (images.shape[0], side, side, 3), "bilinear"
+    )
     return np.asarray(np.clip(np.round(resized), 0, 255), np.uint8)
 
 
-def stack(top_images: np.ndarray, top_labels: np.ndarray, bottom_images: np.ndarray,
-          bottom_labels: np.ndarray) -> np.ndarray:
+def stack(
+    top_images: np.ndarray,
+    top_labels: np.ndarray,
+    bottom_images: np.ndarray,
+    bottom_labels: np.ndarray,
+) -> np.ndarray:
     """Domino images uint8 ``[N, W + H, W, 3]``: the paired top image above each bottom
     image (``N``, ``H``, ``W`` of the bottom set)."""
     side = bottom_images.shape[2]

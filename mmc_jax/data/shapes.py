@@ -81,7 +81,6 @@ _LINE_HALF_WIDTH = 0.5
 _BLOB_RADIUS_RANGE = (1.0, 3.0)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Style:
     """How hard the images are to recognise: the geometry, appearance and clutter knobs.
@@ -102,11 +101,25 @@ class Style:
 
 
 STYLES = {
-    "easy": Style(radius_range=(9.0, 12.0), jitter=0.05, gradient_amplitude=0.1,
-                  min_contrast=0.6, texture_std=0.03, noise_std=0.02, clutter=(0, 0)),
+    "easy": Style(
+        radius_range=(9.0, 12.0),
+        jitter=0.05,
+        gradient_amplitude=0.1,
+        min_contrast=0.6,
+        texture_std=0.03,
+        noise_std=0.02,
+        clutter=(0, 0),
+    ),
     "medium": Style(),
-    "hard": Style(radius_range=(5.0, 10.0), jitter=0.2, gradient_amplitude=0.35,
-                  min_contrast=0.25, texture_std=0.12, noise_std=0.08, clutter=(2, 5)),
+    "hard": Style(
+        radius_range=(5.0, 10.0),
+        jitter=0.2,
+        gradient_amplitude=0.35,
+        min_contrast=0.25,
+        texture_std=0.12,
+        noise_std=0.08,
+        clutter=(2, 5),
+    ),
 }
 
 # Rendering: chunk size bounds memory; the noise block size fixes how per-pixel
@@ -191,9 +204,7 @@ def _square(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
 
 def _triangle(u: _Array, v: _Array, r: _Array, j: Sequence[_Array]) -> _Array:
     """Equilateral triangle of circumradius 1.15 r; each edge offset jittered."""
-    half_planes = [
-        u * nx + v * ny <= 0.575 * r * jk for (nx, ny), jk in zip(_TRIANGLE_NORMALS, j)
-    ]
+    half_planes = [u * nx + v * ny <= 0.575 * r * jk for (nx, ny), jk in zip(_TRIANGLE_NORMALS, j)]
     return np.logical_and.reduce(half_planes)
 
 
@@ -321,8 +332,9 @@ def _too_close(a: np.ndarray, b: np.ndarray, distance: float) -> np.ndarray:
     return d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2] < distance * distance
 
 
-def _contrasting_colours(rng: np.random.Generator, reference: np.ndarray,
-                         min_contrast: float) -> np.ndarray:
+def _contrasting_colours(
+    rng: np.random.Generator, reference: np.ndarray, min_contrast: float
+) -> np.ndarray:
     """Random colours at least ``min_contrast`` away from ``reference`` ([n, 3]).
 
     Rejected colours are redrawn (vectorized, in index order) until all pass.
@@ -355,22 +367,43 @@ def _draw_params(num_examples: int, rng: np.random.Generator, style: Style) -> _
     background = rng.random((n, 3))
     gradient = _unit_vectors(rng, (n,)) * rng.uniform(0.0, style.gradient_amplitude, (n, 1))
     foreground = _contrasting_colours(rng, background, style.min_contrast)
-    lines = _draw_clutter(rng, n, low, k, start=lambda s: rng.uniform(0.0, _SIZE, (*s, 2)),
-                          direction=lambda s: _unit_vectors(rng, s),
-                          length=lambda s: rng.uniform(*_LINE_LENGTH_RANGE, s),
-                          colour=lambda s: rng.random((*s, 3)))
-    blobs = _draw_clutter(rng, n, low, k, centre=lambda s: rng.uniform(0.0, _SIZE, (*s, 2)),
-                          radius=lambda s: rng.uniform(*_BLOB_RADIUS_RANGE, s),
-                          is_disc=lambda s: rng.random(s) < 0.5,
-                          colour=lambda s: rng.random((*s, 3)))
-    return _Params(labels=labels, centre=centre, radius=radius, rotation=rotation,
-                   jitter=jitter, background=background, gradient=gradient,
-                   foreground=foreground, **{f"line_{name}": x for name, x in lines.items()},
-                   **{f"blob_{name}": x for name, x in blobs.items()})
+    lines = _draw_clutter(
+        rng,
+        n,
+        low,
+        k,
+        start=lambda s: rng.uniform(0.0, _SIZE, (*s, 2)),
+        direction=lambda s: _unit_vectors(rng, s),
+        length=lambda s: rng.uniform(*_LINE_LENGTH_RANGE, s),
+        colour=lambda s: rng.random((*s, 3)),
+    )
+    blobs = _draw_clutter(
+        rng,
+        n,
+        low,
+        k,
+        centre=lambda s: rng.uniform(0.0, _SIZE, (*s, 2)),
+        radius=lambda s: rng.uniform(*_BLOB_RADIUS_RANGE, s),
+        is_disc=lambda s: rng.random(s) < 0.5,
+        colour=lambda s: rng.random((*s, 3)),
+    )
+    return _Params(
+        labels=labels,
+        centre=centre,
+        radius=radius,
+        rotation=rotation,
+        jitter=jitter,
+        background=background,
+        gradient=gradient,
+        foreground=foreground,
+        **{f"line_{name}": x for name, x in lines.items()},
+        **{f"blob_{name}": x for name, x in blobs.items()},
+    )
 
 
-def _draw_clutter(rng: np.random.Generator, n: int, low: int, k: int,
-                  **draws) -> dict[str, np.ndarray]:
+def _draw_clutter(
+    rng: np.random.Generator, n: int, low: int, k: int, **draws
+) -> dict[str, np.ndarray]:
     """One kind of clutter (lines or blobs): each image's number of items (``low`` to ``k``),
     then every field of ``k`` items per image, ``draws[name]((n, k))``, in the order given
     (the generator's order is part of the dataset). Returns the fields and ``active``, which
@@ -554,8 +587,9 @@ def _render(p: _Params, normals: np.ndarray, style: Style) -> np.ndarray:
     return np.floor(image * 255.0 + 0.5).astype(np.uint8)
 
 
-def generate(num_examples: int, seed: int, style: str | Style = "medium"
-             ) -> tuple[np.ndarray, np.ndarray]:
+def generate(
+    num_examples: int, seed: int, style: str | Style = "medium"
+) -> tuple[np.ndarray, np.ndarray]:
     """Generates the shapes10 dataset (or an easier or harder variant of it).
 
     Labels follow the pattern ``i % 10`` shuffled with the seed, so classes are
@@ -591,8 +625,13 @@ def _style(style: str | Style) -> Style:
     return STYLES[style]
 
 
-def save_npz(path: str | os.PathLike, style: str | Style = "medium", num_train: int = 20_000,
-             num_test: int = 5_000, seed: int = 0) -> str:
+def save_npz(
+    path: str | os.PathLike,
+    style: str | Style = "medium",
+    num_train: int = 20_000,
+    num_test: int = 5_000,
+    seed: int = 0,
+) -> str:
     """Writes a shapes dataset as an ``npz:`` dataset file (``x_train, y_train, x_test,
     y_test``), e.g. an easier or harder variant to try the tools on data other than
     shapes10. Train uses seed ``2 * seed``, test ``2 * seed + 1``, as ``data.load`` does.

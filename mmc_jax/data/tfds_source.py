@@ -21,23 +21,47 @@ TFDS_DATASETS = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10}
 IMAGE_SHAPES = {"cifar10": (32, 32, 3), "cifar100": (32, 32, 3), "fashion_mnist": (28, 28, 3)}
 #: Class names, where short enough to label plots.
 CLASS_NAMES = {
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                "ship", "truck"),
-    "fashion_mnist": ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
-                      "sneaker", "bag", "ankle boot"),
+    "cifar10": (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ),
+    "fashion_mnist": (
+        "T-shirt",
+        "trouser",
+        "pullover",
+        "dress",
+        "coat",
+        "sandal",
+        "shirt",
+        "sneaker",
+        "bag",
+        "ankle boot",
+    ),
 }
 
-PREPARE_HINT = ("prepare it once with: pip install tensorflow && "
-                "tfds build {name} --file_format=array_record{data_dir_flag}")
+PREPARE_HINT = (
+    "prepare it once with: pip install tensorflow && "
+    "tfds build {name} --file_format=array_record{data_dir_flag}"
+)
 
 
 def _open(name: str, split: str, data_dir: Optional[str]):
     try:  # only real datasets need it: an extra, mmc_jax[tfds]
         import tensorflow_datasets as tfds
     except ImportError:
-        raise InputError(f"{name} is read through TensorFlow Datasets, which is not installed: "
-                         "pip install 'mmc_jax[tfds]' (or tensorflow-datasets and "
-                         "array-record)") from None
+        raise InputError(
+            f"{name} is read through TensorFlow Datasets, which is not installed: "
+            "pip install 'mmc_jax[tfds]' (or tensorflow-datasets and "
+            "array-record)"
+        ) from None
 
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
@@ -47,7 +71,8 @@ def _open(name: str, split: str, data_dir: Optional[str]):
         raise InputError(
             f"{name} ({split}) is not available as array_record under {where} "
             f"({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
-            + PREPARE_HINT.format(name=name, data_dir_flag=flag)) from None
+            + PREPARE_HINT.format(name=name, data_dir_flag=flag)
+        ) from None
 
 
 def _read_all(source, description: str) -> dict[str, np.ndarray]:
@@ -57,8 +82,9 @@ def _read_all(source, description: str) -> dict[str, np.ndarray]:
     first = source[0]
     images = np.empty((n,) + np.shape(first["image"]), np.uint8)
     labels = np.empty((n,), np.int32)
-    for i in tqdm(range(n), desc=description, unit="img", leave=False, mininterval=1.0,
-                  disable=n < 5000):
+    for i in tqdm(
+        range(n), desc=description, unit="img", leave=False, mininterval=1.0, disable=n < 5000
+    ):
         record = source[i]
         images[i] = record["image"]
         labels[i] = record["label"]
@@ -75,8 +101,9 @@ def _fingerprint(source) -> str:
     return digest.hexdigest()[:12]
 
 
-def load_tfds(name: str, split: str, data_dir: Optional[str] = None,
-              cache: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
+def load_tfds(
+    name: str, split: str, data_dir: Optional[str] = None, cache: Optional[str] = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Images ``uint8 [N, H, W, C]`` and labels ``int32 [N]`` of a prepared TFDS dataset.
 
     Args:

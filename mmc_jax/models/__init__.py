@@ -52,8 +52,10 @@ def check_name(name: str) -> str:
     if isinstance(name, str) and ":" in name:
         factory(name)
         return name
-    raise InputError(f"unknown model {name!r}; choose from {', '.join(PRESETS)}, or give "
-                     "'my_package.my_module:make_model'")
+    raise InputError(
+        f"unknown model {name!r}; choose from {', '.join(PRESETS)}, or give "
+        "'my_package.my_module:make_model'"
+    )
 
 
 def factory(name: str) -> Callable[[int], nn.Module]:
@@ -62,16 +64,23 @@ def factory(name: str) -> Callable[[int], nn.Module]:
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # any import failure of the user's module
-        raise InputError(f"model {name!r}: cannot import {module_name!r} "
-                         f"({type(err).__name__}: {err})") from None
+        raise InputError(
+            f"model {name!r}: cannot import {module_name!r} ({type(err).__name__}: {err})"
+        ) from None
     make = getattr(module, attribute, None)
     if not callable(make):
         raise InputError(f"model {name!r}: {module_name} has no callable {attribute!r}")
     return make
 
 
-def create(name: str, num_classes: int, *, width: float | None = None,
-           dtype: str | Any = "float32", conv_impl: str = "auto") -> nn.Module:
+def create(
+    name: str,
+    num_classes: int,
+    *,
+    width: float | None = None,
+    dtype: str | Any = "float32",
+    conv_impl: str = "auto",
+) -> nn.Module:
     """Builds a model by name.
 
     Args:
@@ -100,16 +109,18 @@ def create(name: str, num_classes: int, *, width: float | None = None,
             raise InputError(f"width applies to the library's presets, not to {name!r}")
         module = factory(name)(num_classes)
         if not isinstance(module, nn.Module):
-            raise InputError(f"model {name!r} returned {type(module).__name__}, not a Flax "
-                             "Linen module")
+            raise InputError(
+                f"model {name!r} returned {type(module).__name__}, not a Flax Linen module"
+            )
         return module
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise InputError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
     if conv_impl not in layers.CONV_IMPLS:
-        raise InputError(f"unknown conv_impl {conv_impl!r}; choose from "
-                         f"{', '.join(layers.CONV_IMPLS)}")
+        raise InputError(
+            f"unknown conv_impl {conv_impl!r}; choose from {', '.join(layers.CONV_IMPLS)}"
+        )
     kwargs = {"dtype": dtype, "conv_impl": conv_impl}
     if width is not None:
         if width <= 0:
@@ -121,7 +132,8 @@ def create(name: str, num_classes: int, *, width: float | None = None,
 def init(model: nn.Module, key: jax.Array, image_shape: tuple[int, int, int]) -> dict:
     """Initial ``{"params", "batch_stats"}`` of ``model`` for images of ``image_shape``."""
     variables = jax.jit(functools.partial(model.init, train=False))(
-        key, jnp.zeros((1, *image_shape), jnp.float32))
+        key, jnp.zeros((1, *image_shape), jnp.float32)
+    )
     return dict(variables)
 
 
@@ -130,5 +142,18 @@ def num_params(variables: dict) -> int:
     return sum(x.size for x in jax.tree.leaves(variables["params"]))
 
 
-__all__ = ["DTYPES", "MLP", "PRESETS", "ResNet", "SmallCNN", "VGG", "ViT", "WideResNet",
-           "check_name", "create", "factory", "init", "num_params"]
+__all__ = [
+    "DTYPES",
+    "MLP",
+    "PRESETS",
+    "ResNet",
+    "SmallCNN",
+    "VGG",
+    "ViT",
+    "WideResNet",
+    "check_name",
+    "create",
+    "factory",
+    "init",
+    "num_params",
+]

@@ -46,14 +46,21 @@ class ViT(layers.ImageClassifier):
         """The final LayerNorm's output, averaged over tokens."""
         del train
         dim = layers.scaled(self.dim, self.width)
-        x = nn.Conv(dim, (self.patch, self.patch), strides=(self.patch, self.patch),
-                    padding="VALID", dtype=self.dtype, name="patch_embed")(x)
+        x = nn.Conv(
+            dim,
+            (self.patch, self.patch),
+            strides=(self.patch, self.patch),
+            padding="VALID",
+            dtype=self.dtype,
+            name="patch_embed",
+        )(x)
         x = x.reshape(x.shape[0], -1, dim)
         x = x + self.param("position", nn.initializers.normal(0.02), (1, x.shape[1], dim))
         for i in range(self.depth):
             y = nn.LayerNorm(dtype=self.dtype, name=f"block{i}_ln1")(x)
-            x = x + nn.MultiHeadDotProductAttention(self.heads, dtype=self.dtype,
-                                                    name=f"block{i}_attn")(y)
+            x = x + nn.MultiHeadDotProductAttention(
+                self.heads, dtype=self.dtype, name=f"block{i}_attn"
+            )(y)
             y = nn.LayerNorm(dtype=self.dtype, name=f"block{i}_ln2")(x)
             y = nn.gelu(nn.Dense(dim * self.mlp_ratio, dtype=self.dtype, name=f"block{i}_fc1")(y))
             x = x + nn.Dense(dim, dtype=self.dtype, name=f"block{i}_fc2")(y)
@@ -78,8 +85,10 @@ class WideResNet(layers.ImageClassifier):
 
     def features(self, x, train: bool):
         """Pooled features after the final norm and ReLU."""
-        conv = lambda c, s, name: layers.conv3x3(c, s, self.dtype, self.conv_impl,  # noqa: E731
-                                                 name=name)
+
+        def conv(c, s, name):
+            return layers.conv3x3(c, s, self.dtype, self.conv_impl, name=name)
+
         x = conv(layers.scaled(self.stages[0], self.width), 1, "stem")(x)
         for s, channels in enumerate(self.stages):
             channels = layers.scaled(channels, self.width)
@@ -89,8 +98,9 @@ class WideResNet(layers.ImageClassifier):
                 y = nn.relu(self._norm(train, f"{name}_norm1")(x))
                 shortcut = x
                 if stride != 1 or x.shape[-1] != channels:
-                    shortcut = layers.conv1x1(channels, stride, self.dtype, self.conv_impl,
-                                              name=f"{name}_project")(y)
+                    shortcut = layers.conv1x1(
+                        channels, stride, self.dtype, self.conv_impl, name=f"{name}_project"
+                    )(y)
                 y = conv(channels, stride, f"{name}_conv1")(y)
                 y = nn.relu(self._norm(train, f"{name}_norm2")(y))
                 x = shortcut + conv(channels, 1, f"{name}_conv2")(y)

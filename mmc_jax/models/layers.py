@@ -60,17 +60,26 @@ def im2col_conv(x, kernel, strides: int, padding: int):
     x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     ho = (h + 2 * padding - kh) // strides + 1
     wo = (w + 2 * padding - kw) // strides + 1
-    patches = [x[:, i:i + strides * (ho - 1) + 1:strides, j:j + strides * (wo - 1) + 1:strides]
-               for i in range(kh) for j in range(kw)]
+    patches = [
+        x[:, i : i + strides * (ho - 1) + 1 : strides, j : j + strides * (wo - 1) + 1 : strides]
+        for i in range(kh)
+        for j in range(kw)
+    ]
     patches = patches[0] if len(patches) == 1 else jnp.concatenate(patches, axis=-1)
-    return jnp.dot(patches.reshape(-1, kh * kw * c), kernel.reshape(kh * kw * c, f)
-                   ).reshape(n, ho, wo, f)
+    return jnp.dot(patches.reshape(-1, kh * kw * c), kernel.reshape(kh * kw * c, f)).reshape(
+        n, ho, wo, f
+    )
 
 
 def xla_conv(x, kernel, strides: int, padding: int):
     """``lax.conv_general_dilated`` in NHWC/HWIO with symmetric padding."""
-    return jax.lax.conv_general_dilated(x, kernel, (strides, strides), [(padding, padding)] * 2,
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        (strides, strides),
+        [(padding, padding)] * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -108,8 +117,9 @@ class Conv(nn.Module):
     @nn.compact
     def __call__(self, x):
         k = self.kernel_size
-        kernel = self.param("kernel", torch_default_init, (k, k, x.shape[-1], self.features),
-                            jnp.float32)
+        kernel = self.param(
+            "kernel", torch_default_init, (k, k, x.shape[-1], self.features), jnp.float32
+        )
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         out_pixels = (-(-x.shape[-3] // self.strides)) * (-(-x.shape[-2] // self.strides))
         impl = resolve_conv_impl(self.impl, out_pixels)
@@ -120,14 +130,16 @@ class Conv(nn.Module):
         return xla_conv(x, kernel, self.strides, k // 2)
 
 
-def conv3x3(features: int, strides: int = 1, dtype: Any = jnp.float32, impl: str = "auto",
-            name=None) -> Conv:
+def conv3x3(
+    features: int, strides: int = 1, dtype: Any = jnp.float32, impl: str = "auto", name=None
+) -> Conv:
     """Bias-free 3×3 convolution with PyTorch's symmetric padding of 1 (also at stride 2)."""
     return Conv(features, 3, strides, impl, dtype, name=name)
 
 
-def conv1x1(features: int, strides: int = 1, dtype: Any = jnp.float32, impl: str = "auto",
-            name=None) -> Conv:
+def conv1x1(
+    features: int, strides: int = 1, dtype: Any = jnp.float32, impl: str = "auto", name=None
+) -> Conv:
     """Bias-free 1×1 convolution (ResNet shortcuts)."""
     return Conv(features, 1, strides, impl, dtype, name=name)
 
@@ -136,14 +148,15 @@ def max_pool_2x2(x):
     """2×2 max-pool with stride 2 as a reshape and a max (its gradient is much cheaper on
     CPU than ``select_and_scatter``); odd trailing rows/columns are dropped, like PyTorch."""
     n, h, w, c = x.shape
-    x = x[:, :h // 2 * 2, :w // 2 * 2]
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
     return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 def batch_norm(train: bool, dtype: Any = jnp.float32, name=None) -> nn.BatchNorm:
     """BatchNorm with PyTorch's defaults: momentum 0.1 (Flax 0.9), eps 1e-5, affine."""
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                        dtype=dtype, name=name)
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
+    )
 
 
 class Classifier(nn.Module):
@@ -154,9 +167,13 @@ class Classifier(nn.Module):
 
     @nn.compact
     def __call__(self, features):
-        return nn.Dense(self.num_classes, kernel_init=torch_default_init,
-                        bias_init=torch_bias_init(features.shape[-1]), dtype=self.dtype,
-                        name="dense")(features)
+        return nn.Dense(
+            self.num_classes,
+            kernel_init=torch_default_init,
+            bias_init=torch_bias_init(features.shape[-1]),
+            dtype=self.dtype,
+            name="dense",
+        )(features)
 
 
 def global_average_pool(x):
@@ -174,7 +191,6 @@ def finish(features, num_classes: int, return_features: bool, dtype):
     logits = Classifier(num_classes, dtype=dtype, name="classifier")(features)
     logits = logits.astype(jnp.float32)
     return (logits, features.astype(jnp.float32)) if return_features else logits
-
 
 
 class ImageClassifier(nn.Module):
@@ -198,9 +214,11 @@ class ImageClassifier(nn.Module):
         """Pooled penultimate features ``[N, C]`` of inputs already cast to ``dtype``."""
         raise NotImplementedError
 
-    def conv_bn_relu(self, x, channels: int, stride: int, train: bool, conv_name: str,
-                     bn_name: str):
+    def conv_bn_relu(
+        self, x, channels: int, stride: int, train: bool, conv_name: str, bn_name: str
+    ):
         """3×3 conv (``channels`` before the width multiplier) → BatchNorm → ReLU."""
-        x = conv3x3(scaled(channels, self.width), stride, self.dtype, self.conv_impl,
-                    name=conv_name)(x)
+        x = conv3x3(
+            scaled(channels, self.width), stride, self.dtype, self.conv_impl, name=conv_name
+        )(x)
         return nn.relu(batch_norm(train, self.dtype, name=bn_name)(x))

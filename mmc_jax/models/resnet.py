@@ -28,8 +28,9 @@ class BasicBlock(nn.Module):
         y = conv(self.channels, 1, name="conv2")(y)
         y = layers.batch_norm(train, self.dtype, name="bn2")(y)
         if self.strides != 1 or x.shape[-1] != self.channels:
-            x = layers.conv1x1(self.channels, self.strides, self.dtype, self.conv_impl,
-                                   name="shortcut_conv")(x)
+            x = layers.conv1x1(
+                self.channels, self.strides, self.dtype, self.conv_impl, name="shortcut_conv"
+            )(x)
             x = layers.batch_norm(train, self.dtype, name="shortcut_bn")(x)
         return nn.relu(x + y)
 
@@ -54,6 +55,11 @@ class ResNet(layers.ImageClassifier):
         for stage, (size, channels) in enumerate(zip(self.stage_sizes, self.stage_widths)):
             for block in range(size):
                 strides = 2 if stage > 0 and block == 0 else 1
-                x = BasicBlock(layers.scaled(channels, self.width), strides, self.dtype,
-                               self.conv_impl, name=f"stage{stage}_block{block}")(x, train)
+                x = BasicBlock(
+                    layers.scaled(channels, self.width),
+                    strides,
+                    self.dtype,
+                    self.conv_impl,
+                    name=f"stage{stage}_block{block}",
+                )(x, train)
         return layers.global_average_pool(x)

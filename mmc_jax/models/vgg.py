@@ -8,8 +8,18 @@ from typing import Sequence
 from mmc_jax.models import layers
 
 #: (channels, stride) of each conv block of the paper's VGG-13.
-VGG13_BLOCKS = ((64, 1), (64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 2),
-                (512, 1), (512, 1))
+VGG13_BLOCKS = (
+    (64, 1),
+    (64, 2),
+    (128, 1),
+    (128, 2),
+    (256, 1),
+    (256, 2),
+    (512, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+)
 
 
 class VGG(layers.ImageClassifier):

@@ -29,13 +29,22 @@ One module per job:
 from mmc_jax.permute.derive import derive_spec
 from mmc_jax.permute.layouts import spec_for
 from mmc_jax.permute.matching import (
-                                      activation_matching,
-                                      greedy_activation_matching,
-                                      paper_activation_matching,
-                                      weight_matching,
+    activation_matching,
+    greedy_activation_matching,
+    paper_activation_matching,
+    weight_matching,
 )
 from mmc_jax.permute.spec import Blocks, PermutationSpec, apply, validate
 
-__all__ = ["Blocks", "PermutationSpec", "activation_matching", "apply", "derive_spec",
-           "greedy_activation_matching", "paper_activation_matching", "spec_for", "validate",
-           "weight_matching"]
+__all__ = [
+    "Blocks",
+    "PermutationSpec",
+    "activation_matching",
+    "apply",
+    "derive_spec",
+    "greedy_activation_matching",
+    "paper_activation_matching",
+    "spec_for",
+    "validate",
+    "weight_matching",
+]

@@ -16,9 +16,14 @@ from mmc_jax.permute.spec import Blocks, PermutationSpec, validate
 from mmc_jax.permute.trace import Trace, _shape, size, trace_model
 
 
-def derive_spec(apply_fn: Callable, variables: Mapping[str, Any], *example_args,
-                strict: bool = False, residual_stream: bool = True,
-                **apply_kwargs) -> PermutationSpec:
+def derive_spec(
+    apply_fn: Callable,
+    variables: Mapping[str, Any],
+    *example_args,
+    strict: bool = False,
+    residual_stream: bool = True,
+    **apply_kwargs,
+) -> PermutationSpec:
     """The permutation spec of any model, derived from its traced forward pass.
 
     Args:
@@ -45,8 +50,9 @@ def derive_spec(apply_fn: Callable, variables: Mapping[str, Any], *example_args,
     return spec_of(trace, variables, strict, residual_stream)
 
 
-def spec_of(trace: Trace, variables: Mapping[str, Any], strict: bool = False,
-            residual_stream: bool = True) -> PermutationSpec:
+def spec_of(
+    trace: Trace, variables: Mapping[str, Any], strict: bool = False, residual_stream: bool = True
+) -> PermutationSpec:
     """The spec of a traced model (see :func:`derive_spec`)."""
     groups = trace.groups
     if not residual_stream:
@@ -101,18 +107,23 @@ def spec_of(trace: Trace, variables: Mapping[str, Any], strict: bool = False,
         elif kind == "mixed":
             reason = "reshape of a concatenated axis"
             if strict:
-                raise InputError(f"unsupported op {reason} touches "
-                                 f"{', '.join(sorted({n for n, _ in entries}))}")
+                raise InputError(
+                    f"unsupported op {reason} touches {', '.join(sorted({n for n, _ in entries}))}"
+                )
             if reason not in unsupported:
                 unsupported.append(reason)
             continue
         else:
             base = _name(entries, sizes_of, first_use)
-            perms = [name_of(part, _name(members[part], sizes_of, first_use)
-                             if part in members
-                             else f"{base}.{k}")
-                     if free(part, entries) and parts.count(part) == 1 else None
-                     for k, part in enumerate(parts)]
+            perms = [
+                name_of(
+                    part,
+                    _name(members[part], sizes_of, first_use) if part in members else f"{base}.{k}",
+                )
+                if free(part, entries) and parts.count(part) == 1
+                else None
+                for k, part in enumerate(parts)
+            ]
             acting = [p for p in perms if p is not None]
             if not acting:
                 continue
@@ -121,9 +132,12 @@ def spec_of(trace: Trace, variables: Mapping[str, Any], strict: bool = False,
             axes_to_perm[leaf][axis] = entry
             for perm in acting:
                 perm_to_axes[perm].append((leaf, axis))
-    spec = PermutationSpec({p: tuple(e) for p, e in perm_to_axes.items()},
-                           {n: tuple(a) for n, a in axes_to_perm.items()}, sizes,
-                           tuple(unsupported))
+    spec = PermutationSpec(
+        {p: tuple(e) for p, e in perm_to_axes.items()},
+        {n: tuple(a) for n, a in axes_to_perm.items()},
+        sizes,
+        tuple(unsupported),
+    )
     validate(spec, variables)
     return spec
 
@@ -132,8 +146,10 @@ def _name(entries, sizes_of, first_use) -> str:
     """``P_<module>``: the module of the first leaf in forward order whose last axis the
     group holds (the layer writing the units); ``P_<module>@<axis>`` when no leaf has it last
     (attention's heads, axis 1 of the query kernel)."""
-    leaf, axis = min(entries, key=lambda e: (e[1] != len(sizes_of[e[0]]) - 1,
-                                             first_use.get(e[0], len(first_use)), e[0]))
+    leaf, axis = min(
+        entries,
+        key=lambda e: (e[1] != len(sizes_of[e[0]]) - 1, first_use.get(e[0], len(first_use)), e[0]),
+    )
     parts = leaf.split("/")
     name = f"P_{'/'.join(parts[1:-1]) or parts[-1]}"
     return name if axis == len(sizes_of[leaf]) - 1 else f"{name}@{axis}"

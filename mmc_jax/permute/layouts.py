@@ -57,8 +57,9 @@ _STREAM = re.compile(r"P_stage\d+")
 def _chain_groups(params: Mapping[str, Any]) -> list[_Group]:
     """Groups of a conv → BN → ReLU chain (VGG, SmallCNN): one permutation per conv."""
     indices = sorted(int(m.group(1)) for name in params if (m := _CONV.fullmatch(name)))
-    groups = [_Group(f"P_{i}", [f"conv{i}", f"bn{i}"], sites=[((f"bn{i}",), True)])
-              for i in indices]
+    groups = [
+        _Group(f"P_{i}", [f"conv{i}", f"bn{i}"], sites=[((f"bn{i}",), True)]) for i in indices
+    ]
     for group, reader in zip(groups, [f"conv{i}" for i in indices[1:]] + ["classifier/dense"]):
         group.consumers.append(reader)
     return groups
@@ -70,14 +71,21 @@ def _resnet_groups(params: Mapping[str, Any]) -> list[_Group]:
     Blocks are walked in forward order; a block with a ``shortcut_conv`` projects the stream
     and so starts a new stream permutation, a block without one adds to the current stream.
     """
-    blocks = sorted((int(m.group(1)), int(m.group(2)), name)
-                    for name in params if (m := _BLOCK.fullmatch(name)))
+    blocks = sorted(
+        (int(m.group(1)), int(m.group(2)), name) for name in params if (m := _BLOCK.fullmatch(name))
+    )
     stream = _Group("P_stage0", ["stem_conv", "stem_bn"], sites=[(("stem_bn",), True)])
     groups = [stream]
     for stage, _, name in blocks:
         stream.consumers.append(f"{name}/conv1")
-        groups.append(_Group(f"P_{name}", [f"{name}/conv1", f"{name}/bn1"], [f"{name}/conv2"],
-                             [((name, "bn1"), True)]))
+        groups.append(
+            _Group(
+                f"P_{name}",
+                [f"{name}/conv1", f"{name}/bn1"],
+                [f"{name}/conv2"],
+                [((name, "bn1"), True)],
+            )
+        )
         if "shortcut_conv" in params[name]:
             stream.consumers.append(f"{name}/shortcut_conv")
             stream = _Group(f"P_stage{stage}", [f"{name}/shortcut_conv", f"{name}/shortcut_bn"])
@@ -94,12 +102,15 @@ def _groups(model: nn.Module, variables: Mapping[str, Any]) -> list[_Group]:
         return _chain_groups(variables["params"])
     if isinstance(model, ResNet):
         return _resnet_groups(variables["params"])
-    raise InputError(f"no permutation spec for model type {type(model).__name__}; supported: "
-                     "VGG, SmallCNN, ResNet")
+    raise InputError(
+        f"no permutation spec for model type {type(model).__name__}; supported: "
+        "VGG, SmallCNN, ResNet"
+    )
 
 
-def spec_for(model: nn.Module, variables: Mapping[str, Any],
-             image_shape: tuple[int, int, int] | None = None) -> PermutationSpec:
+def spec_for(
+    model: nn.Module, variables: Mapping[str, Any], image_shape: tuple[int, int, int] | None = None
+) -> PermutationSpec:
     """The permutation spec of a library model, with the names of its hand-written layout.
 
     The spec is :func:`mmc_jax.permute.derive_spec`'s; this only names its permutations as the
@@ -127,17 +138,20 @@ def spec_for(model: nn.Module, variables: Mapping[str, Any],
     writer_to_name = {f"params/{g.producers[0]}/kernel": g.perm for g in groups}
     renamed = {}
     for name, entries in derived.perm_to_axes.items():
-        writers = [writer_to_name[path] for path, axis in entries
-                   if path in writer_to_name and axis == 3]
+        writers = [
+            writer_to_name[path] for path, axis in entries if path in writer_to_name and axis == 3
+        ]
         if not writers or len(set(writers)) != 1:
-            raise InputError(f"the traced model does not match the {type(model).__name__} "
-                             f"layout at {name}")
+            raise InputError(
+                f"the traced model does not match the {type(model).__name__} layout at {name}"
+            )
         renamed[name] = writers[0]
     if sorted(renamed.values()) != sorted(g.perm for g in groups):
         raise InputError(f"the traced model does not match the {type(model).__name__} layout")
     spec = PermutationSpec(
         {renamed[n]: e for n, e in derived.perm_to_axes.items()},
         {p: tuple(renamed.get(n) for n in axes) for p, axes in derived.axes_to_perm.items()},
-        {renamed[n]: s for n, s in derived.sizes.items()})
+        {renamed[n]: s for n, s in derived.sizes.items()},
+    )
     validate(spec, variables)
     return spec

@@ -63,10 +63,9 @@ def _unit_rows(x: np.ndarray, entries: tuple, name: str, axis: int) -> np.ndarra
             shape.append(entry.sizes[k])
             roles.append(0)
         elif isinstance(entry, Blocks) and entry.kind == "factors":
-            x = x.reshape(*x.shape[:at], *entry.sizes, *x.shape[at + 1:])
+            x = x.reshape(*x.shape[:at], *entry.sizes, *x.shape[at + 1 :])
             shape += entry.sizes
-            roles += [0 if ax == axis and p == name else 1 if p is None else 2
-                      for p in entry.perms]
+            roles += [0 if ax == axis and p == name else 1 if p is None else 2 for p in entry.perms]
         else:
             shape.append(x.shape[at])
             roles.append(0 if ax == axis else 1 if entry is None else 2)
@@ -76,8 +75,13 @@ def _unit_rows(x: np.ndarray, entries: tuple, name: str, axis: int) -> np.ndarra
     return np.sort(x, axis=-1).reshape(shape[order[0]], -1)
 
 
-def _similarity(spec: PermutationSpec, name: str, leaves_a: dict, leaves_b: dict,
-                perm: Mapping[str, np.ndarray] | None) -> np.ndarray:
+def _similarity(
+    spec: PermutationSpec,
+    name: str,
+    leaves_a: dict,
+    leaves_b: dict,
+    perm: Mapping[str, np.ndarray] | None,
+) -> np.ndarray:
     """``[n, n]`` similarity of a's units (rows) and b's for permutation ``name``, summed
     over its parameter leaves: with the other permutations at ``perm`` (Git Re-Basin's
     linear assignment), or, for ``perm=None``, invariant to them (:func:`_unit_rows`)."""
@@ -88,28 +92,46 @@ def _similarity(spec: PermutationSpec, name: str, leaves_a: dict, leaves_b: dict
             continue
         entries = spec.axes_to_perm[path]
         if perm is None:
-            similarity += (_unit_rows(leaves_a[path], entries, name, axis)
-                           @ _unit_rows(leaves_b[path], entries, name, axis).T)
+            similarity += (
+                _unit_rows(leaves_a[path], entries, name, axis)
+                @ _unit_rows(leaves_b[path], entries, name, axis).T
+            )
         else:
             w_b = _permute_leaf(leaves_b[path], entries, perm, skip=name)
-            similarity += (part_view(leaves_a[path], entries[axis], name, axis)
-                           @ part_view(w_b, entries[axis], name, axis).T)
+            similarity += (
+                part_view(leaves_a[path], entries[axis], name, axis)
+                @ part_view(w_b, entries[axis], name, axis).T
+            )
     return similarity
 
 
-def _coordinate_descent(spec: PermutationSpec, leaves_a: dict, leaves_b: dict,
-                        perm: dict[str, np.ndarray], rng: np.random.Generator,
-                        max_iter: int) -> dict[str, np.ndarray]:
+def _coordinate_descent(
+    spec: PermutationSpec,
+    leaves_a: dict,
+    leaves_b: dict,
+    perm: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    max_iter: int,
+) -> dict[str, np.ndarray]:
     """Git Re-Basin's coordinate descent from ``perm`` (updated in place and returned).
 
     A permutation's similarity depends only on the permutations sharing a parameter leaf
     with it (its own value is skipped), so it is re-solved only when one of those changed
     since its last solve: otherwise the same matrix would give the same assignment again.
     """
-    neighbours = {name: sorted({other for path, _ in entries if path in leaves_a
-                                for e in spec.axes_to_perm[path] for other in _names(e)}
-                               - {name})
-                  for name, entries in spec.perm_to_axes.items()}
+    neighbours = {
+        name: sorted(
+            {
+                other
+                for path, _ in entries
+                if path in leaves_a
+                for e in spec.axes_to_perm[path]
+                for other in _names(e)
+            }
+            - {name}
+        )
+        for name, entries in spec.perm_to_axes.items()
+    }
     version = dict.fromkeys(spec.sizes, 0)
     solved_at: dict[str, tuple] = {}
     for _ in range(max_iter):
@@ -132,15 +154,23 @@ def _coordinate_descent(spec: PermutationSpec, leaves_a: dict, leaves_b: dict,
     return perm
 
 
-def _total_similarity(spec: PermutationSpec, leaves_a: dict, leaves_b: dict,
-                      perm: Mapping[str, np.ndarray]) -> float:
+def _total_similarity(
+    spec: PermutationSpec, leaves_a: dict, leaves_b: dict, perm: Mapping[str, np.ndarray]
+) -> float:
     """``sum over parameter leaves of <a_leaf, b_leaf permuted by perm>``, the objective."""
-    return sum(float(np.vdot(x, _permute_leaf(leaves_b[path], spec.axes_to_perm[path], perm)))
-               for path, x in leaves_a.items())
+    return sum(
+        float(np.vdot(x, _permute_leaf(leaves_b[path], spec.axes_to_perm[path], perm)))
+        for path, x in leaves_a.items()
+    )
 
 
-def weight_matching(spec: PermutationSpec, a: Mapping[str, Any], b: Mapping[str, Any],
-                    key: jax.Array, max_iter: int = 100) -> dict[str, jax.Array]:
+def weight_matching(
+    spec: PermutationSpec,
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    key: jax.Array,
+    max_iter: int = 100,
+) -> dict[str, jax.Array]:
     """Permutation aligning the weights of ``b`` to ``a`` (Ainsworth et al., "Git Re-Basin").
 
     Coordinate descent: each iteration visits the permutations in a random order and
@@ -174,16 +204,19 @@ def weight_matching(spec: PermutationSpec, a: Mapping[str, Any], b: Mapping[str,
     validate(spec, b)
     if max_iter < 1:
         raise InputError(f"max_iter must be positive, got {max_iter}")
-    leaves_a = {p: np.asarray(x, np.float64) for p, x in _flatten(a).items()
-                if p.startswith("params/")}
-    leaves_b = {p: np.asarray(x, np.float64) for p, x in _flatten(b).items()
-                if p.startswith("params/")}
+    leaves_a = {
+        p: np.asarray(x, np.float64) for p, x in _flatten(a).items() if p.startswith("params/")
+    }
+    leaves_b = {
+        p: np.asarray(x, np.float64) for p, x in _flatten(b).items() if p.startswith("params/")
+    }
     # A host generator seeded by the key's bits: no device program to compile per order.
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))
     best, best_value = None, 0.0
-    for start in ({name: np.arange(size) for name, size in spec.sizes.items()},
-                  {name: _solve(_similarity(spec, name, leaves_a, leaves_b, None))
-                   for name in spec.sizes}):
+    for start in (
+        {name: np.arange(size) for name, size in spec.sizes.items()},
+        {name: _solve(_similarity(spec, name, leaves_a, leaves_b, None)) for name in spec.sizes},
+    ):
         perm = _coordinate_descent(spec, leaves_a, leaves_b, start, rng, max_iter)
         value = _total_similarity(spec, leaves_a, leaves_b, perm)
         if best is None or value > best_value + 1e-12 * max(1.0, abs(best_value)):
@@ -202,8 +235,9 @@ def _module_activations(model: nn.Module, groups: list[_Group]) -> Callable:
 
     @jax.jit
     def activations(variables, images) -> dict[str, list[jax.Array]]:
-        _, state = model.apply(variables, images, train=False, capture_intermediates=capture,
-                               mutable=["intermediates"])
+        _, state = model.apply(
+            variables, images, train=False, capture_intermediates=capture, mutable=["intermediates"]
+        )
         out = {}
         for group in groups:
             out[group.perm] = []
@@ -232,12 +266,14 @@ def _moments_fn(activations: Callable) -> Callable:
     def moments(x_a, x_b):
         mean_a, mean_b = x_a.mean(0), x_b.mean(0)
         x_a, x_b = x_a - mean_a, x_b - mean_b
-        return (x_a.shape[0], mean_a, mean_b, x_a.T @ x_b, (x_a ** 2).sum(0), (x_b ** 2).sum(0))
+        return (x_a.shape[0], mean_a, mean_b, x_a.T @ x_b, (x_a**2).sum(0), (x_b**2).sum(0))
 
     @jax.jit
     def all_moments(acts_a, acts_b):
-        return {name: [moments(x_a, x_b) for x_a, x_b in zip(acts_a[name], acts_b[name])]
-                for name in acts_a}
+        return {
+            name: [moments(x_a, x_b) for x_a, x_b in zip(acts_a[name], acts_b[name])]
+            for name in acts_a
+        }
 
     # The forward passes run as their own program: a's and b's share one compilation.
     return lambda a, b, images: all_moments(activations(a, images), activations(b, images))
@@ -262,9 +298,13 @@ def _host(moments) -> tuple:
     return tuple(np.asarray(m, np.float64) for m in moments)
 
 
-def activation_matching(spec: PermutationSpec, model: nn.Module | Callable,
-                        a: Mapping[str, Any], b: Mapping[str, Any],
-                        batches: Iterable[Any]) -> dict[str, jax.Array]:
+def activation_matching(
+    spec: PermutationSpec,
+    model: nn.Module | Callable,
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    batches: Iterable[Any],
+) -> dict[str, jax.Array]:
     """Permutation aligning the activations of ``b`` to ``a`` (Ainsworth et al.; Entezari et al.).
 
     Both models run in eval mode on every batch. Each permutation is solved independently, as a
@@ -335,15 +375,23 @@ def _merge(total: tuple | None, batch: tuple) -> tuple:
     n = n1 + n2
     delta_a, delta_b = mean_a2 - mean_a1, mean_b2 - mean_b1
     weight = n1 * n2 / n
-    return (n, mean_a1 + delta_a * n2 / n, mean_b1 + delta_b * n2 / n,
-            cross1 + cross2 + weight * np.outer(delta_a, delta_b),
-            ss_a1 + ss_a2 + weight * delta_a ** 2, ss_b1 + ss_b2 + weight * delta_b ** 2)
+    return (
+        n,
+        mean_a1 + delta_a * n2 / n,
+        mean_b1 + delta_b * n2 / n,
+        cross1 + cross2 + weight * np.outer(delta_a, delta_b),
+        ss_a1 + ss_a2 + weight * delta_a**2,
+        ss_b1 + ss_b2 + weight * delta_b**2,
+    )
 
 
-def greedy_activation_matching(spec: PermutationSpec, model: nn.Module | Callable,
-                               a: Mapping[str, Any],
-                               b: Mapping[str, Any],
-                               batches: Iterable[Any]) -> dict[str, jax.Array]:
+def greedy_activation_matching(
+    spec: PermutationSpec,
+    model: nn.Module | Callable,
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    batches: Iterable[Any],
+) -> dict[str, jax.Array]:
     """Layer-by-layer activation matching, the scheme of the paper's code.
 
     Permutations are solved in forward order of their activations (the same activations as
@@ -372,8 +420,10 @@ def greedy_activation_matching(spec: PermutationSpec, model: nn.Module | Callabl
       Permutation name → int32 array, for ``apply(spec, perm, b)``.
     """
     if iter(batches) is batches:
-        raise InputError("greedy activation matching iterates over the batches once per "
-                         "permutation; pass a re-iterable (e.g. a list), not an iterator")
+        raise InputError(
+            "greedy activation matching iterates over the batches once per "
+            "permutation; pass a re-iterable (e.g. a list), not an iterator"
+        )
     activations = _traced(spec, model, a, b)
     moments_fn = _moments_fn(activations)
     first = next(iter(batches), None)
@@ -387,10 +437,11 @@ def greedy_activation_matching(spec: PermutationSpec, model: nn.Module | Callabl
             aligned_b = apply(spec, perm, b)
             for images in batches:
                 sites = moments_fn(a, aligned_b, images)[name]
-                pooled = [_merge(total, _host(m))
-                          for total, m in zip(pooled or [None] * len(sites), sites)]
-            step = _solve(sum(_cosine(cross, ss_a, ss_b)
-                              for _, _, _, cross, ss_a, ss_b in pooled))
+                pooled = [
+                    _merge(total, _host(m))
+                    for total, m in zip(pooled or [None] * len(sites), sites)
+                ]
+            step = _solve(sum(_cosine(cross, ss_a, ss_b) for _, _, _, cross, ss_a, ss_b in pooled))
             perm[name] = perm[name][step]
             changed |= not (step == np.arange(len(step))).all()
         if not changed:
@@ -398,20 +449,25 @@ def greedy_activation_matching(spec: PermutationSpec, model: nn.Module | Callabl
     return {name: jnp.asarray(p, jnp.int32) for name, p in perm.items()}
 
 
-def _library_groups(spec: PermutationSpec, model: nn.Module, a: Mapping[str, Any],
-                    b: Mapping[str, Any]) -> list[_Group]:
+def _library_groups(
+    spec: PermutationSpec, model: nn.Module, a: Mapping[str, Any], b: Mapping[str, Any]
+) -> list[_Group]:
     """The hand-written groups of a library model, after checking that they and ``spec``
     describe ``a`` and ``b``."""
     validate(spec, a)
     validate(spec, b)
     if not isinstance(model, (VGG, SmallCNN, ResNet)):
-        raise InputError("paper activation matching reproduces the paper code on its models "
-                         f"(VGG, SmallCNN, ResNet), not {type(model).__name__}; use activation "
-                         "or greedy matching")
+        raise InputError(
+            "paper activation matching reproduces the paper code on its models "
+            f"(VGG, SmallCNN, ResNet), not {type(model).__name__}; use activation "
+            "or greedy matching"
+        )
     groups = _groups(model, a)
     if {g.perm for g in groups} != spec.sizes.keys():
-        raise InputError(f"the spec's permutations {sorted(spec.sizes)} are not those of the "
-                         f"model, {sorted(g.perm for g in groups)}")
+        raise InputError(
+            f"the spec's permutations {sorted(spec.sizes)} are not those of the "
+            f"model, {sorted(g.perm for g in groups)}"
+        )
     return groups
 
 
@@ -426,13 +482,21 @@ def _paper_groups(model: nn.Module, groups: list[_Group]) -> list[_Group]:
     """
     if not isinstance(model, ResNet):
         return groups
-    return [dataclasses.replace(g, sites=[(tuple(g.producers[1].split("/")), True)])
-            if _STREAM.fullmatch(g.perm) else g for g in groups]
+    return [
+        dataclasses.replace(g, sites=[(tuple(g.producers[1].split("/")), True)])
+        if _STREAM.fullmatch(g.perm)
+        else g
+        for g in groups
+    ]
 
 
-def paper_activation_matching(spec: PermutationSpec, model: nn.Module, a: Mapping[str, Any],
-                              b: Mapping[str, Any],
-                              batches: Iterable[Any]) -> dict[str, jax.Array]:
+def paper_activation_matching(
+    spec: PermutationSpec,
+    model: nn.Module,
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    batches: Iterable[Any],
+) -> dict[str, jax.Array]:
     """Activation matching as the paper's code (``find_permutation.py``) does it: one assignment
     per batch, each composed into the permutation at once.
 
@@ -474,8 +538,10 @@ def paper_activation_matching(spec: PermutationSpec, model: nn.Module, a: Mappin
       InputError: no batches, an iterator for ``batches``, or a spec that is not the model's.
     """
     if iter(batches) is batches:
-        raise InputError("paper activation matching iterates over the batches once per "
-                         "permutation; pass a re-iterable (e.g. a list), not an iterator")
+        raise InputError(
+            "paper activation matching iterates over the batches once per "
+            "permutation; pass a re-iterable (e.g. a list), not an iterator"
+        )
     groups = _paper_groups(model, _library_groups(spec, model, a, b))
     moments_fn = _moments_fn(_module_activations(model, groups))
     perm = {name: np.arange(size) for name, size in spec.sizes.items()}
@@ -483,8 +549,9 @@ def paper_activation_matching(spec: PermutationSpec, model: nn.Module, a: Mappin
         solved = False
         for images in batches:
             sites = moments_fn(a, apply(spec, perm, b), images)[group.perm]
-            similarity = sum(_cosine(cross, ss_a, ss_b)
-                             for _, _, _, cross, ss_a, ss_b in map(_host, sites))
+            similarity = sum(
+                _cosine(cross, ss_a, ss_b) for _, _, _, cross, ss_a, ss_b in map(_host, sites)
+            )
             # apply(spec, {g: s}, apply(spec, perm, b)) takes channel perm[g][s[i]] of b.
             perm[group.perm] = perm[group.perm][_solve(similarity)]
             solved = True

@@ -56,8 +56,9 @@ def _roots(spec: PermutationSpec, trace) -> dict[str, Any]:
         found = set()
         for path, axis in entries:
             if path not in trace.names:
-                raise InputError(f"permutation {name} acts on {path}, which the model's "
-                                 "variables lack")
+                raise InputError(
+                    f"permutation {name} acts on {path}, which the model's variables lack"
+                )
             entry = spec.axes_to_perm[path][axis]
             kind, parts = trace.groups.layout(trace.weight_node(path, axis))
             if isinstance(entry, Blocks):
@@ -68,8 +69,10 @@ def _roots(spec: PermutationSpec, trace) -> dict[str, Any]:
             else:
                 found.add(trace.groups.find(trace.weight_node(path, axis)))
         if len(found) != 1 or None in found:
-            raise InputError(f"permutation {name} of the spec is not a symmetry of the traced "
-                             "model (its axes fall in different groups)")
+            raise InputError(
+                f"permutation {name} of the spec is not a symmetry of the traced "
+                "model (its axes fall in different groups)"
+            )
         roots[name] = found.pop()
     return roots
 
@@ -95,8 +98,10 @@ class TracedActivations:
         wanted, layout, first = [], {}, {}
         for name, root in _roots(self.spec, trace).items():
             if not sites.get(root):
-                raise InputError(f"no layer reads the units of permutation {name}, so "
-                                 "activation matching cannot compare them")
+                raise InputError(
+                    f"no layer reads the units of permutation {name}, so "
+                    "activation matching cannot compare them"
+                )
             layout[name] = []
             first[name] = min(index for index, *_ in sites[root])
             for _, v, axis, kind, sizes, k in sites[root]:
@@ -108,9 +113,12 @@ class TracedActivations:
         @jax.jit
         def activations(variables, images):
             values = run(variables, images)
-            return {name: [_units(values[i], axis, kind, sizes, k)
-                           for i, axis, kind, sizes, k in places]
-                    for name, places in layout.items()}
+            return {
+                name: [
+                    _units(values[i], axis, kind, sizes, k) for i, axis, kind, sizes, k in places
+                ]
+                for name, places in layout.items()
+            }
 
         uses = collections.Counter(i for places in layout.values() for i, *_ in places)
         coupled = any(count > 1 for count in uses.values())

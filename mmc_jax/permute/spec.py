@@ -89,34 +89,44 @@ def validate(spec: PermutationSpec, variables: Mapping[str, Any]) -> None:
     for path, perms in spec.axes_to_perm.items():
         shape = np.shape(leaves[path])
         if len(perms) != len(shape):
-            raise InputError(f"spec entry {path} has {len(perms)} axes, the leaf has shape "
-                             f"{shape}")
+            raise InputError(f"spec entry {path} has {len(perms)} axes, the leaf has shape {shape}")
         for axis, entry in enumerate(perms):
             if isinstance(entry, Blocks):
                 _check_blocks(entry, path, axis, shape[axis])
             for name in _names(entry):
                 if (path, axis) not in spec.perm_to_axes.get(name, ()):
-                    raise InputError(f"axis {axis} of {path} is given to permutation {name}, "
-                                     "which does not list it")
+                    raise InputError(
+                        f"axis {axis} of {path} is given to permutation {name}, "
+                        "which does not list it"
+                    )
     if spec.perm_to_axes.keys() != spec.sizes.keys():
-        raise InputError(f"permutations {sorted(spec.perm_to_axes)} and sizes "
-                         f"{sorted(spec.sizes)} name different permutations")
+        raise InputError(
+            f"permutations {sorted(spec.perm_to_axes)} and sizes "
+            f"{sorted(spec.sizes)} name different permutations"
+        )
     for name, entries in spec.perm_to_axes.items():
         for path, axis in entries:
             if path not in leaves:
-                raise InputError(f"permutation {name} acts on {path}, which is no leaf of the "
-                                 "variables")
+                raise InputError(
+                    f"permutation {name} acts on {path}, which is no leaf of the variables"
+                )
             shape = np.shape(leaves[path])
             if not 0 <= axis < len(shape):
-                raise InputError(f"permutation {name} acts on axis {axis} of {path}, out of "
-                                 f"range for shape {shape}")
+                raise InputError(
+                    f"permutation {name} acts on axis {axis} of {path}, out of "
+                    f"range for shape {shape}"
+                )
             entry = spec.axes_to_perm[path][axis]
             if name not in _names(entry):
-                raise InputError(f"permutation {name} lists axis {axis} of {path}, whose entry "
-                                 f"gives it to {entry}")
+                raise InputError(
+                    f"permutation {name} lists axis {axis} of {path}, whose entry "
+                    f"gives it to {entry}"
+                )
             if _part_size(entry, name, shape[axis]) != spec.sizes[name]:
-                raise InputError(f"permutation {name} of size {spec.sizes[name]} acts on axis "
-                                 f"{axis} of {path}, of size {shape[axis]}")
+                raise InputError(
+                    f"permutation {name} of size {spec.sizes[name]} acts on axis "
+                    f"{axis} of {path}, of size {shape[axis]}"
+                )
 
 
 def _names(entry) -> tuple[str, ...]:
@@ -140,8 +150,10 @@ def _check_blocks(blocks: Blocks, path: str, axis: int, axis_size: int) -> None:
     if blocks.kind not in ("factors", "segments") or len(blocks.sizes) != len(blocks.perms):
         raise InputError(f"axis {axis} of {path}: malformed {blocks}")
     if total != axis_size:
-        raise InputError(f"axis {axis} of {path} has size {axis_size}, its {blocks.kind} "
-                         f"{blocks.sizes} make {total}")
+        raise InputError(
+            f"axis {axis} of {path} has size {axis_size}, its {blocks.kind} "
+            f"{blocks.sizes} make {total}"
+        )
     names = _names(blocks)
     if len(set(names)) != len(names):
         raise InputError(f"axis {axis} of {path}: a permutation acts on two of its parts")
@@ -152,8 +164,10 @@ def axis_index(entry, perm: Mapping[str, Any], skip: str | None = None, xp=np):
     ``index[i]``; permutation ``skip`` (and absent parts) count as the identity."""
     if not isinstance(entry, Blocks):
         return perm[entry]
-    parts = [perm[p] if p is not None and p != skip else xp.arange(n)
-             for p, n in zip(entry.perms, entry.sizes)]
+    parts = [
+        perm[p] if p is not None and p != skip else xp.arange(n)
+        for p, n in zip(entry.perms, entry.sizes)
+    ]
     if entry.kind == "segments":
         offsets = np.cumsum((0, *entry.sizes[:-1]))
         return xp.concatenate([part + offset for part, offset in zip(parts, offsets)])
@@ -178,7 +192,7 @@ def select_part(x, axis: int, kind: str | None, sizes: tuple[int, ...], k: int):
     factors, then that factor's axis, or a slice of that segment. Works on numpy and jax
     arrays (weights here, traced activations in :mod:`mmc_jax.permute.sites`)."""
     if kind == "factors":
-        return x.reshape(*x.shape[:axis], *sizes, *x.shape[axis + 1:]), axis + k
+        return x.reshape(*x.shape[:axis], *sizes, *x.shape[axis + 1 :]), axis + k
     if kind == "segments":
         start = sum(sizes[:k])
         return x.take(np.arange(start, start + sizes[k]), axis=axis), axis
@@ -193,8 +207,9 @@ def part_view(x, entry, name: str, axis: int):
     return np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
 
 
-def apply(spec: PermutationSpec, perm: Mapping[str, jax.Array],
-          variables: Mapping[str, Any]) -> Any:
+def apply(
+    spec: PermutationSpec, perm: Mapping[str, jax.Array], variables: Mapping[str, Any]
+) -> Any:
     """Permutes every leaf axis of ``variables`` that ``spec`` assigns to a permutation.
 
     Args:
@@ -212,20 +227,19 @@ def apply(spec: PermutationSpec, perm: Mapping[str, jax.Array],
         if name not in perm:
             raise InputError(f"no permutation given for {name}")
         if np.shape(perm[name]) != (size,):
-            raise InputError(f"permutation {name} must have shape ({size},), got "
-                             f"{np.shape(perm[name])}")
+            raise InputError(
+                f"permutation {name} must have shape ({size},), got {np.shape(perm[name])}"
+            )
     keys_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
     layout = tuple(spec.axes_to_perm[_path(keys)] for keys, _ in keys_and_leaves)
-    leaves = _permute_leaves(layout, [x for _, x in keys_and_leaves],
-                             {name: perm[name] for name in spec.sizes})
+    leaves = _permute_leaves(
+        layout, [x for _, x in keys_and_leaves], {name: perm[name] for name in spec.sizes}
+    )
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _permute_leaves(layout: tuple[tuple, ...], leaves: list,
-                    perm: dict[str, jax.Array]) -> list:
+def _permute_leaves(layout: tuple[tuple, ...], leaves: list, perm: dict[str, jax.Array]) -> list:
     """:func:`_permute_leaf` over all leaves as one compiled program (one per model layout,
     instead of one small gather program per leaf shape when run eagerly)."""
     return [_permute_leaf(x, axes, perm, xp=jnp) for x, axes in zip(leaves, layout)]
-
-

@@ -50,27 +50,48 @@ from jax.extend import core as jcore
 from mmc_jax.permute.spec import _path
 
 #: Primitives whose output element i depends only on the inputs' elements i.
-ELEMENTWISE = frozenset("""
+ELEMENTWISE = frozenset(
+    """
 abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type copy
 copy_p cos cosh device_put div eq erf erf_inv erfc exp exp2 expm1 floor ge gt imag integer_pow
 is_finite le lgamma digamma log log1p logistic lt max min mul ne neg nextafter not or pow real
 reduce_precision rem round rsqrt select_n sign sin sinh sqrt square stop_gradient sub tan tanh
 xor
-""".split())
+""".split()
+)
 #: Reductions over ``params["axes"]``.
-REDUCTIONS = frozenset(["reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and",
-                        "reduce_or", "argmax", "argmin"])
+REDUCTIONS = frozenset(
+    [
+        "reduce_sum",
+        "reduce_max",
+        "reduce_min",
+        "reduce_prod",
+        "reduce_and",
+        "reduce_or",
+        "argmax",
+        "argmin",
+    ]
+)
 #: Pooling-style windows over ``params["window_dimensions"]``.
-WINDOWS = frozenset(["reduce_window_sum", "reduce_window_max", "reduce_window_min",
-                     "reduce_window"])
+WINDOWS = frozenset(
+    ["reduce_window_sum", "reduce_window_max", "reduce_window_min", "reduce_window"]
+)
 #: Primitives that call a sub-computation once on their operands, and its parameter's name.
-CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
-         "core_call": "call_jaxpr", "custom_jvp_call": "call_jaxpr",
-         "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr",
-         "checkpoint": "jaxpr", "remat": "jaxpr"}
+CALLS = {
+    "jit": "jaxpr",
+    "pjit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "core_call": "call_jaxpr",
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
+    "custom_vjp_call_jaxpr": "fun_jaxpr",
+    "checkpoint": "jaxpr",
+    "remat": "jaxpr",
+}
 #: Primitives that make fresh values (constants, random bits): fixed, and nothing to report.
-SOURCES = frozenset(["iota", "random_bits", "random_seed", "random_wrap", "random_unwrap",
-                     "full", "zeros_like"])
+SOURCES = frozenset(
+    ["iota", "random_bits", "random_seed", "random_wrap", "random_unwrap", "full", "zeros_like"]
+)
 
 
 def _var(v):
@@ -151,8 +172,9 @@ class Groups:
         old = self.splits.get(root)
         if old is None:
             self.splits[root] = split
-        elif (old.kind == split.kind
-              and [size(p) for p in old.parts] == [size(p) for p in split.parts]):
+        elif old.kind == split.kind and [size(p) for p in old.parts] == [
+            size(p) for p in split.parts
+        ]:
             for p, q in zip(old.parts, split.parts):
                 self.join(p, q)
         elif old != split:
@@ -192,10 +214,11 @@ class Groups:
             changed = False
             status = self._status()
             for root, reasons in status.items():
-                for part in (self.splits[root].parts if root in self.splits else ()):
-                    if self.find(part) not in status or (reasons is None
-                                                         and status[self.find(part)]):
-                        for reason in (reasons or [None]):
+                for part in self.splits[root].parts if root in self.splits else ():
+                    if self.find(part) not in status or (
+                        reasons is None and status[self.find(part)]
+                    ):
+                        for reason in reasons or [None]:
                             self.fix(part, reason)
                         changed = True
             for ins, outs in self.regroupings:
@@ -287,7 +310,7 @@ def _visit(jaxpr, groups: Groups, scope: tuple = ()) -> None:
             inner_scope = (*scope, index)
             _fix_all(groups, _scoped(inner_scope, inner.constvars))
             inner_ins = _scoped(inner_scope, inner.invars)
-            for outer, inner_var in zip(ins[len(ins) - len(inner_ins):], inner_ins):
+            for outer, inner_var in zip(ins[len(ins) - len(inner_ins) :], inner_ins):
                 if _is_var(outer) and outer in groups.data:
                     groups.data.add(inner_var)
                 for axis in range(len(_shape(inner_var))):
@@ -342,8 +365,11 @@ def _mark_residual(ins, groups: Groups) -> None:
     if len(ins) == 2 and all(_is_var(v) and v in groups.data for v in ins):
         a, b = ins
         if _shape(a) == _shape(b):
-            groups.residual += [(a, axis) for axis in range(len(_shape(a)))
-                                if groups.find((a, axis)) != groups.find((b, axis))]
+            groups.residual += [
+                (a, axis)
+                for axis in range(len(_shape(a)))
+                if groups.find((a, axis)) != groups.find((b, axis))
+            ]
 
 
 def _reshape(x, out, groups: Groups) -> None:
@@ -382,8 +408,7 @@ def _window(eqn, ins, outs, groups: Groups) -> None:
     x, out = ins[0], outs[0]
     strides = params.get("window_strides", (1,) * len(_shape(x)))
     padding = params.get("padding", ((0, 0),) * len(_shape(x)))
-    for axis, (width, stride, pad) in enumerate(zip(params["window_dimensions"], strides,
-                                                    padding)):
+    for axis, (width, stride, pad) in enumerate(zip(params["window_dimensions"], strides, padding)):
         if width == 1 and stride == 1 and tuple(pad) == (0, 0):
             _join_axes(groups, x, axis, out, axis)
         else:
@@ -453,8 +478,11 @@ def _before_pooling(groups: Groups, node):
             node = (ins[0], kept[axis])
         elif name in _POOLING and len(_shape(ins[0])) == len(_shape(v)):
             node = (ins[0], axis)
-        elif name in ("div", "mul") and len(ins) == 2 and any(
-                not _is_var(x) or _shape(x) == () for x in ins):
+        elif (
+            name in ("div", "mul")
+            and len(ins) == 2
+            and any(not _is_var(x) or _shape(x) == () for x in ins)
+        ):
             node = next((x, axis) for x in ins if _is_var(x) and _shape(x) == _shape(v))
         else:
             return node
@@ -508,17 +536,19 @@ class Trace:
         return out
 
 
-def trace_model(apply_fn: Callable, variables: Mapping[str, Any], *example_args,
-                **apply_kwargs) -> Trace:
+def trace_model(
+    apply_fn: Callable, variables: Mapping[str, Any], *example_args, **apply_kwargs
+) -> Trace:
     """Traces ``apply_fn(variables, *example_args, **apply_kwargs)`` and groups its axes."""
     flat = jax.tree_util.tree_flatten_with_path(variables)[0]
     names = [_path(keys) for keys, _ in flat]
     closed = jax.make_jaxpr(lambda v, *args: apply_fn(v, *args, **apply_kwargs))(
-        variables, *example_args)
+        variables, *example_args
+    )
     jaxpr = closed.jaxpr
     groups = Groups()
-    weights = _scoped((), jaxpr.invars[:len(names)])
-    inputs = _scoped((), jaxpr.invars[len(names):])
+    weights = _scoped((), jaxpr.invars[: len(names)])
+    inputs = _scoped((), jaxpr.invars[len(names) :])
     groups.data.update(inputs)
     _fix_all(groups, inputs)
     _fix_all(groups, _scoped((), jaxpr.outvars))
@@ -564,12 +594,17 @@ def _evaluate(jaxpr, consts, args, scope: tuple, scopes: set, captured: dict) ->
         call = _call_body(eqn)
         if call is not None and (*scope, index) in scopes:
             inner, inner_consts = call
-            outs = _evaluate(inner, inner_consts, values[len(values) - len(inner.invars):],
-                             (*scope, index), scopes, captured)
+            outs = _evaluate(
+                inner,
+                inner_consts,
+                values[len(values) - len(inner.invars) :],
+                (*scope, index),
+                scopes,
+                captured,
+            )
         else:
             with eqn.ctx.manager:
-                outs = eqn.primitive.bind(*values,
-                                          **eqn.primitive.get_bind_params(eqn.params))
+                outs = eqn.primitive.bind(*values, **eqn.primitive.get_bind_params(eqn.params))
             if not eqn.primitive.multiple_results:
                 outs = [outs]
         for v, x in zip(eqn.outvars, outs):

@@ -51,7 +51,8 @@ def check_config(workdir, config: dict, ignore: tuple[str, ...] = ()) -> None:
             raise InputError(
                 f"{pathlib.Path(workdir).resolve()} holds a run with a different config "
                 f"({'; '.join(diffs)}); rerun with --restart to start over, or use another "
-                "--workdir")
+                "--workdir"
+            )
     else:
         write_json(path, config)
 
@@ -70,8 +71,14 @@ class RunCheckpoints:
         since the last save, with the same result.
     """
 
-    def __init__(self, workdir, config: dict, max_to_keep: int = 3,
-                 ignore: tuple[str, ...] = (), min_interval_s: float = 30.0):
+    def __init__(
+        self,
+        workdir,
+        config: dict,
+        max_to_keep: int = 3,
+        ignore: tuple[str, ...] = (),
+        min_interval_s: float = 30.0,
+    ):
         self.workdir = pathlib.Path(workdir).resolve()
         self.min_interval_s = min_interval_s
         self._last_save = float("-inf")
@@ -79,8 +86,11 @@ class RunCheckpoints:
         self.manager = ocp.CheckpointManager(
             self.workdir / "checkpoints",
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-            item_handlers={"state": ocp.StandardCheckpointHandler(),
-                           "meta": ocp.JsonCheckpointHandler()})
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
+        )
 
     @property
     def latest_step(self) -> Optional[int]:
@@ -95,8 +105,13 @@ class RunCheckpoints:
             return False
         step = int(jax.device_get(state.step))
         items = {name: getattr(state, name) for name in STATE_FIELDS}
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta)), force=True)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
         self.manager.wait_until_finished()
         self._last_save = time.monotonic()
         return True
@@ -120,8 +135,12 @@ class RunCheckpoints:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, items)
 
         def read(candidate):
-            restored = self.manager.restore(candidate, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            restored = self.manager.restore(
+                candidate,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+                ),
+            )
             return state.replace(**restored.state), restored.meta
 
         return self._first_readable(step, items, read)
@@ -140,16 +159,21 @@ class RunCheckpoints:
             raise InputError(f"no checkpoint in {self.workdir / 'checkpoints'}")
         wanted = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                              {name: tree for name, tree in wanted.items() if tree})
+        target = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+            {name: tree for name, tree in wanted.items() if tree},
+        )
 
         def read(candidate):
             with ocp.PyTreeCheckpointer() as checkpointer:
                 restored = checkpointer.restore(
                     self.workdir / "checkpoints" / str(candidate) / "state",
                     args=ocp.args.PyTreeRestore(
-                        target, ocp.checkpoint_utils.construct_restore_args(target),
-                        partial_restore=True))
+                        target,
+                        ocp.checkpoint_utils.construct_restore_args(target),
+                        partial_restore=True,
+                    ),
+                )
             return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
 
         return self._first_readable(step, wanted, read)
@@ -167,21 +191,26 @@ class RunCheckpoints:
                 errors.append((candidate, _first_line(err)))
                 continue
             if mismatch:
-                raise InputError(f"checkpoint {self.workdir / 'checkpoints' / str(candidate)} "
-                                 f"does not match the model ({mismatch})")
+                raise InputError(
+                    f"checkpoint {self.workdir / 'checkpoints' / str(candidate)} "
+                    f"does not match the model ({mismatch})"
+                )
             try:
                 result = read(candidate)
             except Exception as err:  # orbax/tensorstore raise several types for bad files
                 errors.append((candidate, _first_line(err)))
                 continue
             for bad, reason in errors:
-                warnings.warn(f"checkpoint {self.workdir / 'checkpoints' / str(bad)} cannot be "
-                              f"read ({reason}); resuming from step {candidate} instead",
-                              stacklevel=3)
+                warnings.warn(
+                    f"checkpoint {self.workdir / 'checkpoints' / str(bad)} cannot be "
+                    f"read ({reason}); resuming from step {candidate} instead",
+                    stacklevel=3,
+                )
             return result
         latest, reason = errors[0]
-        raise InputError(f"checkpoint {self.workdir / 'checkpoints' / str(latest)} cannot be "
-                         f"read ({reason})") from None
+        raise InputError(
+            f"checkpoint {self.workdir / 'checkpoints' / str(latest)} cannot be read ({reason})"
+        ) from None
 
     def _mismatch(self, step: int, items: dict) -> Optional[str]:
         """How the stored parameters and BN statistics differ from the model's in names or
@@ -189,16 +218,21 @@ class RunCheckpoints:
         stored = self.manager.item_metadata(step)["state"]
 
         def shapes(tree):
-            flat = traverse_util.flatten_dict({k: tree[k] for k in ("params", "batch_stats")},
-                                              sep="/")
-            return {path: tuple(flat[path].shape)
-                    for path in sorted(flat, key=lambda path: path.split("/"))}
+            flat = traverse_util.flatten_dict(
+                {k: tree[k] for k in ("params", "batch_stats")}, sep="/"
+            )
+            return {
+                path: tuple(flat[path].shape)
+                for path in sorted(flat, key=lambda path: path.split("/"))
+            }
 
         have, want = shapes(stored), shapes(items)
         missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
         if missing or extra:
-            return "; ".join(([f"missing {', '.join(missing[:3])}"] if missing else [])
-                             + ([f"unexpected {', '.join(extra[:3])}"] if extra else []))
+            return "; ".join(
+                ([f"missing {', '.join(missing[:3])}"] if missing else [])
+                + ([f"unexpected {', '.join(extra[:3])}"] if extra else [])
+            )
         for name, shape in want.items():
             if have[name] != shape:
                 return f"{name}: checkpoint {have[name]}, model {shape}"

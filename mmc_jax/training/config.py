@@ -99,15 +99,26 @@ class OptimConfig:
     grad_clip_norm: float = 0.0
 
     def __post_init__(self):
-        check_bounds(self, "optim.", count=("epochs", "batch_size", "step_every_epochs"),
-                     positive=("learning_rate", "step_factor"), momentum=("momentum",),
-                     non_negative=("weight_decay", "grad_clip_norm"))
+        check_bounds(
+            self,
+            "optim.",
+            count=("epochs", "batch_size", "step_every_epochs"),
+            positive=("learning_rate", "step_factor"),
+            momentum=("momentum",),
+            non_negative=("weight_decay", "grad_clip_norm"),
+        )
         check_choice("schedule", self.schedule, optim.SCHEDULES)
 
     def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
         """SGD with this schedule, for runs of ``steps_per_epoch`` steps an epoch."""
-        lr = optim.schedule(self.schedule, self.learning_rate, self.epochs * steps_per_epoch,
-                            steps_per_epoch, self.step_every_epochs, self.step_factor)
+        lr = optim.schedule(
+            self.schedule,
+            self.learning_rate,
+            self.epochs * steps_per_epoch,
+            steps_per_epoch,
+            self.step_every_epochs,
+            self.step_factor,
+        )
         return optim.sgd(lr, self.momentum, self.weight_decay, self.grad_clip_norm)
 
 
@@ -115,11 +126,18 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
 
 #: Where each field of the flat configs stored before the sections existed now lives.
 FLAT_FIELDS = {
-    "dataset": "data.name", "data_dir": "data.data_dir", "dominoes_top": "data.dominoes_top",
-    "dominoes_bottom": "data.dominoes_bottom", "data_seed": "data.seed",
-    "num_train": "data.num_train", "num_test": "data.num_test",
-    "cue_proportion": "data.cue_proportion", "model": "model.name", "width": "model.width",
-    "dtype": "model.dtype", "init_from": "model.init_from",
+    "dataset": "data.name",
+    "data_dir": "data.data_dir",
+    "dominoes_top": "data.dominoes_top",
+    "dominoes_bottom": "data.dominoes_bottom",
+    "data_seed": "data.seed",
+    "num_train": "data.num_train",
+    "num_test": "data.num_test",
+    "cue_proportion": "data.cue_proportion",
+    "model": "model.name",
+    "width": "model.width",
+    "dtype": "model.dtype",
+    "init_from": "model.init_from",
     **{f.name: f"optim.{f.name}" for f in dataclasses.fields(OptimConfig)},
 }
 
@@ -145,8 +163,11 @@ class TrainConfig:
     checkpoints_to_keep: int = 3
 
     def __post_init__(self):
-        check_bounds(self, non_negative=("seed",),
-                     count=("eval_batch_size", "eval_every_epochs", "checkpoints_to_keep"))
+        check_bounds(
+            self,
+            non_negative=("seed",),
+            count=("eval_batch_size", "eval_every_epochs", "checkpoints_to_keep"),
+        )
 
     @classmethod
     def of(cls, config: Any) -> "TrainConfig":
@@ -192,8 +213,10 @@ def _section(section, name: str, values) -> Any:
     fields = {f.name for f in dataclasses.fields(section)}
     unknown = sorted(set(values) - fields)
     if unknown:
-        raise InputError(f"unknown {name} config field(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(sorted(fields))}")
+        raise InputError(
+            f"unknown {name} config field(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(sorted(fields))}"
+        )
     return section(**values)
 
 

@@ -20,9 +20,18 @@ def _eval_batch(apply_fn, variables, batch, batch_index, key, pool, cue, conditi
     return eval_step(apply_fn, variables, batch, key, cue, conditions, batch_index, pool)
 
 
-def evaluate(apply_fn, variables, dataset: Dataset, key: jax.Array, *, cue: Cue | None = None,
-             conditions: Sequence[str] = CONDITIONS, batch_size: int = 500,
-             random_from: str = "set", mesh=None) -> dict:
+def evaluate(
+    apply_fn,
+    variables,
+    dataset: Dataset,
+    key: jax.Array,
+    *,
+    cue: Cue | None = None,
+    conditions: Sequence[str] = CONDITIONS,
+    batch_size: int = 500,
+    random_from: str = "set",
+    mesh=None,
+) -> dict:
     """Mean loss and accuracy under each condition, eval-mode BatchNorm.
 
     Args:
@@ -46,8 +55,11 @@ def evaluate(apply_fn, variables, dataset: Dataset, key: jax.Array, *, cue: Cue 
     conditions = tuple(conditions)
     mesh = parallel.data_mesh() if mesh is None else mesh
     random = {"randcue", "randimg"} & set(conditions)  # the conditions that draw images
-    pool = (parallel.replicate(dataset.images, mesh)
-            if check_random_from(random_from) == "set" and random else None)
+    pool = (
+        parallel.replicate(dataset.images, mesh)
+        if check_random_from(random_from) == "set" and random
+        else None
+    )
     totals = None
     stacked = stack_batches(dataset, batch_size)
     rows = ({k: v[i] for k, v in stacked.items()} for i in range(len(stacked["labels"])))
@@ -57,5 +69,7 @@ def evaluate(apply_fn, variables, dataset: Dataset, key: jax.Array, *, cue: Cue 
         totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     totals = jax.device_get(totals)
     count = float(totals["count"])
-    return {c: {"acc": float(totals[c]["correct"]) / count,
-                "loss": float(totals[c]["loss"]) / count} for c in conditions}
+    return {
+        c: {"acc": float(totals[c]["correct"]) / count, "loss": float(totals[c]["loss"]) / count}
+        for c in conditions
+    }

@@ -75,8 +75,9 @@ def load_data(config):
     test = data.load(config.name, "test", seed=config.seed, **options)
     if config.num_train:
         if config.num_train > len(train):
-            raise InputError(f"num_train {config.num_train} exceeds the {len(train)} training "
-                             "samples")
+            raise InputError(
+                f"num_train {config.num_train} exceeds the {len(train)} training samples"
+            )
         train = train.take(np.arange(config.num_train))
     if config.num_test:
         test = test.take(np.arange(min(config.num_test, len(test))))
@@ -86,8 +87,7 @@ def load_data(config):
 def create_model(config, num_classes: int):
     """The model named by a training config or its model section."""
     config = config if isinstance(config, ModelConfig) else TrainConfig.of(config).model
-    return models.create(config.name, num_classes, width=config.width or None,
-                         dtype=config.dtype)
+    return models.create(config.name, num_classes, width=config.width or None, dtype=config.dtype)
 
 
 def create_state(config, model, image_shape, steps_per_epoch: int) -> TrainState:
@@ -95,8 +95,9 @@ def create_state(config, model, image_shape, steps_per_epoch: int) -> TrainState
     config = TrainConfig.of(config)
     init_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = models.init(model, init_key, image_shape)
-    return TrainState.create(model.apply, variables, config.optim.optimizer(steps_per_epoch),
-                             state_key)
+    return TrainState.create(
+        model.apply, variables, config.optim.optimizer(steps_per_epoch), state_key
+    )
 
 
 def init_from(state: TrainState, config, folder) -> TrainState:
@@ -111,8 +112,9 @@ def init_from(state: TrainState, config, folder) -> TrainState:
     _, variables, source = load_model(folder)
     check_compatible(source, config, f"init_from model {folder}", "this run")
     params = jax.tree.map(jnp.asarray, variables["params"])
-    return state.replace(params=params, batch_stats=variables.get("batch_stats", {}),
-                         opt_state=state.tx.init(params))
+    return state.replace(
+        params=params, batch_stats=variables.get("batch_stats", {}), opt_state=state.tx.init(params)
+    )
 
 
 def trained_config(workdir: str):
@@ -123,8 +125,9 @@ def trained_config(workdir: str):
     """
     path = pathlib.Path(workdir).expanduser().resolve() / "config.json"
     if not path.is_file():
-        raise InputError(f"no training run in {path.parent} (expected config.json from "
-                         "experiments.train)")
+        raise InputError(
+            f"no training run in {path.parent} (expected config.json from experiments.train)"
+        )
     return TrainConfig.of(json.loads(path.read_text()))
 
 
@@ -164,16 +167,18 @@ def _data_shapes(path: pathlib.Path, config: TrainConfig) -> tuple[int, tuple[in
     if (path / DATA_SHAPES).is_file():
         stored = json.loads((path / DATA_SHAPES).read_text())
         return int(stored["num_classes"]), tuple(stored["image_shape"])
-    declared = data.describe(config.data.name, top=config.data.dominoes_top,
-                             bottom=config.data.dominoes_bottom)
+    declared = data.describe(
+        config.data.name, top=config.data.dominoes_top, bottom=config.data.dominoes_bottom
+    )
     if declared is not None:
         return declared
     train, _ = load_data(config)
     return train.num_classes, train.image_shape
 
 
-def train_and_evaluate(config, workdir: str, *, progress: bool = True, datasets=None,
-                       epoch_hook=None) -> dict[str, Any]:
+def train_and_evaluate(
+    config, workdir: str, *, progress: bool = True, datasets=None, epoch_hook=None
+) -> dict[str, Any]:
     """Trains (or resumes) the model of ``config`` in ``workdir`` and evaluates it.
 
     With ``config.model.init_from`` (a folder holding a model, see ``training.load_model``)
@@ -191,44 +196,60 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True, datasets=
     """
     config = TrainConfig.of(config)
     if config.data.cue_proportion == AUTO:
-        raise InputError("cue_proportion 'auto' is chosen by mmc_jax.calibration (the entry "
-                         "points run it first); train_and_evaluate needs a number")
+        raise InputError(
+            "cue_proportion 'auto' is chosen by mmc_jax.calibration (the entry "
+            "points run it first); train_and_evaluate needs a number"
+        )
     train, test = load_data(config) if datasets is None else datasets
     model = create_model(config, train.num_classes)
     mask = data.cue_mask(train.labels, config.data.cue_proportion)
     iterator = data.EpochIterator(
         {"images": train.images, "labels": train.labels, "cue": mask},
-        batch_size=config.optim.batch_size, seed=config.seed)
+        batch_size=config.optim.batch_size,
+        seed=config.seed,
+    )
     state = create_state(config, model, train.image_shape, iterator.steps_per_epoch)
     if config.model.init_from:
         state = init_from(state, config, config.model.init_from)
     eval_key = jax.random.PRNGKey(config.seed + 1)
 
     with RunCheckpoints(workdir, config.to_dict(), config.checkpoints_to_keep) as checkpoints:
-        write_json(checkpoints.workdir / DATA_SHAPES, {
-            "num_classes": int(train.num_classes),
-            "image_shape": [int(d) for d in train.image_shape]})
-        state, meta = _train(config, state, checkpoints, iterator, train.cue, test, eval_key,
-                             progress, epoch_hook)
+        write_json(
+            checkpoints.workdir / DATA_SHAPES,
+            {
+                "num_classes": int(train.num_classes),
+                "image_shape": [int(d) for d in train.image_shape],
+            },
+        )
+        state, meta = _train(
+            config, state, checkpoints, iterator, train.cue, test, eval_key, progress, epoch_hook
+        )
 
-    test_metrics = evaluate(state.apply_fn, state.variables, test, eval_key,
-                            batch_size=config.eval_batch_size)
-    result = {"dataset": train.name, "num_classes": train.num_classes,
-              "model": config.model.name, "cue_proportion": config.data.cue_proportion,
-              "epochs": config.optim.epochs,
-              "seconds": round(meta["seconds"], 2), "test": test_metrics}
+    test_metrics = evaluate(
+        state.apply_fn, state.variables, test, eval_key, batch_size=config.eval_batch_size
+    )
+    result = {
+        "dataset": train.name,
+        "num_classes": train.num_classes,
+        "model": config.model.name,
+        "cue_proportion": config.data.cue_proportion,
+        "epochs": config.optim.epochs,
+        "seconds": round(meta["seconds"], 2),
+        "test": test_metrics,
+    }
     if "stopped_at_epoch" in meta:
         result["stopped_at_epoch"] = meta["stopped_at_epoch"]
     if config.data.cue_proportion:
         result["diagnosis"] = diagnosis.diagnose(
-            {"cue_model": {"test": test_metrics}}, config.data.cue_proportion,
+            {"cue_model": {"test": test_metrics}},
+            config.data.cue_proportion,
             config.optim.weight_decay,
-            train.num_classes)
+            train.num_classes,
+        )
     return {"state": state, "result": result, "history": meta["history"]}
 
 
-def _train(config, state, checkpoints, iterator, cue, test, eval_key, progress,
-           epoch_hook=None):
+def _train(config, state, checkpoints, iterator, cue, test, eval_key, progress, epoch_hook=None):
     """Trains with a clean-test evaluation every ``config.eval_every_epochs`` epochs and
     after the last, then ``epoch_hook``; returns ``(state, meta)``."""
     step_fn = jax.jit(functools.partial(train_step, cue=cue), donate_argnums=0)
@@ -237,17 +258,34 @@ def _train(config, state, checkpoints, iterator, cue, test, eval_key, progress,
 
     def on_epoch_end(state, record):
         if not record["epoch"] % every or record["epoch"] == epochs:
-            clean = evaluate(state.apply_fn, state.variables, test, eval_key,
-                             conditions=("nocue",), batch_size=config.eval_batch_size)["nocue"]
+            clean = evaluate(
+                state.apply_fn,
+                state.variables,
+                test,
+                eval_key,
+                conditions=("nocue",),
+                batch_size=config.eval_batch_size,
+            )["nocue"]
             record = {**record, "test_nocue_acc": clean["acc"], "test_nocue_loss": clean["loss"]}
         return record if epoch_hook is None else epoch_hook(state, record)
 
-    return run_epochs(state, step_fn, iterator, checkpoints, epochs, on_epoch_end,
-                      progress=progress, desc="train")
+    return run_epochs(
+        state, step_fn, iterator, checkpoints, epochs, on_epoch_end, progress=progress, desc="train"
+    )
 
 
-def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: int,
-               on_epoch_end=None, *, progress: bool = True, desc: str = "train", mesh=None):
+def run_epochs(
+    state,
+    step_fn,
+    iterator,
+    checkpoints: RunCheckpoints,
+    epochs: int,
+    on_epoch_end=None,
+    *,
+    progress: bool = True,
+    desc: str = "train",
+    mesh=None,
+):
     """The resumable epoch loop shared by every kind of training.
 
     Restores the latest checkpoint, runs ``step_fn(state, batch) -> (state, metrics)`` over
@@ -275,10 +313,19 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
     step = int(state.step)
     if step:
         logging.info(f"resuming from step {step} (epoch {step // spe})")
-    with stop_requests() as stop, tqdm(total=epochs * spe, initial=step, desc=desc, unit="step",
-                                       disable=not progress, dynamic_ncols=True,
-                                       mininterval=0.5) as bar, \
-            logs.open_log(checkpoints.workdir) as log:
+    with (
+        stop_requests() as stop,
+        tqdm(
+            total=epochs * spe,
+            initial=step,
+            desc=desc,
+            unit="step",
+            disable=not progress,
+            dynamic_ncols=True,
+            mininterval=0.5,
+        ) as bar,
+        logs.open_log(checkpoints.workdir) as log,
+    ):
         for epoch in range(step // spe, epochs):
             start = time.perf_counter()
             sums, first_bad, count = None, None, 0
@@ -296,17 +343,25 @@ def run_epochs(state, step_fn, iterator, checkpoints: RunCheckpoints, epochs: in
                     checkpoints.save(state, meta, force=True)
                     raise Interrupted(f"stopped at step {step}; rerun the same command to resume")
             _check_finite(first_bad)
-            record = {"epoch": epoch + 1, "step": step,
-                      **{f"train_{k}": float(v) / count for k, v in sums.items()}}
+            record = {
+                "epoch": epoch + 1,
+                "step": step,
+                **{f"train_{k}": float(v) / count for k, v in sums.items()},
+            }
             if on_epoch_end is not None:
                 record = on_epoch_end(state, record)
             stop_early = bool(record.pop("stop", False))
             meta["history"].append(record)
-            log.scalars(step, {k: v for k, v in record.items() if k not in ("epoch", "step")},
-                        prefix="epoch/")
+            log.scalars(
+                step,
+                {k: v for k, v in record.items() if k not in ("epoch", "step")},
+                prefix="epoch/",
+            )
             meta["seconds"] += time.perf_counter() - start
-            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items()
-                             if k not in ("epoch", "step")}, refresh=False)
+            bar.set_postfix(
+                {k: f"{v:.3f}" for k, v in record.items() if k not in ("epoch", "step")},
+                refresh=False,
+            )
             if stop_early:
                 meta["stopped_at_epoch"] = epoch + 1
             checkpoints.save(state, meta, force=epoch == epochs - 1 or stop_early)
@@ -333,6 +388,8 @@ def _check_finite(first_bad) -> None:
     bad = {name: int(s) for name, s in jax.device_get(first_bad or {}).items() if int(s)}
     if bad:
         name, step = min(bad.items(), key=lambda item: item[1])
-        raise NonFiniteLoss(f"training {name} became NaN or infinite at step {step}; stopped, "
-                            "and the last good checkpoint is kept (lower the learning rate, or "
-                            "set grad_clip_norm)")
+        raise NonFiniteLoss(
+            f"training {name} became NaN or infinite at step {step}; stopped, "
+            "and the last good checkpoint is kept (lower the learning rate, or "
+            "set grad_clip_norm)"
+        )

@@ -14,24 +14,39 @@ from mmc_jax.errors import InputError, check_bounds
 SCHEDULES = ("constant", "step", "cosine")
 
 
-def sgd(learning_rate: float | optax.Schedule, momentum: float = 0.9,
-        weight_decay: float = 1e-4, clip_norm: float = 0.0) -> optax.GradientTransformation:
+def sgd(
+    learning_rate: float | optax.Schedule,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    clip_norm: float = 0.0,
+) -> optax.GradientTransformation:
     """PyTorch-equivalent SGD with momentum and coupled weight decay (on every parameter).
 
     ``clip_norm > 0`` first rescales the gradient to global norm at most ``clip_norm``
     (PyTorch's ``clip_grad_norm_`` before ``optimizer.step()``); 0 leaves it alone and adds
     nothing to the optimizer state.
     """
-    check_bounds({"momentum": momentum, "weight_decay": weight_decay,
-                  "grad_clip_norm": clip_norm}, momentum=("momentum",),
-                 non_negative=("weight_decay", "grad_clip_norm"))
+    check_bounds(
+        {"momentum": momentum, "weight_decay": weight_decay, "grad_clip_norm": clip_norm},
+        momentum=("momentum",),
+        non_negative=("weight_decay", "grad_clip_norm"),
+    )
     clip = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
-    return optax.chain(*clip, optax.add_decayed_weights(weight_decay),
-                       optax.sgd(learning_rate, momentum=momentum or None))
+    return optax.chain(
+        *clip,
+        optax.add_decayed_weights(weight_decay),
+        optax.sgd(learning_rate, momentum=momentum or None),
+    )
 
 
-def schedule(name: str, base_lr: float, total_steps: int, steps_per_epoch: int,
-             step_every_epochs: int = 40, step_factor: float = 0.1) -> optax.Schedule:
+def schedule(
+    name: str,
+    base_lr: float,
+    total_steps: int,
+    steps_per_epoch: int,
+    step_every_epochs: int = 40,
+    step_factor: float = 0.1,
+) -> optax.Schedule:
     """Learning rate per optimizer step.
 
     Args:

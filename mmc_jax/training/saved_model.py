@@ -34,8 +34,9 @@ ARCHITECTURE_FIELDS = ("model.name", "model.width", "model.dtype")
 DATA_FIELDS = ("data.name", "data.dominoes_top", "data.dominoes_bottom", "data.seed")
 
 
-def save_model(folder, config, variables: Mapping[str, Any], num_classes: int,
-               image_shape) -> pathlib.Path:
+def save_model(
+    folder, config, variables: Mapping[str, Any], num_classes: int, image_shape
+) -> pathlib.Path:
     """Writes ``variables`` and the description needed to rebuild their model to ``folder``.
 
     Args:
@@ -52,11 +53,17 @@ def save_model(folder, config, variables: Mapping[str, Any], num_classes: int,
     if target.exists():  # a previous export that did not finish
         shutil.rmtree(target)
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(target, {"params": variables["params"],
-                                   "batch_stats": variables.get("batch_stats", {})})
-    write_json(folder / "model.json", {"config": TrainConfig.of(config).to_dict(),
-                                       "num_classes": int(num_classes),
-                                       "image_shape": [int(d) for d in image_shape]})
+        checkpointer.save(
+            target, {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+        )
+    write_json(
+        folder / "model.json",
+        {
+            "config": TrainConfig.of(config).to_dict(),
+            "num_classes": int(num_classes),
+            "image_shape": [int(d) for d in image_shape],
+        },
+    )
     return folder
 
 
@@ -79,8 +86,10 @@ def model_config(folder) -> TrainConfig:
         config = json.loads((path / "config.json").read_text())
         if "model" in config and ("data" in config or "dataset" in config):  # a training run
             return TrainConfig.of(config)
-    raise InputError(f"{path} holds no model (expected an experiments.train workdir, or a "
-                     "model folder of experiments.cbft such as <workdir>/seed_0/cbft)")
+    raise InputError(
+        f"{path} holds no model (expected an experiments.train workdir, or a "
+        "model folder of experiments.cbft such as <workdir>/seed_0/cbft)"
+    )
 
 
 def load_model(folder):
@@ -99,21 +108,22 @@ def load_model(folder):
         return restore_trained(path)
     meta = json.loads((path / "model.json").read_text())
     module = create_model(config, meta["num_classes"])
-    abstract = jax.eval_shape(lambda: models.init(module, jax.random.PRNGKey(0),
-                                                  tuple(meta["image_shape"])))
+    abstract = jax.eval_shape(
+        lambda: models.init(module, jax.random.PRNGKey(0), tuple(meta["image_shape"]))
+    )
     abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
     try:
         with ocp.StandardCheckpointer() as checkpointer:
             variables = checkpointer.restore(path / "model", abstract)
     except Exception as err:  # orbax raises several types for missing or bad files
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise InputError(f"{path / 'model'} cannot be read as a {config.model.name} ({first})"
-                         ) from None
+        raise InputError(
+            f"{path / 'model'} cannot be read as a {config.model.name} ({first})"
+        ) from None
     return module, dict(variables), config
 
 
-def check_compatible(config_a, config_b, name_a: str = "model a",
-                     name_b: str = "model b") -> None:
+def check_compatible(config_a, config_b, name_a: str = "model a", name_b: str = "model b") -> None:
     """Raises InputError unless two models (their training configs) share their
     architecture and their data."""
     config_a, config_b = TrainConfig.of(config_a), TrainConfig.of(config_b)
@@ -130,5 +140,12 @@ def _field(config: TrainConfig, dotted: str):
     return getattr(getattr(config, section), name)
 
 
-__all__ = ["ARCHITECTURE_FIELDS", "DATA_FIELDS", "check_compatible", "has_model",
-           "load_model", "model_config", "save_model"]
+__all__ = [
+    "ARCHITECTURE_FIELDS",
+    "DATA_FIELDS",
+    "check_compatible",
+    "has_model",
+    "load_model",
+    "model_config",
+    "save_model",
+]

@@ -22,13 +22,18 @@ class TrainState(train_state.TrainState):
     key: jax.Array
 
     @classmethod
-    def create(cls, apply_fn: Callable, variables: dict, tx: optax.GradientTransformation,
-               key: jax.Array) -> "TrainState":
+    def create(
+        cls, apply_fn: Callable, variables: dict, tx: optax.GradientTransformation, key: jax.Array
+    ) -> "TrainState":
         """A fresh state at step 0 (an int32 array, so a checkpoint stores it like every
         other leaf) from model ``variables`` and an optimizer."""
-        state = super().create(apply_fn=apply_fn, params=variables["params"], tx=tx,
-                               batch_stats=variables.get("batch_stats", {}),
-                               key=jnp.asarray(key, jnp.uint32))
+        state = super().create(
+            apply_fn=apply_fn,
+            params=variables["params"],
+            tx=tx,
+            batch_stats=variables.get("batch_stats", {}),
+            key=jnp.asarray(key, jnp.uint32),
+        )
         return state.replace(step=jnp.zeros((), jnp.int32))
 
     @property
@@ -36,8 +41,7 @@ class TrainState(train_state.TrainState):
         """``{"params", "batch_stats"}`` for ``apply_fn``."""
         return {"params": self.params, "batch_stats": self.batch_stats}
 
-    def apply_gradients(self, grads, batch_stats: Optional[Any] = None,
-                        **kwargs) -> "TrainState":
+    def apply_gradients(self, grads, batch_stats: Optional[Any] = None, **kwargs) -> "TrainState":
         """One optimizer step, with the batch statistics of the same forward pass (``None``:
         unchanged); ``kwargs`` replace further fields, as in flax."""
         if batch_stats is not None:

@@ -33,8 +33,13 @@ def cued_inputs(cue: Cue, batch: Mapping[str, jax.Array]) -> jax.Array:
 def train_forward(apply_fn, params, batch_stats, inputs: jax.Array, **kwargs):
     """Train-mode forward pass (batch statistics, running statistics updated); returns
     ``(output, new batch_stats)`` (``batch_stats`` itself for a model without BatchNorm)."""
-    out, updates = apply_fn({"params": params, "batch_stats": batch_stats}, inputs, train=True,
-                            mutable=["batch_stats"], **kwargs)
+    out, updates = apply_fn(
+        {"params": params, "batch_stats": batch_stats},
+        inputs,
+        train=True,
+        mutable=["batch_stats"],
+        **kwargs,
+    )
     return out, updates.get("batch_stats", batch_stats)
 
 
@@ -43,8 +48,14 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.mean(jnp.argmax(logits, -1) == labels)
 
 
-def cross_entropy_and_grad(apply_fn, params, batch_stats, inputs: jax.Array,
-                           labels: jax.Array, to_model: Optional[Callable] = None):
+def cross_entropy_and_grad(
+    apply_fn,
+    params,
+    batch_stats,
+    inputs: jax.Array,
+    labels: jax.Array,
+    to_model: Optional[Callable] = None,
+):
     """Cross-entropy of a train-mode forward pass and its gradient in ``params``.
 
     Args:
@@ -57,6 +68,7 @@ def cross_entropy_and_grad(apply_fn, params, batch_stats, inputs: jax.Array,
     Returns:
       ``(loss, logits, new batch_stats), grads``.
     """
+
     def loss_fn(params):
         model_params = params if to_model is None else to_model(params)
         logits, new_stats = train_forward(apply_fn, model_params, batch_stats, inputs)
@@ -66,8 +78,14 @@ def cross_entropy_and_grad(apply_fn, params, batch_stats, inputs: jax.Array,
     return (loss, logits, new_stats), grads
 
 
-def supervised_step(state: TrainState, inputs: jax.Array, labels: jax.Array, *,
-                    to_model: Optional[Callable] = None, keep_batch_stats: bool = False):
+def supervised_step(
+    state: TrainState,
+    inputs: jax.Array,
+    labels: jax.Array,
+    *,
+    to_model: Optional[Callable] = None,
+    keep_batch_stats: bool = False,
+):
     """One optimizer step on the cross-entropy of a train-mode forward pass: the skeleton of
     every step that reports ``{"loss", "acc"}``.
 
@@ -81,7 +99,8 @@ def supervised_step(state: TrainState, inputs: jax.Array, labels: jax.Array, *,
       ``(new_state, {"loss", "acc"})``.
     """
     (loss, logits, batch_stats), grads = cross_entropy_and_grad(
-        state.apply_fn, state.params, state.batch_stats, inputs, labels, to_model)
+        state.apply_fn, state.params, state.batch_stats, inputs, labels, to_model
+    )
     state = state.apply_gradients(grads, state.batch_stats if keep_batch_stats else batch_stats)
     return state, {"loss": loss, "acc": accuracy(logits, labels)}
 
@@ -96,8 +115,16 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], cue: Cue):
     return supervised_step(state, cued_inputs(cue, batch), batch["labels"])
 
 
-def eval_step(apply_fn, variables, batch: Mapping[str, jax.Array], key: jax.Array, cue: Cue,
-              conditions: Sequence[str] = CONDITIONS, batch_index=0, pool=None) -> dict:
+def eval_step(
+    apply_fn,
+    variables,
+    batch: Mapping[str, jax.Array],
+    key: jax.Array,
+    cue: Cue,
+    conditions: Sequence[str] = CONDITIONS,
+    batch_index=0,
+    pool=None,
+) -> dict:
     """Summed loss and correct count per condition on one batch (eval-mode BatchNorm).
 
     The one evaluation kernel: ``training.evaluate`` and the path evaluator both call it, so
@@ -122,10 +149,13 @@ def eval_step(apply_fn, variables, batch: Mapping[str, jax.Array], key: jax.Arra
     weight = batch.get("weight", jnp.ones(labels.shape, jnp.float32))
     out = {"count": weight.sum()}
     for condition in conditions:
-        xc = counterfactual(cue, condition, x, labels, condition_key(key, condition, batch_index),
-                            pool)
+        xc = counterfactual(
+            cue, condition, x, labels, condition_key(key, condition, batch_index), pool
+        )
         logits = apply_fn(variables, xc, train=False).astype(jnp.float32)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        out[condition] = {"loss": (losses * weight).sum(),
-                          "correct": ((jnp.argmax(logits, -1) == labels) * weight).sum()}
+        out[condition] = {
+            "loss": (losses * weight).sum(),
+            "correct": ((jnp.argmax(logits, -1) == labels) * weight).sum(),
+        }
     return out
