@@ -4,19 +4,10 @@ tiny trained models for the connectivity entry point."""
 import os
 import pathlib
 
-# Tiny models compile for longer than they run: XLA's optimisation passes are skipped here
-# and in every entry point the tests start (they inherit the environment).
-os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+import jax
+import pytest
 
-import jax  # noqa: E402
-import pytest  # noqa: E402
-
-jax.config.update(
-    "jax_disable_most_optimizations",
-    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("0", "false", "False"),
-)
-
-from mmc_jax import runtime  # noqa: E402
+from mmc_jax import runtime
 
 runtime.tune_host_allocator()
 
@@ -79,3 +70,9 @@ def three_tiny_models():
     train = data.load("shapes10", "train", num_examples=120)
     test = data.load("shapes10", "test", num_examples=60)
     return model, variables, train, test
+
+
+def pytest_collection_modifyitems(items):
+    """The slow end-to-end tests first: with two workers, one started last would make the
+    suite wait for it alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
