@@ -15,16 +15,21 @@ from mmc_jax.data.cache import cache_dir
 
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_MIN_COMPILE_TIME = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
 
 
-def enable_compilation_cache(min_compile_time_s: float = 0.5) -> str:
+def enable_compilation_cache(min_compile_time_s: float | None = None) -> str:
     """Keeps compiled XLA programs on disk so reruns and resumed runs skip compilation.
 
     Uses ``$JAX_COMPILATION_CACHE_DIR`` if set, else ``<mmc_jax cache>/jax`` (see
-    :func:`mmc_jax.data.cache.cache_dir`). Returns the folder.
+    :func:`mmc_jax.data.cache.cache_dir`). Programs that compile faster than
+    ``min_compile_time_s`` are not kept; by default
+    ``$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``, else 0.5 s. Returns the folder.
     """
     import jax
 
+    if min_compile_time_s is None:
+        min_compile_time_s = float(os.environ.get(_MIN_COMPILE_TIME, 0.5))
     folder = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(cache_dir() / "jax")
     jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time_s)

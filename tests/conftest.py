@@ -18,7 +18,13 @@ jax.config.update(
         "JAX_COMPILATION_CACHE_DIR", str(pathlib.Path("~/.cache/mmc_jax/jax").expanduser())
     ),
 )
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+# Small programs too, here and in the entry points the tests start (which compile the same
+# programs again and again: reruns, kills and resumptions).
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs",
+    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+)
 
 
 @pytest.fixture(autouse=True, scope="session")

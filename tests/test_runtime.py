@@ -22,6 +22,21 @@ def test_compilation_cache_follows_the_environment(monkeypatch, tmp_path):
         jax.config.update("jax_compilation_cache_dir", previous)
 
 
+def test_cached_compile_time_threshold_follows_the_environment(monkeypatch):
+    previous = jax.config.jax_persistent_cache_min_compile_time_secs
+    try:
+        monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
+        runtime.enable_compilation_cache()
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.5
+        monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+        runtime.enable_compilation_cache()
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.1
+        runtime.enable_compilation_cache(2.0)  # an explicit value wins
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 2.0
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", previous)
+
+
 def _tune(env):
     code = "from mmc_jax import runtime; print(runtime.tune_host_allocator())"
     return subprocess.run(
