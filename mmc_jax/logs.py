@@ -8,8 +8,9 @@ the path in percent, ``round(100·t)``) and their barriers.
 
 from __future__ import annotations
 
+import os
 import pathlib
-import uuid
+import time
 from typing import Mapping, Optional
 
 import numpy as np
@@ -32,10 +33,10 @@ class EventLog:
         if self._writer is None:
             from tensorboardX import SummaryWriter
 
-            # a unique suffix: two writers opened in the same second keep separate files
-            self._writer = SummaryWriter(
-                str(self.folder), flush_secs=30, filename_suffix=f".{uuid.uuid4().hex[:8]}"
-            )
+            # Two writers opened in the same second keep separate files, which TensorBoard
+            # reads in name order: the suffix sorts them by their creation.
+            suffix = f".{time.time_ns():020d}.{os.getpid()}"
+            self._writer = SummaryWriter(str(self.folder), flush_secs=30, filename_suffix=suffix)
         return self._writer
 
     def scalars(self, step: int, values: Mapping[str, float], prefix: str = "") -> None:

@@ -93,11 +93,13 @@ def test_cbft_cli_end_to_end(tmp_path):
     assert rerun.returncode == 0 and rerun.stderr.count("reusing its results") == 2
     assert json.loads((tmp_path / "results.json").read_text())["methods"] == out["methods"]
 
-    # θ_C reused from a training workdir: the same cue model, and no new θ_C training.
+    # θ_C reused from a training workdir: the same cue model, and no new θ_C training (one
+    # method suffices: each method's data order and keys depend on the seed alone).
     reuse = tmp_path / "reuse"
     result = _run(
         *TINY,
         "--config.seeds=(0,)",
+        "--config.methods=('cbft',)",
         f"--workdir={reuse}",
         f"--config.cue_model_dir={tmp_path / 'seed_0' / 'cue_model'}",
     )

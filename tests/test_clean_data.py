@@ -6,6 +6,8 @@ saw the paired cue image on top; and ``training.evaluate`` and the path evaluato
 different counterfactual sets for the same key.
 """
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -64,19 +66,17 @@ def test_naive_and_cbft_steps_ignore_the_stored_cue_of_clean_images(dominoes):
     state = training.TrainState.create(
         model.apply, variables, training.sgd(0.05, 0.9, 1e-4), jax.random.PRNGKey(1)
     )
-    a, _ = finetune.naive_step(state, _batch(train), train.cue)
-    b, _ = finetune.naive_step(
-        state, _batch(noisy) | {"cue_images": _batch(train)["cue_images"]}, train.cue
-    )
+    naive = jax.jit(functools.partial(finetune.naive_step, cue=train.cue))
+    a, _ = naive(state, _batch(train))
+    b, _ = naive(state, _batch(noisy) | {"cue_images": _batch(train)["cue_images"]})
     chex.assert_trees_all_close(a.params, b.params, atol=1e-6)
     config = finetune.FinetuneConfig(warmup_epochs=0)
     mixed = _batch(noisy) | {"cue_images": _batch(train)["cue_images"]}
-    a, _ = finetune.cbft_step(
-        state, _batch(train), jnp.asarray(1), variables["params"], train.cue, config, 10
+    cbft = jax.jit(
+        functools.partial(finetune.cbft_step, cue=train.cue, config=config, num_classes=10)
     )
-    b, _ = finetune.cbft_step(
-        state, mixed, jnp.asarray(1), variables["params"], train.cue, config, 10
-    )
+    a, _ = cbft(state, _batch(train), jnp.asarray(1), variables["params"])
+    b, _ = cbft(state, mixed, jnp.asarray(1), variables["params"])
     chex.assert_trees_all_close(a.params, b.params, atol=1e-6)
 
 

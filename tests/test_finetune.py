@@ -1,6 +1,8 @@
 """Fine-tuning methods: LLRT leaves the features untouched, one CBFT iteration in code mode
 equals the two optimizer steps written out by hand, paired batches follow the code's zip."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,6 +11,12 @@ import optax
 import pytest
 
 from mmc_jax import InputError, data, finetune, models, objectives, training
+
+
+def _cbft_step(state, batch, epoch_index, anchor, cue, config, num_classes):
+    """``finetune.cbft_step`` compiled, as the library runs it."""
+    step = functools.partial(finetune.cbft_step, cue=cue, config=config, num_classes=num_classes)
+    return jax.jit(step)(state, batch, epoch_index, anchor)
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +69,7 @@ def test_cbft_code_mode_iteration_equals_two_sequential_steps(setup):
         "cue_images": jnp.asarray(train.images[32:64]),
         "cue_labels": jnp.asarray(train.labels[32:64]),
     }
-    new, losses = finetune.cbft_step(
-        state, batch, jnp.asarray(1), anchor["params"], train.cue, config, 10
-    )
+    new, losses = _cbft_step(state, batch, jnp.asarray(1), anchor["params"], train.cue, config, 10)
     assert int(new.step) == 1 and set(losses) == {"barrier", "ce", "invariance"}
 
     # By hand: barrier step, then cross-entropy + invariance step, one shared optimizer state.
@@ -78,7 +84,7 @@ def test_cbft_code_mode_iteration_equals_two_sequential_steps(setup):
         step_key,
     )
     barrier = objectives.barrier_loss(model.apply)
-    g1, aux1 = jax.grad(barrier, has_aux=True)(variables["params"], ctx)
+    g1, aux1 = jax.jit(jax.grad(barrier, has_aux=True))(variables["params"], ctx)
     u1, opt = optim_tx.update(g1, state.opt_state, variables["params"])
     p1 = optax.apply_updates(variables["params"], u1)
 
@@ -99,16 +105,16 @@ def test_cbft_code_mode_iteration_equals_two_sequential_steps(setup):
             mutable=["batch_stats"],
         )
         inv = 0.0
-        for k in range(10):
+        for k in range(10):  # classes present in both batches (masked means, jit-friendly)
             a, b = batch["labels"] == k, batch["cue_labels"] == k
-            if a.any() and b.any():
-                ma = z[a].mean(0) / jnp.linalg.norm(z[a].mean(0))
-                mb = zc[b].mean(0) / jnp.linalg.norm(zc[b].mean(0))
-                inv += jnp.sum((ma - mb) ** 2)
+            ma = (z * a[:, None]).sum(0) / jnp.maximum(a.sum(), 1)
+            mb = (zc * b[:, None]).sum(0) / jnp.maximum(b.sum(), 1)
+            term = jnp.sum((ma / jnp.linalg.norm(ma) - mb / jnp.linalg.norm(mb)) ** 2)
+            inv += jnp.where(a.any() & b.any(), term, 0.0)
         ce = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(32), batch["labels"]])
         return ce + inv / 10, upd["batch_stats"]
 
-    g2, stats2 = jax.grad(main, has_aux=True)(p1, aux1["batch_stats"])
+    g2, stats2 = jax.jit(jax.grad(main, has_aux=True))(p1, aux1["batch_stats"])
     u2, opt = optim_tx.update(g2, opt, p1)
     p2 = optax.apply_updates(p1, u2)
     chex.assert_trees_all_close(new.params, p2, atol=1e-6)
@@ -137,13 +143,13 @@ def test_cbft_without_barrier_is_one_main_step(setup):
         "cue_images": jnp.asarray(train.images[32:64]),
         "cue_labels": jnp.asarray(train.labels[32:64]),
     }
-    new, losses = finetune.cbft_step(
+    new, losses = _cbft_step(
         state, batch, jnp.asarray(0), variables["params"], train.cue, config, 10
     )
     assert "barrier" not in losses and int(new.step) == 1
-    naive, _ = finetune.naive_step(state, batch, train.cue)
+    naive, _ = jax.jit(functools.partial(finetune.naive_step, cue=train.cue))(state, batch)
     chex.assert_trees_all_close(new.params, naive.params, atol=1e-6)
-    with_barrier, _ = finetune.cbft_step(
+    with_barrier, _ = _cbft_step(
         state, batch, jnp.asarray(0), variables["params"], train.cue, finetune.FinetuneConfig(), 10
     )
     assert not np.allclose(with_barrier.params["conv0"]["kernel"], new.params["conv0"]["kernel"])
