@@ -268,14 +268,7 @@ def evaluate_models(
     for name, variables in models.items():
         with phases("evaluation"):
             methods[name] = {
-                "test": training.evaluate(
-                    apply_fn,
-                    variables,
-                    test,
-                    key,
-                    batch_size=config.path.batch_size,
-                    random_from=config.path.random_from,
-                ),
+                "test": evaluation.test_metrics(config.path, apply_fn, variables, test, key),
                 "paths": {},
             }
         bar.update()
@@ -435,8 +428,6 @@ def results_table(results: dict) -> str:
 def n_clean_table(probes: list[dict]) -> str:
     """``n_clean = "auto"``'s probes as a results.md section."""
     lines = [
-        "## Clean set size (n_clean = auto)",
-        "",
         "| n_clean | θ_C randimg | after small-LR naive FT | drop | keeps the cue |",
         "|---|---|---|---|---|",
     ]
@@ -445,8 +436,8 @@ def n_clean_table(probes: list[dict]) -> str:
         f"{p['randimg_drop']:.1f} | {'yes' if p['keeps_cue'] else 'no'} |"
         for p in probes
     ]
-    return "\n".join(lines) + (
-        f"\n\nThe largest size whose randimg drops by at most "
+    return io.markdown_section("Clean set size (n_clean = auto)", lines) + (
+        f"\nThe largest size whose randimg drops by at most "
         f"{diagnosis.MAX_RANDIMG_DROP:g} points is used.\n"
     )
 

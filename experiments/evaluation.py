@@ -126,6 +126,19 @@ def eval_set(path, train, test):
     return chosen
 
 
+def test_metrics(path, apply_fn, variables, test, key) -> dict:
+    """``training.evaluate`` on the counterfactual test sets, with the ``path`` section's
+    batch size and rand-image source (the same sets the paths are evaluated on)."""
+    return training.evaluate(
+        apply_fn,
+        variables,
+        test,
+        key,
+        batch_size=path.batch_size,
+        random_from=path.random_from,
+    )
+
+
 def evaluator_settings(
     path, train, seed: int, workdir: Optional[pathlib.Path] = None, stored: Optional[dict] = None
 ) -> dict:

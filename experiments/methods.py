@@ -23,7 +23,7 @@ import pathlib
 import jax
 from absl import logging
 
-from experiments import cli
+from experiments import cli, evaluation
 from mmc_jax import data, diagnosis, finetune, timing, training
 from mmc_jax.errors import InputError
 
@@ -186,14 +186,7 @@ def choose_n_clean(
     none keeps the cue) and the probes."""
     key = jax.random.PRNGKey(seed + 1)
     before = diagnosis.CueReliance.of(
-        training.evaluate(
-            apply_fn,
-            theta_c,
-            test,
-            key,
-            batch_size=config.path.batch_size,
-            random_from=config.path.random_from,
-        )
+        evaluation.test_metrics(config.path, apply_fn, theta_c, test, key)
     )
     candidates = [n for n in N_CLEAN_CANDIDATES if n <= len(train)] or [len(train)]
     probes = []
@@ -211,14 +204,7 @@ def choose_n_clean(
             workdir / "n_clean" / f"n_{n}",
         )[0]
         after = diagnosis.CueReliance.of(
-            training.evaluate(
-                apply_fn,
-                tuned,
-                test,
-                key,
-                batch_size=config.path.batch_size,
-                random_from=config.path.random_from,
-            )
+            evaluation.test_metrics(config.path, apply_fn, tuned, test, key)
         )
         drop = round(before.randimg - after.randimg, 2)
         probes.append(

@@ -280,37 +280,43 @@ def warning(result: Mapping[str, Any], weight_decay: float) -> str | None:
     if result["reliant"]:
         return None
     search, trials = result["search"], result["trials"]
-    chosen = f"θ_C is trained at p = {result['cue_proportion']:g}"
-    if all(t["verdict"] == TOO_LITTLE for t in trials):
-        return (
-            f"no cue proportion up to {search['high']:g} made the model rely on the cue in "
-            f"the calibration trials (randimg at most {max(t['randimg'] for t in trials):.1f}"
-            f" %, {search['target_randimg']:g} wanted); {chosen}. A larger weight_decay "
-            f"(now {weight_decay:g}) tilts the model toward the cue."
-        )
-    if all(t["verdict"] == TOO_MUCH for t in trials):
-        return (
-            f"the model learned the objects too little at every cue proportion down to "
-            f"{search['low']:g} (nocue − randcue at most {max(t['gap'] for t in trials):.1f} "
-            f"points, {search['target_gap']:g} wanted): they are hard for this model and "
-            f"recipe; {chosen}. Train longer, or lower weight_decay (now "
-            f"{weight_decay:g})."
-        )
-    return (
-        f"between the cue proportions with too little cue and those with too much, no "
-        f"trial met both targets (nocue − randcue ≥ "
-        f"{search['target_gap']:g} points, randimg ≥ {search['target_randimg']:g} %); "
-        f"{chosen}, the closest. A different weight_decay (now {weight_decay:g}) moves the "
-        f"trade-off."
+    verdicts = {t["verdict"] for t in trials}
+    outcome = next(iter(verdicts)) if verdicts in ({TOO_LITTLE}, {TOO_MUCH}) else "mixed"
+    return _NOT_RELIANT[outcome].format(
+        **search,
+        randimg=max(t["randimg"] for t in trials),
+        gap=max(t["gap"] for t in trials),
+        chosen=f"θ_C is trained at p = {result['cue_proportion']:g}",
+        weight_decay=weight_decay,
     )
+
+
+#: Why no trial gave a cue-reliant model, by the trials' verdicts, and what to change.
+_NOT_RELIANT = {
+    TOO_LITTLE: (
+        "no cue proportion up to {high:g} made the model rely on the cue in the calibration "
+        "trials (randimg at most {randimg:.1f} %, {target_randimg:g} wanted); {chosen}. A "
+        "larger weight_decay (now {weight_decay:g}) tilts the model toward the cue."
+    ),
+    TOO_MUCH: (
+        "the model learned the objects too little at every cue proportion down to {low:g} "
+        "(nocue − randcue at most {gap:.1f} points, {target_gap:g} wanted): they are hard for "
+        "this model and recipe; {chosen}. Train longer, or lower weight_decay (now "
+        "{weight_decay:g})."
+    ),
+    "mixed": (
+        "between the cue proportions with too little cue and those with too much, no trial "
+        "met both targets (nocue − randcue ≥ {target_gap:g} points, randimg ≥ "
+        "{target_randimg:g} %); {chosen}, the closest. A different weight_decay (now "
+        "{weight_decay:g}) moves the trade-off."
+    ),
+}
 
 
 def markdown(result: Mapping[str, Any]) -> str:
     """The trials as a results.md section."""
     search = result["search"]
     lines = [
-        "## Cue proportion calibration",
-        "",
         f"Bisection over log(1 − p) in [{search['low']:g}, {search['high']:g}]; "
         f"cue-reliant means nocue − randcue ≥ {search['target_gap']:g} points and "
         f"randimg ≥ {search['target_randimg']:g} %; a trial stops early once randimg on "
@@ -331,7 +337,7 @@ def markdown(result: Mapping[str, Any]) -> str:
             f"{t['randimg']:.1f} | {t['gap']:.1f} | {VERDICTS[t['verdict']]} | "
             f"{t['seconds']:.0f} |"
         )
-    return "\n".join(lines) + "\n"
+    return io.markdown_section("Cue proportion calibration", lines)
 
 
 def reuse(

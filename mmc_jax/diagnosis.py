@@ -23,6 +23,8 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from mmc_jax import io
+
 #: θ_C is cue-reliant when nocue − randcue is at least this many points ...
 MIN_GAP = 20.0
 #: ... and it follows the cue on at least this % of the rand-image set.
@@ -195,8 +197,6 @@ def markdown(diagnosis: Mapping[str, Any]) -> str:
     """The diagnosis as a results.md section."""
     r = diagnosis["cue_reliance"]
     lines = [
-        "## Diagnosis",
-        "",
         f"θ_C's cue reliance: nocue − randcue = {r['gap']:.1f} points (≥ {MIN_GAP:g} "
         f"wanted), randimg {r['randimg']:.1f} % (≥ {MIN_RANDIMG:g} wanted): "
         + ("cue-reliant." if diagnosis["cue_reliant"] else "**not cue-reliant**."),
@@ -208,4 +208,4 @@ def markdown(diagnosis: Mapping[str, Any]) -> str:
             f"{MAX_RANDIMG_DROP:g} wanted)."
         )
     lines += [""] + [f"> **Warning**: {w}" for w in diagnosis["warnings"]]
-    return "\n".join(lines) + "\n"
+    return io.markdown_section("Diagnosis", lines)

@@ -247,12 +247,9 @@ def naive_finetune(
     """Naive fine-tuning: cross-entropy on the clean set, cosine schedule per iteration."""
     spe = iterator.steps_per_epoch
     state = _state(apply_fn, variables, _cosine(config.learning_rate, config.epochs * spe), config)
-    step = jax.jit(functools.partial(naive_step, cue=cue), donate_argnums=0)
-    with RunCheckpoints(workdir, _settings("naive_ft", config)) as ckpt:
-        state, meta = run_epochs(
-            state, step, iterator, ckpt, config.epochs, progress=progress, desc="naive FT"
-        )
-    return state.variables, meta["history"]
+    step = functools.partial(naive_step, cue=cue)
+    state, history = _train("naive_ft", config, state, step, iterator, workdir, progress)
+    return state.variables, history
 
 
 def cbft(
@@ -286,17 +283,8 @@ def cbft(
         epoch_index = state.step // spe
         return cbft_step(state, batch, epoch_index, anchor["params"], cue, config, num_classes)
 
-    with RunCheckpoints(workdir, _settings("cbft", config)) as ckpt:
-        state, meta = run_epochs(
-            state,
-            jax.jit(step, donate_argnums=0),
-            iterator,
-            ckpt,
-            config.epochs,
-            progress=progress,
-            desc="CBFT",
-        )
-    return state.variables, meta["history"]
+    state, history = _train("cbft", config, state, step, iterator, workdir, progress)
+    return state.variables, history
 
 
 def features_of(apply_fn, variables, images, cue, batch_size: int = 500) -> np.ndarray:
@@ -355,17 +343,8 @@ def llrt(
     def step(state, batch):
         return supervised_step(state, batch["features"], batch["labels"])
 
-    with RunCheckpoints(workdir, _settings("llrt", config)) as ckpt:
-        state, meta = run_epochs(
-            state,
-            jax.jit(step, donate_argnums=0),
-            iterator,
-            ckpt,
-            config.llrt_epochs,
-            progress=progress,
-            desc="LLRT",
-        )
-    return _with_head(variables, head, state.params), meta["history"]
+    state, history = _train("llrt", config, state, step, iterator, workdir, progress)
+    return _with_head(variables, head, state.params), history
 
 
 def _linear_apply(variables, x, mutable=False, **kwargs):
@@ -385,6 +364,31 @@ def _with_head(variables, head: tuple[str, ...], head_params) -> dict:
         node = node[name]
     node[head[-1]] = dict(head_params)
     return {**variables, "params": params}
+
+
+#: Each method's name in its progress bar, and the config field with its number of epochs.
+_RUNS = {
+    "naive_ft": ("naive FT", "epochs"),
+    "cbft": ("CBFT", "epochs"),
+    "llrt": ("LLRT", "llrt_epochs"),
+}
+
+
+def _train(method: str, config: FinetuneConfig, state, step, iterator, workdir, progress):
+    """``step`` compiled (donating its state) and run, resumably, for the method's epochs in
+    ``workdir``; returns the final state and the per-epoch history."""
+    desc, epochs = _RUNS[method]
+    with RunCheckpoints(workdir, _settings(method, config)) as ckpt:
+        state, meta = run_epochs(
+            state,
+            jax.jit(step, donate_argnums=0),
+            iterator,
+            ckpt,
+            getattr(config, epochs),
+            progress=progress,
+            desc=desc,
+        )
+    return state, meta["history"]
 
 
 def _settings(method: str, config: FinetuneConfig) -> dict[str, Any]:

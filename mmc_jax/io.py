@@ -36,6 +36,11 @@ def write_json(path, obj: Any) -> pathlib.Path:
     return write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def markdown_section(title: str, lines: list[str]) -> str:
+    """A results.md section: ``## title``, a blank line, then ``lines``."""
+    return "\n".join([f"## {title}", "", *lines]) + "\n"
+
+
 def save_figure(path, fig) -> pathlib.Path:
     """Saves a matplotlib figure as PNG atomically and closes it."""
     import io

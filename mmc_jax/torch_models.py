@@ -9,18 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-VGG13_BLOCKS = (
-    (64, 1),
-    (64, 2),
-    (128, 1),
-    (128, 2),
-    (256, 1),
-    (256, 2),
-    (512, 1),
-    (512, 2),
-    (512, 1),
-    (512, 1),
-)
+from mmc_jax.models.vgg import VGG13_BLOCKS  # the same (channels, stride) blocks
 
 
 def _scaled(channels: int, width: float) -> int:

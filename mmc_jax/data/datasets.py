@@ -165,11 +165,7 @@ def _check_options(name: str, options: dict, allowed: tuple[str, ...]) -> None:
 
 
 def _load_shapes10(
-    split: str,
-    seed: int,
-    num_examples: Optional[int] = None,
-    cache_dir: Optional[str] = None,
-    **options,
+    split: str, seed: int, num_examples: int | None = None, cache_dir: str | None = None, **options
 ) -> Dataset:
     from mmc_jax.data import shapes
 
@@ -195,11 +191,7 @@ def _load_shapes10(
 
 
 def _load_tfds(
-    name: str,
-    split: str,
-    data_dir: Optional[str] = None,
-    cache_dir: Optional[str] = None,
-    **options,
+    name: str, split: str, data_dir: str | None = None, cache_dir: str | None = None, **options
 ) -> Dataset:
     _check_options(name, options, ())
     images, labels = tfds_source.load_tfds(name, split, data_dir, cache_dir)

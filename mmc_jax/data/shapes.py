@@ -100,27 +100,15 @@ class Style:
     clutter: tuple[int, int] = (1, _MAX_CLUTTER)  # lines and blobs per image: [low, high]
 
 
+# fmt: off
 STYLES = {
-    "easy": Style(
-        radius_range=(9.0, 12.0),
-        jitter=0.05,
-        gradient_amplitude=0.1,
-        min_contrast=0.6,
-        texture_std=0.03,
-        noise_std=0.02,
-        clutter=(0, 0),
-    ),
+    "easy": Style(radius_range=(9.0, 12.0), jitter=0.05, gradient_amplitude=0.1, min_contrast=0.6,
+                  texture_std=0.03, noise_std=0.02, clutter=(0, 0)),
     "medium": Style(),
-    "hard": Style(
-        radius_range=(5.0, 10.0),
-        jitter=0.2,
-        gradient_amplitude=0.35,
-        min_contrast=0.25,
-        texture_std=0.12,
-        noise_std=0.08,
-        clutter=(2, 5),
-    ),
+    "hard": Style(radius_range=(5.0, 10.0), jitter=0.2, gradient_amplitude=0.35, min_contrast=0.25,
+                  texture_std=0.12, noise_std=0.08, clutter=(2, 5)),
 }
+# fmt: on
 
 # Rendering: chunk size bounds memory; the noise block size fixes how per-pixel
 # random numbers are seeded and must never change (it is part of the output).

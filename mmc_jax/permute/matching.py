@@ -34,6 +34,11 @@ from mmc_jax.permute.spec import (
 #: b aligned by the previous round, until nothing changes.
 COUPLED_ROUNDS = 4
 
+#: A flax module, or any ``apply``-like callable the sites can be traced through.
+Model = nn.Module | Callable
+#: A model's variables (``{"params": ..., "batch_stats": ...}``).
+Variables = Mapping[str, Any]
+
 
 def _solve(similarity: np.ndarray) -> np.ndarray:
     """The permutation maximising ``sum_i similarity[i, perm[i]]`` (rows: model a)."""
@@ -300,11 +305,7 @@ def _host(moments) -> tuple:
 
 
 def activation_matching(
-    spec: PermutationSpec,
-    model: nn.Module | Callable,
-    a: Mapping[str, Any],
-    b: Mapping[str, Any],
-    batches: Iterable[Any],
+    spec: PermutationSpec, model: Model, a: Variables, b: Variables, batches: Iterable[Any]
 ) -> dict[str, jax.Array]:
     """Permutation aligning the activations of ``b`` to ``a`` (Ainsworth et al.; Entezari et al.).
 
@@ -387,11 +388,7 @@ def _merge(total: tuple | None, batch: tuple) -> tuple:
 
 
 def greedy_activation_matching(
-    spec: PermutationSpec,
-    model: nn.Module | Callable,
-    a: Mapping[str, Any],
-    b: Mapping[str, Any],
-    batches: Iterable[Any],
+    spec: PermutationSpec, model: Model, a: Variables, b: Variables, batches: Iterable[Any]
 ) -> dict[str, jax.Array]:
     """Layer-by-layer activation matching, the scheme of the paper's code.
 

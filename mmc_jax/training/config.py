@@ -162,13 +162,6 @@ class TrainConfig:
     eval_every_epochs: int = 1
     checkpoints_to_keep: int = 3
 
-    def __post_init__(self):
-        check_bounds(
-            self,
-            non_negative=("seed",),
-            count=("eval_batch_size", "eval_every_epochs", "checkpoints_to_keep"),
-        )
-
     @classmethod
     def of(cls, config: Any) -> "TrainConfig":
         """The typed config of a ConfigDict, a (nested or stored flat) dict, or itself.
@@ -203,6 +196,13 @@ class TrainConfig:
             if name in SECTIONS and isinstance(value, Mapping):
                 changes[name] = dataclasses.replace(getattr(self, name), **value)
         return dataclasses.replace(self, **changes)
+
+    def __post_init__(self):
+        check_bounds(
+            self,
+            non_negative=("seed",),
+            count=("eval_batch_size", "eval_every_epochs", "checkpoints_to_keep"),
+        )
 
 
 def _section(section, name: str, values) -> Any:
