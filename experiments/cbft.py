@@ -447,7 +447,6 @@ def barrier_table(curves: dict, start: str) -> str:
     one column per condition."""
     conditions = [c for c in data.CONDITIONS if any(c in m["conditions"] for m in curves.values())]
     lines = [
-        f"## Barriers on the line from {start}\n",
         "| model | " + " | ".join(report.HEADERS[c] for c in conditions) + " |",
         "|---|" + "---|" * len(conditions),
     ]
@@ -460,8 +459,8 @@ def barrier_table(curves: dict, start: str) -> str:
             for c in conditions
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + (
-        "\n\nLoss barrier (accuracy barrier in points) on the "
+    return io.markdown_section(f"Barriers on the line from {start}", lines) + (
+        "\nLoss barrier (accuracy barrier in points) on the "
         f"straight line from {start} (t = 0) to each model (t = 1).\n"
     )
 
