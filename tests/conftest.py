@@ -2,7 +2,6 @@
 tiny trained models for the connectivity entry point."""
 
 import os
-import pathlib
 
 import jax
 import pytest
@@ -11,20 +10,12 @@ from mmc_jax import runtime
 
 runtime.tune_host_allocator()
 
-# Compiled programs are reused across test runs (CI sets JAX_COMPILATION_CACHE_DIR).
-jax.config.update(
-    "jax_compilation_cache_dir",
-    os.environ.get(
-        "JAX_COMPILATION_CACHE_DIR", str(pathlib.Path("~/.cache/mmc_jax/jax").expanduser())
-    ),
-)
-# Small programs too, here and in the entry points the tests start (which compile the same
-# programs again and again: reruns, kills and resumptions).
+# Compiled programs are reused across test runs (CI sets JAX_COMPILATION_CACHE_DIR), small
+# ones too, here and in the entry points the tests start, which compile the same programs
+# again and again (reruns, kills and resumptions): the environment passes both settings on,
+# and the folder stays the same although the tests give the datasets a private cache.
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
-jax.config.update(
-    "jax_persistent_cache_min_compile_time_secs",
-    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
-)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = runtime.enable_compilation_cache()
 
 
 @pytest.fixture(autouse=True, scope="session")
