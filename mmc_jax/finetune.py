@@ -279,11 +279,13 @@ def cbft(
         lr = _cosine(config.learning_rate, total)
     state = _state(apply_fn, variables, lr, config, seed_offset=1)
 
-    def step(state, batch):
+    def step(state, batch, anchor_params):
         epoch_index = state.step // spe
-        return cbft_step(state, batch, epoch_index, anchor["params"], cue, config, num_classes)
+        return cbft_step(state, batch, epoch_index, anchor_params, cue, config, num_classes)
 
-    state, history = _train("cbft", config, state, step, iterator, workdir, progress)
+    state, history = _train(
+        "cbft", config, state, step, iterator, workdir, progress, constants=(anchor["params"],)
+    )
     return state.variables, history
 
 
@@ -374,9 +376,12 @@ _RUNS = {
 }
 
 
-def _train(method: str, config: FinetuneConfig, state, step, iterator, workdir, progress):
+def _train(
+    method: str, config: FinetuneConfig, state, step, iterator, workdir, progress, constants=()
+):
     """``step`` compiled (donating its state) and run, resumably, for the method's epochs in
-    ``workdir``; returns the final state and the per-epoch history."""
+    ``workdir`` (``constants``: see ``training.run_epochs``); returns the final state and the
+    per-epoch history."""
     desc, epochs = _RUNS[method]
     with RunCheckpoints(workdir, _settings(method, config)) as ckpt:
         state, meta = run_epochs(
@@ -387,6 +392,7 @@ def _train(method: str, config: FinetuneConfig, state, step, iterator, workdir, 
             getattr(config, epochs),
             progress=progress,
             desc=desc,
+            constants=constants,
         )
     return state, meta["history"]
 

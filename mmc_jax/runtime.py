@@ -1,13 +1,13 @@
-"""Process-level settings that make JAX faster on a workstation: a persistent compilation
-cache and, on Linux CPUs, a host allocator that keeps XLA's buffers mapped.
-
-Both are opt-in calls (the entry points, benchmarks and tests make them); importing mmc_jax
-changes nothing.
+"""Settings that make JAX faster on a workstation: a persistent compilation cache and, on
+Linux CPUs, a host allocator that keeps XLA's buffers mapped (process-level, opt-in calls
+that the entry points, benchmarks and tests make; importing mmc_jax changes nothing), and
+cheap compilation for programs that run once.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
@@ -36,6 +36,32 @@ def enable_compilation_cache(min_compile_time_s: float | None = None) -> str:
     return folder
 
 
+def one_shot_jit(fun, **jit_kwargs):
+    """``jax.jit(fun, **jit_kwargs)`` for a program that runs once or a few times per call
+    site (initialization, a permutation gather), where compiling it costs more than running it.
+
+    On CPU it is compiled without LLVM's backend optimizations: a model's initialization
+    compiles in 0.4 s instead of 3.2 s (cnn4; 1.2 s instead of 4.8 s for resnet18_small), and
+    runs in milliseconds either way. Results may differ from the fully optimized program in
+    the last bit of a float (fused multiply-adds); they are deterministic. Called on tracers
+    (inside ``jax.eval_shape`` or another ``jit``) it is an ordinary nested ``jit``; other
+    backends compile as usual.
+    """
+    import jax
+
+    jitted = jax.jit(fun, **jit_kwargs)
+    if jax.default_backend() != "cpu":
+        return jitted
+    cheap = jax.jit(fun, compiler_options={"xla_backend_optimization_level": 0}, **jit_kwargs)
+
+    @functools.wraps(fun)
+    def call(*args, **kwargs):
+        traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs)))
+        return (jitted if traced else cheap)(*args, **kwargs)
+
+    return call
+
+
 def tune_host_allocator() -> bool:
     """Stops glibc from mapping and unmapping XLA's large CPU buffers on every step.
 
@@ -62,4 +88,4 @@ def tune_host_allocator() -> bool:
     )
 
 
-__all__ = ["enable_compilation_cache", "tune_host_allocator"]
+__all__ = ["enable_compilation_cache", "one_shot_jit", "tune_host_allocator"]

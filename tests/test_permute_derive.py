@@ -89,7 +89,7 @@ class CumsumNet(nn.Module):
 
 def _setup(module, shape=(4, 16, 16, 3)):
     x = jax.random.normal(jax.random.key(1), shape)
-    variables = module.init(jax.random.key(0), x)
+    variables = models.init(module, jax.random.key(0), shape[1:])
     if "batch_stats" in variables:  # non-trivial statistics, so they must be permuted too
         variables = {
             **variables,

@@ -32,7 +32,7 @@ def plain():
     model = PlainNet()
 
     def init(seed):
-        return dict(model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3))))
+        return models.init(model, jax.random.key(seed), (32, 32, 3))
 
     return model, init(0), init(1)
 

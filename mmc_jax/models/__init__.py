@@ -26,6 +26,7 @@ from mmc_jax.models.beyond import MLP, ViT, WideResNet
 from mmc_jax.models.cnn import SmallCNN
 from mmc_jax.models.resnet import ResNet
 from mmc_jax.models.vgg import VGG, VGG13_BLOCKS
+from mmc_jax.runtime import one_shot_jit
 
 #: name -> constructor taking (num_classes, width=..., dtype=...).
 PRESETS: dict[str, Callable[..., nn.Module]] = {
@@ -130,8 +131,9 @@ def create(
 
 
 def init(model: nn.Module, key: jax.Array, image_shape: tuple[int, int, int]) -> dict:
-    """Initial ``{"params", "batch_stats"}`` of ``model`` for images of ``image_shape``."""
-    variables = jax.jit(functools.partial(model.init, train=False))(
+    """Initial ``{"params", "batch_stats"}`` of ``model`` for images of ``image_shape``
+    (compiled as a one-shot program, :func:`mmc_jax.runtime.one_shot_jit`)."""
+    variables = one_shot_jit(functools.partial(model.init, train=False))(
         key, jnp.zeros((1, *image_shape), jnp.float32)
     )
     return dict(variables)

@@ -21,6 +21,7 @@ import numpy as np
 from flax import traverse_util
 
 from mmc_jax.errors import InputError
+from mmc_jax.runtime import one_shot_jit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,7 +239,7 @@ def apply(
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(one_shot_jit, static_argnums=0)
 def _permute_leaves(layout: tuple[tuple, ...], leaves: list, perm: dict[str, jax.Array]) -> list:
     """:func:`_permute_leaf` over all leaves as one compiled program (one per model layout,
     instead of one small gather program per leaf shape when run eagerly)."""

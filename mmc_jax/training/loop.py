@@ -285,16 +285,19 @@ def run_epochs(
     progress: bool = True,
     desc: str = "train",
     mesh=None,
+    constants: tuple = (),
 ):
     """The resumable epoch loop shared by every kind of training.
 
-    Restores the latest checkpoint, runs ``step_fn(state, batch) -> (state, metrics)`` over
-    the iterator's batches (resuming mid-epoch at ``state.step``), and after each epoch
-    records the mean ``metrics`` (``train_<name>``), passes the record through
+    Restores the latest checkpoint, runs ``step_fn(state, batch, *constants) -> (state,
+    metrics)`` over the iterator's batches (resuming mid-epoch at ``state.step``), and after
+    each epoch records the mean ``metrics`` (``train_<name>``), passes the record through
     ``on_epoch_end(state, record)`` and checkpoints (at most every
     ``checkpoints.min_interval_s``, and always after the last epoch). A record that comes
     back with ``"stop": True`` ends training there (checkpointed, ``meta["stopped_at_epoch"]``
     set). SIGINT/SIGTERM save the state at the current step and raise :class:`Interrupted`.
+    ``constants`` (e.g. CBFT's anchor θ_C) reach the step as arguments rather than as values
+    baked into its compiled program, so another θ_C reuses the program.
 
     Data-parallel over ``mesh`` (default: every local device, see :mod:`mmc_jax.parallel`):
     the state is replicated and every batch split along its first axis. TensorBoard event
@@ -309,6 +312,7 @@ def run_epochs(
     state, meta = checkpoints.restore(state)
     mesh = parallel.data_mesh() if mesh is None else mesh
     state = parallel.replicate(state, mesh)
+    constants = parallel.replicate(tuple(constants), mesh)
     meta = meta or {"history": [], "seconds": 0.0}
     step = int(state.step)
     if step:
@@ -330,7 +334,7 @@ def run_epochs(
             start = time.perf_counter()
             sums, first_bad, count = None, None, 0
             for batch in parallel.shard_batches(iterator.epoch(epoch, step % spe), mesh):
-                state, metrics = step_fn(state, batch)
+                state, metrics = step_fn(state, batch, *constants)
                 step += 1
                 sums, first_bad = _accumulate(sums, first_bad, metrics, step)
                 count += 1
