@@ -5,6 +5,8 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from mmc_jax import runtime
 
@@ -51,3 +53,19 @@ def _tune(env):
 def test_host_allocator_tuning_applies_on_linux_and_can_be_switched_off():
     assert _tune({}) == str(sys.platform.startswith("linux"))
     assert _tune({"MMC_JAX_TUNE_MALLOC": "0"}) == "False"
+
+
+def test_one_shot_jit_equals_jit_and_nests_in_traces():
+    def f(key, scale):
+        return jax.random.normal(key, (64, 8)) @ jax.random.uniform(key, (8, 4)) * scale
+
+    key = jax.random.key(3)
+    cheap = runtime.one_shot_jit(f)
+    np.testing.assert_allclose(cheap(key, 2.0), jax.jit(f)(key, 2.0), rtol=1e-6, atol=1e-6)
+    # Inside eval_shape or another jit its arguments are tracers: an ordinary nested jit.
+    assert jax.eval_shape(lambda: cheap(jax.random.key(0), 1.0)).shape == (64, 4)
+    np.testing.assert_allclose(
+        jax.jit(lambda k: cheap(k, 2.0))(key), cheap(key, 2.0), rtol=1e-6, atol=1e-6
+    )
+    static = runtime.one_shot_jit(lambda n, x: x * n, static_argnums=0)
+    assert float(static(3, jnp.float32(2.0))) == 6.0

@@ -267,3 +267,28 @@ def test_restore_trained_reads_only_the_variables_and_loads_no_data(tmp_path, mo
         chex.assert_trees_all_equal(variables, run["state"].variables)
         assert type(model).__name__ == "SmallCNN" and model.num_classes == 10
         assert restored_config.to_dict() == json.loads((tmp_path / "config.json").read_text())
+
+
+def test_run_epochs_passes_its_constants_as_arguments_of_one_compiled_step(tmp_path):
+    config = tiny_config(epochs=1, num_train=128)
+    train, _ = training.load_data(config)
+    model = training.create_model(config, train.num_classes)
+    iterator = data.EpochIterator(
+        {"images": train.images, "labels": train.labels}, batch_size=64, seed=0
+    )
+    step = functools.partial(training.train_step, cue=train.cue)
+    jitted = jax.jit(lambda state, batch, c: (step(state, batch)[0], {"c": c["value"]}))
+    state = training.create_state(config, model, train.image_shape, 2)
+    for value in (1.0, 2.5):
+        with training.RunCheckpoints(tmp_path / str(value), config.to_dict()) as ckpt:
+            _, meta = training.run_epochs(
+                state,
+                jitted,
+                iterator,
+                ckpt,
+                1,
+                progress=False,
+                constants=({"value": jnp.float32(value)},),
+            )
+        assert meta["history"][0]["train_c"] == value
+    assert jitted._cache_size() == 1  # the second value reused the program
