@@ -10,11 +10,11 @@ from mmc_jax import runtime
 
 runtime.tune_host_allocator()
 
-# Compiled programs are reused across test runs (CI sets JAX_COMPILATION_CACHE_DIR), small
-# ones too, here and in the entry points the tests start, which compile the same programs
+# Compiled programs are reused across test runs (CI sets JAX_COMPILATION_CACHE_DIR), every
+# one of them, here and in the entry points the tests start, which compile the same programs
 # again and again (reruns, kills and resumptions): the environment passes both settings on,
 # and the folder stays the same although the tests give the datasets a private cache.
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ["JAX_COMPILATION_CACHE_DIR"] = runtime.enable_compilation_cache()
 
 
