@@ -217,15 +217,24 @@ def fit_midpoint(
         optim.sgd(lr, config.momentum, config.weight_decay),
         jax.random.PRNGKey(seed),
     )
+    # The endpoints are arguments of the compiled step (not constants baked into it), so
+    # another pair of models reuses it.
     step_fn = jax.jit(
-        functools.partial(curve_train_step, a=a, b=b, cue=train_set.cue, scale=config.scale),
+        functools.partial(curve_train_step, cue=train_set.cue, scale=config.scale),
         donate_argnums=0,
     )
     settings = {**dataclasses.asdict(config), "seed": seed, "num_train": len(train_set)}
     del settings["init"]  # where the control point started is not part of its training
     with RunCheckpoints(workdir, settings) as checkpoints:
         state, meta = run_epochs(
-            state, step_fn, iterator, checkpoints, config.epochs, progress=progress, desc="midpoint"
+            state,
+            step_fn,
+            iterator,
+            checkpoints,
+            config.epochs,
+            progress=progress,
+            desc="midpoint",
+            constants=(a, b),
         )
     return {"control": state.variables, "history": meta["history"]}
 
