@@ -50,14 +50,15 @@ def one_shot_jit(fun, **jit_kwargs):
     import jax
 
     jitted = jax.jit(fun, **jit_kwargs)
-    if jax.default_backend() != "cpu":
-        return jitted
     cheap = jax.jit(fun, compiler_options={"xla_backend_optimization_level": 0}, **jit_kwargs)
 
     @functools.wraps(fun)
     def call(*args, **kwargs):
+        # Decided per call, not when decorating: deciding at import would start the backend
+        # before the user could configure it (devices, platforms).
         traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs)))
-        return (jitted if traced else cheap)(*args, **kwargs)
+        use_cheap = not traced and jax.default_backend() == "cpu"
+        return (cheap if use_cheap else jitted)(*args, **kwargs)
 
     return call
 

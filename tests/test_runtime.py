@@ -69,3 +69,21 @@ def test_one_shot_jit_equals_jit_and_nests_in_traces():
     )
     static = runtime.one_shot_jit(lambda n, x: x * n, static_argnums=0)
     assert float(static(3, jnp.float32(2.0))) == 6.0
+
+
+def test_importing_the_library_leaves_the_backend_unstarted():
+    """Devices and platforms stay configurable after ``import mmc_jax`` (and every module)."""
+    script = (
+        "import importlib, pkgutil, jax, mmc_jax\n"
+        "for m in pkgutil.walk_packages(mmc_jax.__path__, 'mmc_jax.'):\n"
+        "    if m.name != 'mmc_jax.torch_models':\n"
+        "        importlib.import_module(m.name)\n"
+        "jax.config.update('jax_num_cpu_devices', 3)\n"
+        "print(jax.device_count())\n"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "3", out.stderr[-2000:]
