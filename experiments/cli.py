@@ -29,12 +29,16 @@ from ml_collections import config_flags
 
 import experiments
 import mmc_jax
-from mmc_jax import runtime
-from mmc_jax.errors import InputError
-from mmc_jax.training import Interrupted
+from mmc_jax import runtime, stopping
+from mmc_jax.errors import InputError, WriteError
+from mmc_jax.stopping import Interrupted
 
 #: What an entry point leaves in its workdir; ``--restart`` deletes only folders holding one.
 WORKDIR_MARKERS = ("config.json", "checkpoints", "results.json")
+#: Exit status of a run whose command line or input is wrong (nothing was written).
+EXIT_INPUT = 2
+#: Exit status of a run that could not write a file (disk full, no permission).
+EXIT_WRITE = 74
 #: The file a live run holds locked in its workdir.
 LOCK_FILE = ".lock"
 
@@ -152,7 +156,7 @@ def run(main: Callable[[list[str]], None]) -> None:
     def guarded(argv):
         show_own_progress()
         try:
-            with hold_workdir(flags.FLAGS.workdir) as workdir:
+            with stopping.raise_on_signals(), hold_workdir(flags.FLAGS.workdir) as workdir:
                 logging.info(f"workdir: {workdir}")
                 if RESTART.value:
                     clear_workdir(flags.FLAGS.workdir)
@@ -160,9 +164,12 @@ def run(main: Callable[[list[str]], None]) -> None:
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
-        except Interrupted as stop:  # SIGINT/SIGTERM: a checkpoint was saved
+        except Interrupted as stop:  # SIGINT/SIGTERM: what was computed is saved
             print(stop, file=sys.stderr)
-            sys.exit(130)
+            sys.exit(stop.exit_code)
+        except WriteError as err:  # disk full, no permission: earlier files are intact
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(EXIT_WRITE)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     runtime.tune_host_allocator()

@@ -46,3 +46,19 @@ def check_choice(name: str, value, choices) -> None:
     """Raises InputError unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise InputError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
+
+
+class WriteError(OSError):
+    """A file could not be written (disk full, no permission, read-only folder).
+
+    Entry points print it as one line naming the path and the cause and exit with status 74
+    (``EX_IOERR``); the writers keep what was written before (files are replaced atomically).
+    """
+
+    def __init__(self, path, cause: BaseException):
+        reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+        super().__init__(getattr(cause, "errno", None), f"cannot write {path}: {reason}")
+        self.path, self.cause = str(path), cause
+
+    def __str__(self) -> str:
+        return self.strerror

@@ -6,12 +6,12 @@
 >>> evaluate(state.apply_fn, state.variables, test_set, key)   # four conditions
 """
 
+from mmc_jax.stopping import Interrupted
 from mmc_jax.training.checkpoint import RunCheckpoints, check_config
 from mmc_jax.training.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from mmc_jax.training.evaluate import evaluate
 from mmc_jax.training.loop import (
     AUTO,
-    Interrupted,
     NonFiniteLoss,
     create_model,
     create_state,

@@ -9,11 +9,9 @@ the current step before exiting.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import pathlib
-import signal
 import time
 from typing import Any
 
@@ -26,6 +24,7 @@ from tqdm.auto import tqdm
 from mmc_jax import data, diagnosis, logs, models, parallel
 from mmc_jax.errors import InputError
 from mmc_jax.io import write_json
+from mmc_jax.stopping import requests
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.config import AUTO, DataConfig, ModelConfig, TrainConfig
 from mmc_jax.training.evaluate import evaluate
@@ -33,29 +32,8 @@ from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import train_step
 
 
-class Interrupted(Exception):
-    """Training stopped by SIGINT/SIGTERM after saving a checkpoint."""
-
-
 class NonFiniteLoss(InputError):
     """The training loss became NaN or infinite (usually a learning rate that is too high)."""
-
-
-@contextlib.contextmanager
-def stop_requests():
-    """Turns SIGINT/SIGTERM into a flag the loop polls, so it can save before exiting."""
-    requested = {"signal": None}
-
-    def handler(signum, frame):
-        del frame
-        requested["signal"] = signum
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield requested
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def validate(config) -> TrainConfig:
@@ -318,7 +296,7 @@ def run_epochs(
     if step:
         logging.info(f"resuming from step {step} (epoch {step // spe})")
     with (
-        stop_requests() as stop,
+        requests() as stop,
         tqdm(
             total=epochs * spe,
             initial=step,
@@ -341,11 +319,11 @@ def run_epochs(
                 bar.update()
                 if step % logs.STEP_EVERY == 0:
                     log.scalars(step, jax.device_get(metrics), prefix="step/")
-                if stop["signal"] is not None:
+                if stop:
                     _check_finite(first_bad)
                     meta["seconds"] += time.perf_counter() - start
                     checkpoints.save(state, meta, force=True)
-                    raise Interrupted(f"stopped at step {step}; rerun the same command to resume")
+                    stop.raise_if_asked(f"at epoch {epoch + 1} step {step}")
             _check_finite(first_bad)
             record = {
                 "epoch": epoch + 1,

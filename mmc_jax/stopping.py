@@ -1,0 +1,98 @@
+"""Graceful stop: SIGINT (Ctrl-C) and SIGTERM end a run at a step boundary, not mid-write.
+
+Long loops (training epochs, a path evaluation's parts) poll :func:`requests` and, when a
+stop was asked for, save what they have and raise :class:`Interrupted`; the entry points print
+its one line and exit with ``128 + signal``. Outside such loops, :func:`raise_on_signals`
+turns the signal into :class:`Interrupted` at once (the files written so far are complete:
+every writer replaces files atomically). Signal handlers are process-wide by nature; both
+context managers put the previous handlers back when they end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from typing import Iterator, Optional
+
+#: The signals that ask a run to stop.
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(Exception):
+    """A run stopped by SIGINT or SIGTERM (``signum``) after saving what it had."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by a signal: 128 + its number."""
+        return 128 + self.signum
+
+
+class Requests:
+    """The stop asked for while a loop runs: ``signum`` is None until a signal arrives."""
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+    def __getitem__(self, key):  # ``stop["signal"]``, the loop's older spelling
+        if key != "signal":
+            raise KeyError(key)
+        return self.signum
+
+    def raise_if_asked(self, where: str) -> None:
+        """Raises :class:`Interrupted` (``stopped <where>; rerun ...``) when asked."""
+        if self:
+            raise Interrupted(f"stopped {where}; rerun the same command to continue", self.signum)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def requests() -> Iterator[Requests]:
+    """Within the block, SIGINT/SIGTERM only record themselves in the yielded
+    :class:`Requests` for the loop to poll at its next step boundary. (Off the main thread,
+    where Python cannot install handlers, nothing changes and nothing is ever recorded.)"""
+    asked = Requests()
+    if not _main_thread():
+        yield asked
+        return
+
+    def record(signum, frame):
+        del frame
+        asked.signum = signum
+
+    previous = {s: signal.signal(s, record) for s in SIGNALS}
+    try:
+        yield asked
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def raise_on_signals() -> Iterator[None]:
+    """Within the block, SIGINT/SIGTERM raise :class:`Interrupted` wherever the program is
+    (loops inside it that poll :func:`requests` take over while they run)."""
+    if not _main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        del frame
+        raise Interrupted("stopped; rerun the same command to continue", signum)
+
+    previous = {s: signal.signal(s, stop) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
