@@ -47,7 +47,6 @@ from mmc_jax import (
 )
 from mmc_jax.errors import InputError, check_bounds, require
 
-CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "cbft"), "workdirs/cbft")
 #: How the reference models are named in reports and plots.
 LABELS = {"cue_model": "θ_C", "nocue_model": "θ_NC"}
 
@@ -98,10 +97,35 @@ def validate(config) -> None:
     }
     for name, folder in folders.items():
         if folder:
-            try:
-                training.model_config(folder)
-            except InputError as err:
-                raise InputError(f"{name}: {err}") from None
+            evaluation.check_model_folder(name, folder)
+    for name in ("nocue_model_dir", "cue_model.model.init_from"):  # θ_C's architecture and data
+        if folders[name]:
+            training.check_compatible(
+                training.model_config(folders[name]),
+                data_config(config),
+                f"{name} ({folders[name]})",
+                "θ_C",
+            )
+
+
+def check(args) -> None:
+    """Every check of the command line that needs no data: the seeds, every section, the
+    model folders it names, and a run already in the workdir made with the same config."""
+    config = args.config
+    seeds_of(config)
+    validate(config)
+    workdir = pathlib.Path(args.workdir).expanduser().resolve()
+    if (workdir / "config.json").is_file() and not args.restart:
+        training.check_config(workdir, config.to_dict(), ignore=("seeds",))
+
+
+def resolved(config, **sections) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with fields of its sections replaced (``data={"n_clean": 500}``):
+    what the run resolved (an ``auto``), typed by the new values; ``config`` is unchanged."""
+    values = config.to_dict()
+    for name, changes in sections.items():
+        values[name] = {**values[name], **changes}
+    return ml_collections.ConfigDict(values)
 
 
 def data_config(config) -> training.TrainConfig:
@@ -160,7 +184,7 @@ def calibrate(config, seed: int, workdir: pathlib.Path, datasets):
     logging.info(f"θ_C's cue proportion: p = {calibrated['cue_proportion']:g}")
     cli.warn(filter(None, [calibration.warning(calibrated, cue_config.optim.weight_decay)]))
     cue_config = cue_config.changed(data={"cue_proportion": calibrated["cue_proportion"]})
-    config = ml_collections.ConfigDict({**config.to_dict(), "cue_model": cue_config.to_dict()})
+    config = resolved(config, cue_model=cue_config.to_dict())
     # The chosen trial is this seed's θ_C already.
     calibration.reuse(
         calibrated,
@@ -204,8 +228,7 @@ def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
             n_clean, probes = methods_lib.choose_n_clean(
                 config, seed, workdir, apply_fn, references["cue_model"], train, test
             )
-        config = ml_collections.ConfigDict(config.to_dict())
-        config.data.n_clean = n_clean
+        config = resolved(config, data={"n_clean": n_clean})
         logging.info(f"n_clean: {n_clean}")
     logging.info("2/3 fine-tuning")
     fine_tuned = methods_lib.fine_tuned_models(
@@ -465,10 +488,11 @@ def barrier_table(curves: dict, start: str) -> str:
     )
 
 
-def main(argv):
-    del argv
-    run(CONFIG.value, WORKDIR.value)
+def main(args):
+    run(args.config, args.workdir)
 
+
+ENTRY = cli.Entry("cbft", main, cli.config_path(__file__, "cbft"), "workdirs/cbft", check=check)
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(ENTRY)

@@ -1,8 +1,12 @@
 """What every entry point shares: absl flags, the config flag, the workdir, error handling.
 
-User errors (:class:`mmc_jax.InputError`) are printed as one line and exit with status 2;
-a run stopped by SIGINT/SIGTERM (after saving a checkpoint) exits with status 130;
-everything else keeps its traceback. A run holds its workdir: a second process started on it
+An entry point is an :class:`Entry`; :func:`run` parses its command line (:func:`parse`),
+checks it (:func:`check`: every config field by :mod:`experiments.fields`, the workdir,
+the entry point's own checks) before anything is written, then holds the workdir and runs
+it. Exit status: 2 for a bad command line or input (one ``error: ...`` line, nothing
+written), 74 for a file that could not be written (one line, the previous files intact),
+128 + signal for a run stopped by Ctrl-C or SIGTERM (one line; rerun to continue), 1 for
+anything else (with its traceback). A run holds its workdir: a second process started on it
 is refused with one line until the first ends (or is killed: the lock goes with it).
 What a run is doing goes through absl logging (INFO, standard error, no prefixes); the
 results tables go to standard output.
@@ -11,13 +15,14 @@ results tables go to standard output.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging as std_logging
 import os
 import pathlib
 import re
 import shutil
 import sys
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 try:
     import fcntl
@@ -42,50 +47,152 @@ EXIT_WRITE = 74
 #: The file a live run holds locked in its workdir.
 LOCK_FILE = ".lock"
 
-RESTART = flags.DEFINE_bool(
-    "restart",
-    False,
-    "Delete --workdir (a previous run's "
-    "checkpoints and results) and start over instead of resuming.",
-)
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One entry point: its default config and workdir, its own flags, the checks of its
+    command line (run before anything is written) and its work.
+
+    Attributes:
+      name: the module's name under ``experiments`` (``train``, ``cbft``, ...).
+      main: ``main(args)`` does the work; ``args`` are the parsed flags (``args.config``,
+        ``args.workdir`` and the entry point's own).
+      config: the default config file (``path[:argument]``).
+      workdir: the default ``--workdir``.
+      define: ``define(flag_values)`` defines the entry point's own flags.
+      check: ``check(args)`` raises :class:`mmc_jax.InputError` for what the fields' rules
+        (:mod:`experiments.fields`) cannot see: folders that must hold a model, pairs of
+        models that must match, flags that exclude each other.
+    """
+
+    name: str
+    main: Callable[[flags.FlagValues], Any]
+    config: str
+    workdir: str
+    define: Callable[[flags.FlagValues], None] = lambda flag_values: None
+    check: Callable[[flags.FlagValues], Any] = lambda args: None
 
 
-def define_flags(default_config: str, default_workdir: str):
-    """Defines ``--config`` (an ml_collections config file) and ``--workdir``."""
-    try:  # config_flags reads the --config.field overrides right here
-        config = config_flags.DEFINE_config_file(
-            "config",
-            default_config,
-            "Experiment configuration file (fields override with --config.field=value).",
-            lock_config=True,
-        )
+def parse(entry: Entry, argv: Sequence[str], flag_values: flags.FlagValues | None = None):
+    """Defines ``entry``'s flags on ``flag_values`` (default: a new, private set) and parses
+    ``argv`` (``argv[0]`` is the program) into them; returns the flag values.
+
+    Raises:
+      InputError: any mistake of the command line (unknown flag or config field, a value of
+        the wrong type, a config file that is missing or fails), as one line.
+    """
+    flag_values = flags.FlagValues() if flag_values is None else flag_values
+    argv = list(argv)
+    try:
+        with _absl_warnings_off():
+            config_flags.DEFINE_config_file(
+                "config",
+                entry.config,
+                "Experiment configuration file (fields override with --config.field=value).",
+                flag_values=flag_values,
+                lock_config=True,
+                sys_argv=argv,
+            )
+            flags.DEFINE_string(
+                "workdir",
+                entry.workdir,
+                "Folder for checkpoints and results.",
+                flag_values=flag_values,
+            )
+            flags.DEFINE_bool(
+                "restart",
+                False,
+                "Delete --workdir (a previous run's checkpoints and results) and start over "
+                "instead of resuming.",
+                flag_values=flag_values,
+            )
+            entry.define(flag_values)
+            rest = flag_values(argv)
+            config = flag_values.config
+            config.get("")  # a config file that failed to load raises here
+    except flags.Error as err:
+        raise InputError(_flag_error(str(err), argv, entry.config)) from None
     except (AttributeError, KeyError) as err:
-        _exit_with(_unknown_field(err, sys.argv, default_config))
-    workdir = flags.DEFINE_string("workdir", default_workdir, "Folder for checkpoints and results.")
-    return config, workdir
+        raise InputError(_unknown_field(err, argv, entry.config)) from None
+    except (OSError, TypeError, ValueError) as err:  # the config file's own failure
+        raise InputError(_config_file_error(err, argv, entry.config)) from None
+    if len(rest) > 1:
+        raise InputError(
+            f"unexpected argument {rest[1]!r}; flags are written --name=value "
+            f"(python -m experiments.{entry.name} --help lists them)"
+        )
+    return flag_values
 
 
-def clear_workdir(workdir: str) -> None:
-    """Deletes a previous run's workdir (``--restart``); refuses folders that no entry point
-    wrote, so a mistyped ``--workdir`` cannot delete anything else."""
-    path = pathlib.Path(workdir).expanduser().resolve()
-    entries = [p for p in path.iterdir() if p.name != LOCK_FILE] if path.exists() else []
-    if not entries:
-        return
-    runs = [p for p in path.rglob("*") if p.name in WORKDIR_MARKERS]
-    if not runs:
+def check(entry: Entry, args: flags.FlagValues) -> None:
+    """Every check of a parsed command line that needs no long work: each config field by
+    its rule, the workdir, then the entry point's own checks.
+
+    Raises:
+      InputError: the first problem, as one line naming the field, flag or path.
+    """
+    from experiments import fields  # its rules name experiments.methods' methods, which warn here
+
+    fields.check_config(args.config)
+    check_workdir(args.workdir, args.restart)
+    entry.check(args)
+
+
+def check_workdir(value: str, restart: bool = False) -> pathlib.Path:
+    """``--workdir``: a folder or a place where one can be made (and, with ``--restart``,
+    a folder that an entry point wrote); returns its resolved path."""
+    accepted = "--workdir must be a folder (made when missing)"
+    if not value:
+        raise InputError(f"{accepted}, got ''")
+    path = pathlib.Path(value).expanduser().resolve()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"{accepted}, got {value!r}: {existing} is a file")
+    if restart and path.exists():
+        check_restartable(path)
+    return path
+
+
+def check_restartable(path: pathlib.Path) -> None:
+    """Raises InputError unless ``--restart`` may delete ``path``: empty, or written by an
+    entry point (so a mistyped ``--workdir`` cannot delete anything else)."""
+    entries = [p for p in path.iterdir() if p.name != LOCK_FILE]
+    if entries and not any(p.name in WORKDIR_MARKERS for p in path.rglob("*")):
         raise InputError(
             f"--restart: {path} does not look like an mmc_jax workdir (no "
             f"{', '.join(WORKDIR_MARKERS)} inside); delete it yourself"
         )
-    for entry in entries:  # the lock stays: this run holds it
-        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+@contextlib.contextmanager
+def _absl_warnings_off():
+    """absl's own logging of flag problems stays quiet: the one error line says it all."""
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
+def clear_workdir(workdir: str) -> None:
+    """Deletes a previous run's workdir (``--restart``), except the lock this run holds;
+    refuses folders that no entry point wrote (:func:`check_restartable`)."""
+    path = pathlib.Path(workdir).expanduser().resolve()
+    if not path.exists():
+        return
+    check_restartable(path)
+    for entry in path.iterdir():
+        if entry.name != LOCK_FILE:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 @contextlib.contextmanager
 def hold_workdir(workdir: str) -> Iterator[pathlib.Path]:
     """Holds ``workdir`` for this process (an exclusive ``flock`` on ``workdir/.lock``, which
-    the kernel releases when the process ends, killed or not).
+    the kernel releases when the process ends, killed or not). When the block ends, the lock
+    file goes, and so do the folders it made that are still empty: a run refused early
+    leaves nothing behind.
 
     Raises:
       InputError: another live process holds it.
@@ -94,8 +201,16 @@ def hold_workdir(workdir: str) -> Iterator[pathlib.Path]:
     if fcntl is None:
         yield path
         return
-    path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    made = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WriteError(path, err) from err
+    try:
+        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        _remove_empty(made)
+        raise WriteError(path / LOCK_FILE, err) from err
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -107,9 +222,22 @@ def hold_workdir(workdir: str) -> Iterator[pathlib.Path]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield path
+        try:
+            yield path
+        finally:
+            (path / LOCK_FILE).unlink(missing_ok=True)  # still held: no other run has it
+            _remove_empty(made)
     finally:
         os.close(fd)  # releases the lock
+
+
+def _remove_empty(folders: list[pathlib.Path]) -> None:
+    """Removes the folders (deepest first) that are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def config_path(module_file: str, name: str) -> str:
@@ -149,60 +277,121 @@ def show_own_progress() -> None:
         handler.addFilter(_OwnInfo())
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run(main)`` with :mod:`mmc_jax.runtime`'s settings (compilation cache,
-    host allocator), turning InputError into a one-line message and exit code 2."""
+def run(entry: Entry) -> None:
+    """Runs ``entry`` as a program: ``absl.app.run`` with :mod:`mmc_jax.runtime`'s settings
+    (compilation cache, host allocator). The command line is parsed and checked before the
+    workdir is touched; the workdir is held while the work runs.
+
+    Exit status: 0 done; 2 (:data:`EXIT_INPUT`) a bad command line or input, one
+    ``error: ...`` line, nothing written; 74 (:data:`EXIT_WRITE`) a file could not be
+    written, one line, earlier files intact; 128 + signal (130 Ctrl-C, 143 SIGTERM) stopped,
+    one line, rerun to continue; 1 anything else, with its traceback.
+    """
+
+    def parse_or_exit(argv):
+        try:
+            parse(entry, argv, flags.FLAGS)
+        except InputError as err:
+            _exit_with(str(err))
+        return argv[:1]
 
     def guarded(argv):
+        del argv
         show_own_progress()
+        args = flags.FLAGS
         try:
-            with stopping.raise_on_signals(), hold_workdir(flags.FLAGS.workdir) as workdir:
+            check(entry, args)
+            with stopping.raise_on_signals(), hold_workdir(args.workdir) as workdir:
                 logging.info(f"workdir: {workdir}")
-                if RESTART.value:
-                    clear_workdir(flags.FLAGS.workdir)
-                main(argv)
+                if args.restart:
+                    clear_workdir(args.workdir)
+                entry.main(args)
         except InputError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            _exit_with(str(err))
         except Interrupted as stop:  # SIGINT/SIGTERM: what was computed is saved
             print(stop, file=sys.stderr)
             sys.exit(stop.exit_code)
         except WriteError as err:  # disk full, no permission: earlier files are intact
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(EXIT_WRITE)
+            _exit_with(str(err), EXIT_WRITE)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     runtime.tune_host_allocator()
     runtime.enable_compilation_cache()
-    app.run(guarded, flags_parser=parse_flags)
+    app.run(guarded, flags_parser=parse_or_exit)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with every command-line mistake (unknown flag or config field,
-    a value of the wrong type) reported as one line and exit status 2."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as err:
-        _exit_with(_section_given_a_value(str(err), argv) or str(err))
-    except (AttributeError, KeyError) as err:
-        _exit_with(_unknown_field(err, argv, flags.FLAGS["config"].default_unparsed))
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
 
 
-def _unknown_field(err: Exception, argv: list[str], default: str | None = None) -> str:
-    """The message for an override of a config field that does not exist, naming where a
-    field of the flat configs now lives (the configs have sections: data, model, optim...)."""
-    given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
-    text = str(err).strip("\"' ")
-    name = text.split("Attempting to lookup: ")[-1] if "lookup:" in text else text
-    match = [g for g in given if g.endswith(name)] or given
-    if match:
-        moved = new_places(match[0][len("--config.") :], _config_of(argv, default))
+def _flag_error(message: str, argv: list[str], config_file: str) -> str:
+    """One line for absl's flag errors (unknown flag, a value of the wrong type)."""
+    if "Error whilst parsing config file" in message:
+        return _config_file_error(ValueError(message), argv, config_file)
+    moved = _section_given_a_value(message, argv, config_file)
+    if moved:
+        return moved
+    found = re.match(r"flag --config\.([\w.]+)=(.*?): ", message, re.DOTALL)
+    if found:  # a value of the wrong type for a field: what the field accepts
+        from experiments import fields
+
+        try:
+            rule = fields.rule_of(found.group(1))
+        except KeyError:
+            return _one_line(message)
+        return f"{found.group(1)} must be {rule.accepted()}, got {found.group(2)!r}"
+    return _one_line(message)
+
+
+def _config_file_error(err: Exception, argv: list[str], config_file: str) -> str:
+    """One line for a config file that is missing or raised while building its config."""
+    given = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
+    flag = f"--config={given if given is not None else config_file}"
+    path = (given if given is not None else config_file).partition(":")[0]
+    if not pathlib.Path(path).expanduser().is_file():
+        return f"{flag}: no such config file (give experiments/configs/<name>.py[:argument])"
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else type(err).__name__
+    return f"{flag}: {last.partition(': ')[2] or last}"
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    """The config fields that ``argv`` overrides (``--config.a.b=1``, ``--noconfig.flag``)."""
+    found = (re.match(r"^--?(?:no)?config\.([^=\s]+)", a) for a in argv[1:])
+    return [m.group(1) for m in found if m]
+
+
+def _unknown_field(err: Exception, argv: list[str], config_file: str) -> str:
+    """The message for an override of a config field that does not exist: where a field of
+    the flat configs now lives (the configs have sections: data, model, optim...), else the
+    fields its section has."""
+    from experiments import fields
+
+    config = _config_of(argv, config_file)
+    if config is None:
+        return f"unknown config field {str(err).strip(chr(34) + chr(39) + ' ')!r}"
+    known = fields.leaves(config)
+    sections = {name.rpartition(".")[0] for name in known} | {
+        ".".join(name.split(".")[:i]) for name in known for i in range(1, name.count(".") + 1)
+    }
+    for given in _overrides(argv):
+        if given in known or given in sections:
+            continue
+        moved = new_places(given, config)
         if moved:
-            return f"config field {match[0][len('--config.') :]!r} is now " + " or ".join(
+            return f"config field {given!r} is now " + " or ".join(
                 f"{m!r} (--config.{m}=...)" for m in moved
             )
-    where = f" ({match[0]})" if match else ""
-    return f"unknown config field {name!r}{where}; see the config file for the fields"
+        parent = given.rpartition(".")[0]
+        while parent and parent not in sections:
+            parent = parent.rpartition(".")[0]
+        start = len(parent) + 1 if parent else 0
+        here = sorted(
+            {n[start:].split(".")[0] for n in known if not parent or n.startswith(parent + ".")}
+        )
+        where = f"section {parent!r} has" if parent else "the config has"
+        return f"unknown config field {given!r} (--config.{given}); {where} {', '.join(here)}"
+    return f"unknown config field {str(err).strip(chr(34) + chr(39) + ' ')!r}"
 
 
 #: Fields of the flat configs whose name changed when they moved into a section.
@@ -223,12 +412,12 @@ RENAMED = {
 NESTED_CONFIGS = ("cue_model",)
 
 
-def _section_given_a_value(message: str, argv: list[str]) -> str | None:
+def _section_given_a_value(message: str, argv: list[str], config_file: str) -> str | None:
     """The message for a value given to what is now a section (``--config.model=vgg13``)."""
     found = re.search(r"--config\.([\w.]+)=.*as a ConfigDict", message)
     if not found:
         return None
-    moved = new_places(found.group(1), _config_of(argv, flags.FLAGS["config"].default_unparsed))
+    moved = new_places(found.group(1), _config_of(argv, config_file))
     return (
         (
             f"config field {found.group(1)!r} is now a section; set {moved[0]!r} "
@@ -243,16 +432,18 @@ def new_places(old: str, config) -> list[str]:
     """Where the field ``old`` (dotted) of a flat config lives in ``config``'s sections:
     the field of :data:`RENAMED`, else the fields below the same parent with its name (or
     without a ``curve_`` prefix) one section deeper."""
+    from experiments import fields
+
     if config is None:
         return []
     parent, _, last = old.rpartition(".")
     base = f"{parent}." if parent else ""
     if last in RENAMED:
-        return [base + RENAMED[last]] if base + RENAMED[last] in _leaves(config) else []
+        return [base + RENAMED[last]] if base + RENAMED[last] in fields.leaves(config) else []
     names = {last, last.removeprefix("curve_")}
     places = [
         f
-        for f in _leaves(config)
+        for f in fields.leaves(config)
         if f.startswith(base)
         and f.count(".") == old.count(".") + 1
         and f.rpartition(".")[2] in names
@@ -260,17 +451,6 @@ def new_places(old: str, config) -> list[str]:
     ]
     exact = [f for f in places if f.endswith(f".{last}")]
     return (exact if len(exact) == 1 else places)[:3]
-
-
-def _leaves(config, prefix: str = "") -> list[str]:
-    """Dotted names of a ConfigDict's fields (not its sections)."""
-    out = []
-    for key, value in config.items():
-        if hasattr(value, "items"):
-            out += _leaves(value, f"{prefix}{key}.")
-        else:
-            out.append(f"{prefix}{key}")
-    return out
 
 
 def _config_of(argv: list[str], default: str | None):
@@ -297,6 +477,6 @@ def warn(warnings) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
-def _exit_with(message: str):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+def _exit_with(message: str, code: int = EXIT_INPUT):
+    print(f"error: {_one_line(message)}", file=sys.stderr)
+    sys.exit(code)

@@ -21,19 +21,30 @@ from absl import flags, logging
 from experiments import cli, evaluation
 from mmc_jax import curve, io, logs, path_eval, paths, plots, training
 
-CONFIG, WORKDIR = cli.define_flags(
-    cli.config_path(__file__, "connectivity"), "workdirs/connectivity"
-)
-MODEL_A = flags.DEFINE_string(
-    "model_a",
-    None,
-    "Folder of the t = 0 model (an experiments.train "
-    "workdir or a model folder of experiments.cbft).",
-)
-MODEL_B = flags.DEFINE_string("model_b", None, "Folder of the t = 1 model.")
-PATH = flags.DEFINE_enum(
-    "path", "linear", ["linear", "permuted_linear", "quadratic"], "Path family."
-)
+
+def define(flag_values) -> None:
+    """``--model_a``, ``--model_b`` and ``--path``."""
+    flags.DEFINE_string(
+        "model_a",
+        None,
+        "Folder of the t = 0 model (an experiments.train "
+        "workdir or a model folder of experiments.cbft).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string("model_b", None, "Folder of the t = 1 model.", flag_values=flag_values)
+    flags.DEFINE_enum(
+        "path",
+        "linear",
+        ["linear", "permuted_linear", "quadratic"],
+        "Path family.",
+        flag_values=flag_values,
+    )
+
+
+def check(args) -> None:
+    """Both model folders hold models of one architecture and data; every section."""
+    evaluation.check_pair(args.model_a, args.model_b)
+    validate(args.config)
 
 
 def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
@@ -136,11 +147,18 @@ def plots_and_table(summary: dict, workdir: pathlib.Path) -> str:
     return table
 
 
-def main(argv):
-    del argv
-    evaluation.require_pair(MODEL_A.value, MODEL_B.value)
-    connectivity(CONFIG.value, MODEL_A.value, MODEL_B.value, PATH.value, WORKDIR.value)
+def main(args):
+    connectivity(args.config, args.model_a, args.model_b, args.path, args.workdir)
 
+
+ENTRY = cli.Entry(
+    "connectivity",
+    main,
+    cli.config_path(__file__, "connectivity"),
+    "workdirs/connectivity",
+    define,
+    check,
+)
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(ENTRY)

@@ -82,6 +82,43 @@ def require_pair(model_a: Optional[str], model_b: Optional[str]) -> None:
         )
 
 
+def check_model_folder(name: str, folder: str) -> training.TrainConfig:
+    """The training config of the model in ``folder``, read without loading the model.
+
+    Raises:
+      InputError: naming ``name`` (the flag or config field) and what it expects, when the
+        folder is missing, a file, empty or holds no model.
+    """
+    from experiments import fields
+
+    why = fields.folder_problem(str(folder or ""))
+    if not folder or why:
+        raise InputError(
+            f"{name} must be {fields.Rule('folder').accepted().rpartition(', or')[0]}, got "
+            f"{folder!r}" + (f": {why}" if folder else "")
+        )
+    return training.model_config(folder)
+
+
+def check_pair(model_a: Optional[str], model_b: Optional[str]) -> None:
+    """``--model_a`` and ``--model_b`` both given, each holding a model, of one architecture
+    and data."""
+    require_pair(model_a, model_b)
+    check_models({"--model_a": model_a, "--model_b": model_b})
+
+
+def check_models(folders: dict[str, str]) -> None:
+    """Every named folder holds a model, all of one architecture and data as the first."""
+    first = None
+    for name, folder in folders.items():
+        flag = name if name.startswith("--") else f"--models entry {name!r}"
+        config = check_model_folder(flag, folder)
+        if first is None:
+            first = (f"{name} ({folder})", config)
+        else:
+            training.check_compatible(first[1], config, first[0], f"{name} ({folder})")
+
+
 def parse_models(entries: Optional[list[str]], at_least: int = 2) -> dict[str, str]:
     """``["θ_C=dir", "dir2"]`` → ``{"θ_C": "dir", "<dir2's last two parts>": "dir2"}``."""
     named: dict[str, str] = {}

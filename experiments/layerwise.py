@@ -18,11 +18,22 @@ from absl import flags
 from experiments import cli, evaluation
 from mmc_jax import io, layerwise, logs, paths, plots
 
-CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "layerwise"), "workdirs/layerwise")
-MODEL_A = flags.DEFINE_string(
-    "model_a", None, "Folder of model A (t = 0; the layers not interpolated stay at A)."
-)
-MODEL_B = flags.DEFINE_string("model_b", None, "Folder of model B (t = 1).")
+
+def define(flag_values) -> None:
+    """``--model_a`` and ``--model_b``."""
+    flags.DEFINE_string(
+        "model_a",
+        None,
+        "Folder of model A (t = 0; the layers not interpolated stay at A).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string("model_b", None, "Folder of model B (t = 1).", flag_values=flag_values)
+
+
+def check(args) -> None:
+    """Both model folders hold models of one architecture and data; the path section."""
+    evaluation.check_pair(args.model_a, args.model_b)
+    evaluation.validate(args.config.path)
 
 
 def run(config, model_a: str, model_b: str, workdir: str) -> dict:
@@ -97,11 +108,13 @@ def markdown(results: dict) -> str:
     )
 
 
-def main(argv):
-    del argv
-    evaluation.require_pair(MODEL_A.value, MODEL_B.value)
-    run(CONFIG.value, MODEL_A.value, MODEL_B.value, WORKDIR.value)
+def main(args):
+    run(args.config, args.model_a, args.model_b, args.workdir)
 
+
+ENTRY = cli.Entry(
+    "layerwise", main, cli.config_path(__file__, "layerwise"), "workdirs/layerwise", define, check
+)
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(ENTRY)

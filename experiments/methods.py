@@ -44,8 +44,15 @@ TARGETS = ("cue_model", "nocue_model")
 
 
 def as_names(value) -> tuple[str, ...]:
-    """A config field that names one thing or several, as a tuple of names."""
-    return (value,) if isinstance(value, str) else tuple(value)
+    """A config field that names one thing or several (a tuple, or a comma-separated
+    string), as a tuple of names."""
+    values = [value] if isinstance(value, str) else list(value)
+    return tuple(
+        part.strip() if isinstance(part, str) else part
+        for v in values
+        for part in (v.split(",") if isinstance(v, str) else [v])
+        if not isinstance(part, str) or part.strip()
+    )
 
 
 def check_methods(methods) -> tuple[str, ...]:

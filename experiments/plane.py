@@ -24,19 +24,39 @@ from experiments import cli, evaluation
 from mmc_jax import InputError, io, logs, plane, plots
 from mmc_jax.errors import check_bounds, require
 
-CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "plane"), "workdirs/plane")
-MODELS = flags.DEFINE_list(
-    "models",
-    None,
-    "Three comma-separated model folders, each optionally NAME=DIR (origin, x-axis, third).",
-)
-CURVE = flags.DEFINE_string(
-    "curve",
-    None,
-    "Workdir of experiments.connectivity "
-    "--path=quadratic: the plane through its endpoints and control "
-    "point, with the curve drawn in (instead of --models).",
-)
+
+def define(flag_values) -> None:
+    """``--models`` or ``--curve``."""
+    flags.DEFINE_list(
+        "models",
+        None,
+        "Three comma-separated model folders, each optionally NAME=DIR (origin, x-axis, third).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "curve",
+        None,
+        "Workdir of experiments.connectivity "
+        "--path=quadratic: the plane through its endpoints and control "
+        "point, with the curve drawn in (instead of --models).",
+        flag_values=flag_values,
+    )
+
+
+def check(args) -> dict[str, str]:
+    """The three named model folders (or a quadratic path's), each holding a model of one
+    architecture and data; the path section."""
+    if args.curve and args.models:
+        raise InputError("give either --models or --curve, not both")
+    folders = (
+        curve_models(args.curve) if args.curve else evaluation.parse_models(args.models, at_least=3)
+    )
+    require(
+        [(len(folders) == 3, f"--models needs exactly three model folders, got {len(folders)}")]
+    )
+    evaluation.check_models(folders)
+    evaluation.validate(args.config.path)
+    return folders
 
 
 def curve_models(folder: str) -> dict[str, str]:
@@ -128,17 +148,13 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
     return results
 
 
-def main(argv):
-    del argv
-    if CURVE.value and MODELS.value:
-        raise InputError("give either --models or --curve, not both")
-    folders = (
-        curve_models(CURVE.value)
-        if CURVE.value
-        else evaluation.parse_models(MODELS.value, at_least=3)
-    )
-    run(CONFIG.value, folders, WORKDIR.value, curve=bool(CURVE.value))
+def main(args):
+    run(args.config, check(args), args.workdir, curve=bool(args.curve))
 
+
+ENTRY = cli.Entry(
+    "plane", main, cli.config_path(__file__, "plane"), "workdirs/plane", define, check
+)
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(ENTRY)

@@ -17,8 +17,6 @@ from absl import logging
 from experiments import cli
 from mmc_jax import data, io, logs, plots, training
 
-CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "preview"), "workdirs/preview")
-
 
 def preview(config, workdir: str) -> dict:
     """Loads both splits, draws the condition grid and returns the dataset summary."""
@@ -73,10 +71,18 @@ def preview(config, workdir: str) -> dict:
     return summary
 
 
-def main(argv):
-    del argv
-    preview(CONFIG.value, WORKDIR.value)
+def check(args) -> None:
+    """The data section as the training config's."""
+    training.DataConfig(**args.config.data)
 
+
+def main(args):
+    preview(args.config, args.workdir)
+
+
+ENTRY = cli.Entry(
+    "preview", main, cli.config_path(__file__, "preview"), "workdirs/preview", check=check
+)
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(ENTRY)

@@ -21,14 +21,27 @@ from experiments import cli, evaluation
 from mmc_jax import io, logs, paths, plots, similarity
 from mmc_jax.errors import check_bounds
 
-CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "similarity"), "workdirs/similarity")
-MODELS = flags.DEFINE_list(
-    "models",
-    None,
-    "Comma-separated model folders (experiments.train "
-    "workdirs or <cbft workdir>/seed_<s>/<method>), each optionally "
-    "NAME=DIR.",
-)
+
+def define(flag_values) -> None:
+    """``--models``."""
+    flags.DEFINE_list(
+        "models",
+        None,
+        "Comma-separated model folders (experiments.train "
+        "workdirs or <cbft workdir>/seed_<s>/<method>), each optionally "
+        "NAME=DIR.",
+        flag_values=flag_values,
+    )
+
+
+def check(args) -> dict[str, str]:
+    """The named model folders (each holding a model of one architecture and data); every
+    section."""
+    folders = evaluation.parse_models(args.models)
+    evaluation.check_models(folders)
+    evaluation.validate(args.config.path)
+    evaluation.check_permutation(args.config.permutation)
+    return folders
 
 
 def run(config, folders: dict[str, str], workdir: str) -> dict:
@@ -132,11 +145,18 @@ def markdown(results: dict, threshold: float, path: str = "linear") -> str:
     return "\n".join(out) + "\n"
 
 
-def main(argv):
-    del argv
-    folders = evaluation.parse_models(MODELS.value)
-    run(CONFIG.value, folders, WORKDIR.value)
+def main(args):
+    run(args.config, check(args), args.workdir)
 
+
+ENTRY = cli.Entry(
+    "similarity",
+    main,
+    cli.config_path(__file__, "similarity"),
+    "workdirs/similarity",
+    define,
+    check,
+)
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(ENTRY)

@@ -15,10 +15,8 @@ import pathlib
 
 from absl import logging
 
-from experiments import cli
+from experiments import cli, evaluation
 from mmc_jax import calibration, diagnosis, io, logs, plots, report, training
-
-CONFIG, WORKDIR = cli.define_flags(cli.config_path(__file__, "demo"), "workdirs/train")
 
 
 def write_outputs(workdir: pathlib.Path, result: dict, history: list) -> str:
@@ -40,10 +38,25 @@ def write_outputs(workdir: pathlib.Path, result: dict, history: list) -> str:
     return table
 
 
-def main(argv):
-    del argv
-    workdir = pathlib.Path(WORKDIR.value).resolve()
-    config = training.TrainConfig.of(CONFIG.value)
+def check(args) -> training.TrainConfig:
+    """The typed config (every field checked); a run already in the workdir must have the
+    same config (with ``auto``, the calibration decides which proportion it holds)."""
+    config = training.TrainConfig.of(args.config)
+    if config.model.init_from:
+        source = evaluation.check_model_folder("model.init_from", config.model.init_from)
+        training.check_compatible(
+            source, config, f"model.init_from ({config.model.init_from})", "this run's model"
+        )
+    workdir = pathlib.Path(args.workdir).expanduser().resolve()
+    auto = config.data.cue_proportion == training.AUTO
+    if (workdir / "config.json").is_file() and not args.restart and not auto:
+        training.check_config(workdir, config.to_dict())
+    return config
+
+
+def main(args):
+    workdir = pathlib.Path(args.workdir).resolve()
+    config = check(args)
     datasets = training.load_data(config)
     calibrated = None
     if config.data.cue_proportion == training.AUTO:
@@ -60,5 +73,7 @@ def main(argv):
     cli.warn(filter(None, warnings + result.get("diagnosis", {}).get("warnings", [])))
 
 
+ENTRY = cli.Entry("train", main, cli.config_path(__file__, "demo"), "workdirs/train", check=check)
+
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(ENTRY)

@@ -25,6 +25,7 @@ BOUNDS = {
     "non_negative": (lambda v: v >= 0, ">= 0"),
     "fraction": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "points": (lambda v: v >= 2, ">= 2"),
 }
 
 

@@ -241,12 +241,27 @@ def _load_dominoes(
     )
 
 
+def _npz_problem(err: Exception) -> str:
+    """Why a file is not an npz archive, in a few words."""
+    text = (str(err).splitlines() or [type(err).__name__])[0]
+    return "not an npz archive" if "pickle" in text else text[:120]
+
+
 def _load_npz(name: str, split: str, num_classes: Optional[int] = None, **options) -> Dataset:
     _check_options("npz", options, ())
     path = pathlib.Path(name[len("npz:") :]).expanduser()
     if not path.is_file():
         raise InputError(f"npz dataset file not found: {path}")
-    with np.load(path) as arrays:
+    try:
+        arrays = np.load(path, allow_pickle=False)
+        if not isinstance(arrays, np.lib.npyio.NpzFile):
+            raise ValueError("an array, not an archive of arrays")
+    except (OSError, ValueError, EOFError) as err:
+        raise InputError(
+            f"{path} cannot be read as an npz dataset ({_npz_problem(err)}); "
+            f"write one with numpy.savez({', '.join(f'{k}=...' for k in NPZ_KEYS)})"
+        ) from None
+    with arrays:
         missing = [key for key in NPZ_KEYS if key not in arrays.files]
         if missing:
             raise InputError(
