@@ -154,14 +154,15 @@ def run(config, workdir: str) -> dict:
     abstract = jax.eval_shape(lambda: models.init(model, jax.random.PRNGKey(0), train.image_shape))
     methods_lib.check_model_contract(model.apply, abstract, train, config.methods)
     training.check_config(workdir, config.to_dict(), ignore=("seeds",))  # a sweep may grow
-    calibrated = None
+    calibrated, given = None, config
     if cue_data.data.cue_proportion == training.AUTO:
         config, calibrated = calibrate(config, seeds[0], workdir, (train, test))
     runs = []
     for i, seed in enumerate(seeds):
         folder = workdir / f"seed_{seed}"
         logging.info(f"seed {seed} ({i + 1}/{len(seeds)}): {folder}")
-        runs.append(finished_seed(config, seed, folder) or run_seed(config, seed, folder))
+        stored = seed_config(given, seed)  # the user's config: an ``auto`` stays ``auto``
+        runs.append(finished_seed(stored, folder) or run_seed(config, seed, folder, stored))
     results = aggregate(runs)
     if calibrated:
         results["calibration"] = calibrated
@@ -200,20 +201,22 @@ def seed_config(config, seed: int) -> dict:
     return {**config.to_dict(), "seeds": [seed]}
 
 
-def finished_seed(config, seed: int, workdir: pathlib.Path) -> dict | None:
-    """The results of a seed already finished with this very config, else None."""
+def finished_seed(stored: dict, workdir: pathlib.Path) -> dict | None:
+    """The results of a seed already finished with this very config (``stored``, as
+    :func:`seed_config` gives it), else None."""
     path = workdir / "results.json"
     if not path.is_file():
         return None
     results = json.loads(path.read_text())
-    if results.get("config") != json.loads(json.dumps(seed_config(config, seed))):
+    if results.get("config") != json.loads(json.dumps(stored)):
         return None
     logging.info("  finished earlier with this config; reusing its results")
     return results
 
 
-def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
-    """The reference models, every method, their evaluation and paths for one seed."""
+def run_seed(config, seed: int, workdir: pathlib.Path, stored: dict | None = None) -> dict:
+    """The reference models, every method, their evaluation and paths for one seed;
+    ``stored`` is the config its results.json records (default: ``config``'s)."""
     start = time.perf_counter()
     phases = timing.Phases()
     logging.info("1/3 reference models")
@@ -221,7 +224,7 @@ def run_seed(config, seed: int, workdir: pathlib.Path) -> dict:
         apply_fn, references, cue_config = methods_lib.reference_models(config, seed, workdir)
     with phases("data"):
         train, test = training.load_data(cue_config)
-    stored, probes = seed_config(config, seed), None
+    stored, probes = stored or seed_config(config, seed), None
     if config.data.n_clean == training.AUTO:
         logging.info("n_clean: probing small-LR naive fine-tuning")
         with phases("n_clean probes"):
