@@ -40,11 +40,13 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from absl import logging
 
 from mmc_jax import diagnosis, io
 from mmc_jax.errors import require
 from mmc_jax.training import loop
+from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.evaluate import evaluate
 
 
@@ -121,11 +123,12 @@ def _proportion(u: float) -> float:
     return round(1.0 - math.exp(u), 4)
 
 
-def _early_stop(search: Search, epochs: int, probe, key):
+def _early_stop(search: Search, epochs: int, probe, key, peak: float = 0.0):
     """The epoch hook of a trial: probe accuracies, and ``stop`` once randimg is clearly
     below the target and falling (past its peak: the cue was learned, and the objects are
-    taking over)."""
-    peak = [0.0]
+    taking over). ``peak``: the highest probe randimg of the epochs trained before a
+    resumption (:func:`_trained_peak`)."""
+    peak = [peak]
 
     def hook(state, record):
         accs = evaluate(
@@ -143,6 +146,25 @@ def _early_stop(search: Search, epochs: int, probe, key):
         return record
 
     return hook
+
+
+def _trained_peak(folder: pathlib.Path, trial: loop.TrainConfig) -> float:
+    """The highest probe randimg (%) of the epochs the trial in ``folder`` has trained so far,
+    read from its latest checkpoint (0 when there is none), so that an interrupted trial
+    stops early where an uninterrupted one does."""
+    if not (folder / "checkpoints").is_dir():
+        return 0.0
+    with RunCheckpoints(folder, trial.to_dict()) as checkpoints:
+        for step in sorted(checkpoints.manager.all_steps(), reverse=True):
+            try:
+                meta = checkpoints.manager.restore(
+                    step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+                ).meta
+            except Exception:  # a damaged checkpoint: the loop resumes from an older one
+                continue
+            accs = [r["probe_randimg_acc"] for r in meta["history"] if "probe_randimg_acc" in r]
+            return max((100 * acc for acc in accs), default=0.0)
+    return 0.0
 
 
 def run_trial(
@@ -173,7 +195,13 @@ def run_trial(
         start = time.perf_counter()
         train, test = datasets
         probe = test.take(np.arange(min(search.probe_examples, len(test))))
-        hook = _early_stop(search, trial.optim.epochs, probe, jax.random.PRNGKey(trial.seed + 2))
+        hook = _early_stop(
+            search,
+            trial.optim.epochs,
+            probe,
+            jax.random.PRNGKey(trial.seed + 2),
+            _trained_peak(folder, trial),
+        )
         out = loop.train_and_evaluate(
             trial, str(folder), progress=progress, datasets=datasets, epoch_hook=hook
         )

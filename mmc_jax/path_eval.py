@@ -50,7 +50,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from mmc_jax import barrier, parallel, repair
+from mmc_jax import barrier, parallel, repair, stopping
 from mmc_jax import io as mmc_io
 from mmc_jax.data import CONDITIONS, Dataset, check_condition, check_random_from, clean_inputs
 from mmc_jax.data.batching import sample_batches, stack_batches
@@ -262,6 +262,12 @@ def evaluate_path(
     a rerun with the same ``store`` and points skips the saved parts, so a killed evaluation
     resumes (the caller keeps the store to one model, data and settings). ``progress``: a
     progress bar over the parts.
+
+    SIGINT/SIGTERM (:mod:`mmc_jax.stopping`) during a part let it finish and be saved, then
+    raise :class:`~mmc_jax.stopping.Interrupted` (``stopped after part k of n of the path
+    evaluation; rerun the same command to continue``); the rerun resumes after that part.
+    Without ``store`` nothing is saved along the way, and a signal raises at once (under
+    :func:`mmc_jax.stopping.raise_on_signals`, as the entry points run).
     """
     if store is None:
         return compile_evaluation(apply_fn, path, ts, eval_set, **kwargs).run()
@@ -285,10 +291,12 @@ def evaluate_path(
     ):
         part = store.load(p)
         if part is None:
-            if evaluation is None:
+            if evaluation is None:  # a stop while compiling loses nothing: raised at once
                 evaluation = compile_evaluation(apply_fn, path, points, eval_set, **kwargs)
-            part = evaluation.run(points).metrics
-            store.save(p, part)
+            with stopping.requests() as stop:
+                part = evaluation.run(points).metrics
+                store.save(p, part)
+                stop.raise_if_asked(f"after part {p + 1} of {count} of the path evaluation")
         parts.append(part)
     metrics = {
         c: {k: np.concatenate([part[c][k] for part in parts])[: len(ts)] for k in ("loss", "acc")}

@@ -2,10 +2,15 @@
 
 Long loops (training epochs, a path evaluation's parts) poll :func:`requests` and, when a
 stop was asked for, save what they have and raise :class:`Interrupted`; the entry points print
-its one line and exit with ``128 + signal``. Outside such loops, :func:`raise_on_signals`
-turns the signal into :class:`Interrupted` at once (the files written so far are complete:
-every writer replaces files atomically). Signal handlers are process-wide by nature; both
-context managers put the previous handlers back when they end.
+its one line and exit with ``128 + signal``. A rerun of the same command resumes from what
+was saved and ends as an uninterrupted run would. Outside such loops,
+:func:`raise_on_signals` turns the signal into :class:`Interrupted` at once (the files written
+so far are complete: every writer replaces files atomically). Signal handlers are
+process-wide by nature; both context managers put the previous handlers back when they end.
+
+:class:`Interrupted` derives from ``BaseException``, as ``KeyboardInterrupt`` does, so that
+an ``except Exception`` meant for a library's errors (an unreadable checkpoint, a backend
+without memory statistics) never takes a stop for one of them.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from typing import Iterator, Optional
 
 #: The signals that ask a run to stop.
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: The message of a stop outside the loops that say where they stopped.
+STOPPED = "stopped; rerun the same command to continue"
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):
     """A run stopped by SIGINT or SIGTERM (``signum``) after saving what it had."""
 
     def __init__(self, message: str, signum: int = signal.SIGINT):
@@ -41,11 +48,6 @@ class Requests:
     def __bool__(self) -> bool:
         return self.signum is not None
 
-    def __getitem__(self, key):  # ``stop["signal"]``, the loop's older spelling
-        if key != "signal":
-            raise KeyError(key)
-        return self.signum
-
     def raise_if_asked(self, where: str) -> None:
         """Raises :class:`Interrupted` (``stopped <where>; rerun ...``) when asked."""
         if self:
@@ -59,8 +61,10 @@ def _main_thread() -> bool:
 @contextlib.contextmanager
 def requests() -> Iterator[Requests]:
     """Within the block, SIGINT/SIGTERM only record themselves in the yielded
-    :class:`Requests` for the loop to poll at its next step boundary. (Off the main thread,
-    where Python cannot install handlers, nothing changes and nothing is ever recorded.)"""
+    :class:`Requests` for the loop to poll at its next step boundary. A request the block
+    leaves unanswered (it ended normally without raising) raises :class:`Interrupted` as the
+    block ends, so no stop is lost. (Off the main thread, where Python cannot install
+    handlers, nothing changes and nothing is ever recorded.)"""
     asked = Requests()
     if not _main_thread():
         yield asked
@@ -76,6 +80,8 @@ def requests() -> Iterator[Requests]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if asked:
+        raise Interrupted(STOPPED, asked.signum)
 
 
 @contextlib.contextmanager
@@ -88,7 +94,7 @@ def raise_on_signals() -> Iterator[None]:
 
     def stop(signum, frame):
         del frame
-        raise Interrupted("stopped; rerun the same command to continue", signum)
+        raise Interrupted(STOPPED, signum)
 
     previous = {s: signal.signal(s, stop) for s in SIGNALS}
     try:

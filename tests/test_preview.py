@@ -51,8 +51,11 @@ def test_preview_writes_grid_and_summary(tmp_path):
 @pytest.mark.parametrize(
     "flag,message",
     [
-        ("--config.data.name=imagenet", "error: unknown dataset 'imagenet'"),
-        ("--config.data.cue_proportion=1.5", "error: cue proportion must be in [0, 1], got 1.5"),
+        ("--config.data.name=imagenet", "error: data.name must be one of shapes10"),
+        (
+            "--config.data.cue_proportion=1.5",
+            "error: data.cue_proportion must be a number in [0, 1] or 'auto', got 1.5",
+        ),
     ],
 )
 def test_preview_bad_input_is_one_line(tmp_path, flag, message):

@@ -116,9 +116,9 @@ def test_permuted_similarity_with_repair(trained, tmp_path):
         (["--models=a"], "at least 2 model folders"),
         (
             ["--models=a,b", "--config.permutation.method=magic"],
-            "unknown permutation method 'magic'",
+            "permutation.method must be one of weight",
         ),
-        (["--models=a,b", "--config.path.num_points=1"], "num_points must be >= 2"),
+        (["--models=a,b", "--config.path.num_points=1"], "path.num_points must be an integer >= 2"),
         (["--models=x=a,x=b"], "two models are named 'x'"),
     ],
 )
@@ -181,7 +181,9 @@ def test_plane_grid_of_one_point_is_one_line(trained, tmp_path):
         "--config.path.num_points=1",
         f"--workdir={tmp_path}",
     )
-    assert result.returncode == 2 and _one_line_error(result.stderr, "num_points must be >= 2")
+    assert result.returncode == 2 and _one_line_error(
+        result.stderr, "path.num_points must be an integer >= 2"
+    )
 
 
 def test_plane_curve_needs_a_quadratic_paths_workdir(trained, tmp_path):

@@ -2,9 +2,9 @@
 interrupted-then-resumed runs equal uninterrupted ones, an unreadable latest checkpoint falls
 back to the previous one, NaN losses stop the run, bad configs fail clearly."""
 
-import contextlib
 import functools
 import json
+import os
 import signal
 
 import chex
@@ -161,40 +161,35 @@ def test_resume_with_a_different_config_lists_the_fields(tmp_path):
         training.RunCheckpoints(tmp_path, tiny_config(epochs=5, learning_rate=0.1).to_dict())
 
 
-def _stop_after(n):
-    @contextlib.contextmanager
-    def requests():
-        yield _StopAfter(n)
+def _signal_at_step(monkeypatch, n, sig=signal.SIGTERM):
+    """Sends ``sig`` to this process during the n-th training step of the next run (the
+    loop records it and stops after that step)."""
+    calls, accumulate = [0], loop._accumulate
 
-    return requests
+    def counting(*args):
+        calls[0] += 1
+        if calls[0] == n:
+            os.kill(os.getpid(), sig)
+        return accumulate(*args)
 
-
-class _StopAfter(dict):
-    """A stop flag that reads as SIGTERM from the n-th poll on (one poll per step)."""
-
-    def __init__(self, n):
-        super().__init__(signal=None)
-        self.n = n
-
-    def __getitem__(self, key):
-        self.n -= 1
-        return signal.SIGTERM if self.n < 0 else None
+    monkeypatch.setattr(loop, "_accumulate", counting)
 
 
 @pytest.mark.slow
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     config = tiny_config(cue_proportion=0.5, epochs=3)
     full = training.train_and_evaluate(config, str(tmp_path / "full"), progress=False)
-    for stop_after in (5, 3):  # mid-epoch 2, then mid-epoch 3 (4 steps per epoch)
-        monkeypatch.setattr(loop, "stop_requests", _stop_after(stop_after))
-        with pytest.raises(training.Interrupted):
+    # Mid-epoch 2 (step 6), then mid-epoch 3 (step 6 + 4; 4 steps per epoch).
+    for stop_at, where in ((6, "epoch 2 step 6"), (4, "epoch 3 step 10")):
+        _signal_at_step(monkeypatch, stop_at)
+        with pytest.raises(training.Interrupted, match=f"stopped at {where}; rerun"):
             training.train_and_evaluate(config, str(tmp_path / "resumed"), progress=False)
-    monkeypatch.undo()
+        monkeypatch.undo()
     resumed = training.train_and_evaluate(config, str(tmp_path / "resumed"), progress=False)
     chex.assert_trees_all_equal(resumed["state"].params, full["state"].params)
     chex.assert_trees_all_equal(resumed["state"].batch_stats, full["state"].batch_stats)
     assert resumed["result"]["test"] == full["result"]["test"]
-    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert resumed["history"] == full["history"]
     stored = json.loads((tmp_path / "resumed" / "config.json").read_text())
     assert stored["data"]["cue_proportion"] == 0.5
 

@@ -273,15 +273,23 @@ def run_epochs(
     ``on_epoch_end(state, record)`` and checkpoints (at most every
     ``checkpoints.min_interval_s``, and always after the last epoch). A record that comes
     back with ``"stop": True`` ends training there (checkpointed, ``meta["stopped_at_epoch"]``
-    set). SIGINT/SIGTERM save the state at the current step and raise :class:`Interrupted`.
-    ``constants`` (e.g. CBFT's anchor θ_C) reach the step as arguments rather than as values
-    baked into its compiled program, so another θ_C reuses the program.
+    set; a rerun returns at once). ``constants`` (e.g. CBFT's anchor θ_C) reach the step as
+    arguments rather than as values baked into its compiled program, so another θ_C reuses
+    the program.
 
     Data-parallel over ``mesh`` (default: every local device, see :mod:`mmc_jax.parallel`):
     the state is replicated and every batch split along its first axis. TensorBoard event
     files go to ``<checkpoints' workdir>/tensorboard`` (:mod:`mmc_jax.logs`): every epoch's
     record under ``epoch/``, every ``logs.STEP_EVERY`` steps the step's metrics under
     ``step/``.
+
+    SIGINT/SIGTERM (:mod:`mmc_jax.stopping`) end the loop at the next step boundary: the
+    state is checkpointed there, with the unfinished epoch's running metric sums in the meta,
+    and :class:`~mmc_jax.stopping.Interrupted` is raised (``stopped at epoch E step S; rerun
+    the same command to continue``). A rerun restores both, so the epoch's mean metrics, the
+    history and the parameters are those of an uninterrupted run. A signal during an epoch's
+    last step or its ``on_epoch_end`` stops after that epoch's record is checkpointed.
+    ``meta["seconds"]`` adds up the time spent in the epochs over all runs.
 
     Returns:
       ``(state, meta)`` with ``meta = {"history": [per-epoch records], "seconds": float}``.
@@ -293,8 +301,12 @@ def run_epochs(
     constants = parallel.replicate(tuple(constants), mesh)
     meta = meta or {"history": [], "seconds": 0.0}
     step = int(state.step)
+    # The running sums of the epoch an interruption ended (see _partial_sums).
+    sums, first_bad, count = _resume_sums(meta.pop(_PARTIAL, None), step)
     if step:
         logging.info(f"resuming from step {step} (epoch {step // spe})")
+    # A run that ended early (``"stop"``) stays ended.
+    first = epochs if "stopped_at_epoch" in meta else step // spe
     with (
         requests() as stop,
         tqdm(
@@ -308,9 +320,8 @@ def run_epochs(
         ) as bar,
         logs.open_log(checkpoints.workdir) as log,
     ):
-        for epoch in range(step // spe, epochs):
+        for epoch in range(first, epochs):
             start = time.perf_counter()
-            sums, first_bad, count = None, None, 0
             for batch in parallel.shard_batches(iterator.epoch(epoch, step % spe), mesh):
                 state, metrics = step_fn(state, batch, *constants)
                 step += 1
@@ -319,10 +330,12 @@ def run_epochs(
                 bar.update()
                 if step % logs.STEP_EVERY == 0:
                     log.scalars(step, jax.device_get(metrics), prefix="step/")
-                if stop:
+                if stop and step % spe:  # at the epoch's end, after its record (below)
                     _check_finite(first_bad)
                     meta["seconds"] += time.perf_counter() - start
-                    checkpoints.save(state, meta, force=True)
+                    checkpoints.save(
+                        state, {**meta, _PARTIAL: _partial_sums(sums, count, step)}, force=True
+                    )
                     stop.raise_if_asked(f"at epoch {epoch + 1} step {step}")
             _check_finite(first_bad)
             record = {
@@ -330,6 +343,7 @@ def run_epochs(
                 "step": step,
                 **{f"train_{k}": float(v) / count for k, v in sums.items()},
             }
+            sums, first_bad, count = None, None, 0
             if on_epoch_end is not None:
                 record = on_epoch_end(state, record)
             stop_early = bool(record.pop("stop", False))
@@ -346,10 +360,40 @@ def run_epochs(
             )
             if stop_early:
                 meta["stopped_at_epoch"] = epoch + 1
-            checkpoints.save(state, meta, force=epoch == epochs - 1 or stop_early)
+            checkpoints.save(state, meta, force=epoch == epochs - 1 or stop_early or bool(stop))
+            stop.raise_if_asked(f"at epoch {epoch + 1} step {step}")
             if stop_early:
                 break
     return state, meta
+
+
+#: The meta key of an unfinished epoch's running metric sums, saved when a stop ends it.
+_PARTIAL = "partial_epoch"
+
+
+def _partial_sums(sums, count: int, step: int) -> dict:
+    """The running sums of an unfinished epoch as JSON, for the checkpoint's meta: each
+    metric's dtype and value (a float32 or bfloat16 value is exact as a Python float)."""
+    saved = {}
+    for name, value in jax.device_get(sums).items():
+        value = np.asarray(value)
+        exact = value.astype(np.float64) if jnp.issubdtype(value.dtype, jnp.floating) else value
+        saved[name] = {"dtype": value.dtype.name, "value": exact.tolist()}
+    return {"step": step, "count": count, "sums": saved}
+
+
+def _resume_sums(partial, step: int):
+    """``(sums, first_bad, count)`` to continue the epoch of a checkpoint at ``step``: those
+    :func:`_partial_sums` saved there, or none (an epoch's end, or an older checkpoint)."""
+    if not partial or partial.get("step") != step:
+        return None, None, 0
+    sums = {
+        name: jnp.asarray(saved["value"], dtype=jnp.dtype(saved["dtype"]))
+        for name, saved in partial["sums"].items()
+    }
+    # Saved only after _check_finite passed: no metric was NaN or infinite yet.
+    first_bad = {name: jnp.zeros((), jnp.int32) for name in sums}
+    return sums, first_bad, int(partial["count"])
 
 
 @jax.jit
