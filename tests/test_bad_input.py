@@ -146,6 +146,7 @@ def test_every_field_refuses_every_kind_of_mistake(folders, entry, config):
         elif rule.kind != "flag":  # a boolean flag without value means True
             message = refused(entry, [*base, f"--config.{name}="], name)
             assert "must be" in message
+    assert not pathlib.Path(folders["workdir"]).exists()  # nothing written, no lock
 
 
 def wrong_types(rule: fields.Rule, value) -> list[str]:
