@@ -3,13 +3,10 @@ a saved part of a path evaluation), raise Interrupted with the signal and where 
 and a rerun ends bit-identical to an uninterrupted run: parameters, the per-epoch history
 (the interrupted epoch's mean metrics included) and results.json."""
 
-import json
 import os
-import pathlib
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -17,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+import programs
 import pytest
 
 from configs import tiny_train_config
@@ -25,7 +23,6 @@ from mmc_jax.training import TrainState, loop
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.steps import supervised_step
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIGNALS = pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 AT_STEP = re.compile(r"stopped at epoch (\d+) step (\d+); rerun the same command to continue")
 AFTER_PART = re.compile(
@@ -393,50 +390,12 @@ def test_path_evaluation_without_a_store_stops_at_once(three_tiny_models, monkey
 
 # -- the entry points, stopped by a signal at a random moment --------------------------------
 
-TRAIN = [
-    "--config.model.width=0.25",
-    "--config.data.num_train=384",
-    "--config.data.num_test=100",
-    "--config.optim.batch_size=64",
-    "--config.optim.epochs=3",
-    "--config.eval_batch_size=100",
-    "--config.data.cue_proportion=0.8",
-]
-TRAIN_SPE = 6
+TRAIN, TRAIN_SPE = programs.TRAIN, 6
 CBFT = [
-    "--config.cue_model.model.width=0.25",
-    "--config.cue_model.data.num_train=256",
-    "--config.cue_model.data.num_test=100",
-    "--config.cue_model.optim.batch_size=64",
-    "--config.cue_model.optim.epochs=2",
-    "--config.cue_model.eval_batch_size=100",
-    "--config.data.n_clean=128",
-    "--config.data.n_cue=256",
-    "--config.optim.batch_size=64",
-    "--config.optim.epochs=2",
-    "--config.path.num_points=3",
-    "--config.path.bn_batches=2",
-    "--config.path.batch_size=100",
+    *programs.CBFT,
     "--config.methods=('naive_ft_small', 'cbft_no_barrier')",
     "--config.path.targets=('cue_model',)",
 ]
-
-
-def _command(entry, args, workdir):
-    return [sys.executable, "-m", f"experiments.{entry}", *args, f"--workdir={workdir}"]
-
-
-def _run(entry, args, workdir) -> str:
-    """Runs to completion; returns its standard error."""
-    result = subprocess.run(
-        _command(entry, args, workdir), cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stderr
-
-
-def _checkpoints(workdir: pathlib.Path) -> list[pathlib.Path]:
-    return [p for p in workdir.rglob("checkpoints/*") if p.name.isdigit()]
 
 
 def _stop(entry, args, workdir, sig, delay: float) -> str:
@@ -444,15 +403,15 @@ def _stop(entry, args, workdir, sig, delay: float) -> str:
     ``sig`` as a terminal's Ctrl-C or a scheduler's stop would (to the process group), and
     returns the standard error after checking the exit status."""
     process = subprocess.Popen(
-        _command(entry, args, workdir),
-        cwd=ROOT,
+        programs.command(entry, args, workdir),
+        cwd=programs.ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
     try:
-        while process.poll() is None and not (workdir.exists() and _checkpoints(workdir)):
+        while process.poll() is None and not (workdir.exists() and programs.checkpoints(workdir)):
             time.sleep(0.01)
         time.sleep(delay)
         assert process.poll() is None, "the run ended before the signal"
@@ -470,33 +429,10 @@ def _last_line(stderr: str) -> str:
     return stderr.rstrip("\n").split("\n")[-1]
 
 
-def _final_arrays(workdir: pathlib.Path) -> dict:
-    out = {}
-    for folder in sorted(workdir.rglob("checkpoints")):
-        steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
-        state = ocp.StandardCheckpointer().restore(folder / str(max(steps)) / "state")
-        out[str(folder.parent.relative_to(workdir))] = jax.device_get(state)
-    return out
-
-
-def _numbers(results: dict) -> dict:
-    """results.json without its wall-clock fields."""
-    return {k: v for k, v in results.items() if "seconds" not in k and "timings" not in k}
-
-
-def _assert_same_run(workdir, reference):
-    results = json.loads((workdir / "results.json").read_text())
-    expected = json.loads((reference / "results.json").read_text())
-    assert _numbers(results) == _numbers(expected)
-    arrays, expected_arrays = _final_arrays(workdir), _final_arrays(reference)
-    assert arrays.keys() == expected_arrays.keys() and arrays
-    jax.tree.map(np.testing.assert_array_equal, arrays, expected_arrays)
-
-
 @pytest.fixture(scope="module")
 def train_reference(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("train_reference") / "run"
-    _run("train", TRAIN, workdir)
+    programs.run("train", TRAIN, workdir)
     return workdir
 
 
@@ -512,13 +448,13 @@ def test_train_stopped_at_a_random_moment_then_rerun_equals_uninterrupted(
     last = _last_line(stderr)
     stopped = AT_STEP.fullmatch(last)
     assert stopped or last == stopping.STOPPED, stderr[-3000:]
-    rerun = _run("train", TRAIN, workdir)
+    rerun = programs.run("train", TRAIN, workdir)
     if stopped:
         epoch, step = int(stopped[1]), int(stopped[2])
         assert epoch == (step - 1) // TRAIN_SPE + 1
         assert (workdir / "checkpoints" / str(step)).is_dir()
         assert f"resuming from step {step} " in rerun
-    _assert_same_run(workdir, train_reference)
+    programs.assert_same_run(workdir, train_reference)
 
 
 @pytest.mark.slow
@@ -526,9 +462,9 @@ def test_cbft_stopped_by_sigint_then_rerun_equals_uninterrupted(tmp_path):
     """Ctrl-C at a random moment of θ_C's training, the fine-tuning or the path
     evaluation."""
     reference, workdir = tmp_path / "reference", tmp_path / "run"
-    _run("cbft", CBFT, reference)
+    programs.run("cbft", CBFT, reference)
     delay = np.random.default_rng(2).uniform(0.0, 6.0)
     last = _last_line(_stop("cbft", CBFT, workdir, signal.SIGINT, delay))
     assert AT_STEP.fullmatch(last) or AFTER_PART.fullmatch(last) or last == stopping.STOPPED
-    _run("cbft", CBFT, workdir)
-    _assert_same_run(workdir, reference)
+    programs.run("cbft", CBFT, workdir)
+    programs.assert_same_run(workdir, reference)
