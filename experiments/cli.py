@@ -34,12 +34,12 @@ from ml_collections import config_flags
 
 import experiments
 import mmc_jax
-from mmc_jax import runtime, stopping
+from mmc_jax import io, runtime, stopping
 from mmc_jax.errors import InputError, WriteError
 from mmc_jax.stopping import Interrupted
 
 #: What an entry point leaves in its workdir; ``--restart`` deletes only folders holding one.
-WORKDIR_MARKERS = ("config.json", "checkpoints", "results.json")
+WORKDIR_MARKERS = ("config.json", "checkpoints", "results.json", io.LAYOUT_FILE)
 #: Exit status of a run whose command line or input is wrong (nothing was written).
 EXIT_INPUT = 2
 #: Exit status of a run that could not write a file (disk full, no permission).
@@ -150,6 +150,8 @@ def check_workdir(value: str, restart: bool = False) -> pathlib.Path:
         raise InputError(f"{accepted}, got {value!r}: {existing} is a file")
     if restart and path.exists():
         check_restartable(path)
+    elif path.is_dir():  # a run to resume: written by a layout this mmc_jax reads
+        io.check_layout(path, restart_hint=True)
     return path
 
 
@@ -191,8 +193,8 @@ def clear_workdir(workdir: str) -> None:
 def hold_workdir(workdir: str) -> Iterator[pathlib.Path]:
     """Holds ``workdir`` for this process (an exclusive ``flock`` on ``workdir/.lock``, which
     the kernel releases when the process ends, killed or not). When the block ends, the lock
-    file goes, and so do the folders it made that are still empty: a run refused early
-    leaves nothing behind.
+    file goes, and so do the folders it made that hold nothing else than the layout
+    version: a run refused early leaves nothing behind.
 
     Raises:
       InputError: another live process holds it.
@@ -226,6 +228,8 @@ def hold_workdir(workdir: str) -> Iterator[pathlib.Path]:
             yield path
         finally:
             (path / LOCK_FILE).unlink(missing_ok=True)  # still held: no other run has it
+            if made and {p.name for p in path.iterdir()} == {io.LAYOUT_FILE}:
+                (path / io.LAYOUT_FILE).unlink()  # a run that wrote nothing else
             _remove_empty(made)
     finally:
         os.close(fd)  # releases the lock
@@ -305,6 +309,7 @@ def run(entry: Entry) -> None:
                 logging.info(f"workdir: {workdir}")
                 if args.restart:
                     clear_workdir(args.workdir)
+                io.mark_layout(workdir)
                 entry.main(args)
         except InputError as err:
             _exit_with(str(err))

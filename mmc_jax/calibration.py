@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import shutil
 import time
@@ -44,7 +45,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from mmc_jax import diagnosis, io
-from mmc_jax.errors import require
+from mmc_jax.errors import WriteError, require
 from mmc_jax.training import loop
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.evaluate import evaluate
@@ -388,7 +389,23 @@ def reuse(
     stored = json.loads((source / "config.json").read_text())
     if stored != json.loads(json.dumps(loop.TrainConfig.of(config).to_dict())):
         return False
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source / "checkpoints", target / "checkpoints")
-    shutil.copy2(source / "config.json", target / "config.json")
+    partial = target.parent / f".{target.name}.copy"
+    names = ("checkpoints", "config.json", "data.json", io.LAYOUT_FILE)
+    try:  # copied whole, then renamed: a full disk leaves no half-copied checkpoint behind
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for name in names:
+            if (source / name).is_dir():
+                shutil.copytree(source / name, partial / name)
+            elif (source / name).is_file():
+                shutil.copy2(source / name, partial / name)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:  # config.json last: a folder with it holds a whole run
+            if (partial / name).exists() and name != "config.json":
+                os.replace(partial / name, target / name)
+        os.replace(partial / "config.json", target / "config.json")
+    except OSError as err:
+        raise WriteError(target, err) from err
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return True

@@ -1,52 +1,121 @@
 """TensorBoard event files beside a run's checkpoints and results, without TensorFlow at run
-time (tensorboardX writes them): ``tensorboard --logdir=<workdir>`` shows every run below it.
+time (tensorboardX builds the events): ``tensorboard --logdir=<workdir>`` shows every run below
+it.
 
 Training runs log their per-epoch records and, every ``STEP_EVERY`` steps, the step's own
 metrics; the analyses log the loss and accuracy along each path (the step is the position on
 the path in percent, ``round(100·t)``) and their barriers.
+
+The events are written unbuffered, in the calling thread, so TensorBoard sees them at once
+and a failed write is seen where it happens: tensorboardX's own writer writes from a
+background thread, where a failed write would end the thread with a traceback and leave later
+writes blocked on a full queue (tensorboardX builds the events, this module writes them).
+
+The event files are a view of a run, not its results: a write the operating system refuses
+(disk full, no permission, read-only folder) logs one warning naming the file and the cause,
+and the run goes on without events; its checkpoints and results are written (or refused, with
+:class:`~mmc_jax.errors.WriteError`) as usual.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import socket
+import struct
 import time
 from typing import Mapping, Optional
 
 import numpy as np
+from absl import logging
 
 #: Training steps between two per-step scalars (each costs one device-to-host copy).
 STEP_EVERY = 50
 #: The folder of a run's event files.
 FOLDER = "tensorboard"
+#: The event-file format version TensorBoard expects as a file's first event.
+VERSION = "brain.Event:2"
+
+
+def _record(data: bytes) -> bytes:
+    """One TFRecord: length, its masked CRC-32C, the data, its masked CRC-32C."""
+    from tensorboardX.record_writer import masked_crc32c
+
+    header = struct.pack("Q", len(data))
+    return (
+        header
+        + struct.pack("I", masked_crc32c(header))
+        + data
+        + struct.pack("I", masked_crc32c(data))
+    )
 
 
 class EventLog:
     """Scalars (and figures) for TensorBoard under ``folder``; the file is created on the
-    first write, so a run that logs nothing leaves nothing."""
+    first write, so a run that logs nothing leaves nothing. After a refused write, the log
+    warns once and writes nothing more."""
 
     def __init__(self, folder):
         self.folder = pathlib.Path(folder)
-        self._writer = None
+        self.path: Optional[pathlib.Path] = None  # the event file, once created
+        self._file = None
+        self._failed = False
 
-    def _open(self):
-        if self._writer is None:
-            from tensorboardX import SummaryWriter
+    def _write(self, summaries) -> None:
+        """Appends ``(step, Summary)`` pairs as events (one ``write``); a refused write warns
+        and turns the log off."""
+        if self._failed or not summaries:
+            return
+        from tensorboardX.proto import event_pb2
 
-            # Two writers opened in the same second keep separate files, which TensorBoard
-            # reads in name order: the suffix sorts them by their creation.
-            suffix = f".{time.time_ns():020d}.{os.getpid()}"
-            self._writer = SummaryWriter(str(self.folder), flush_secs=30, filename_suffix=suffix)
-        return self._writer
+        events = [
+            event_pb2.Event(summary=summary, step=int(step), wall_time=time.time())
+            for step, summary in summaries
+        ]
+        try:
+            if self._file is None:
+                self._file = self._create()
+                events.insert(0, event_pb2.Event(wall_time=time.time(), file_version=VERSION))
+            data = memoryview(b"".join(_record(e.SerializeToString()) for e in events))
+            while data:  # a full disk may take part of a write before refusing the rest
+                data = data[self._file.write(data) :]
+        except OSError as err:
+            self._give_up(err)
+
+    def _create(self):
+        """A new event file, named as TensorBoard expects (``events.out.tfevents.*``)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # Two logs opened in the same second keep separate files, which TensorBoard reads in
+        # name order: the suffix sorts them by their creation.
+        name = (
+            f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
+            f".{time.time_ns():020d}.{os.getpid()}"
+        )
+        self.path = self.folder / name
+        return open(self.path, "wb", buffering=0)
+
+    def _give_up(self, err: OSError) -> None:
+        """Warns once about a refused write and writes no more events."""
+        self._failed = True
+        reason = err.strerror or str(err) or type(err).__name__
+        logging.warning(
+            f"TensorBoard events cannot be written to {self.path or self.folder}: {reason}; "
+            "the run goes on without them"
+        )
+        self.close()
 
     def scalars(self, step: int, values: Mapping[str, float], prefix: str = "") -> None:
         """One scalar per ``values`` entry, tagged ``prefix + name`` (TensorBoard turns
         spaces into ``_``), at ``step``; entries that are not single numbers are skipped."""
-        writer = self._open()
-        for name, value in values.items():
-            if value is None or isinstance(value, (bool, str)) or np.ndim(value) != 0:
-                continue
-            writer.add_scalar(f"{prefix}{name}", float(value), int(step))
+        from tensorboardX.summary import scalar
+
+        self._write(
+            [
+                (step, scalar(f"{prefix}{name}", float(value)))
+                for name, value in values.items()
+                if value is not None and not isinstance(value, (bool, str)) and np.ndim(value) == 0
+            ]
+        )
 
     def tree(self, step: int, values: Mapping, prefix: str = "") -> None:
         """Every number of a nested mapping, tagged by its keys joined with ``/``."""
@@ -56,16 +125,23 @@ class EventLog:
 
     def figure(self, tag: str, fig, step: int = 0) -> None:
         """A matplotlib figure as an image (the figure stays open)."""
-        self._open().add_figure(tag, fig, int(step), close=False)
+        if self._failed:
+            return
+        from tensorboardX.summary import image
+        from tensorboardX.utils import figure_to_image
+
+        self._write([(step, image(tag, figure_to_image(fig, close=False), dataformats="CHW"))])
 
     def flush(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
+        """Nothing to do: every event is written when it is logged."""
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._file is not None:
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError:
+                pass  # unbuffered: nothing was waiting to be written
 
     def __enter__(self) -> "EventLog":
         return self

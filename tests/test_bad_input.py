@@ -410,3 +410,18 @@ def test_programs_exit_2_with_one_line_and_write_nothing(folders, tmp_path, entr
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
     assert not (tmp_path / "new").exists()
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("entry", NAMES)
+def test_a_workdir_of_a_newer_layout_is_refused_naming_both_versions(folders, tmp_path, entry):
+    from mmc_jax import io
+
+    workdir = tmp_path / "newer"
+    workdir.mkdir()
+    (workdir / io.LAYOUT_FILE).write_text(json.dumps({"layout": io.LAYOUT_VERSION + 1}))
+    base = [a for a in base_args(entry, folders) if not a.startswith("--workdir")]
+    message = refused(entry, [*base, f"--workdir={workdir}"], str(workdir))
+    assert f"layout version {io.LAYOUT_VERSION + 1}" in message
+    assert f"1-{io.LAYOUT_VERSION}" in message
+    # --restart deletes it (an entry point wrote it) instead of reading it.
+    assert attempt(entry, [*base, f"--workdir={workdir}", "--restart"]) is None

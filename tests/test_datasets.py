@@ -178,3 +178,17 @@ def test_shapes10_bytes_are_pinned():
     images, labels = shapes.generate(20, 0)
     digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
     assert digest == "3c760e27e89883b4cd22badfa95e247502daeb3a35603809f1083fcab33b9ac1"
+
+
+def test_a_cache_that_cannot_be_written_keeps_the_arrays_in_memory(tmp_path, caplog):
+    """A full disk or a read-only cache folder costs the cache, not the run."""
+    from mmc_jax.data import cache
+
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    built = {"x": np.arange(6).reshape(2, 3), "y": np.ones(2)}
+    with caplog.at_level("WARNING"):
+        arrays = cache.cached_arrays("entry", lambda: built, directory=str(blocked / "cache"))
+    assert sorted(arrays) == ["x", "y"]
+    np.testing.assert_array_equal(arrays["x"], built["x"])
+    assert "cannot be written" in caplog.text and not (blocked.parent / "cache").exists()

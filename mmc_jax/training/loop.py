@@ -123,9 +123,13 @@ def restore_trained(workdir: str):
       ``(model, variables, config)``.
 
     Raises:
-      InputError: no run or no checkpoint there.
+      InputError: no run or no checkpoint there, or a run of a newer layout version
+        (:func:`mmc_jax.io.check_layout`), refused before its files are read.
     """
+    from mmc_jax.io import check_layout
+
     path = pathlib.Path(workdir).expanduser().resolve()
+    check_layout(path)
     config = trained_config(path)
     num_classes, image_shape = _data_shapes(path, config)
     model = create_model(config, num_classes)

@@ -11,21 +11,33 @@ Two kinds of folder hold a model:
   (``<workdir>/seed_<s>/<method>/``).
 
 :func:`load_model` reads either, so paths can be evaluated between any two of them.
+
+``model.json`` records the layout version of the export (``"layout"``, see :mod:`mmc_jax.io`;
+exports without it are version 1); a folder of a newer layout is refused with one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pathlib
 import shutil
+import threading
 from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
 
 from mmc_jax import models
-from mmc_jax.errors import InputError
-from mmc_jax.io import write_json
+from mmc_jax.errors import InputError, WriteError
+from mmc_jax.io import LAYOUT_VERSION, check_layout, write_json
+from mmc_jax.training.checkpoint import (
+    discard_unfinished,
+    orbax_errors_raised_only,
+    refused_write,
+    release_stranded,
+)
 from mmc_jax.training.config import TrainConfig
 from mmc_jax.training.loop import create_model, restore_trained
 
@@ -46,25 +58,83 @@ def save_model(
       variables: ``{"params", "batch_stats"}``.
       num_classes, image_shape: of the data the model reads.
 
-    ``model.json`` is written last, so a folder that has it holds a complete model.
+    ``model.json`` is written last, so a folder that has it holds a complete model. The
+    variables are first written beside an earlier export (``.model.new``) and swapped in once
+    complete, so a write that fails leaves the earlier export as it was.
+
+    Raises:
+      WriteError: the OS refused a write (disk full, no permission, read-only folder).
     """
     folder = pathlib.Path(folder).resolve()
-    target = folder / "model"
-    if target.exists():  # a previous export that did not finish
-        shutil.rmtree(target)
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(
-            target, {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-        )
-    write_json(
-        folder / "model.json",
-        {
-            "config": TrainConfig.of(config).to_dict(),
-            "num_classes": int(num_classes),
-            "image_shape": [int(d) for d in image_shape],
-        },
-    )
+    target, new, old = folder / "model", folder / ".model.new", folder / ".model.old"
+    variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    description = {
+        "config": TrainConfig.of(config).to_dict(),
+        "num_classes": int(num_classes),
+        "image_shape": [int(d) for d in image_shape],
+        "layout": LAYOUT_VERSION,
+    }
+    try:
+        _write_variables(folder, target, new, old, variables)
+        _swap_in(folder, target, new, old, description)
+    except OSError as err:
+        if isinstance(err, WriteError):
+            raise
+        raise WriteError(target, err) from err
+    shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def _write_variables(folder, target, new, old, variables) -> None:
+    """Writes ``variables`` to ``new`` (an orbax checkpoint), after tidying what an export
+    that did not finish left; raises WriteError when the OS refuses a write."""
+    if old.exists() and not target.exists():  # stopped between the two renames: undo
+        os.replace(old, target)
+    for leftover in (new, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    running = set(threading.enumerate())
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        with orbax_errors_raised_only():
+            checkpointer.save(new, variables)
+            checkpointer.wait_until_finished()
+    except Exception as err:
+        cause = refused_write(err)
+        release_stranded(set(threading.enumerate()) - running)
+        for _ in range(3):  # closing re-raises what failed, once per failed write
+            try:
+                checkpointer.close()
+                break
+            except Exception:
+                continue
+        discard_unfinished(folder, new.name, settle_s=0.1)
+        shutil.rmtree(new, ignore_errors=True)
+        if cause is None:
+            raise
+        raise WriteError(target, cause) from err
+    checkpointer.close()
+
+
+def _swap_in(folder, target, new, old, description) -> None:
+    """Puts the variables written to ``new`` in place of ``target`` and writes
+    ``model.json``; when a step fails, puts the earlier export back."""
+    moved_old = placed_new = False
+    try:
+        if target.exists():
+            os.replace(target, old)
+            moved_old = True
+        os.replace(new, target)
+        placed_new = True
+        write_json(folder / "model.json", description)
+    except OSError:
+        if placed_new:
+            shutil.rmtree(target, ignore_errors=True)
+        if moved_old:
+            with contextlib.suppress(OSError):
+                os.replace(old, target)
+        shutil.rmtree(new, ignore_errors=True)
+        raise
 
 
 def has_model(folder) -> bool:
@@ -77,11 +147,14 @@ def model_config(folder) -> TrainConfig:
     loading the model.
 
     Raises:
-      InputError: the folder holds no model.
+      InputError: the folder holds no model, or one of a newer layout version.
     """
     path = pathlib.Path(folder).expanduser().resolve()
+    check_layout(path)
     if has_model(path):
-        return TrainConfig.of(json.loads((path / "model.json").read_text())["config"])
+        meta = json.loads((path / "model.json").read_text())
+        check_layout(path, meta.get("layout", 1))
+        return TrainConfig.of(meta["config"])
     if (path / "config.json").is_file():
         config = json.loads((path / "config.json").read_text())
         if "model" in config and ("data" in config or "dataset" in config):  # a training run
@@ -100,7 +173,8 @@ def load_model(folder):
       architecture and the data (``training.load_data(config)`` loads the data).
 
     Raises:
-      InputError: the folder holds no model, or its files do not fit each other.
+      InputError: the folder holds no model, one of a newer layout version, or files that
+        do not fit each other.
     """
     path = pathlib.Path(folder).expanduser().resolve()
     config = model_config(path)
