@@ -82,3 +82,21 @@ def assert_same_run(workdir: pathlib.Path, reference: pathlib.Path) -> None:
     arrays, expected_arrays = final_arrays(workdir), final_arrays(reference)
     assert arrays.keys() == expected_arrays.keys() and arrays
     jax.tree.map(np.testing.assert_array_equal, arrays, expected_arrays)
+
+
+def refused(entry: str, args: list[str], only_line: bool = False) -> str:
+    """Runs a command line that must be refused: exit status 2, no traceback, the last line
+    on standard error ``error: ...`` (with ``only_line``, the only one: refused before any
+    work), nothing on standard output; returns that line."""
+    result = subprocess.run(
+        [sys.executable, "-m", f"experiments.{entry}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and result.stdout == "", result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and (len(lines) == 1 or not only_line), lines[-20:]
+    return lines[-1]
