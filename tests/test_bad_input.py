@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from experiments import cli, fields
 from mmc_jax import InputError, training
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAMES = ("train", "cbft", "connectivity", "similarity", "layerwise", "plane", "preview")
 ENTRIES = {name: importlib.import_module(f"experiments.{name}").ENTRY for name in NAMES}
 
