@@ -46,7 +46,7 @@ from absl import logging
 
 from mmc_jax import diagnosis, io
 from mmc_jax.errors import WriteError, require
-from mmc_jax.training import loop
+from mmc_jax.training import build, loop
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.evaluate import evaluate
 
@@ -251,7 +251,7 @@ def calibrate(
     """
     workdir, config = pathlib.Path(workdir), loop.TrainConfig.of(config)
     start = time.perf_counter()
-    datasets = datasets or loop.load_data(config)
+    datasets = datasets or build.load_data(config)
     lo, hi = math.log(1.0 - search.low), math.log(1.0 - search.high)  # lo > hi
     trials: list[dict] = []
 

@@ -19,7 +19,7 @@ import pytest
 
 from configs import tiny_train_config
 from mmc_jax import calibration, data, finetune, path_eval, paths, stopping
-from mmc_jax.training import TrainState, loop
+from mmc_jax.training import TrainState, load_data, loop
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.steps import supervised_step
 
@@ -277,7 +277,7 @@ def test_stopped_calibration_trial_resumes_with_its_early_stopping(tmp_path, mon
     resumed after a stop remembers the peak of the epochs before, and stops where an
     uninterrupted one does (at epoch 2 here, the probe's randimg scripted 50 %, 30 %, 20 %)."""
     config = tiny_train_config(epochs=3)  # 4 steps per epoch
-    datasets = loop.load_data(config)
+    datasets = load_data(config)
     randimg, epoch = {1: 0.5, 2: 0.3, 3: 0.2}, [0]
     early_stop, accumulate = calibration._early_stop, loop._accumulate
 

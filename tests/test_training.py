@@ -257,7 +257,7 @@ def test_restore_trained_reads_only_the_variables_and_loads_no_data(tmp_path, mo
     monkeypatch.setattr(training.optim, "sgd", refuse)
     for stored_shapes in (True, False):  # data.json, then a run from before it existed
         if not stored_shapes:
-            (tmp_path / loop.DATA_SHAPES).unlink()
+            (tmp_path / training.saved_model.DATA_SHAPES).unlink()
         model, variables, restored_config = training.restore_trained(tmp_path)
         chex.assert_trees_all_equal(variables, run["state"].variables)
         assert type(model).__name__ == "SmallCNN" and model.num_classes == 10

@@ -7,20 +7,16 @@
 """
 
 from mmc_jax.stopping import Interrupted
+from mmc_jax.training.build import create_model, create_state, load_data
 from mmc_jax.training.checkpoint import RunCheckpoints, check_config
 from mmc_jax.training.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from mmc_jax.training.evaluate import evaluate
 from mmc_jax.training.loop import (
     AUTO,
     NonFiniteLoss,
-    create_model,
-    create_state,
     init_from,
-    load_data,
-    restore_trained,
     run_epochs,
     train_and_evaluate,
-    trained_config,
     validate,
 )
 from mmc_jax.training.optim import SCHEDULES, schedule, sgd
@@ -29,7 +25,9 @@ from mmc_jax.training.saved_model import (
     has_model,
     load_model,
     model_config,
+    restore_trained,
     save_model,
+    trained_config,
 )
 from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import (

@@ -10,8 +10,6 @@ the current step before exiting.
 from __future__ import annotations
 
 import functools
-import json
-import pathlib
 import time
 from typing import Any
 
@@ -21,13 +19,15 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from mmc_jax import data, diagnosis, logs, models, parallel
+from mmc_jax import data, diagnosis, logs, parallel
 from mmc_jax.errors import InputError
 from mmc_jax.io import write_json
 from mmc_jax.stopping import requests
+from mmc_jax.training.build import create_model, create_state, load_data
 from mmc_jax.training.checkpoint import RunCheckpoints
-from mmc_jax.training.config import AUTO, DataConfig, ModelConfig, TrainConfig
+from mmc_jax.training.config import AUTO, TrainConfig
 from mmc_jax.training.evaluate import evaluate
+from mmc_jax.training.saved_model import DATA_SHAPES, check_compatible, load_model
 from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import train_step
 
@@ -42,42 +42,6 @@ def validate(config) -> TrainConfig:
     return TrainConfig.of(config)
 
 
-def load_data(config):
-    """Train and test splits named by a training config or its data section
-    (``num_train`` / ``num_test`` > 0 keep the first samples only)."""
-    config = config if isinstance(config, DataConfig) else TrainConfig.of(config).data
-    options = {"data_dir": config.data_dir} if config.data_dir else {}
-    if config.name == "dominoes":
-        options.update(top=config.dominoes_top, bottom=config.dominoes_bottom)
-    train = data.load(config.name, "train", seed=config.seed, **options)
-    test = data.load(config.name, "test", seed=config.seed, **options)
-    if config.num_train:
-        if config.num_train > len(train):
-            raise InputError(
-                f"num_train {config.num_train} exceeds the {len(train)} training samples"
-            )
-        train = train.take(np.arange(config.num_train))
-    if config.num_test:
-        test = test.take(np.arange(min(config.num_test, len(test))))
-    return train, test
-
-
-def create_model(config, num_classes: int):
-    """The model named by a training config or its model section."""
-    config = config if isinstance(config, ModelConfig) else TrainConfig.of(config).model
-    return models.create(config.name, num_classes, width=config.width or None, dtype=config.dtype)
-
-
-def create_state(config, model, image_shape, steps_per_epoch: int) -> TrainState:
-    """A fresh train state: initial variables and PyTorch-style SGD with the schedule."""
-    config = TrainConfig.of(config)
-    init_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    variables = models.init(model, init_key, image_shape)
-    return TrainState.create(
-        model.apply, variables, config.optim.optimizer(steps_per_epoch), state_key
-    )
-
-
 def init_from(state: TrainState, config, folder) -> TrainState:
     """``state`` starting from the variables of the model in ``folder`` (the paper code's
     ``--use_pretrained``: θ_C trained from θ_NC), with a fresh optimizer state.
@@ -85,77 +49,12 @@ def init_from(state: TrainState, config, folder) -> TrainState:
     Raises:
       InputError: no model there, or one of another architecture or data.
     """
-    from mmc_jax.training.saved_model import check_compatible, load_model
-
     _, variables, source = load_model(folder)
     check_compatible(source, config, f"init_from model {folder}", "this run")
     params = jax.tree.map(jnp.asarray, variables["params"])
     return state.replace(
         params=params, batch_stats=variables.get("batch_stats", {}), opt_state=state.tx.init(params)
     )
-
-
-def trained_config(workdir: str):
-    """The config an ``experiments.train`` run in ``workdir`` was started with.
-
-    Raises:
-      InputError: no run there.
-    """
-    path = pathlib.Path(workdir).expanduser().resolve() / "config.json"
-    if not path.is_file():
-        raise InputError(
-            f"no training run in {path.parent} (expected config.json from experiments.train)"
-        )
-    return TrainConfig.of(json.loads(path.read_text()))
-
-
-def restore_trained(workdir: str):
-    """The model, variables and config of a finished (or interrupted) ``experiments.train``
-    run in ``workdir``.
-
-    Reads only the parameters and BatchNorm statistics of the latest checkpoint: no data is
-    loaded and no optimizer built. The number of classes and the image shape come from the
-    run's ``data.json`` (written by :func:`train_and_evaluate`) or, for runs older than it,
-    from the dataset's declaration (``data.describe``); only an npz dataset of such a run is
-    loaded to learn them.
-
-    Returns:
-      ``(model, variables, config)``.
-
-    Raises:
-      InputError: no run or no checkpoint there, or a run of a newer layout version
-        (:func:`mmc_jax.io.check_layout`), refused before its files are read.
-    """
-    from mmc_jax.io import check_layout
-
-    path = pathlib.Path(workdir).expanduser().resolve()
-    check_layout(path)
-    config = trained_config(path)
-    num_classes, image_shape = _data_shapes(path, config)
-    model = create_model(config, num_classes)
-    abstract = jax.eval_shape(lambda: models.init(model, jax.random.PRNGKey(0), image_shape))
-    stored = json.loads((path / "config.json").read_text())  # as the run wrote it
-    with RunCheckpoints(path, stored) as checkpoints:
-        variables = checkpoints.restore_variables(abstract)
-    return model, variables, config
-
-
-#: Per-run file with the number of classes and the image shape of the run's data.
-DATA_SHAPES = "data.json"
-
-
-def _data_shapes(path: pathlib.Path, config: TrainConfig) -> tuple[int, tuple[int, ...]]:
-    """``(num_classes, image_shape)`` of the data of the run in ``path``."""
-    if (path / DATA_SHAPES).is_file():
-        stored = json.loads((path / DATA_SHAPES).read_text())
-        return int(stored["num_classes"]), tuple(stored["image_shape"])
-    declared = data.describe(
-        config.data.name, top=config.data.dominoes_top, bottom=config.data.dominoes_bottom
-    )
-    if declared is not None:
-        return declared
-    train, _ = load_data(config)
-    return train.num_classes, train.image_shape
 
 
 def train_and_evaluate(

@@ -10,7 +10,8 @@ Two kinds of folder hold a model:
   :func:`save_model` writes, e.g. for every fine-tuned model of ``experiments.cbft``
   (``<workdir>/seed_<s>/<method>/``).
 
-:func:`load_model` reads either, so paths can be evaluated between any two of them.
+:func:`load_model` reads either, so paths can be evaluated between any two of them
+(:func:`restore_trained` reads a training run's folder, :func:`trained_config` its config).
 
 ``model.json`` records the layout version of the export (``"layout"``, see :mod:`mmc_jax.io`;
 exports without it are version 1); a folder of a newer layout is refused with one line.
@@ -29,17 +30,18 @@ from typing import Any, Mapping
 import jax
 import orbax.checkpoint as ocp
 
-from mmc_jax import models
+from mmc_jax import data, models
 from mmc_jax.errors import InputError, WriteError
 from mmc_jax.io import LAYOUT_VERSION, check_layout, write_json
+from mmc_jax.training.build import create_model, load_data
 from mmc_jax.training.checkpoint import (
+    RunCheckpoints,
     discard_unfinished,
     orbax_errors_raised_only,
     refused_write,
     release_stranded,
 )
 from mmc_jax.training.config import TrainConfig
-from mmc_jax.training.loop import create_model, restore_trained
 
 #: Config fields that fix a model's architecture, and those that fix its data.
 ARCHITECTURE_FIELDS = ("model.name", "model.width", "model.dtype")
@@ -214,12 +216,76 @@ def _field(config: TrainConfig, dotted: str):
     return getattr(getattr(config, section), name)
 
 
+def trained_config(workdir: str):
+    """The config an ``experiments.train`` run in ``workdir`` was started with.
+
+    Raises:
+      InputError: no run there.
+    """
+    path = pathlib.Path(workdir).expanduser().resolve() / "config.json"
+    if not path.is_file():
+        raise InputError(
+            f"no training run in {path.parent} (expected config.json from experiments.train)"
+        )
+    return TrainConfig.of(json.loads(path.read_text()))
+
+
+def restore_trained(workdir: str):
+    """The model, variables and config of a finished (or interrupted) ``experiments.train``
+    run in ``workdir``.
+
+    Reads only the parameters and BatchNorm statistics of the latest checkpoint: no data is
+    loaded and no optimizer built. The number of classes and the image shape come from the
+    run's ``data.json`` (written by :func:`train_and_evaluate`) or, for runs older than it,
+    from the dataset's declaration (``data.describe``); only an npz dataset of such a run is
+    loaded to learn them.
+
+    Returns:
+      ``(model, variables, config)``.
+
+    Raises:
+      InputError: no run or no checkpoint there, or a run of a newer layout version
+        (:func:`mmc_jax.io.check_layout`), refused before its files are read.
+    """
+    path = pathlib.Path(workdir).expanduser().resolve()
+    check_layout(path)
+    config = trained_config(path)
+    num_classes, image_shape = _data_shapes(path, config)
+    model = create_model(config, num_classes)
+    abstract = jax.eval_shape(lambda: models.init(model, jax.random.PRNGKey(0), image_shape))
+    stored = json.loads((path / "config.json").read_text())  # as the run wrote it
+    with RunCheckpoints(path, stored) as checkpoints:
+        variables = checkpoints.restore_variables(abstract)
+    return model, variables, config
+
+
+#: Per-run file with the number of classes and the image shape of the run's data.
+DATA_SHAPES = "data.json"
+
+
+def _data_shapes(path: pathlib.Path, config: TrainConfig) -> tuple[int, tuple[int, ...]]:
+    """``(num_classes, image_shape)`` of the data of the run in ``path``."""
+    if (path / DATA_SHAPES).is_file():
+        stored = json.loads((path / DATA_SHAPES).read_text())
+        return int(stored["num_classes"]), tuple(stored["image_shape"])
+    declared = data.describe(
+        config.data.name, top=config.data.dominoes_top, bottom=config.data.dominoes_bottom
+    )
+    if declared is not None:
+        return declared
+    train, _ = load_data(config)
+    return train.num_classes, train.image_shape
+
+
 __all__ = [
     "ARCHITECTURE_FIELDS",
+    "DATA_SHAPES",
     "DATA_FIELDS",
     "check_compatible",
     "has_model",
     "load_model",
     "model_config",
+    "restore_trained",
     "save_model",
+    "trained_config",
 ]
