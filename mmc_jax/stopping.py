@@ -16,7 +16,9 @@ without memory statistics) never takes a stop for one of them.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from typing import Iterator, Optional
 
@@ -87,7 +89,12 @@ def requests() -> Iterator[Requests]:
 @contextlib.contextmanager
 def raise_on_signals() -> Iterator[None]:
     """Within the block, SIGINT/SIGTERM raise :class:`Interrupted` wherever the program is
-    (loops inside it that poll :func:`requests` take over while they run)."""
+    (loops inside it that poll :func:`requests` take over while they run).
+
+    Where Python cannot let an exception out (a garbage-collection callback, a ``__del__``),
+    it hands the exception to ``sys.unraisablehook`` and goes on; the hook installed here sends
+    the signal again instead, so the stop is raised at the next point that can raise it,
+    and nothing is printed."""
     if not _main_thread():
         yield
         return
@@ -96,9 +103,20 @@ def raise_on_signals() -> Iterator[None]:
         del frame
         raise Interrupted(STOPPED, signum)
 
+    def unraisable(info):
+        if isinstance(info.exc_value, Interrupted):  # sent again, from outside this frame
+            again = threading.Timer(0.01, os.kill, (os.getpid(), info.exc_value.signum))
+            again.daemon = True
+            again.start()
+        else:
+            previous_hook(info)
+
     previous = {s: signal.signal(s, stop) for s in SIGNALS}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if sys.unraisablehook is unraisable:
+            sys.unraisablehook = previous_hook

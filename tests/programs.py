@@ -55,8 +55,14 @@ def run(entry: str, args: list[str], workdir) -> str:
 
 
 def checkpoints(workdir: pathlib.Path) -> list[pathlib.Path]:
-    """Every checkpoint folder (of any run) under ``workdir``."""
-    return [p for p in workdir.rglob("checkpoints/*") if p.name.isdigit()]
+    """Every checkpoint folder (of any run) under ``workdir``, which a live run may be
+    writing: a temporary folder renamed while it is walked is walked again."""
+    for _ in range(100):
+        try:
+            return [p for p in workdir.rglob("checkpoints/*") if p.name.isdigit()]
+        except FileNotFoundError:
+            continue
+    return []
 
 
 def final_arrays(workdir: pathlib.Path) -> dict:

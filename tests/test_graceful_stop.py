@@ -468,3 +468,30 @@ def test_cbft_stopped_by_sigint_then_rerun_equals_uninterrupted(tmp_path):
     assert AT_STEP.fullmatch(last) or AFTER_PART.fullmatch(last) or last == stopping.STOPPED
     programs.run("cbft", CBFT, workdir)
     programs.assert_same_run(workdir, reference)
+
+
+@SIGNALS
+def test_a_stop_that_lands_in_a_gc_callback_is_raised_after_it(sig, capsys):
+    """Python swallows an exception raised in a garbage-collection callback (JAX has one);
+    the stop is sent again and raised outside it, with nothing printed."""
+    import gc
+
+    sent = []
+
+    def callback(phase, info):
+        if phase == "start" and not sent:
+            sent.append(sig)
+            os.kill(os.getpid(), sig)  # its handler runs inside this callback
+            sum(range(1000))
+
+    gc.callbacks.append(callback)
+    try:
+        with pytest.raises(stopping.Interrupted) as info, stopping.raise_on_signals():
+            gc.collect()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                sum(range(1000))
+    finally:
+        gc.callbacks.remove(callback)
+    assert sent and info.value.signum == sig and str(info.value) == stopping.STOPPED
+    assert "Traceback" not in capsys.readouterr().err
