@@ -95,16 +95,11 @@ def validate(config) -> None:
         "nocue_model_dir": config.nocue_model_dir,
         "cue_model.model.init_from": "" if init == "nocue_model" else init,
     }
-    for name, folder in folders.items():
-        if folder:
-            evaluation.check_model_folder(name, folder)
+    stored = {n: evaluation.check_model_folder(n, f) for n, f in folders.items() if f}
     for name in ("nocue_model_dir", "cue_model.model.init_from"):  # θ_C's architecture and data
-        if folders[name]:
+        if name in stored:
             training.check_compatible(
-                training.model_config(folders[name]),
-                data_config(config),
-                f"{name} ({folders[name]})",
-                "θ_C",
+                stored[name], data_config(config), f"{name} ({folders[name]})", "θ_C"
             )
 
 
@@ -491,7 +486,8 @@ def barrier_table(curves: dict, start: str) -> str:
     )
 
 
-def main(args):
+def main(args, checked=None):
+    del checked
     run(args.config, args.workdir)
 
 

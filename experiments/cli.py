@@ -55,8 +55,9 @@ class Entry:
 
     Attributes:
       name: the module's name under ``experiments`` (``train``, ``cbft``, ...).
-      main: ``main(args)`` does the work; ``args`` are the parsed flags (``args.config``,
-        ``args.workdir`` and the entry point's own).
+      main: ``main(args, checked)`` does the work; ``args`` are the parsed flags
+        (``args.config``, ``args.workdir`` and the entry point's own), ``checked`` what
+        ``check`` returned (e.g. the typed config or the named model folders).
       config: the default config file (``path[:argument]``).
       workdir: the default ``--workdir``.
       define: ``define(flag_values)`` defines the entry point's own flags.
@@ -66,7 +67,7 @@ class Entry:
     """
 
     name: str
-    main: Callable[[flags.FlagValues], Any]
+    main: Callable[[flags.FlagValues, Any], Any]
     config: str
     workdir: str
     define: Callable[[flags.FlagValues], None] = lambda flag_values: None
@@ -124,9 +125,9 @@ def parse(entry: Entry, argv: Sequence[str], flag_values: flags.FlagValues | Non
     return flag_values
 
 
-def check(entry: Entry, args: flags.FlagValues) -> None:
+def check(entry: Entry, args: flags.FlagValues) -> Any:
     """Every check of a parsed command line that needs no long work: each config field by
-    its rule, the workdir, then the entry point's own checks.
+    its rule, the workdir, then the entry point's own checks, whose result it returns.
 
     Raises:
       InputError: the first problem, as one line naming the field, flag or path.
@@ -135,7 +136,7 @@ def check(entry: Entry, args: flags.FlagValues) -> None:
 
     fields.check_config(args.config)
     check_workdir(args.workdir, args.restart)
-    entry.check(args)
+    return entry.check(args)
 
 
 def check_workdir(value: str, restart: bool = False) -> pathlib.Path:
@@ -304,13 +305,13 @@ def run(entry: Entry) -> None:
         show_own_progress()
         args = flags.FLAGS
         try:
-            check(entry, args)
+            checked = check(entry, args)
             with stopping.raise_on_signals(), hold_workdir(args.workdir) as workdir:
                 logging.info(f"workdir: {workdir}")
                 if args.restart:
                     clear_workdir(args.workdir)
                 io.mark_layout(workdir)
-                entry.main(args)
+                entry.main(args, checked)
         except InputError as err:
             _exit_with(str(err))
         except Interrupted as stop:  # SIGINT/SIGTERM: what was computed is saved
@@ -350,14 +351,18 @@ def _flag_error(message: str, argv: list[str], config_file: str) -> str:
 
 def _config_file_error(err: Exception, argv: list[str], config_file: str) -> str:
     """One line for a config file that is missing or raised while building its config."""
-    given = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
-    flag = f"--config={given if given is not None else config_file}"
-    path = (given if given is not None else config_file).partition(":")[0]
+    given = _config_flag(argv, config_file)
+    flag, path = f"--config={given}", given.partition(":")[0]
     if not pathlib.Path(path).expanduser().is_file():
         return f"{flag}: no such config file (give experiments/configs/<name>.py[:argument])"
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     last = lines[-1] if lines else type(err).__name__
     return f"{flag}: {last.partition(': ')[2] or last}"
+
+
+def _config_flag(argv: list[str], default: str | None) -> str | None:
+    """The value of the first ``--config=`` in ``argv``, else ``default``."""
+    return next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), default)
 
 
 def _overrides(argv: list[str]) -> list[str]:
@@ -372,11 +377,12 @@ def _unknown_field(err: Exception, argv: list[str], config_file: str) -> str:
     fields its section has."""
     from experiments import fields
 
+    fallback = f"unknown config field {str(err).strip(chr(34) + chr(39) + ' ')!r}"
     config = _config_of(argv, config_file)
     if config is None:
-        return f"unknown config field {str(err).strip(chr(34) + chr(39) + ' ')!r}"
+        return fallback
     known = fields.leaves(config)
-    sections = {name.rpartition(".")[0] for name in known} | {
+    sections = {
         ".".join(name.split(".")[:i]) for name in known for i in range(1, name.count(".") + 1)
     }
     for given in _overrides(argv):
@@ -396,7 +402,7 @@ def _unknown_field(err: Exception, argv: list[str], config_file: str) -> str:
         )
         where = f"section {parent!r} has" if parent else "the config has"
         return f"unknown config field {given!r} (--config.{given}); {where} {', '.join(here)}"
-    return f"unknown config field {str(err).strip(chr(34) + chr(39) + ' ')!r}"
+    return fallback
 
 
 #: Fields of the flat configs whose name changed when they moved into a section.
@@ -462,7 +468,7 @@ def _config_of(argv: list[str], default: str | None):
     """The config that ``--config`` (or the entry point's default) names, or None."""
     import importlib.util
 
-    flag = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), default)
+    flag = _config_flag(argv, default)
     if not flag:
         return None
     path, _, arg = str(flag).partition(":")

@@ -147,7 +147,8 @@ def plots_and_table(summary: dict, workdir: pathlib.Path) -> str:
     return table
 
 
-def main(args):
+def main(args, checked=None):
+    del checked
     connectivity(args.config, args.model_a, args.model_b, args.path, args.workdir)
 
 

@@ -94,8 +94,7 @@ def check_model_folder(name: str, folder: str) -> training.TrainConfig:
     why = fields.folder_problem(str(folder or ""))
     if not folder or why:
         raise InputError(
-            f"{name} must be {fields.Rule('folder').accepted().rpartition(', or')[0]}, got "
-            f"{folder!r}" + (f": {why}" if folder else "")
+            f"{name} must be {fields.MODEL_FOLDER}, got {folder!r}" + (f": {why}" if folder else "")
         )
     return training.model_config(folder)
 

@@ -63,17 +63,17 @@ class Rule:
         elif self.kind == "names":
             what = f"one or more of {', '.join(self.choices)} (a tuple or comma-separated)"
         elif self.kind == "folder":
-            what = (
-                "a model folder (an experiments.train workdir or <cbft workdir>/seed_<s>/<method>)"
-                if self.holds == "model"
-                else "an existing folder"
-            ) + ", or '' for none"
+            what = (MODEL_FOLDER if self.holds == "model" else "an existing folder") + (
+                ", or '' for none"
+            )
         else:
             what = DESCRIPTIONS[self.kind]
         words = [*(repr(s) for s in self.special), *(["'auto'"] if self.auto else [])]
         return what + (f" or {' or '.join(words)}" if words else "")
 
 
+#: What a folder holding a model is, in words.
+MODEL_FOLDER = "a model folder (an experiments.train workdir or <cbft workdir>/seed_<s>/<method>)"
 #: What the other kinds accept, in words.
 DESCRIPTIONS = {
     "dataset": (

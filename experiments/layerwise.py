@@ -108,7 +108,8 @@ def markdown(results: dict) -> str:
     )
 
 
-def main(args):
+def main(args, checked=None):
+    del checked
     run(args.config, args.model_a, args.model_b, args.workdir)
 
 

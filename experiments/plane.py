@@ -148,8 +148,8 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
     return results
 
 
-def main(args):
-    run(args.config, check(args), args.workdir, curve=bool(args.curve))
+def main(args, folders: dict[str, str]):
+    run(args.config, folders, args.workdir, curve=bool(args.curve))
 
 
 ENTRY = cli.Entry(

@@ -76,7 +76,8 @@ def check(args) -> None:
     training.DataConfig(**args.config.data)
 
 
-def main(args):
+def main(args, checked=None):
+    del checked
     preview(args.config, args.workdir)
 
 

@@ -145,8 +145,8 @@ def markdown(results: dict, threshold: float, path: str = "linear") -> str:
     return "\n".join(out) + "\n"
 
 
-def main(args):
-    run(args.config, check(args), args.workdir)
+def main(args, folders: dict[str, str]):
+    run(args.config, folders, args.workdir)
 
 
 ENTRY = cli.Entry(

@@ -54,9 +54,8 @@ def check(args) -> training.TrainConfig:
     return config
 
 
-def main(args):
+def main(args, config: training.TrainConfig):
     workdir = pathlib.Path(args.workdir).resolve()
-    config = check(args)
     datasets = training.load_data(config)
     calibrated = None
     if config.data.cue_proportion == training.AUTO:
