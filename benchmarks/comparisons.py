@@ -21,7 +21,9 @@ import common
 import jax
 import numpy as np
 
-from mmc_jax import data, models, path_eval, paths, plane, similarity
+from mmc_jax import data, models, paths
+from mmc_jax.analysis import plane, similarity
+from mmc_jax.connectivity import path_eval
 
 
 def _seconds(fn) -> float:

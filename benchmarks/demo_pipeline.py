@@ -150,7 +150,7 @@ def torch_kernels(repeats: int) -> dict[str, float] | None:
         import torch
         import torch.nn.functional as F
 
-        from mmc_jax import torch_models
+        from mmc_jax.models import torch_reference
     except ImportError:
         return None
     torch.manual_seed(0)
@@ -163,7 +163,7 @@ def torch_kernels(repeats: int) -> dict[str, float] | None:
         return torch.randint(0, 10, (n,))
 
     def net_and_opt(lr, wd):
-        net = torch_models.cnn4().to(memory_format=cl)
+        net = torch_reference.cnn4().to(memory_format=cl)
         return net, torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
 
     x128, y128 = images(128), labels(128)
@@ -203,8 +203,8 @@ def torch_kernels(repeats: int) -> dict[str, float] | None:
         loss.backward()
         cb_opt.step()
 
-    eval_net = torch_models.cnn4().to(memory_format=cl).eval()
-    bn_net = torch_models.cnn4().to(memory_format=cl).train()
+    eval_net = torch_reference.cnn4().to(memory_format=cl).eval()
+    bn_net = torch_reference.cnn4().to(memory_format=cl).train()
 
     def no_grad(fn):
         def call():

@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmc_jax import data, models, path_eval, paths
+from mmc_jax import data, models, paths
+from mmc_jax.connectivity import path_eval
 
 
 def _timed(fn):

@@ -19,7 +19,8 @@ import time
 import common
 import jax
 
-from mmc_jax import InputError, data, models, path_eval, paths
+from mmc_jax import InputError, data, models, paths
+from mmc_jax.connectivity import path_eval
 
 GIB = 2**30
 

@@ -74,13 +74,13 @@ def measure_torch(name: str, batch: int) -> dict | None:
     try:
         import torch
 
-        from mmc_jax import torch_models
+        from mmc_jax.models import torch_reference
     except ImportError:
         return None
-    if name not in torch_models.PRESETS:
+    if name not in torch_reference.PRESETS:
         return None
     torch.manual_seed(0)
-    net = torch_models.PRESETS[name]().to(memory_format=torch.channels_last)
+    net = torch_reference.PRESETS[name]().to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(batch, 3, 32, 32).to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))

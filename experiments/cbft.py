@@ -28,24 +28,13 @@ import ml_collections
 from absl import logging
 from tqdm.auto import tqdm
 
-from experiments import cli, evaluation
+from experiments import cli, comparison
 from experiments import methods as methods_lib
-from mmc_jax import (
-    calibration,
-    data,
-    diagnosis,
-    finetune,
-    io,
-    logs,
-    models,
-    path_eval,
-    paths,
-    plots,
-    report,
-    timing,
-    training,
-)
-from mmc_jax.errors import InputError, check_bounds, require
+from mmc_jax import data, finetune, models, paths, training
+from mmc_jax.connectivity import path_eval
+from mmc_jax.reporting import files, plots, tables, tensorboard, timing
+from mmc_jax.runtime.errors import InputError, check_bounds, require
+from mmc_jax.training import calibration, diagnosis
 
 #: How the reference models are named in reports and plots.
 LABELS = {"cue_model": "θ_C", "nocue_model": "θ_NC"}
@@ -70,7 +59,7 @@ def validate(config) -> None:
         methods_lib.finetune_config(config, config.optim[lr], 0)
     methods_lib.check_methods(config.methods)
     methods_lib.check_targets(config.path.targets)
-    evaluation.validate(config.path)
+    comparison.validate(config.path)
     if not config.cue_model_dir:
         training.validate(config.cue_model)
     n_clean = config.data.n_clean
@@ -95,7 +84,7 @@ def validate(config) -> None:
         "nocue_model_dir": config.nocue_model_dir,
         "cue_model.model.init_from": "" if init == "nocue_model" else init,
     }
-    stored = {n: evaluation.check_model_folder(n, f) for n, f in folders.items() if f}
+    stored = {n: comparison.check_model_folder(n, f) for n, f in folders.items() if f}
     for name in ("nocue_model_dir", "cue_model.model.init_from"):  # θ_C's architecture and data
         if name in stored:
             training.check_compatible(
@@ -169,8 +158,8 @@ def run(config, workdir: str) -> dict:
 
 def calibrate(config, seed: int, workdir: pathlib.Path, datasets):
     """θ_C's cue proportion for ``cue_model.cue_proportion = "auto"``: the calibration
-    (:func:`mmc_jax.calibration.calibrate`, trials in ``workdir/calibration`` with the first
-    seed's recipe; the proportion is a property of the data, shared by every seed). Returns
+    (:func:`mmc_jax.training.calibration.calibrate`, trials in ``workdir/calibration`` with the
+    first seed's recipe; the proportion is a property of the data, shared by every seed). Returns
     the config with the chosen proportion, and the calibration's result."""
     logging.info("θ_C's cue proportion: calibration trials")
     cue_config = training.TrainConfig.of(config.cue_model)
@@ -274,7 +263,7 @@ def evaluate_models(
       model name → ``{"test", "barrier_to_cue_model", "paths": {target: path json}}``;
       ``barrier_to_cue_model`` is the barrier on cued test data (0 for θ_C itself).
     """
-    conditions = evaluation.conditions_of(config.path)
+    conditions = comparison.conditions_of(config.path)
     methods = {}
     jobs = [
         (target, name)
@@ -283,13 +272,13 @@ def evaluate_models(
         if name != target
     ]
     phases = phases or timing.Phases()
-    settings = {**evaluation.evaluator_settings(config.path, train, 0), "key": key}
-    test = evaluation.eval_set(config.path, train, test)
+    settings = {**comparison.evaluator_settings(config.path, train, 0), "key": key}
+    test = comparison.eval_set(config.path, train, test)
     bar = tqdm(total=len(models) + len(jobs), desc="evaluate", unit="eval")
     for name, variables in models.items():
         with phases("evaluation"):
             methods[name] = {
-                "test": evaluation.test_metrics(config.path, apply_fn, variables, test, key),
+                "test": comparison.test_metrics(config.path, apply_fn, variables, test, key),
                 "paths": {},
             }
         bar.update()
@@ -322,7 +311,7 @@ def aggregate(runs: list[dict]) -> dict:
     methods = {}
     for name in first["methods"]:
         per_seed = [r["methods"][name] for r in runs]
-        mean, std = report.mean_std(per_seed)
+        mean, std = tables.mean_std(per_seed)
         methods[name] = {
             **mean,
             "test_std": std["test"],
@@ -360,7 +349,7 @@ def aggregate(runs: list[dict]) -> dict:
 
 
 def diagnose(results: dict) -> dict:
-    """:func:`mmc_jax.diagnosis.diagnose` of a run's (or the seeds' mean) results."""
+    """:func:`mmc_jax.training.diagnosis.diagnose` of a run's (or the seeds' mean) results."""
     return diagnosis.diagnose(
         results["methods"],
         results["cue_proportion"],
@@ -374,8 +363,8 @@ def diagnose(results: dict) -> dict:
 def write_outputs(results: dict, workdir: pathlib.Path) -> None:
     """``results.json``, ``results.md`` (also printed) and one ``paths_to_<target>.png`` per
     path target in ``workdir``."""
-    io.write_json(workdir / "results.json", results)
-    with logs.open_log(workdir) as log:
+    files.write_json(workdir / "results.json", results)
+    with tensorboard.open_log(workdir) as log:
         log.tree(
             0,
             {
@@ -390,15 +379,15 @@ def write_outputs(results: dict, workdir: pathlib.Path) -> None:
                 if target in m.get("paths", {})
             }
             for name, curve in curves.items():
-                logs.path_curves(log, f"{name} to {target}", curve)
+                tensorboard.path_curves(log, f"{name} to {target}", curve)
             if curves:
-                logs.save_figure(
+                tensorboard.save_figure(
                     log,
                     workdir / f"paths_to_{target}.png",
                     plots.method_paths(curves, LABELS[target]),
                 )
     table = results_table(results)
-    io.write_atomic(workdir / "results.md", table)
+    files.write_atomic(workdir / "results.md", table)
     print(table)
 
 
@@ -424,7 +413,7 @@ def results_table(results: dict) -> str:
     out = (
         f"# {results['model']} on {results['dataset']}, θ_C at p = "
         f"{results['cue_proportion']}, {results['n_clean']} clean samples, {seed_text}\n\n"
-        + report.conditions_table(rows, extra, std if several else None)
+        + tables.conditions_table(rows, extra, std if several else None)
         + "\nNC ↑ higher is better; C ~ and RC ~ should match NC (cue ignored); RI ↓ "
         "chance is ideal. Barrier: linear path from θ_C, cued test data.\n"
     )
@@ -457,7 +446,7 @@ def n_clean_table(probes: list[dict]) -> str:
         f"{p['randimg_drop']:.1f} | {'yes' if p['keeps_cue'] else 'no'} |"
         for p in probes
     ]
-    return io.markdown_section("Clean set size (n_clean = auto)", lines) + (
+    return files.markdown_section("Clean set size (n_clean = auto)", lines) + (
         f"\nThe largest size whose randimg drops by at most "
         f"{diagnosis.MAX_RANDIMG_DROP:g} points is used.\n"
     )
@@ -468,7 +457,7 @@ def barrier_table(curves: dict, start: str) -> str:
     one column per condition."""
     conditions = [c for c in data.CONDITIONS if any(c in m["conditions"] for m in curves.values())]
     lines = [
-        "| model | " + " | ".join(report.HEADERS[c] for c in conditions) + " |",
+        "| model | " + " | ".join(tables.HEADERS[c] for c in conditions) + " |",
         "|---|" + "---|" * len(conditions),
     ]
     for name, m in curves.items():
@@ -480,7 +469,7 @@ def barrier_table(curves: dict, start: str) -> str:
             for c in conditions
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return io.markdown_section(f"Barriers on the line from {start}", lines) + (
+    return files.markdown_section(f"Barriers on the line from {start}", lines) + (
         "\nLoss barrier (accuracy barrier in points) on the "
         f"straight line from {start} (t = 0) to each model (t = 1).\n"
     )

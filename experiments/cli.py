@@ -34,12 +34,14 @@ from ml_collections import config_flags
 
 import experiments
 import mmc_jax
-from mmc_jax import io, runtime, stopping
-from mmc_jax.errors import InputError, WriteError
-from mmc_jax.stopping import Interrupted
+from mmc_jax import runtime
+from mmc_jax.reporting import files
+from mmc_jax.runtime import stopping
+from mmc_jax.runtime.errors import InputError, WriteError
+from mmc_jax.runtime.stopping import Interrupted
 
 #: What an entry point leaves in its workdir; ``--restart`` deletes only folders holding one.
-WORKDIR_MARKERS = ("config.json", "checkpoints", "results.json", io.LAYOUT_FILE)
+WORKDIR_MARKERS = ("config.json", "checkpoints", "results.json", files.LAYOUT_FILE)
 #: Exit status of a run whose command line or input is wrong (nothing was written).
 EXIT_INPUT = 2
 #: Exit status of a run that could not write a file (disk full, no permission).
@@ -152,7 +154,7 @@ def check_workdir(value: str, restart: bool = False) -> pathlib.Path:
     if restart and path.exists():
         check_restartable(path)
     elif path.is_dir():  # a run to resume: written by a layout this mmc_jax reads
-        io.check_layout(path, restart_hint=True)
+        files.check_layout(path, restart_hint=True)
     return path
 
 
@@ -229,8 +231,8 @@ def hold_workdir(workdir: str) -> Iterator[pathlib.Path]:
             yield path
         finally:
             (path / LOCK_FILE).unlink(missing_ok=True)  # still held: no other run has it
-            if made and {p.name for p in path.iterdir()} == {io.LAYOUT_FILE}:
-                (path / io.LAYOUT_FILE).unlink()  # a run that wrote nothing else
+            if made and {p.name for p in path.iterdir()} == {files.LAYOUT_FILE}:
+                (path / files.LAYOUT_FILE).unlink()  # a run that wrote nothing else
             _remove_empty(made)
     finally:
         os.close(fd)  # releases the lock
@@ -310,7 +312,7 @@ def run(entry: Entry) -> None:
                 logging.info(f"workdir: {workdir}")
                 if args.restart:
                     clear_workdir(args.workdir)
-                io.mark_layout(workdir)
+                files.mark_layout(workdir)
                 entry.main(args, checked)
         except InputError as err:
             _exit_with(str(err))

@@ -18,8 +18,10 @@ import pathlib
 import jax
 from absl import flags, logging
 
-from experiments import cli, evaluation
-from mmc_jax import curve, io, logs, path_eval, paths, plots, training
+from experiments import cli, comparison
+from mmc_jax import paths, training
+from mmc_jax.connectivity import curve, path_eval
+from mmc_jax.reporting import files, plots, tensorboard
 
 
 def define(flag_values) -> None:
@@ -43,7 +45,7 @@ def define(flag_values) -> None:
 
 def check(args) -> None:
     """Both model folders hold models of one architecture and data; every section."""
-    evaluation.check_pair(args.model_a, args.model_b)
+    comparison.check_pair(args.model_a, args.model_b)
     validate(args.config)
 
 
@@ -52,7 +54,7 @@ def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
     if kind == "linear":
         return paths.linear(a, b)
     if kind == "permuted_linear":
-        return paths.linear(a, evaluation.aligner(config, model, b, train)(a, b))
+        return paths.linear(a, comparison.aligner(config, model, b, train)(a, b))
     settings = midpoint_config(config)
     control = curve.initial_control(settings, model, a, b, train.image_shape, config.seed)
     fitted = curve.fit_midpoint(
@@ -69,15 +71,15 @@ def midpoint_config(config) -> curve.MidpointConfig:
 def validate(config) -> tuple[str, ...]:
     """Raises InputError for an impossible value of any section; returns the conditions."""
     midpoint_config(config)
-    evaluation.check_permutation(config.permutation)
-    return evaluation.validate(config.path)
+    comparison.check_permutation(config.permutation)
+    return comparison.validate(config.path)
 
 
 def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) -> dict:
     """Evaluates the path and writes the outputs; returns the results.json dict."""
     workdir = pathlib.Path(workdir).resolve()
     conditions = validate(config)
-    model, loaded, train, eval_set = evaluation.load_models(
+    model, loaded, train, eval_set = comparison.load_models(
         {"--model_a": model_a, "--model_b": model_b}, config.path
     )
     a, b = loaded.values()
@@ -92,7 +94,7 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
             train.image_shape,
         )
         control = "control"  # relative to the workdir, which may move
-    settings = evaluation.evaluator_settings(config.path, train, config.seed)
+    settings = comparison.evaluator_settings(config.path, train, config.seed)
     logging.info(
         f"evaluating {config.path.num_points} points x {len(conditions)} conditions "
         f"({path_eval.resolve_strategy(settings['strategy'])}, BN {settings['bn']})"
@@ -119,7 +121,7 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
         if result.memory_bytes is None
         else round(result.memory_bytes / 2**30, 3),
     }
-    io.write_json(workdir / "results.json", summary)
+    files.write_json(workdir / "results.json", summary)
     table = plots_and_table(summary, workdir)
     print(table)
     return summary
@@ -128,9 +130,9 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
 def plots_and_table(summary: dict, workdir: pathlib.Path) -> str:
     """paths.png and the markdown table of barriers (written to results.md)."""
     title = f"{summary['path']} path: {summary['model_a']} (t=0) → {summary['model_b']} (t=1)"
-    with logs.open_log(workdir) as log:
-        logs.path_curves(log, summary["path"], summary)
-        logs.save_figure(log, workdir / "paths.png", plots.path_curves(summary, title))
+    with tensorboard.open_log(workdir) as log:
+        tensorboard.path_curves(log, summary["path"], summary)
+        tensorboard.save_figure(log, workdir / "paths.png", plots.path_curves(summary, title))
     lines = [
         f"# {summary['path']} path, BN {summary['bn']}\n",
         "| condition | acc at t=0 | min acc | acc at t=1 | acc barrier | loss barrier |",
@@ -143,7 +145,7 @@ def plots_and_table(summary: dict, workdir: pathlib.Path) -> str:
             f"{m['barrier']['loss']:.3f} |"
         )
     table = "\n".join(lines) + "\n\nAccuracies in %.\n"
-    io.write_atomic(workdir / "results.md", table)
+    files.write_atomic(workdir / "results.md", table)
     return table
 
 

@@ -22,9 +22,11 @@ import pathlib
 from typing import Any, Callable, Optional
 
 from experiments import methods as methods_lib
-from mmc_jax import curve, data, finetune, models, objectives, path_eval, training
+from mmc_jax import data, finetune, models, training
+from mmc_jax.connectivity import curve, path_eval
 from mmc_jax.data import tfds_source
-from mmc_jax.errors import BOUNDS, InputError
+from mmc_jax.finetune import objectives
+from mmc_jax.runtime.errors import BOUNDS, InputError
 
 #: ``data.cue_proportion`` / ``data.n_clean``: resolved by the entry point.
 AUTO = training.AUTO
@@ -35,7 +37,7 @@ class Rule:
     """What one field accepts.
 
     Attributes:
-      kind: ``number`` (with ``bounds``, a kind of :data:`mmc_jax.errors.BOUNDS`),
+      kind: ``number`` (with ``bounds``, a kind of :data:`mmc_jax.runtime.errors.BOUNDS`),
         ``choice`` (one of ``choices``), ``names`` (a tuple or comma-separated list of
         ``choices``), ``folder`` (a folder holding ``holds``: ``model`` or ``any``; ``""``
         is "none"), ``dataset``, ``model``, ``seeds``, ``flag`` (True/False) or ``text``

@@ -4,7 +4,7 @@
 
 Each layer (top-level module, or ``--config.groups``) is interpolated alone from A (t = 0)
 to B (t = 1), the rest held at A; all the partial lines are evaluated in one compiled
-program (``mmc_jax.layerwise``). Writes ``results.json``, ``results.md`` and
+program (``mmc_jax.analysis.layerwise``). Writes ``results.json``, ``results.md`` and
 ``layerwise.png`` (bars per layer and condition) to the workdir; a rerun with the same
 models and config reuses the finished results.
 """
@@ -15,8 +15,10 @@ import pathlib
 
 from absl import flags
 
-from experiments import cli, evaluation
-from mmc_jax import io, layerwise, logs, paths, plots
+from experiments import cli, comparison
+from mmc_jax import paths
+from mmc_jax.analysis import layerwise
+from mmc_jax.reporting import files, plots, tensorboard
 
 
 def define(flag_values) -> None:
@@ -32,19 +34,19 @@ def define(flag_values) -> None:
 
 def check(args) -> None:
     """Both model folders hold models of one architecture and data; the path section."""
-    evaluation.check_pair(args.model_a, args.model_b)
-    evaluation.validate(args.config.path)
+    comparison.check_pair(args.model_a, args.model_b)
+    comparison.validate(args.config.path)
 
 
 def run(config, model_a: str, model_b: str, workdir: str) -> dict:
     """Loads both models, evaluates every layer's partial line, writes the outputs."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = evaluation.validate(config.path)
+    conditions = comparison.validate(config.path)
     stored = {"config": config.to_dict(), "model_a": model_a, "model_b": model_b}
-    done = evaluation.finished(workdir, stored)
+    done = comparison.finished(workdir, stored)
     if done:
         return done
-    model, pair, train, test = evaluation.load_models(
+    model, pair, train, test = comparison.load_models(
         {"--model_a": model_a, "--model_b": model_b}, config.path
     )
     a, b = pair["--model_a"], pair["--model_b"]
@@ -57,10 +59,10 @@ def run(config, model_a: str, model_b: str, workdir: str) -> dict:
         groups=groups,
         ts=paths.grid(config.path.num_points),
         conditions=conditions,
-        **evaluation.evaluator_settings(config.path, train, config.seed, workdir, stored),
+        **comparison.evaluator_settings(config.path, train, config.seed, workdir, stored),
     )
     results = {**stored, **result.to_json()}
-    with logs.open_log(workdir) as log:
+    with tensorboard.open_log(workdir) as log:
         log.tree(
             0,
             {
@@ -70,7 +72,7 @@ def run(config, model_a: str, model_b: str, workdir: str) -> dict:
                 for metric, values in (("loss", result.loss), ("acc", result.acc))
             },
         )
-        logs.save_figure(
+        tensorboard.save_figure(
             log,
             workdir / "layerwise.png",
             plots.layer_barriers(
@@ -80,9 +82,9 @@ def run(config, model_a: str, model_b: str, workdir: str) -> dict:
             ),
         )
     table = markdown(results)
-    io.write_atomic(workdir / "results.md", table)
-    io.write_json(workdir / "results.json", results)
-    evaluation.remove_parts(workdir)
+    files.write_atomic(workdir / "results.md", table)
+    files.write_json(workdir / "results.json", results)
+    comparison.remove_parts(workdir)
     print(table)
     return results
 

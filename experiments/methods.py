@@ -23,9 +23,11 @@ import pathlib
 import jax
 from absl import logging
 
-from experiments import cli, evaluation
-from mmc_jax import data, diagnosis, finetune, timing, training
-from mmc_jax.errors import InputError
+from experiments import cli, comparison
+from mmc_jax import data, finetune, training
+from mmc_jax.reporting import timing
+from mmc_jax.runtime.errors import InputError
+from mmc_jax.training import diagnosis
 
 #: Method name → one-line description (the rows of the report, in this order).
 METHODS = {
@@ -193,7 +195,7 @@ def choose_n_clean(
     none keeps the cue) and the probes."""
     key = jax.random.PRNGKey(seed + 1)
     before = diagnosis.CueReliance.of(
-        evaluation.test_metrics(config.path, apply_fn, theta_c, test, key)
+        comparison.test_metrics(config.path, apply_fn, theta_c, test, key)
     )
     candidates = [n for n in N_CLEAN_CANDIDATES if n <= len(train)] or [len(train)]
     probes = []
@@ -211,7 +213,7 @@ def choose_n_clean(
             workdir / "n_clean" / f"n_{n}",
         )[0]
         after = diagnosis.CueReliance.of(
-            evaluation.test_metrics(config.path, apply_fn, tuned, test, key)
+            comparison.test_metrics(config.path, apply_fn, tuned, test, key)
         )
         drop = round(before.randimg - after.randimg, 2)
         probes.append(

@@ -4,7 +4,7 @@
         [--workdir=DIR]
     python -m experiments.plane --curve=CONNECTIVITY_WORKDIR    # a quadratic path's plane
 
-The first model is the origin, the second lies on the x-axis (``mmc_jax.plane``). A
+The first model is the origin, the second lies on the x-axis (``mmc_jax.analysis.plane``). A
 ``num_points``×``num_points`` grid covering the three models is evaluated in one compiled
 call. Writes ``results.json``, ``results.md`` and ``plane_loss.png`` / ``plane_acc.png``
 (contours with the models marked); a rerun with the same models and config reuses them.
@@ -20,9 +20,11 @@ import pathlib
 
 from absl import flags, logging
 
-from experiments import cli, evaluation
-from mmc_jax import InputError, io, logs, plane, plots
-from mmc_jax.errors import check_bounds, require
+from experiments import cli, comparison
+from mmc_jax import InputError
+from mmc_jax.analysis import plane
+from mmc_jax.reporting import files, plots, tensorboard
+from mmc_jax.runtime.errors import check_bounds, require
 
 
 def define(flag_values) -> None:
@@ -49,13 +51,13 @@ def check(args) -> dict[str, str]:
     if args.curve and args.models:
         raise InputError("give either --models or --curve, not both")
     folders = (
-        curve_models(args.curve) if args.curve else evaluation.parse_models(args.models, at_least=3)
+        curve_models(args.curve) if args.curve else comparison.parse_models(args.models, at_least=3)
     )
     require(
         [(len(folders) == 3, f"--models needs exactly three model folders, got {len(folders)}")]
     )
-    evaluation.check_models(folders)
-    evaluation.validate(args.config.path)
+    comparison.check_models(folders)
+    comparison.validate(args.config.path)
     return folders
 
 
@@ -85,16 +87,16 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
     """Loads the three models, evaluates the grid, writes the outputs; ``curve``: the third
     model is the control point of a quadratic path between the first two, drawn in."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = evaluation.validate(config.path)
+    conditions = comparison.validate(config.path)
     check_bounds(config, non_negative=("margin",))
     require(
         [(len(folders) == 3, f"--models needs exactly three model folders, got {len(folders)}")]
     )
     stored = {"config": config.to_dict(), "models": folders, "curve": curve}
-    done = evaluation.finished(workdir, stored)
+    done = comparison.finished(workdir, stored)
     if done:
         return done
-    model, loaded, train, test = evaluation.load_models(folders, config.path)
+    model, loaded, train, test = comparison.load_models(folders, config.path)
     g = config.path.num_points
     logging.info(f"{g}×{g} grid + 3 models × {len(conditions)} conditions in one evaluation")
     result = plane.evaluate_plane(
@@ -104,12 +106,12 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
         size=g,
         margin=config.margin,
         conditions=conditions,
-        **evaluation.evaluator_settings(config.path, train, config.seed, workdir, stored),
+        **comparison.evaluator_settings(config.path, train, config.seed, workdir, stored),
     )
     if curve:
         result.curve = plane.bezier_coords(*result.coords[[0, 2, 1]])
     results = {**stored, **result.to_json()}
-    with logs.open_log(workdir) as log:
+    with tensorboard.open_log(workdir) as log:
         log.tree(
             0,
             {
@@ -123,7 +125,7 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
             },
         )
         for metric in ("loss", "acc"):
-            logs.save_figure(
+            tensorboard.save_figure(
                 log, workdir / f"plane_{metric}.png", plots.plane_contours(result, metric)
             )
     lines = [
@@ -141,9 +143,9 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
         grid = result.metrics[c]["loss"]
         lines.append(f"| {c} | " + " | ".join(cells) + f" | {grid.min():.2f} / {grid.max():.2f} |")
     table = "\n".join(lines) + "\n\nAccuracies in %; the models' coordinates are in results.json.\n"
-    io.write_atomic(workdir / "results.md", table)
-    io.write_json(workdir / "results.json", results)
-    evaluation.remove_parts(workdir)
+    files.write_atomic(workdir / "results.md", table)
+    files.write_json(workdir / "results.json", results)
+    comparison.remove_parts(workdir)
     print(table)
     return results
 

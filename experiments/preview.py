@@ -15,7 +15,8 @@ import numpy as np
 from absl import logging
 
 from experiments import cli
-from mmc_jax import data, io, logs, plots, training
+from mmc_jax import data, training
+from mmc_jax.reporting import files, plots, tensorboard
 
 
 def preview(config, workdir: str) -> dict:
@@ -47,8 +48,8 @@ def preview(config, workdir: str) -> dict:
         test.class_names,
         title=f"{train.name}: the four counterfactual conditions",
     )
-    with logs.open_log(workdir) as log:
-        logs.save_figure(log, workdir / "counterfactuals.png", fig)
+    with tensorboard.open_log(workdir) as log:
+        tensorboard.save_figure(log, workdir / "counterfactuals.png", fig)
 
     summary = {
         "dataset": train.name,
@@ -61,11 +62,11 @@ def preview(config, workdir: str) -> dict:
         "cued_train_samples": int(mask.sum()),
         "load_seconds": round(load_seconds, 2),
     }
-    io.write_json(workdir / "results.json", summary)
+    files.write_json(workdir / "results.json", summary)
     table = "| field | value |\n|---|---|\n" + "".join(
         f"| {k} | {v} |\n" for k, v in summary.items()
     )
-    io.write_atomic(workdir / "results.md", table)
+    files.write_atomic(workdir / "results.md", table)
     print(table)
     logging.info(f"wrote {workdir / 'counterfactuals.png'}")
     return summary

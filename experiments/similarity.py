@@ -3,7 +3,7 @@
     python -m experiments.similarity --models=[NAME=]DIR,[NAME=]DIR,... [--config=...]
         [--workdir=DIR]
 
-Every pair's line is evaluated in one compiled program (``mmc_jax.similarity``). Writes
+Every pair's line is evaluated in one compiled program (``mmc_jax.analysis.similarity``). Writes
 ``results.json`` (names, per condition the loss- and accuracy-barrier matrices, the
 clustering order and clusters), ``results.md`` and ``similarity_loss.png`` (one heatmap per
 condition, models ordered by clustering) to the workdir. A rerun with the same models and
@@ -17,9 +17,11 @@ import pathlib
 import numpy as np
 from absl import flags, logging
 
-from experiments import cli, evaluation
-from mmc_jax import io, logs, paths, plots, similarity
-from mmc_jax.errors import check_bounds
+from experiments import cli, comparison
+from mmc_jax import paths
+from mmc_jax.analysis import similarity
+from mmc_jax.reporting import files, plots, tensorboard
+from mmc_jax.runtime.errors import check_bounds
 
 
 def define(flag_values) -> None:
@@ -37,28 +39,28 @@ def define(flag_values) -> None:
 def check(args) -> dict[str, str]:
     """The named model folders (each holding a model of one architecture and data); every
     section."""
-    folders = evaluation.parse_models(args.models)
-    evaluation.check_models(folders)
-    evaluation.validate(args.config.path)
-    evaluation.check_permutation(args.config.permutation)
+    folders = comparison.parse_models(args.models)
+    comparison.check_models(folders)
+    comparison.validate(args.config.path)
+    comparison.check_permutation(args.config.permutation)
     return folders
 
 
 def run(config, folders: dict[str, str], workdir: str) -> dict:
     """Loads the models, evaluates every pair, writes the outputs; returns results.json."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = evaluation.validate(config.path)
+    conditions = comparison.validate(config.path)
     check_bounds(config, non_negative=("cluster_threshold",))
-    evaluation.check_permutation(config.permutation)
+    comparison.check_permutation(config.permutation)
     stored = {"config": config.to_dict(), "models": folders}
-    done = evaluation.finished(workdir, stored)
+    done = comparison.finished(workdir, stored)
     if done:
         return done
-    model, loaded, train, test = evaluation.load_models(folders, config.path)
+    model, loaded, train, test = comparison.load_models(folders, config.path)
     pairs = len(loaded) * (len(loaded) - 1) // 2
     align = None
     if config.permuted:
-        align = evaluation.aligner(config, model, next(iter(loaded.values())), train)
+        align = comparison.aligner(config, model, next(iter(loaded.values())), train)
         logging.info(
             "aligning the second model of each pair to the first "
             f"({config.permutation.method} matching)"
@@ -74,7 +76,7 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
         ts=paths.grid(config.path.num_points),
         conditions=conditions,
         align=align,
-        **evaluation.evaluator_settings(config.path, train, config.seed, workdir, stored),
+        **comparison.evaluator_settings(config.path, train, config.seed, workdir, stored),
     )
     results = {
         **stored,
@@ -85,7 +87,7 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
             for c in conditions
         },
     }
-    with logs.open_log(workdir) as log:
+    with tensorboard.open_log(workdir) as log:
         n = len(result.names)
         log.tree(
             0,
@@ -101,14 +103,14 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
                 for metric, matrix in (("loss", result.loss), ("acc", result.acc))
             },
         )
-        logs.save_figure(
+        tensorboard.save_figure(
             log, workdir / "similarity_loss.png", plots.barrier_heatmaps(result, "loss")
         )
     kind = f"{config.permutation.method}-permuted linear" if config.permuted else "linear"
     table = markdown(results, config.cluster_threshold, kind)
-    io.write_atomic(workdir / "results.md", table)
-    io.write_json(workdir / "results.json", results)
-    evaluation.remove_parts(workdir)
+    files.write_atomic(workdir / "results.md", table)
+    files.write_json(workdir / "results.json", results)
+    comparison.remove_parts(workdir)
     print(table)
     return results
 

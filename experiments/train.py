@@ -4,9 +4,9 @@
 
 Rerunning the same command resumes from the latest checkpoint in the workdir. Writes
 ``results.json``, ``results.md`` and ``curves.png`` there. With a cue, the results say
-whether the model relies on it (:mod:`mmc_jax.diagnosis`);
+whether the model relies on it (:mod:`mmc_jax.training.diagnosis`);
 ``--config.data.cue_proportion=auto`` first searches the smallest proportion that makes it do so
-(:mod:`mmc_jax.calibration`, trials in ``DIR/calibration``).
+(:mod:`mmc_jax.training.calibration`, trials in ``DIR/calibration``).
 """
 
 from __future__ import annotations
@@ -15,26 +15,28 @@ import pathlib
 
 from absl import logging
 
-from experiments import cli, evaluation
-from mmc_jax import calibration, diagnosis, io, logs, plots, report, training
+from experiments import cli, comparison
+from mmc_jax import training
+from mmc_jax.reporting import files, plots, tables, tensorboard
+from mmc_jax.training import calibration, diagnosis
 
 
 def write_outputs(workdir: pathlib.Path, result: dict, history: list) -> str:
     """results.json, results.md (also returned) and curves.png."""
-    io.write_json(workdir / "results.json", {**result, "history": history})
+    files.write_json(workdir / "results.json", {**result, "history": history})
     name = f"{result['model']} on {result['dataset']}, p = {result['cue_proportion']}"
     table = (
         f"# {name}\n\n{result['epochs']} epochs, {result['seconds']:.0f} s of training\n\n"
-        + report.conditions_table({result["model"]: result["test"]})
+        + tables.conditions_table({result["model"]: result["test"]})
     )
     if "calibration" in result:
         table += "\n" + calibration.markdown(result["calibration"])
     if "diagnosis" in result:
         table += "\n" + diagnosis.markdown(result["diagnosis"])
-    io.write_atomic(workdir / "results.md", table)
-    with logs.open_log(workdir) as log:
+    files.write_atomic(workdir / "results.md", table)
+    with tensorboard.open_log(workdir) as log:
         log.tree(result["epochs"], {"test": result["test"]})
-        logs.save_figure(log, workdir / "curves.png", plots.training_curves(history, name))
+        tensorboard.save_figure(log, workdir / "curves.png", plots.training_curves(history, name))
     return table
 
 
@@ -43,7 +45,7 @@ def check(args) -> training.TrainConfig:
     same config (with ``auto``, the calibration decides which proportion it holds)."""
     config = training.TrainConfig.of(args.config)
     if config.model.init_from:
-        source = evaluation.check_model_folder("model.init_from", config.model.init_from)
+        source = comparison.check_model_folder("model.init_from", config.model.init_from)
         training.check_compatible(
             source, config, f"model.init_from ({config.model.init_from})", "this run's model"
         )

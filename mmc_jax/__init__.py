@@ -1,61 +1,49 @@
 """mmc_jax: Mechanistic Mode Connectivity (Lubana et al., ICML 2023) in JAX/Flax.
 
-Submodules:
-  data: datasets, cues and counterfactual evaluation sets.
-  models: the paper's VGG-13 and ResNet-18 (Flax Linen) and small presets.
-  training: PyTorch-equivalent SGD, train/eval steps, checkpoints, the training loop.
-  paths, barrier, path_eval: paths between models, barrier metrics, the path evaluator.
-  similarity: pairwise linear-path barriers of N models, clustered.
-  layerwise: per-layer barriers (one layer interpolated at a time).
-  plane: loss and accuracy over the plane through three models.
-  repair: REPAIR, the activation-statistics correction along a path (``bn="repair"``).
-  permute: permutation specs, weight and activation matching.
-  objectives, finetune: CBFT's losses; naive FT, LLRT, LPFT and CBFT.
-  parallel: data parallelism over all local devices (sharding annotations).
-  runtime: compilation cache and host-allocator settings for fast CPU runs.
-  timing: wall-clock and compile seconds of a run's phases.
+The packages, from the bottom up (each imports only those above it in this list):
+
+  runtime: JAX settings, devices, graceful stops, the library's errors.
+  data: datasets, cues and the counterfactual evaluation sets.
+  reporting: atomic result files, tables, plots, TensorBoard, timings.
+  models: the paper's VGG-13 and ResNet-18 (Flax Linen), small presets, PyTorch interop.
+  metrics: the one evaluation kernel (loss and accuracy under the four conditions).
+  paths: linear and quadratic Bezier paths between models, over any PyTree.
+  training: PyTorch-equivalent SGD, train steps, checkpoints, the loop; calibration and
+    diagnosis of a cue model.
+  permute: permutation symmetries of a model, weight and activation matching.
+  connectivity: barriers, the path evaluator, the trained midpoint curve, REPAIR.
+  analysis: pairwise barriers of N models, per-layer barriers, loss planes.
+  finetune: CBFT's objectives; naive FT, LLRT, LPFT and CBFT.
 """
 
 from mmc_jax import (
-    barrier,
-    curve,
+    analysis,
+    connectivity,
     data,
     finetune,
-    layerwise,
+    metrics,
     models,
-    objectives,
-    parallel,
-    path_eval,
     paths,
     permute,
-    plane,
-    repair,
+    reporting,
     runtime,
-    similarity,
-    timing,
     training,
 )
-from mmc_jax.errors import InputError
+from mmc_jax.runtime.errors import InputError
 
 __version__ = "0.1.0"
 __all__ = [
-    "barrier",
-    "curve",
-    "data",
-    "finetune",
-    "layerwise",
-    "models",
-    "objectives",
-    "parallel",
-    "path_eval",
-    "paths",
-    "permute",
-    "plane",
-    "repair",
-    "runtime",
-    "similarity",
-    "timing",
-    "training",
     "InputError",
     "__version__",
+    "analysis",
+    "connectivity",
+    "data",
+    "finetune",
+    "metrics",
+    "models",
+    "paths",
+    "permute",
+    "reporting",
+    "runtime",
+    "training",
 ]

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mmc_jax.errors import InputError
+from mmc_jax.runtime.errors import InputError
 
 PyTree = Any
 

@@ -402,14 +402,14 @@ def test_programs_exit_2_with_one_line_and_write_nothing(folders, tmp_path, entr
 
 @pytest.mark.parametrize("entry", NAMES)
 def test_a_workdir_of_a_newer_layout_is_refused_naming_both_versions(folders, tmp_path, entry):
-    from mmc_jax import io
+    from mmc_jax.reporting import files
 
     workdir = tmp_path / "newer"
     workdir.mkdir()
-    (workdir / io.LAYOUT_FILE).write_text(json.dumps({"layout": io.LAYOUT_VERSION + 1}))
+    (workdir / files.LAYOUT_FILE).write_text(json.dumps({"layout": files.LAYOUT_VERSION + 1}))
     base = [a for a in base_args(entry, folders) if not a.startswith("--workdir")]
     message = refused(entry, [*base, f"--workdir={workdir}"], str(workdir))
-    assert f"layout version {io.LAYOUT_VERSION + 1}" in message
-    assert f"1-{io.LAYOUT_VERSION}" in message
+    assert f"layout version {files.LAYOUT_VERSION + 1}" in message
+    assert f"1-{files.LAYOUT_VERSION}" in message
     # --restart deletes it (an entry point wrote it) instead of reading it.
     assert attempt(entry, [*base, f"--workdir={workdir}", "--restart"]) is None

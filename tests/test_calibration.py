@@ -6,8 +6,8 @@ import math
 import pytest
 
 from experiments.configs import demo
-from mmc_jax import calibration, data
-from mmc_jax.training import loop
+from mmc_jax import data
+from mmc_jax.training import calibration, loop
 
 TINY = data.load("shapes10", "test", num_examples=20)
 DATASETS = (TINY, TINY)

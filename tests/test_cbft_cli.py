@@ -117,12 +117,12 @@ def test_paper_experiment_configs(name, arg):
     paper variant keeps the paper's fine-tuning data sizes."""
     import importlib
 
-    from experiments import evaluation, methods
+    from experiments import comparison, methods
 
     config = importlib.import_module(f"experiments.configs.{name}").get_config(arg)
     methods.check_methods(config.methods)
     assert methods.check_targets(config.path.targets)[0] == "cue_model"
-    evaluation.validate(config.path)
+    comparison.validate(config.path)
     assert (config.data.n_clean, config.cue_model.data.name) == (
         (2500, "cifar10") if arg else (1000, "shapes10")
     )

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmc_jax import data, finetune, models, path_eval, paths, permute, training
+from mmc_jax import data, finetune, models, paths, permute, training
+from mmc_jax.connectivity import path_eval
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,10 @@ import importlib
 
 import pytest
 
-from experiments import cli, connectivity, evaluation, methods
+from experiments import cli, comparison, connectivity, methods
 from experiments.configs import demo
-from mmc_jax import InputError, curve, finetune, training
+from mmc_jax import InputError, finetune, training
+from mmc_jax.connectivity import curve
 from mmc_jax.training.config import FLAT_FIELDS
 
 
@@ -97,7 +98,7 @@ def test_cbft_config_files_map_onto_the_typed_configs(name):
         assert (tuned.learning_rate, tuned.seed) == (config.optim[lr], 2)
         assert tuned.epochs == config.optim.epochs
         assert tuned.llrt_learning_rate == config.finetune.llrt_learning_rate
-    evaluation.validate(config.path)
+    comparison.validate(config.path)
 
 
 @pytest.mark.parametrize("name", ["connectivity", "similarity", "layerwise", "plane"])
@@ -106,9 +107,9 @@ def test_comparison_config_files_share_the_path_section(name):
     assert set(config.path) == set(
         importlib.import_module("experiments.configs.evaluation").path_config()
     )
-    evaluation.validate(config.path)
+    comparison.validate(config.path)
     if "permutation" in config:
-        evaluation.check_permutation(config.permutation)
+        comparison.check_permutation(config.permutation)
     if name == "connectivity":
         assert connectivity.midpoint_config(config) == curve.MidpointConfig()
 

@@ -12,8 +12,9 @@ import numpy as np
 import optax
 import pytest
 
-from mmc_jax import curve, data, models, paths, training
-from mmc_jax.errors import InputError
+from mmc_jax import data, models, paths, training
+from mmc_jax.connectivity import curve
+from mmc_jax.runtime.errors import InputError
 
 
 def _models():

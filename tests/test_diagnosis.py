@@ -2,7 +2,7 @@
 
 import pytest
 
-from mmc_jax import diagnosis
+from mmc_jax.training import diagnosis
 
 
 def _metrics(nocue, cue, randcue, randimg, loss=0.5):

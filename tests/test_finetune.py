@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from mmc_jax import InputError, data, finetune, models, objectives, training
+from mmc_jax import InputError, data, finetune, models, training
+from mmc_jax.finetune import objectives
 
 
 def _cbft_step(state, batch, epoch_index, anchor, cue, config, num_classes):

@@ -18,8 +18,10 @@ import programs
 import pytest
 
 from configs import tiny_train_config
-from mmc_jax import calibration, data, finetune, path_eval, paths, stopping
-from mmc_jax.training import TrainState, load_data, loop
+from mmc_jax import data, finetune, paths
+from mmc_jax.connectivity import path_eval
+from mmc_jax.runtime import stopping
+from mmc_jax.training import TrainState, calibration, load_data, loop
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.steps import supervised_step
 

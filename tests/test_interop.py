@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from mmc_jax import InputError, interop, models
+from mmc_jax import InputError, models
+from mmc_jax.models import interop
 
 
 def _random_variables(architecture, seed=0):

@@ -1,22 +1,23 @@
 """PyTorch interop: state_dicts of the paper code's VGG-13 and ResNet-18 (its module and
-parameter names, as ``mmc_jax.torch_models`` builds them, the same modules the benchmarks
+parameter names, as ``mmc_jax.models.torch_reference`` builds them, the same modules the benchmarks
 time) become mmc_jax variables computing the same logits."""
 
 import numpy as np
 import pytest
 
-from mmc_jax import interop, models
+from mmc_jax import models
+from mmc_jax.models import interop
 
 torch = pytest.importorskip(
     "torch", reason="PyTorch interop tests need torch (pip install torch==2.13.0)"
 )
-from mmc_jax import torch_models  # noqa: E402  (needs torch)
+from mmc_jax.models import torch_reference  # noqa: E402 (needs torch)
 
 nn = torch.nn
 
 
 @pytest.mark.parametrize(
-    "architecture,module", [("vgg13", torch_models.VGG), ("resnet18", torch_models.ResNet18)]
+    "architecture,module", [("vgg13", torch_reference.VGG), ("resnet18", torch_reference.ResNet18)]
 )
 def test_paper_checkpoints_give_the_same_logits(architecture, module, tmp_path):
     torch.manual_seed(0)

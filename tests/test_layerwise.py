@@ -6,7 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from mmc_jax import InputError, layerwise, models, path_eval, paths
+from mmc_jax import InputError, models, paths
+from mmc_jax.analysis import layerwise
+from mmc_jax.connectivity import path_eval
 
 KW = dict(conditions=("nocue", "cue"), bn="recompute", bn_batches=2, batch_size=30)
 

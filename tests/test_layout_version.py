@@ -10,10 +10,11 @@ import chex
 import pytest
 
 from configs import tiny_train_config
-from mmc_jax import io, models, training
-from mmc_jax.errors import InputError
+from mmc_jax import models, training
+from mmc_jax.reporting import files
+from mmc_jax.runtime.errors import InputError
 
-NEWER = io.LAYOUT_VERSION + 1
+NEWER = files.LAYOUT_VERSION + 1
 
 
 def _run_folder(folder):
@@ -29,39 +30,39 @@ def _run_folder(folder):
 def _refusal(folder) -> str:
     return re.escape(
         f"{folder} was written by mmc_jax layout version {NEWER}; this mmc_jax reads layout "
-        f"versions 1-{io.LAYOUT_VERSION} (update mmc_jax"
+        f"versions 1-{files.LAYOUT_VERSION} (update mmc_jax"
     )
 
 
 def test_fresh_runs_exports_and_workdirs_record_the_current_layout(tmp_path):
     _run_folder(tmp_path / "run")
-    assert json.loads((tmp_path / "run" / io.LAYOUT_FILE).read_text()) == {
-        "layout": io.LAYOUT_VERSION
+    assert json.loads((tmp_path / "run" / files.LAYOUT_FILE).read_text()) == {
+        "layout": files.LAYOUT_VERSION
     }
     variables = _run_folder(tmp_path / "other")
     training.save_model(tmp_path / "model", tiny_train_config(), variables, 10, (32, 32, 3))
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
-    assert meta["layout"] == io.LAYOUT_VERSION
-    assert io.layout_version(tmp_path / "model") == 1  # the version lives in model.json
+    assert meta["layout"] == files.LAYOUT_VERSION
+    assert files.layout_version(tmp_path / "model") == 1  # the version lives in model.json
     # A workdir an entry point starts: marked when it holds nothing yet.
-    assert io.mark_layout(tmp_path / "new") == io.LAYOUT_VERSION
-    assert io.layout_version(tmp_path / "new") == io.LAYOUT_VERSION
+    assert files.mark_layout(tmp_path / "new") == files.LAYOUT_VERSION
+    assert files.layout_version(tmp_path / "new") == files.LAYOUT_VERSION
     (tmp_path / "lock_only").mkdir()
     (tmp_path / "lock_only" / ".lock").write_text("1")
-    assert io.mark_layout(tmp_path / "lock_only") == io.LAYOUT_VERSION
+    assert files.mark_layout(tmp_path / "lock_only") == files.LAYOUT_VERSION
 
 
 def test_folders_written_before_versions_still_load_and_stay_version_1(tmp_path):
     run = tmp_path / "run"
     variables = _run_folder(run)
-    (run / io.LAYOUT_FILE).unlink()  # as written before versions existed
+    (run / files.LAYOUT_FILE).unlink()  # as written before versions existed
     _, loaded, _ = training.load_model(run)
     chex.assert_trees_all_equal(loaded["params"], variables["params"])
     # Resuming or marking it does not relabel its files.
     with training.RunCheckpoints(run, tiny_train_config().to_dict()):
         pass
-    assert io.mark_layout(run) == 1
-    assert not (run / io.LAYOUT_FILE).exists()
+    assert files.mark_layout(run) == 1
+    assert not (run / files.LAYOUT_FILE).exists()
     model = tmp_path / "model"
     training.save_model(model, tiny_train_config(), variables, 10, (32, 32, 3))
     meta = json.loads((model / "model.json").read_text())
@@ -75,7 +76,7 @@ def test_folders_written_before_versions_still_load_and_stay_version_1(tmp_path)
 def test_a_run_of_a_newer_layout_is_refused_naming_both_versions(tmp_path):
     run = tmp_path / "run"
     _run_folder(run)
-    (run / io.LAYOUT_FILE).write_text(json.dumps({"layout": NEWER}))
+    (run / files.LAYOUT_FILE).write_text(json.dumps({"layout": NEWER}))
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     for read in (training.load_model, training.model_config, training.restore_trained):
         with pytest.raises(InputError, match=_refusal(run) + r" to read it\)$"):
@@ -84,7 +85,7 @@ def test_a_run_of_a_newer_layout_is_refused_naming_both_versions(tmp_path):
     with pytest.raises(InputError, match=_refusal(run) + r", or rerun with --restart"):
         training.RunCheckpoints(run, tiny_train_config().to_dict())
     with pytest.raises(InputError, match=_refusal(run) + r", or rerun with --restart"):
-        io.mark_layout(run)
+        files.mark_layout(run)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
@@ -101,14 +102,14 @@ def test_an_export_of_a_newer_layout_is_refused_naming_both_versions(tmp_path):
 
 def test_an_unreadable_layout_file_is_one_line(tmp_path):
     for text in ("{not json", '{"layout": "2"}', "[]"):
-        (tmp_path / io.LAYOUT_FILE).write_text(text)
+        (tmp_path / files.LAYOUT_FILE).write_text(text)
         with pytest.raises(InputError, match=r"layout.json cannot be read as a layout version"):
-            io.check_layout(tmp_path)
+            files.check_layout(tmp_path)
 
 
 def test_the_current_and_older_layouts_pass_the_check(tmp_path):
-    assert io.check_layout(tmp_path / "missing") == 1
-    for version in range(1, io.LAYOUT_VERSION + 1):
-        (tmp_path / io.LAYOUT_FILE).write_text(json.dumps({"layout": version}))
-        assert io.check_layout(tmp_path) == version
+    assert files.check_layout(tmp_path / "missing") == 1
+    for version in range(1, files.LAYOUT_VERSION + 1):
+        (tmp_path / files.LAYOUT_FILE).write_text(json.dumps({"layout": version}))
+        assert files.check_layout(tmp_path) == version
     shutil.rmtree(tmp_path)

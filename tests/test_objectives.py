@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mmc_jax import InputError, models, objectives
-from mmc_jax.objectives import Batch, Context
-from mmc_jax.training.steps import cross_entropy
+from mmc_jax import InputError, models
+from mmc_jax.finetune import objectives
+from mmc_jax.finetune.objectives import Batch, Context
+from mmc_jax.metrics import cross_entropy
 
 
 def tiny_apply(variables, x, train=False, return_features=False, mutable=False):

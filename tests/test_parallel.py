@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from mmc_jax import parallel
+from mmc_jax.runtime import parallel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmc_jax import InputError, data, models, path_eval, paths, timing, training
+from mmc_jax import InputError, data, models, paths, training
+from mmc_jax.connectivity import path_eval
+from mmc_jax.reporting import timing
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -215,7 +217,9 @@ def test_memory_budget_shrinks_the_chunk_without_changing_the_result(setup):
 
 SHARD_SCRIPT = """
 import jax, numpy as np
-from mmc_jax import data, models, parallel, path_eval, paths, training
+from mmc_jax import data, models, paths, training
+from mmc_jax.connectivity import path_eval
+from mmc_jax.runtime import parallel
 assert jax.device_count() == 8, jax.devices()
 model = models.create("cnn4", 10, width=0.25)
 a = models.init(model, jax.random.key(0), (32, 32, 3))

@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from mmc_jax import InputError, barrier, paths
+from mmc_jax import InputError, paths
+from mmc_jax.connectivity import barrier
 
 
 def _tree(seed):

@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmc_jax import InputError, path_eval, paths, plane
+from mmc_jax import InputError, paths
+from mmc_jax.analysis import plane
+from mmc_jax.connectivity import path_eval
 
 KW = dict(conditions=("nocue", "cue"), bn="recompute", bn_batches=2, batch_size=30)
 

@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmc_jax import data, layerwise, models, path_eval, paths, plane, repair, similarity
+from mmc_jax import data, models, paths
+from mmc_jax.analysis import layerwise, plane, similarity
+from mmc_jax.connectivity import path_eval, repair
 
 
 class PlainNet(nn.Module):

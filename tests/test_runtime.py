@@ -76,7 +76,7 @@ def test_importing_the_library_leaves_the_backend_unstarted():
     script = (
         "import importlib, pkgutil, jax, mmc_jax\n"
         "for m in pkgutil.walk_packages(mmc_jax.__path__, 'mmc_jax.'):\n"
-        "    if m.name != 'mmc_jax.torch_models':\n"
+        "    if m.name != 'mmc_jax.models.torch_reference':\n"
         "        importlib.import_module(m.name)\n"
         "jax.config.update('jax_num_cpu_devices', 3)\n"
         "print(jax.device_count())\n"

@@ -5,7 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from mmc_jax import InputError, models, path_eval, paths, similarity
+from mmc_jax import InputError, models, paths
+from mmc_jax.analysis import similarity
+from mmc_jax.connectivity import path_eval
 
 
 @pytest.fixture(scope="module")

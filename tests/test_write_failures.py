@@ -38,8 +38,9 @@ from hypothesis import strategies as st
 
 import events
 from configs import tiny_train_config
-from mmc_jax import io, logs, models, plots, training
-from mmc_jax.errors import WriteError
+from mmc_jax import models, training
+from mmc_jax.reporting import files, plots, tensorboard
+from mmc_jax.runtime.errors import WriteError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FULL = "No space left on device"
@@ -163,7 +164,7 @@ def finished_files(root) -> dict:
     out = {}
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
-        if path.is_file() and not unfinished(relative) and logs.FOLDER not in relative.parts:
+        if path.is_file() and not unfinished(relative) and tensorboard.FOLDER not in relative.parts:
             out[str(relative)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
@@ -204,9 +205,9 @@ def assert_refused(err: WriteError, faults: Faults, root):
 @pytest.mark.parametrize("at", [1, 2])
 def test_a_refused_result_file_keeps_the_old_one(tmp_path, at):
     path = tmp_path / "results.json"
-    io.write_json(path, {"run": 1})
+    files.write_json(path, {"run": 1})
     with refusing(tmp_path, at) as faults, pytest.raises(WriteError) as raised:
-        io.write_json(path, {"run": 2})
+        files.write_json(path, {"run": 2})
     assert str(raised.value) == f"cannot write {path}: {FULL}"
     assert isinstance(raised.value.cause, OSError) and raised.value.errno == errno.ENOSPC
     assert faults.refused[0][0] == ("open", "os.rename")[at - 1]
@@ -220,11 +221,11 @@ def test_a_refused_fsync_or_folder_is_a_write_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(WriteError, match=f"cannot write {tmp_path / 'a.md'}: {FULL}"):
-        io.write_atomic(tmp_path / "a.md", "text")
+        files.write_atomic(tmp_path / "a.md", "text")
     monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []
     with refusing(tmp_path, 1, code=errno.EROFS), pytest.raises(WriteError) as raised:
-        io.save_figure(tmp_path / "new" / "curves.png", plots.training_curves([], "empty"))
+        files.save_figure(tmp_path / "new" / "curves.png", plots.training_curves([], "empty"))
     assert str(raised.value) == (
         f"cannot write {tmp_path / 'new' / 'curves.png'}: Read-only file system"
     )
@@ -395,9 +396,10 @@ def test_a_refused_model_export_keeps_the_previous_export(tmp_path):
 
 
 def test_a_refused_part_of_a_path_evaluation_keeps_the_saved_parts(tmp_path, three_tiny_models):
-    """Parts are written atomically (``io.write_atomic``): a refused part is a WriteError
+    """Parts are written atomically (``files.write_atomic``): a refused part is a WriteError
     naming it, the parts saved before stay, and the rerun ends with the numbers of one call."""
-    from mmc_jax import path_eval, paths
+    from mmc_jax import paths
+    from mmc_jax.connectivity import path_eval
 
     model, variables, _, test = three_tiny_models
     path, ts = paths.linear(variables["a"], variables["b"]), paths.grid(5)
@@ -432,7 +434,7 @@ def test_refused_event_writes_warn_once_and_the_run_goes_on(tmp_path, at, caplog
     """Event files are a view of the run: a refused write (creating the folder or the file)
     is one warning, and later events are skipped without another."""
     with refusing(tmp_path, at, match="tensorboard"), caplog.at_level("WARNING"):
-        with logs.open_log(tmp_path) as log:
+        with tensorboard.open_log(tmp_path) as log:
             log.scalars(1, {"a": 1.0})
             log.scalars(2, {"a": 2.0})
             log.figure("curves", plots.training_curves([], "empty"))
@@ -449,7 +451,7 @@ def test_refused_event_writes_warn_once_and_the_run_goes_on(tmp_path, at, caplog
 def test_a_refused_event_append_is_a_warning(tmp_path, monkeypatch, caplog):
     """An append refused after the file was created: one warning, the events before it
     stay readable."""
-    with logs.open_log(tmp_path) as log:
+    with tensorboard.open_log(tmp_path) as log:
         log.scalars(1, {"a": 1.0})
         file = log._file
 
@@ -465,7 +467,7 @@ def test_a_refused_event_append_is_a_warning(tmp_path, monkeypatch, caplog):
             log.scalars(2, {"a": 2.0})
             log.scalars(3, {"a": 3.0})
     assert sum("TensorBoard" in r.getMessage() for r in caplog.records) == 1
-    assert events.scalars(tmp_path / logs.FOLDER)["a"] == [(1, 1.0)]
+    assert events.scalars(tmp_path / tensorboard.FOLDER)["a"] == [(1, 1.0)]
 
 
 # --- a whole run ---------------------------------------------------------------------------
@@ -480,11 +482,13 @@ def _run(workdir):
     final train state."""
     out = training.train_and_evaluate(RUN, str(workdir), progress=False)
     result = {**out["result"], "history": out["history"]}
-    io.write_json(workdir / "results.json", result)
-    io.write_atomic(workdir / "results.md", f"# {result['model']}\n")
-    with logs.open_log(workdir) as log:
+    files.write_json(workdir / "results.json", result)
+    files.write_atomic(workdir / "results.md", f"# {result['model']}\n")
+    with tensorboard.open_log(workdir) as log:
         log.tree(result["epochs"], {"test": result["test"]})
-        logs.save_figure(log, workdir / "curves.png", plots.training_curves(out["history"], "a"))
+        tensorboard.save_figure(
+            log, workdir / "curves.png", plots.training_curves(out["history"], "a")
+        )
     return result, out["state"]
 
 
@@ -523,7 +527,7 @@ def test_a_run_refused_at_any_write_resumes_as_if_it_never_failed(
             failed = err
     event, path = faults.refused[0]
     if failed is None:  # only an event file was refused: one warning, the run went on
-        assert once and path.startswith(logs.FOLDER), faults.refused
+        assert once and path.startswith(tensorboard.FOLDER), faults.refused
     else:
         assert_refused(failed, faults, workdir)
     assert stranded(threads) == [], faults.refused

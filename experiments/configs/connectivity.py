@@ -12,7 +12,8 @@ folder of ``experiments.cbft`` (``<workdir>/seed_<s>/<cue_model|nocue_model|cbft
     ... --config=experiments/configs/connectivity.py:paper
 
 Sections: ``path`` (evaluation along the path), ``permutation`` (how permuted_linear aligns b
-to a), ``curve`` (the quadratic path's midpoint training, ``mmc_jax.curve.MidpointConfig``).
+to a), ``curve`` (the quadratic path's midpoint training,
+``mmc_jax.connectivity.curve.MidpointConfig``).
 Runtime (demo models, 2-core CPU): linear ~1 min, quadratic ~5 min.
 """
 

@@ -32,7 +32,7 @@ def data_config(cue_proportion=0.0) -> ml_collections.ConfigDict:
     data.num_train = 0              # > 0: train on the first num_train samples only
     data.num_test = 0               # > 0: evaluate on the first num_test samples only
     # Fraction of each class carrying the cue (0 = θ_NC), or "auto": the smallest that gives
-    # a cue-reliant model, found by short trial runs (mmc_jax.calibration).
+    # a cue-reliant model, found by short trial runs (mmc_jax.training.calibration).
     data.cue_proportion = config_dict.FieldReference(cue_proportion, field_type=object)
     return data
 

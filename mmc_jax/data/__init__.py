@@ -7,7 +7,7 @@
 >>> x_rc = data.counterfactual(train.cue, "randcue", x, train.labels[:8], key)
 """
 
-from mmc_jax.data.batching import EpochIterator, prefetch_to_device
+from mmc_jax.data.batching import EpochIterator
 from mmc_jax.data.counterfactual import (
     CONDITIONS,
     RANDOM_FROM,
@@ -19,6 +19,7 @@ from mmc_jax.data.counterfactual import (
 )
 from mmc_jax.data.cues import BoxCue, Cue, DominoCue, apply_cue, box_cue, cue_mask, normalize
 from mmc_jax.data.datasets import NAMES, Dataset, describe, load
+from mmc_jax.runtime.parallel import prefetch_to_device
 
 __all__ = [
     "BoxCue",

@@ -8,14 +8,12 @@ use; cues and normalization are applied on device inside the jitted steps.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-from typing import Any, Iterable, Iterator, Mapping, Optional
+from typing import Iterator, Mapping, Optional
 
-import jax
 import numpy as np
 
-from mmc_jax.errors import InputError
+from mmc_jax.runtime.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,25 +76,6 @@ class EpochIterator:
         for step in range(start_step, self.steps_per_epoch):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
             yield {name: np.asarray(a[index]) for name, a in self.arrays.items()}
-
-
-def prefetch_to_device(
-    batches: Iterable[Any], size: int = 2, sharding: Any = None
-) -> Iterator[Any]:
-    """Keeps ``size`` batches in flight to the device while the current one is used.
-
-    ``jax.device_put`` is asynchronous, so queuing transfers ahead overlaps them with the
-    computation on the previous batch. ``sharding`` places each batch across devices: a
-    sharding (or PyTree of them), or a function of the batch returning one (e.g.
-    :func:`mmc_jax.parallel.batch_sharding`).
-    """
-    queue = collections.deque()
-    for batch in batches:
-        queue.append(jax.device_put(batch, sharding(batch) if callable(sharding) else sharding))
-        if len(queue) > size:
-            yield queue.popleft()
-    while queue:
-        yield queue.popleft()
 
 
 def stack_batches(

@@ -16,11 +16,7 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 from absl import logging
 
-
-def cache_dir(override: Optional[str] = None) -> pathlib.Path:
-    """The cache folder: ``override``, else ``$MMC_JAX_CACHE``, else ``~/.cache/mmc_jax``."""
-    path = override or os.environ.get("MMC_JAX_CACHE") or "~/.cache/mmc_jax"
-    return pathlib.Path(path).expanduser()
+from mmc_jax.runtime.settings import cache_dir
 
 
 def cached_arrays(

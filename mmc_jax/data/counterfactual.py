@@ -24,7 +24,7 @@ from typing import Optional
 import jax
 
 from mmc_jax.data.cues import Cue, draw_images, normalize
-from mmc_jax.errors import InputError
+from mmc_jax.runtime.errors import InputError
 
 CONDITIONS = ("nocue", "cue", "randcue", "randimg")
 #: Where random images and random domino cues are drawn from (see the module docstring).

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmc_jax.errors import InputError
+from mmc_jax.runtime.errors import InputError
 
 Array = jax.Array
 

@@ -20,7 +20,7 @@ from mmc_jax.data import dominoes as dominoes_lib
 from mmc_jax.data import tfds_source
 from mmc_jax.data.cache import cached_arrays
 from mmc_jax.data.cues import Cue, DominoCue, box_cue
-from mmc_jax.errors import InputError
+from mmc_jax.runtime.errors import InputError
 
 SPLITS = ("train", "test")
 NAMES = ("shapes10", "dominoes", *tfds_source.TFDS_DATASETS, "npz:<path>")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from mmc_jax.errors import InputError
+from mmc_jax.runtime.errors import InputError
 
 
 def pair_by_class(top_labels: np.ndarray, bottom_labels: np.ndarray) -> np.ndarray:

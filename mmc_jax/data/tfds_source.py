@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from mmc_jax.errors import InputError
+from mmc_jax.runtime.errors import InputError
 
 #: tfds name -> number of classes of its ``label`` feature.
 TFDS_DATASETS = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10}

@@ -20,13 +20,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmc_jax.errors import InputError
 from mmc_jax.models import layers
-from mmc_jax.models.beyond import MLP, ViT, WideResNet
 from mmc_jax.models.cnn import SmallCNN
+from mmc_jax.models.mlp import MLP
 from mmc_jax.models.resnet import ResNet
 from mmc_jax.models.vgg import VGG, VGG13_BLOCKS
+from mmc_jax.models.vit import ViT
+from mmc_jax.models.wrn import WideResNet
 from mmc_jax.runtime import one_shot_jit
+from mmc_jax.runtime.errors import InputError
 
 #: name -> constructor taking (num_classes, width=..., dtype=...).
 PRESETS: dict[str, Callable[..., nn.Module]] = {

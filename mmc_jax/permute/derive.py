@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from mmc_jax.errors import InputError
 from mmc_jax.permute.spec import Blocks, PermutationSpec, validate
 from mmc_jax.permute.trace import Trace, _shape, size, trace_model
+from mmc_jax.runtime.errors import InputError
 
 
 def derive_spec(

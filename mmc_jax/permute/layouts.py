@@ -22,11 +22,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from mmc_jax.errors import InputError
 from mmc_jax.models import VGG, ResNet, SmallCNN
 from mmc_jax.permute.derive import derive_spec
 from mmc_jax.permute.sites import as_apply
 from mmc_jax.permute.spec import PermutationSpec, _flatten, validate
+from mmc_jax.runtime.errors import InputError
 
 
 @dataclasses.dataclass

@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmc_jax.errors import InputError
 from mmc_jax.models import VGG, ResNet, SmallCNN
 from mmc_jax.permute.layouts import _STREAM, _Group, _groups
 from mmc_jax.permute.sites import TracedActivations
@@ -28,6 +27,7 @@ from mmc_jax.permute.spec import (
     part_view,
     validate,
 )
+from mmc_jax.runtime.errors import InputError
 
 #: Most rounds of activation matching when a site holds units of several permutations
 #: (attention's heads and head dimensions, a split axis's parts): each round compares a with

@@ -23,9 +23,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmc_jax.errors import InputError
 from mmc_jax.permute.spec import Blocks, PermutationSpec, select_part
 from mmc_jax.permute.trace import evaluate, trace_model
+from mmc_jax.runtime.errors import InputError
 
 
 def as_apply(model) -> Callable:

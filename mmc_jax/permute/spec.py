@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from mmc_jax.errors import InputError
 from mmc_jax.runtime import one_shot_jit
+from mmc_jax.runtime.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)

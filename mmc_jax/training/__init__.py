@@ -6,11 +6,11 @@
 >>> evaluate(state.apply_fn, state.variables, test_set, key)   # four conditions
 """
 
-from mmc_jax.stopping import Interrupted
+from mmc_jax.metrics import cross_entropy, cued_inputs, eval_step, evaluate
+from mmc_jax.runtime.stopping import Interrupted
 from mmc_jax.training.build import create_model, create_state, load_data
 from mmc_jax.training.checkpoint import RunCheckpoints, check_config
 from mmc_jax.training.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from mmc_jax.training.evaluate import evaluate
 from mmc_jax.training.loop import (
     AUTO,
     NonFiniteLoss,
@@ -30,13 +30,7 @@ from mmc_jax.training.saved_model import (
     trained_config,
 )
 from mmc_jax.training.state import TrainState
-from mmc_jax.training.steps import (
-    cross_entropy,
-    cued_inputs,
-    eval_step,
-    supervised_step,
-    train_step,
-)
+from mmc_jax.training.steps import supervised_step, train_step
 
 __all__ = [
     "AUTO",

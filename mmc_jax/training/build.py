@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from mmc_jax import data, models
-from mmc_jax.errors import InputError
+from mmc_jax.runtime.errors import InputError
 from mmc_jax.training.config import DataConfig, ModelConfig, TrainConfig
 from mmc_jax.training.state import TrainState
 

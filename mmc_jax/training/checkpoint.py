@@ -7,15 +7,15 @@ so a kill never leaves a half-written latest checkpoint. Restoring uses an abstr
 (shapes and dtypes of a freshly built state), so nothing is materialised twice.
 
 A save the operating system refuses (disk full, no permission, read-only folder) raises
-:class:`~mmc_jax.errors.WriteError` naming the checkpoint's folder; the temporary folder of
+:class:`~mmc_jax.runtime.errors.WriteError` naming the checkpoint's folder; the temporary folder of
 the failed save is removed, so the earlier checkpoints stay the latest ones and restore as
 before. Orbax reports such failures in two forms, both converted: an ``OSError`` from its
 Python file operations (folders, metadata, JSON, the final rename), and, from tensorstore's
 array writes in its background threads, a ``ValueError`` whose message ends with
 ``[os_error_code='28']``.
 
-The run folder also records its layout version (``layout.json``, :mod:`mmc_jax.io`) when the
-run starts; a folder of a newer layout is refused.
+The run folder also records its layout version (``layout.json``, :mod:`mmc_jax.reporting.files`)
+when the run starts; a folder of a newer layout is refused.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import traverse_util
 
-from mmc_jax.errors import InputError, WriteError
-from mmc_jax.io import LAYOUT_FILE, check_layout, write_json, write_layout
+from mmc_jax.reporting.files import LAYOUT_FILE, check_layout, write_json, write_layout
+from mmc_jax.runtime.errors import InputError, WriteError
 
 #: TrainState fields saved in a checkpoint (``apply_fn`` and ``tx`` are rebuilt from config).
 STATE_FIELDS = ("step", "params", "batch_stats", "opt_state", "key")

@@ -16,11 +16,11 @@ import optax
 
 from mmc_jax import models
 from mmc_jax.data import cues
-from mmc_jax.errors import InputError, check_bounds, check_choice
+from mmc_jax.runtime.errors import InputError, check_bounds, check_choice
 from mmc_jax.training import optim
 
 #: ``data.cue_proportion`` value asking the entry points to calibrate it
-#: (:mod:`mmc_jax.calibration`).
+#: (:mod:`mmc_jax.training.calibration`).
 AUTO = "auto"
 
 

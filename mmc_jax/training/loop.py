@@ -19,14 +19,17 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from mmc_jax import data, diagnosis, logs, parallel
-from mmc_jax.errors import InputError
-from mmc_jax.io import write_json
-from mmc_jax.stopping import requests
+from mmc_jax import data
+from mmc_jax.metrics import evaluate
+from mmc_jax.reporting import tensorboard
+from mmc_jax.reporting.files import write_json
+from mmc_jax.runtime import parallel
+from mmc_jax.runtime.errors import InputError
+from mmc_jax.runtime.stopping import requests
+from mmc_jax.training import diagnosis
 from mmc_jax.training.build import create_model, create_state, load_data
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.config import AUTO, TrainConfig
-from mmc_jax.training.evaluate import evaluate
 from mmc_jax.training.saved_model import DATA_SHAPES, check_compatible, load_model
 from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import train_step
@@ -72,13 +75,13 @@ def train_and_evaluate(
     Returns:
       ``{"state", "result", "history"}``: the final TrainState, the ``results.json`` dict of
       the api (dataset, model, cue_proportion, epochs, seconds, test per condition; with a
-      cue, the ``diagnosis`` of :func:`mmc_jax.diagnosis.diagnose`) and the per-epoch
+      cue, the ``diagnosis`` of :func:`mmc_jax.training.diagnosis.diagnose`) and the per-epoch
       metrics.
     """
     config = TrainConfig.of(config)
     if config.data.cue_proportion == AUTO:
         raise InputError(
-            "cue_proportion 'auto' is chosen by mmc_jax.calibration (the entry "
+            "cue_proportion 'auto' is chosen by mmc_jax.training.calibration (the entry "
             "points run it first); train_and_evaluate needs a number"
         )
     train, test = load_data(config) if datasets is None else datasets
@@ -180,15 +183,16 @@ def run_epochs(
     arguments rather than as values baked into its compiled program, so another θ_C reuses
     the program.
 
-    Data-parallel over ``mesh`` (default: every local device, see :mod:`mmc_jax.parallel`):
+    Data-parallel over ``mesh`` (default: every local device, see :mod:`mmc_jax.runtime.parallel`):
     the state is replicated and every batch split along its first axis. TensorBoard event
-    files go to ``<checkpoints' workdir>/tensorboard`` (:mod:`mmc_jax.logs`): every epoch's
-    record under ``epoch/``, every ``logs.STEP_EVERY`` steps the step's metrics under
+    files go to ``<checkpoints' workdir>/tensorboard`` (:mod:`mmc_jax.reporting.tensorboard`):
+    every epoch's
+    record under ``epoch/``, every ``tensorboard.STEP_EVERY`` steps the step's metrics under
     ``step/``.
 
-    SIGINT/SIGTERM (:mod:`mmc_jax.stopping`) end the loop at the next step boundary: the
+    SIGINT/SIGTERM (:mod:`mmc_jax.runtime.stopping`) end the loop at the next step boundary: the
     state is checkpointed there, with the unfinished epoch's running metric sums in the meta,
-    and :class:`~mmc_jax.stopping.Interrupted` is raised (``stopped at epoch E step S; rerun
+    and :class:`~mmc_jax.runtime.stopping.Interrupted` is raised (``stopped at epoch E step S; rerun
     the same command to continue``). A rerun restores both, so the epoch's mean metrics, the
     history and the parameters are those of an uninterrupted run. A signal during an epoch's
     last step or its ``on_epoch_end`` stops after that epoch's record is checkpointed.
@@ -221,7 +225,7 @@ def run_epochs(
             dynamic_ncols=True,
             mininterval=0.5,
         ) as bar,
-        logs.open_log(checkpoints.workdir) as log,
+        tensorboard.open_log(checkpoints.workdir) as log,
     ):
         for epoch in range(first, epochs):
             start = time.perf_counter()
@@ -231,7 +235,7 @@ def run_epochs(
                 sums, first_bad = _accumulate(sums, first_bad, metrics, step)
                 count += 1
                 bar.update()
-                if step % logs.STEP_EVERY == 0:
+                if step % tensorboard.STEP_EVERY == 0:
                     log.scalars(step, jax.device_get(metrics), prefix="step/")
                 if stop and step % spe:  # at the epoch's end, after its record (below)
                     _check_finite(first_bad)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import optax
 
-from mmc_jax.errors import InputError, check_bounds
+from mmc_jax.runtime.errors import InputError, check_bounds
 
 SCHEDULES = ("constant", "step", "cosine")
 

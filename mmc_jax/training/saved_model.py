@@ -13,7 +13,8 @@ Two kinds of folder hold a model:
 :func:`load_model` reads either, so paths can be evaluated between any two of them
 (:func:`restore_trained` reads a training run's folder, :func:`trained_config` its config).
 
-``model.json`` records the layout version of the export (``"layout"``, see :mod:`mmc_jax.io`;
+``model.json`` records the layout version of the export (``"layout"``, see
+:mod:`mmc_jax.reporting.files`;
 exports without it are version 1); a folder of a newer layout is refused with one line.
 """
 
@@ -31,8 +32,8 @@ import jax
 import orbax.checkpoint as ocp
 
 from mmc_jax import data, models
-from mmc_jax.errors import InputError, WriteError
-from mmc_jax.io import LAYOUT_VERSION, check_layout, write_json
+from mmc_jax.reporting.files import LAYOUT_VERSION, check_layout, write_json
+from mmc_jax.runtime.errors import InputError, WriteError
 from mmc_jax.training.build import create_model, load_data
 from mmc_jax.training.checkpoint import (
     RunCheckpoints,
@@ -245,7 +246,7 @@ def restore_trained(workdir: str):
 
     Raises:
       InputError: no run or no checkpoint there, or a run of a newer layout version
-        (:func:`mmc_jax.io.check_layout`), refused before its files are read.
+        (:func:`mmc_jax.reporting.files.check_layout`), refused before its files are read.
     """
     path = pathlib.Path(workdir).expanduser().resolve()
     check_layout(path)

@@ -25,7 +25,8 @@ BatchNorm policies (``bn``):
   0.1 in PyTorch terms), without reset;
 * ``"recompute"``: statistics reset and recomputed exactly as the cumulative average of
   per-batch statistics over the BN batches (PyTorch's ``momentum=None``);
-* ``"repair"`` (Jordan et al. 2023, :mod:`mmc_jax.repair`): interpolated statistics, and
+* ``"repair"`` (Jordan et al. 2023, :mod:`mmc_jax.connectivity.repair`): interpolated statistics,
+and
   every convolution's and dense layer's channels rescaled to the interpolation of the
   endpoints' activation mean and standard deviation, measured on the BN batches; for models
   with BatchNorm, LayerNorm or no normalisation. Needs a path that names its anchor models
@@ -50,14 +51,15 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from mmc_jax import barrier, parallel, repair, stopping
-from mmc_jax import io as mmc_io
+from mmc_jax.connectivity import barrier, repair
 from mmc_jax.data import CONDITIONS, Dataset, check_condition, check_random_from, clean_inputs
 from mmc_jax.data.batching import sample_batches, stack_batches
 from mmc_jax.data.cues import Cue
-from mmc_jax.errors import InputError
+from mmc_jax.metrics import eval_step
 from mmc_jax.paths import Path
-from mmc_jax.training.steps import eval_step
+from mmc_jax.reporting import files as mmc_io
+from mmc_jax.runtime import parallel, stopping
+from mmc_jax.runtime.errors import InputError
 
 STRATEGIES = ("auto", "vmap", "map", "shard_map")
 BN_POLICIES = ("interpolate", "interpolate_ema", "recompute", "repair")
@@ -121,7 +123,7 @@ def settle_batch_stats(
       variables: ``{"params", "batch_stats"}`` of one path point.
       bn_images: normalized clean images ``[num_batches, batch, H, W, C]``.
       policy: one of :data:`BN_POLICIES` (``"repair"`` leaves the statistics interpolated;
-        its correction is :func:`mmc_jax.repair.repair`).
+        its correction is :func:`mmc_jax.connectivity.repair.repair`).
       momentum: the model's BN momentum (:func:`bn_momentum`), for ``"recompute"``.
     """
     if policy in ("interpolate", "repair") or not jax.tree.leaves(variables.get("batch_stats", {})):
@@ -263,11 +265,11 @@ def evaluate_path(
     resumes (the caller keeps the store to one model, data and settings). ``progress``: a
     progress bar over the parts.
 
-    SIGINT/SIGTERM (:mod:`mmc_jax.stopping`) during a part let it finish and be saved, then
-    raise :class:`~mmc_jax.stopping.Interrupted` (``stopped after part k of n of the path
+    SIGINT/SIGTERM (:mod:`mmc_jax.runtime.stopping`) during a part let it finish and be saved, then
+    raise :class:`~mmc_jax.runtime.stopping.Interrupted` (``stopped after part k of n of the path
     evaluation; rerun the same command to continue``); the rerun resumes after that part.
     Without ``store`` nothing is saved along the way, and a signal raises at once (under
-    :func:`mmc_jax.stopping.raise_on_signals`, as the entry points run).
+    :func:`mmc_jax.runtime.stopping.raise_on_signals`, as the entry points run).
     """
     if store is None:
         return compile_evaluation(apply_fn, path, ts, eval_set, **kwargs).run()

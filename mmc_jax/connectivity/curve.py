@@ -30,17 +30,13 @@ import jax.numpy as jnp
 import optax
 
 from mmc_jax import data, models, paths
-from mmc_jax.errors import InputError, check_bounds, check_choice
+from mmc_jax.metrics import accuracy, cued_inputs
+from mmc_jax.runtime.errors import InputError, check_bounds, check_choice
 from mmc_jax.training import optim
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.loop import run_epochs
 from mmc_jax.training.state import TrainState
-from mmc_jax.training.steps import (
-    accuracy,
-    cross_entropy_and_grad,
-    cued_inputs,
-    supervised_step,
-)
+from mmc_jax.training.steps import cross_entropy_and_grad, supervised_step
 
 #: Where the Bezier factor ``2t(1 - t)`` is applied: the step's learning rate (the paper
 #: code) or the gradient handed to the optimizer.
@@ -67,7 +63,7 @@ def curve_train_step(
         used in train mode and left unchanged).
       batch: ``{"images", "labels", "cue"}``.
       a, b: endpoint variables (frozen).
-      cue: the dataset's cue (see :func:`mmc_jax.training.steps.cued_inputs`).
+      cue: the dataset's cue (see :func:`mmc_jax.metrics.cued_inputs`).
       scale: ``"lr"`` (default, the paper code): the optimizer gets the gradient at
         ``path(t)`` and its update is multiplied by ``2t(1 - t)``; ``"gradient"``: the
         optimizer gets the gradient with respect to the control point. A static Python

@@ -22,7 +22,7 @@ import numpy as np
 from flax import traverse_util
 
 from mmc_jax import models
-from mmc_jax.errors import InputError
+from mmc_jax.runtime.errors import InputError
 
 #: Model presets whose PyTorch names are known.
 ARCHITECTURES = ("vgg13", "resnet18")

@@ -43,8 +43,8 @@ import jax.numpy as jnp
 import optax
 
 from mmc_jax import paths
-from mmc_jax.errors import InputError
-from mmc_jax.training.steps import cross_entropy, train_forward
+from mmc_jax.metrics import cross_entropy, train_forward
+from mmc_jax.runtime.errors import InputError
 
 PyTree = Any
 T_DISTRIBUTIONS = ("clipped_normal", "truncated_normal", "uniform")

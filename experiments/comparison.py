@@ -14,10 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from mmc_jax import InputError, data, io, models, path_eval, permute, training
+from mmc_jax import InputError, data, models, permute, training
+from mmc_jax.connectivity import path_eval
 from mmc_jax.data.batching import sample_batches
-from mmc_jax.errors import check_bounds, check_choice
 from mmc_jax.permute.sites import as_apply
+from mmc_jax.reporting import files
+from mmc_jax.runtime.errors import check_bounds, check_choice
 
 #: How one model is aligned to another (``config.permutation.method``).
 PERMUTATIONS = ("weight", "activation", "greedy", "paper")
@@ -204,7 +206,7 @@ def evaluator_settings(
     if store.exists() and (not marker.is_file() or json.loads(marker.read_text()) != run):
         shutil.rmtree(store)
     if not marker.is_file():
-        io.write_json(marker, run)
+        files.write_json(marker, run)
     saved = len(list(store.glob("part_*.npz")))
     if saved:
         logging.info(f"resuming: {saved} part(s) of the evaluation saved by an earlier run")

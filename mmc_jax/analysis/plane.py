@@ -22,9 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mmc_jax import path_eval, paths
+from mmc_jax import paths
+from mmc_jax.connectivity import path_eval
 from mmc_jax.data import CONDITIONS, Dataset
-from mmc_jax.errors import InputError
+from mmc_jax.runtime.errors import InputError
 
 PyTree = Any
 
@@ -181,7 +182,7 @@ def evaluate_plane(
       size: grid points per side (G; G² points in one evaluation).
       margin: how far the grid extends beyond the models, as a fraction of their extent.
       conditions: which of :data:`mmc_jax.data.CONDITIONS`.
-      **evaluator: passed to :func:`mmc_jax.path_eval.evaluate_path`.
+      **evaluator: passed to :func:`mmc_jax.connectivity.path_eval.evaluate_path`.
 
     Returns:
       A :class:`PlaneResult`; its values at the three models equal their own evaluation

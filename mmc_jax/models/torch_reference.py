@@ -1,6 +1,6 @@
 """PyTorch counterparts of every mmc_jax preset (same layers and widths): the paper code's
 VGG-13 and ResNet-18 with its module names (their state_dicts load with
-``mmc_jax.interop.load_torch_checkpoint``), and the other presets, for side-by-side
+``mmc_jax.models.interop.load_torch_checkpoint``), and the other presets, for side-by-side
 comparisons on one machine. Needs ``torch`` (the ``torch`` extra; not a dependency)."""
 
 from __future__ import annotations

@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mmc_jax import barrier, path_eval, paths
+from mmc_jax import paths
+from mmc_jax.connectivity import barrier, path_eval
 from mmc_jax.data import CONDITIONS, Dataset
-from mmc_jax.errors import InputError
+from mmc_jax.runtime.errors import InputError
 
 PyTree = Any
 
@@ -173,7 +174,7 @@ def pairwise_barriers(
         ``permute.apply(spec, permute.weight_matching(spec, a, b, key), b)``); given, the
         line of pair ``i < j`` runs from model i to model j aligned to it, and ``[j, i]``
         mirrors ``[i, j]``.
-      **evaluator: passed to :func:`mmc_jax.path_eval.evaluate_path` (``bn``,
+      **evaluator: passed to :func:`mmc_jax.connectivity.path_eval.evaluate_path` (``bn``,
         ``bn_set``, ``bn_batches``, ``batch_size``, ``strategy``, ``memory_budget``,
         ``key``, ``store`` to resume, ...); every line is evaluated exactly as
         ``evaluate_path`` would.

@@ -9,20 +9,26 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import pathlib
 import sys
-
-from mmc_jax.data.cache import cache_dir
+from typing import Optional
 
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _MIN_COMPILE_TIME = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
 
 
+def cache_dir(override: Optional[str] = None) -> pathlib.Path:
+    """The cache folder: ``override``, else ``$MMC_JAX_CACHE``, else ``~/.cache/mmc_jax``."""
+    path = override or os.environ.get("MMC_JAX_CACHE") or "~/.cache/mmc_jax"
+    return pathlib.Path(path).expanduser()
+
+
 def enable_compilation_cache(min_compile_time_s: float | None = None) -> str:
     """Keeps compiled XLA programs on disk so reruns and resumed runs skip compilation.
 
     Uses ``$JAX_COMPILATION_CACHE_DIR`` if set, else ``<mmc_jax cache>/jax`` (see
-    :func:`mmc_jax.data.cache.cache_dir`). Programs that compile faster than
+    :func:`cache_dir`). Programs that compile faster than
     ``min_compile_time_s`` are not kept; by default
     ``$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``, else 0.5 s. Returns the folder.
     """

@@ -4,7 +4,7 @@ the folders the library writes.
 Every file is written to a temporary file beside it and renamed into place: a crash, a kill
 or a full disk never leaves a truncated ``results.json``, readers see the old file or the
 new one. A write the operating system refuses (disk full, no permission, read-only folder)
-raises :class:`~mmc_jax.errors.WriteError` naming the file, after removing the temporary
+raises :class:`~mmc_jax.runtime.errors.WriteError` naming the file, after removing the temporary
 file.
 
 Folders also record the *layout version* of what they hold (:data:`LAYOUT_VERSION`, in
@@ -22,7 +22,7 @@ import pathlib
 import tempfile
 from typing import Any, Optional
 
-from mmc_jax.errors import InputError, WriteError
+from mmc_jax.runtime.errors import InputError, WriteError
 
 #: The layout of the folders this mmc_jax writes; it reads every layout up to this one.
 #: 1: folders without a version (flat configs, .npz models); 2: versioned folders.

@@ -14,7 +14,7 @@ writes blocked on a full queue (tensorboardX builds the events, this module writ
 The event files are a view of a run, not its results: a write the operating system refuses
 (disk full, no permission, read-only folder) logs one warning naming the file and the cause,
 and the run goes on without events; its checkpoints and results are written (or refused, with
-:class:`~mmc_jax.errors.WriteError`) as usual.
+:class:`~mmc_jax.runtime.errors.WriteError`) as usual.
 """
 
 from __future__ import annotations
@@ -164,12 +164,12 @@ def path_curves(log: EventLog, name: str, summary: Mapping, ts: Optional[list] =
 
 
 def save_figure(log: EventLog, path, fig) -> pathlib.Path:
-    """``path`` as a PNG (``io.save_figure``) and the same figure in ``log``, tagged by the
+    """``path`` as a PNG (``files.save_figure``) and the same figure in ``log``, tagged by the
     file's name."""
-    from mmc_jax import io
+    from mmc_jax.reporting import files
 
     log.figure(pathlib.Path(path).stem, fig)
-    return io.save_figure(path, fig)
+    return files.save_figure(path, fig)
 
 
 def open_log(workdir) -> EventLog:

@@ -19,9 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct, traverse_util
 
-from mmc_jax import barrier, path_eval, paths
+from mmc_jax import paths
+from mmc_jax.connectivity import barrier, path_eval
 from mmc_jax.data import CONDITIONS, Dataset
-from mmc_jax.errors import InputError
+from mmc_jax.runtime.errors import InputError
 
 PyTree = Any
 
@@ -155,7 +156,7 @@ def layerwise_barriers(
       groups: module names (default: every top-level module of ``a["params"]``).
       ts: points of each line (default ``paths.grid(11)``, from 0 to 1).
       conditions: which of :data:`mmc_jax.data.CONDITIONS`.
-      **evaluator: passed to :func:`mmc_jax.path_eval.evaluate_path` (``bn``,
+      **evaluator: passed to :func:`mmc_jax.connectivity.path_eval.evaluate_path` (``bn``,
         ``bn_set``, ``bn_batches``, ``batch_size``, ``key``, ...).
 
     Returns:

@@ -9,14 +9,13 @@ one device every function here is a plain ``device_put``.
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-
-from mmc_jax.data.batching import prefetch_to_device
 
 #: Name of the mesh axis batches are split along.
 DATA_AXIS = "data"
@@ -48,6 +47,25 @@ def batch_sharding(batch: Any, mesh: Mesh, axis: int = 0) -> Any:
         return NamedSharding(mesh, P(*[None] * axis, name) if split else P())
 
     return jax.tree.map(sharding, batch)
+
+
+def prefetch_to_device(
+    batches: Iterable[Any], size: int = 2, sharding: Any = None
+) -> Iterator[Any]:
+    """Keeps ``size`` batches in flight to the device while the current one is used.
+
+    ``jax.device_put`` is asynchronous, so queuing transfers ahead overlaps them with the
+    computation on the previous batch. ``sharding`` places each batch across devices: a
+    sharding (or PyTree of them), or a function of the batch returning one (e.g.
+    :func:`batch_sharding`).
+    """
+    queue = collections.deque()
+    for batch in batches:
+        queue.append(jax.device_put(batch, sharding(batch) if callable(sharding) else sharding))
+        if len(queue) > size:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()
 
 
 def shard_batches(batches: Iterable[Any], mesh: Mesh, size: int = 2) -> Iterator[Any]:

@@ -23,7 +23,7 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-from mmc_jax import io
+from mmc_jax.reporting import files
 
 #: θ_C is cue-reliant when nocue − randcue is at least this many points ...
 MIN_GAP = 20.0
@@ -208,4 +208,4 @@ def markdown(diagnosis: Mapping[str, Any]) -> str:
             f"{MAX_RANDIMG_DROP:g} wanted)."
         )
     lines += [""] + [f"> **Warning**: {w}" for w in diagnosis["warnings"]]
-    return io.markdown_section("Diagnosis", lines)
+    return files.markdown_section("Diagnosis", lines)

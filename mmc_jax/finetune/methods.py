@@ -27,9 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mmc_jax import data, objectives
-from mmc_jax.errors import InputError, check_bounds, check_choice
+from mmc_jax import data
+from mmc_jax.finetune import objectives
 from mmc_jax.models import layers
+from mmc_jax.runtime.errors import InputError, check_bounds, check_choice
 from mmc_jax.training import optim
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.loop import run_epochs
@@ -399,19 +400,3 @@ def _train(
 
 def _settings(method: str, config: FinetuneConfig) -> dict[str, Any]:
     return {"method": method, **dataclasses.asdict(config)}
-
-
-__all__ = [
-    "CBFT_MODES",
-    "FinetuneConfig",
-    "PairedIterator",
-    "cbft",
-    "cbft_step",
-    "draw_subsets",
-    "features_of",
-    "llrt",
-    "naive_finetune",
-    "naive_step",
-    "paired_batches",
-    "paired_iterator",
-]

@@ -165,7 +165,7 @@ def method_paths(curves: Mapping[str, Mapping], start: str = "θ_C"):
 
 
 def barrier_heatmaps(result, metric: str = "loss"):
-    """One heatmap per condition of a :class:`mmc_jax.similarity.SimilarityResult`'s
+    """One heatmap per condition of a :class:`mmc_jax.analysis.similarity.SimilarityResult`'s
     barrier matrix, models ordered by that condition's clustering, values written in."""
     plt = _use_agg()
     conditions = list(result.loss)
@@ -200,7 +200,7 @@ def barrier_heatmaps(result, metric: str = "loss"):
 
 
 def layer_barriers(result, title: str = ""):
-    """Bar chart of a :class:`mmc_jax.layerwise.LayerwiseResult`: the loss barrier of each
+    """Bar chart of a :class:`mmc_jax.analysis.layerwise.LayerwiseResult`: the loss barrier of each
     layer's partial line, one group of bars per layer, one bar per condition."""
     plt = _use_agg()
     groups, conditions = result.groups, list(result.loss)
@@ -227,7 +227,7 @@ def layer_barriers(result, title: str = ""):
 
 
 def plane_contours(result, metric: str = "loss"):
-    """Filled contours of a :class:`mmc_jax.plane.PlaneResult` per condition, the three
+    """Filled contours of a :class:`mmc_jax.analysis.plane.PlaneResult` per condition, the three
     models marked and named, and its curve (if any) dashed."""
     plt = _use_agg()
     conditions = list(result.metrics)

@@ -9,7 +9,7 @@ every extra cued sample is one less reason to learn the objects.
 :func:`calibrate` bisects ``log(1 − p)`` between ``low`` and ``high`` (so 0.9, 0.99 and
 0.999 are as far apart as the decisions they make), from a first trial at ``start``. A
 trial's model is *cue-reliant* by
-:class:`Search`'s targets (stricter than :mod:`mmc_jax.diagnosis`'s warning thresholds, a
+:class:`Search`'s targets (stricter than :mod:`mmc_jax.training.diagnosis`'s warning thresholds, a
 margin for seed noise); *too little cue* when its randimg is below the target (it needs
 more cued data: the lower end moves up); *too much cue* when it follows the cue but knows
 the objects too little for a random class's cue to cost it the target gap (randimg on
@@ -44,11 +44,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from mmc_jax import diagnosis, io
-from mmc_jax.errors import WriteError, require
-from mmc_jax.training import build, loop
+from mmc_jax.metrics import evaluate
+from mmc_jax.reporting import files
+from mmc_jax.runtime.errors import WriteError, require
+from mmc_jax.training import build, diagnosis, loop
 from mmc_jax.training.checkpoint import RunCheckpoints
-from mmc_jax.training.evaluate import evaluate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +214,7 @@ def run_trial(
             "stopped": bool(stopped),
             "seconds": round(time.perf_counter() - start, 1),
         }
-        io.write_json(record_path, {**key, "trial": record})
+        files.write_json(record_path, {**key, "trial": record})
     if record["stopped"] or record["randimg"] < search.target_randimg:
         verdict = TOO_LITTLE
     else:
@@ -300,7 +300,7 @@ def calibrate(
         "search": dataclasses.asdict(search),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    io.write_json(workdir / "calibration.json", result)
+    files.write_json(workdir / "calibration.json", result)
     return result
 
 
@@ -366,7 +366,7 @@ def markdown(result: Mapping[str, Any]) -> str:
             f"{t['randimg']:.1f} | {t['gap']:.1f} | {VERDICTS[t['verdict']]} | "
             f"{t['seconds']:.0f} |"
         )
-    return io.markdown_section("Cue proportion calibration", lines)
+    return files.markdown_section("Cue proportion calibration", lines)
 
 
 def reuse(
@@ -390,7 +390,7 @@ def reuse(
     if stored != json.loads(json.dumps(loop.TrainConfig.of(config).to_dict())):
         return False
     partial = target.parent / f".{target.name}.copy"
-    names = ("checkpoints", "config.json", "data.json", io.LAYOUT_FILE)
+    names = ("checkpoints", "config.json", "data.json", files.LAYOUT_FILE)
     try:  # copied whole, then renamed: a full disk leaves no half-copied checkpoint behind
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
