@@ -6,7 +6,7 @@ condition that isolates a mechanism (``cue``, ``randimg``, ...), models sharing 
 barrier between them. ``pairwise_barriers`` evaluates all N(N−1)/2 lines as the points of a
 single path-evaluator program (a point is ``(i, j, t)``), so the work is batched like the
 points of one path; ``order`` and ``clusters`` group the models by average-linkage
-hierarchical clustering of a barrier matrix.
+hierarchical clustering of a barrier matrix. For example::
 
     result = similarity.pairwise_barriers(model.apply, {"θ_C": a, "FT": b, "CBFT": c},
                                           test, bn_set=train)

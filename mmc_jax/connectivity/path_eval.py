@@ -25,12 +25,11 @@ BatchNorm policies (``bn``):
   0.1 in PyTorch terms), without reset;
 * ``"recompute"``: statistics reset and recomputed exactly as the cumulative average of
   per-batch statistics over the BN batches (PyTorch's ``momentum=None``);
-* ``"repair"`` (Jordan et al. 2023, :mod:`mmc_jax.connectivity.repair`): interpolated statistics,
-and
-  every convolution's and dense layer's channels rescaled to the interpolation of the
-  endpoints' activation mean and standard deviation, measured on the BN batches; for models
-  with BatchNorm, LayerNorm or no normalisation. Needs a path that names its anchor models
-  (``anchors()`` and ``weights(t)``, as every path of the library does).
+* ``"repair"`` (Jordan et al. 2023, :mod:`mmc_jax.connectivity.repair`): interpolated
+  statistics, and every convolution's and dense layer's channels rescaled to the
+  interpolation of the endpoints' activation mean and standard deviation, measured on the BN
+  batches; for models with BatchNorm, LayerNorm or no normalisation. Needs a path that names
+  its anchor models (``anchors()`` and ``weights(t)``, as every path of the library does).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """The :class:`Dataset` record and :func:`load`, the one entry point to every dataset.
 
 Names:
-  ``shapes10``       embedded procedural shapes (no download), the default for demos;
-  ``cifar10``, ``cifar100``, ``fashion_mnist``  through ``tfds.data_source``;
-  ``dominoes``       Fashion-MNIST on top of CIFAR-10 (64×32), or any two datasets with
-                     ``top=`` / ``bottom=`` options (e.g. ``top="shapes10"``);
-  ``npz:<path>``     a user's arrays ``x_train, y_train, x_test, y_test``.
+
+- ``shapes10``: embedded procedural shapes (no download), the default for demos;
+- ``cifar10``, ``cifar100``, ``fashion_mnist``: through ``tfds.data_source``;
+- ``dominoes``: Fashion-MNIST on top of CIFAR-10 (64×32), or any two datasets with
+  ``top=`` / ``bottom=`` options (e.g. ``top="shapes10"``);
+- ``npz:<path>``: a user's arrays ``x_train, y_train, x_test, y_test``.
 """
 
 from __future__ import annotations
@@ -106,11 +107,12 @@ def load(name: str, split: str = "train", *, seed: int = 0, **options) -> Datase
       seed: generator seed of ``shapes10`` (train uses ``2 * seed``, test ``2 * seed + 1``);
         real datasets ignore it.
       **options:
-        ``num_examples`` (shapes10): split size, default 20,000 train / 5,000 test.
-        ``data_dir``: TFDS data folder for the real datasets.
-        ``top``, ``bottom`` (dominoes): dataset names, default ``fashion_mnist`` / ``cifar10``;
-          ``data_dir`` and ``num_examples`` go to the parts that take them.
-        ``cache_dir``: cache folder override (default ``$MMC_JAX_CACHE``).
+
+        - ``num_examples`` (shapes10): split size, default 20,000 train / 5,000 test.
+        - ``data_dir``: TFDS data folder for the real datasets.
+        - ``top``, ``bottom`` (dominoes): dataset names, default ``fashion_mnist`` /
+          ``cifar10``; ``data_dir`` and ``num_examples`` go to the parts that take them.
+        - ``cache_dir``: cache folder override (default ``$MMC_JAX_CACHE``).
 
     Returns:
       A :class:`Dataset`.

@@ -1,5 +1,5 @@
 """Where a run's time goes: wall-clock seconds of named phases, and how many of them went to
-tracing, lowering and compiling XLA programs (from ``jax.monitoring`` events).
+tracing, lowering and compiling XLA programs (from ``jax.monitoring`` events). For example::
 
     phases = timing.Phases()
     with phases("θ_C"):
