@@ -55,8 +55,7 @@ def seeds_of(config) -> tuple[int, ...]:
 
 def validate(config) -> None:
     """Raises InputError for an impossible value of any section, before any long work."""
-    for lr in ("small_lr", "medium_lr", "large_lr"):
-        methods_lib.finetune_config(config, config.optim[lr], 0)
+    methods_lib.method_configs(config, 0)
     methods_lib.check_methods(config.methods)
     methods_lib.check_targets(config.path.targets)
     comparison.validate(config.path)
@@ -72,7 +71,7 @@ def validate(config) -> None:
         ]
     )
     check_bounds(config.data, "data.", count=("n_cue",))
-    check_bounds(config.finetune, "finetune.", count=("scratch_epochs",))
+    check_bounds(config.baselines, "baselines.", count=("scratch_epochs",))
     init = config.cue_model.model.init_from
     if init == "nocue_model" and config.cue_model.data.cue_proportion == training.AUTO:
         raise InputError(

@@ -407,7 +407,8 @@ def _unknown_field(err: Exception, argv: list[str], config_file: str) -> str:
     return fallback
 
 
-#: Fields of the flat configs whose name changed when they moved into a section.
+#: Fields whose name changed when they moved into a section: the one table of old names
+#: (by the field's last name, or by its full dotted name).
 RENAMED = {
     "dataset": "data.name",
     "data_seed": "data.seed",
@@ -417,6 +418,16 @@ RENAMED = {
     "eval_batch_size": "path.batch_size",
     "permutation": "permutation.method",
     "model": "model.name",
+    "llrt_epochs": "finetune.llrt.epochs",
+    "llrt_learning_rate": "finetune.llrt.learning_rate",
+    # experiments.cbft's fine-tuning sections, by their full name:
+    "optim.medium_lr": "optim.learning_rate",
+    "optim.small_lr": "baselines.small_learning_rate",
+    "optim.large_lr": "baselines.large_learning_rate",
+    "finetune.llrt_epochs": "finetune.llrt.epochs",
+    "finetune.llrt_learning_rate": "finetune.llrt.learning_rate",
+    "finetune.llrt_weight_decay": "finetune.llrt.weight_decay",
+    "finetune.scratch_epochs": "baselines.scratch_epochs",
 }
 
 
@@ -444,11 +455,13 @@ def _section_given_a_value(message: str, argv: list[str], config_file: str) -> s
 def new_places(old: str, config) -> list[str]:
     """Where the field ``old`` (dotted) of a flat config lives in ``config``'s sections:
     the field of :data:`RENAMED`, else the fields below the same parent with its name (or
-    without a ``curve_`` prefix) one section deeper."""
+    without a ``curve_`` prefix) in the nearest deeper sections."""
     from experiments import fields
 
     if config is None:
         return []
+    if old in RENAMED:
+        return [RENAMED[old]] if RENAMED[old] in fields.leaves(config) else []
     parent, _, last = old.rpartition(".")
     base = f"{parent}." if parent else ""
     if last in RENAMED:
@@ -458,10 +471,11 @@ def new_places(old: str, config) -> list[str]:
         f
         for f in fields.leaves(config)
         if f.startswith(base)
-        and f.count(".") == old.count(".") + 1
+        and f.count(".") > old.count(".")
         and f.rpartition(".")[2] in names
         and f.split(".")[old.count(".")] not in NESTED_CONFIGS
     ]
+    places = [f for f in places if f.count(".") == min(p.count(".") for p in places)]
     exact = [f for f in places if f.endswith(f".{last}")]
     return (exact if len(exact) == 1 else places)[:3]
 

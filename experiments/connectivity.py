@@ -65,7 +65,7 @@ def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
 
 def midpoint_config(config) -> curve.MidpointConfig:
     """The ``curve`` section as the library's typed midpoint config (checked)."""
-    return curve.MidpointConfig(**config.curve)
+    return curve.MidpointConfig.of(config.curve)
 
 
 def validate(config) -> tuple[str, ...]:

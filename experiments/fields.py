@@ -101,7 +101,7 @@ def _fields(names: str, rule: Rule) -> dict[str, Rule]:
 RULES: dict[str, Rule] = {
     **_fields(
         "epochs batch_size eval_batch_size eval_every_epochs checkpoints_to_keep "
-        "step_every_epochs llrt_epochs scratch_epochs n_cue part_size num_samples",
+        "step_every_epochs scratch_epochs n_cue part_size num_samples",
         _number("count", integer=True),
     ),
     **_fields(
@@ -110,7 +110,7 @@ RULES: dict[str, Rule] = {
         _number("non_negative", integer=True),
     ),
     **_fields(
-        "learning_rate step_factor small_lr medium_lr large_lr llrt_learning_rate",
+        "learning_rate step_factor small_learning_rate large_learning_rate",
         _number("positive"),
     ),
     **_fields(

@@ -4,12 +4,12 @@ fine-tuning method, each trained (resumably) in its own folder of a seed's workd
 Methods (``config.methods``), all starting from θ_C unless said otherwise:
 
 =====================  ===================================================================
-``naive_ft_small``     naive fine-tuning on the clean samples at ``small_lr`` (FTS)
-``naive_ft_medium``    naive fine-tuning at ``medium_lr`` (FTM)
-``naive_ft_large``     naive fine-tuning at ``large_lr`` (the paper's Fig. 5, lr 0.1)
-``llrt``               last-layer retraining on the clean samples (LLR)
-``lpft``               LLRT, then naive fine-tuning at ``medium_lr``
-``cbft``               connectivity-based fine-tuning at ``medium_lr``
+``naive_ft_small``     naive fine-tuning on the clean samples at ``baselines.small_learning_rate``
+``naive_ft_medium``    naive fine-tuning at ``optim.learning_rate`` (FTM)
+``naive_ft_large``     naive fine-tuning at ``baselines.large_learning_rate`` (Fig. 5, lr 0.1)
+``llrt``               last-layer retraining on the clean samples (LLR), ``finetune.llrt``'s SGD
+``lpft``               LLRT, then naive fine-tuning at ``optim.learning_rate``
+``cbft``               connectivity-based fine-tuning at ``optim.learning_rate``
 ``cbft_no_barrier``    CBFT without the barrier term (Table 3, "w/o L_B")
 ``cbft_no_invariance`` CBFT without the invariance term (Table 3, "w/o L_I")
 ``scratch``            a fresh model trained on the clean samples only (Table 4)
@@ -84,15 +84,30 @@ def check_targets(targets) -> tuple[str, ...]:
     return tuple(dict.fromkeys(("cue_model", *targets)))
 
 
-def finetune_config(
-    config, learning_rate: float, seed: int, **overrides
-) -> finetune.FinetuneConfig:
-    """The fine-tuning hyperparameters of the experiment config (its ``optim`` and
-    ``finetune`` sections, by field name), for one learning rate and seed (``overrides``
-    change single fields, e.g. ``barrier_weight=0``)."""
-    return finetune.FinetuneConfig.of(
-        config.optim, config.finetune, learning_rate=learning_rate, seed=seed, **overrides
-    )
+def finetune_config(config, seed: int) -> finetune.FinetuneConfig:
+    """The library's fine-tuning config of the experiment config, for one seed: the one
+    place its ``optim`` and ``finetune`` sections become a :class:`FinetuneConfig` (LLRT's
+    SGD is ``optim``'s with ``finetune.llrt``'s epochs, learning rate and weight decay)."""
+    optim = training.OptimConfig.of(config.optim)
+    own = config.finetune.to_dict()
+    llrt = optim.changed(**own.pop("llrt", {}))
+    return finetune.FinetuneConfig.of(own, optim=optim, llrt=llrt, seed=seed)
+
+
+def method_configs(config, seed: int) -> dict[str, finetune.FinetuneConfig]:
+    """Each method's fine-tuning config for one seed (built, and so checked, at once)."""
+    base = finetune_config(config, seed)
+    baselines = config.baselines
+    return {
+        "naive_ft_small": base.changed(optim={"learning_rate": baselines.small_learning_rate}),
+        "naive_ft_medium": base,
+        "naive_ft_large": base.changed(optim={"learning_rate": baselines.large_learning_rate}),
+        "llrt": base,
+        "lpft": base,
+        "cbft": base,
+        "cbft_no_barrier": base.changed(barrier_weight=0.0),
+        "cbft_no_invariance": base.changed(invariance_weight=0.0),
+    }
 
 
 #: Methods that read penultimate features (LLRT's probe, CBFT's invariance term).
@@ -209,7 +224,7 @@ def choose_n_clean(
             theta_c,
             iterator,
             train.cue,
-            finetune_config(config, config.optim.small_lr, seed),
+            method_configs(config, seed)["naive_ft_small"],
             workdir / "n_clean" / f"n_{n}",
         )[0]
         after = diagnosis.CueReliance.of(
@@ -260,35 +275,28 @@ def fine_tuned_models(
         train, clean_index, cue_index, config.optim.batch_size, seed
     )
     k, cue = train.num_classes, train.cue
-    medium = finetune_config(config, config.optim.medium_lr, seed)
+    configs = method_configs(config, seed)
     done: dict = {}
 
-    def naive(lr, start, folder):
+    def naive(name, start, folder=None):
         return finetune.naive_finetune(
-            apply_fn, start, iterator, cue, finetune_config(config, lr, seed), workdir / folder
+            apply_fn, start, iterator, cue, configs[name], workdir / (folder or name)
         )[0]
 
     def llrt():
         if "llrt" not in done:
             done["llrt"] = finetune.llrt(
-                apply_fn, theta_c, train, clean_index, k, medium, workdir / "llrt"
+                apply_fn, theta_c, train, clean_index, k, configs["llrt"], workdir / "llrt"
             )[0]
         return done["llrt"]
 
-    def cbft(name, **overrides):
+    def cbft(name):
         return finetune.cbft(
-            apply_fn,
-            theta_c,
-            theta_c,
-            iterator,
-            cue,
-            k,
-            finetune_config(config, config.optim.medium_lr, seed, **overrides),
-            workdir / name,
+            apply_fn, theta_c, theta_c, iterator, cue, k, configs[name], workdir / name
         )[0]
 
     def scratch():
-        epochs = config.finetune.scratch_epochs
+        epochs = config.baselines.scratch_epochs
         scratch_config = cue_config.changed(
             data={"cue_proportion": 0.0},
             model={"init_from": ""},
@@ -304,14 +312,14 @@ def fine_tuned_models(
         )["state"].variables
 
     runners = {
-        "naive_ft_small": lambda: naive(config.optim.small_lr, theta_c, "naive_ft_small"),
-        "naive_ft_medium": lambda: naive(config.optim.medium_lr, theta_c, "naive_ft_medium"),
-        "naive_ft_large": lambda: naive(config.optim.large_lr, theta_c, "naive_ft_large"),
+        "naive_ft_small": lambda: naive("naive_ft_small", theta_c),
+        "naive_ft_medium": lambda: naive("naive_ft_medium", theta_c),
+        "naive_ft_large": lambda: naive("naive_ft_large", theta_c),
         "llrt": llrt,
-        "lpft": lambda: naive(config.optim.medium_lr, llrt(), "lpft"),
+        "lpft": lambda: naive("lpft", llrt()),
         "cbft": lambda: cbft("cbft"),
-        "cbft_no_barrier": lambda: cbft("cbft_no_barrier", barrier_weight=0.0),
-        "cbft_no_invariance": lambda: cbft("cbft_no_invariance", invariance_weight=0.0),
+        "cbft_no_barrier": lambda: cbft("cbft_no_barrier"),
+        "cbft_no_invariance": lambda: cbft("cbft_no_invariance"),
         "scratch": scratch,
     }
     models = {}

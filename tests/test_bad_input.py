@@ -383,7 +383,7 @@ def test_named_mistakes(folders, entry, args, message):
 #: Command lines run as real programs: exit status 2, one error line, nothing written.
 PROGRAMS = [
     ("train", ["--config=experiments/configs/demo.py", "--config.no_such_field=1"]),
-    ("cbft", ["--config.optim.medium_lr=-1"]),
+    ("cbft", ["--config.optim.learning_rate=-1"]),
     ("train", ["--workdir={file}"]),
     ("connectivity", ["--config=experiments/configs/nope.py", "--model_a={a}", "--model_b={vgg}"]),
     ("plane", ["--models={a},{b},{empty}"]),

@@ -67,8 +67,8 @@ def test_one_set_of_bounds_for_momentum():
     """momentum in [0, 1) wherever a config or the optimizer takes it."""
     checks = [
         lambda m: training.OptimConfig(momentum=m),
-        lambda m: finetune.FinetuneConfig(momentum=m),
-        lambda m: curve.MidpointConfig(momentum=m),
+        lambda m: finetune.FinetuneConfig.of(optim={"momentum": m}),
+        lambda m: curve.MidpointConfig.of(optim={"momentum": m}),
         lambda m: training.sgd(0.1, momentum=m),
     ]
     for check in checks:
@@ -93,11 +93,21 @@ def test_training_config_files_map_onto_the_typed_config(name, arg):
 def test_cbft_config_files_map_onto_the_typed_configs(name):
     config = importlib.import_module(f"experiments.configs.{name}").get_config()
     training.TrainConfig.of(config.cue_model)
-    for lr in ("small_lr", "medium_lr", "large_lr"):
-        tuned = methods.finetune_config(config, config.optim[lr], seed=2)
-        assert (tuned.learning_rate, tuned.seed) == (config.optim[lr], 2)
-        assert tuned.epochs == config.optim.epochs
-        assert tuned.llrt_learning_rate == config.finetune.llrt_learning_rate
+    tuned = methods.method_configs(config, seed=2)
+    expected = {
+        "naive_ft_small": config.baselines.small_learning_rate,
+        "naive_ft_medium": config.optim.learning_rate,
+        "naive_ft_large": config.baselines.large_learning_rate,
+        "cbft": config.optim.learning_rate,
+    }
+    for method, lr in expected.items():
+        assert (tuned[method].optim.learning_rate, tuned[method].seed) == (lr, 2)
+        assert tuned[method].optim.epochs == config.optim.epochs
+    llrt = tuned["llrt"].llrt  # LLRT's own SGD, batch size and momentum from optim
+    assert llrt.learning_rate == config.finetune.llrt.learning_rate
+    assert llrt.epochs == config.finetune.llrt.epochs
+    assert (llrt.batch_size, llrt.momentum) == (config.optim.batch_size, config.optim.momentum)
+    assert tuned["cbft_no_barrier"].barrier_weight == 0.0
     comparison.validate(config.path)
 
 
@@ -126,8 +136,8 @@ def test_comparison_config_files_share_the_path_section(name):
         ("cbft", "cue_model.cue_proportion", ["cue_model.data.cue_proportion"]),
         ("cbft", "eval_batch_size", ["path.batch_size"]),
         ("cbft", "path_points", ["path.num_points"]),
-        ("cbft", "llrt_epochs", ["finetune.llrt_epochs"]),
-        ("connectivity", "curve_epochs", ["curve.epochs"]),
+        ("cbft", "llrt_epochs", ["finetune.llrt.epochs"]),
+        ("connectivity", "curve_epochs", ["curve.optim.epochs"]),
         ("connectivity", "permutation", ["permutation.method"]),
         ("connectivity", "bn", ["path.bn"]),
         ("demo", "nonsense", []),

@@ -130,7 +130,7 @@ def test_resuming_with_another_scale_is_refused(tmp_path):
     model, a, b, c = _models()
     ds = data.load("shapes10", "train", num_examples=40)
     for scale in ("gradient", "lr"):
-        config = curve.MidpointConfig(epochs=1, batch_size=32, scale=scale)
+        config = curve.MidpointConfig.of(scale=scale, optim={"epochs": 1, "batch_size": 32})
         with pytest.raises(InputError, match="scale") if scale == "lr" else nullcontext():
             curve.fit_midpoint(model.apply, a, b, c, ds, tmp_path / "m", config, progress=False)
 
@@ -138,8 +138,9 @@ def test_resuming_with_another_scale_is_refused(tmp_path):
 def test_fit_midpoint_lowers_the_loss_and_resumes(tmp_path):
     model, a, b, c = _models()
     ds = data.load("shapes10", "train", num_examples=256)
-    config = curve.MidpointConfig(
-        cue_proportion=1.0, epochs=3, learning_rate=0.05, step_every_epochs=10, batch_size=64
+    config = curve.MidpointConfig.of(
+        cue_proportion=1.0,
+        optim={"epochs": 3, "learning_rate": 0.05, "step_every_epochs": 10, "batch_size": 64},
     )
     kwargs = dict(config=config, progress=False)
     fitted = curve.fit_midpoint(model.apply, a, b, c, ds, tmp_path / "m", **kwargs)

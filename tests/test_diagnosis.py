@@ -83,7 +83,7 @@ def test_a_fine_tuned_model_at_chance_is_flagged():
         "cbft": {"test": _metrics(60.0, 58.0, 57.0, 9.0)},
     }
     (warning,) = diagnosis.diagnose(methods, 0.87, 5e-3, 10)["warnings"]
-    assert warning.startswith("lpft ended near chance") and "llrt_learning_rate" in warning
+    assert warning.startswith("lpft ended near chance") and "finetune.llrt.learning_rate" in warning
     # Above chance + 10 points, but with a clean loss worse than a uniform guess (log 10).
     methods["lpft"] = {"test": _metrics(24.4, 23.2, 23.3, 10.4, loss=2.63)}
     (warning,) = diagnosis.diagnose(methods, 0.87, 5e-3, 10)["warnings"]

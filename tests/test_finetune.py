@@ -44,7 +44,9 @@ def test_paired_iterator_zips_clean_and_cued_batches(setup):
 def test_llrt_leaves_the_feature_extractor_untouched(setup, tmp_path):
     model, variables, train = setup
     clean, _ = finetune.draw_subsets(train, 120, 10, seed=0)
-    config = finetune.FinetuneConfig(batch_size=64, llrt_epochs=3)
+    config = finetune.FinetuneConfig.of(
+        optim={"batch_size": 64}, llrt={"batch_size": 64, "epochs": 3}
+    )
     new, history = finetune.llrt(
         model.apply, variables, train, clean, 10, config, tmp_path, progress=False
     )
@@ -60,7 +62,7 @@ def test_llrt_leaves_the_feature_extractor_untouched(setup, tmp_path):
 
 def test_cbft_code_mode_iteration_equals_two_sequential_steps(setup):
     model, variables, train = setup
-    config = finetune.FinetuneConfig(learning_rate=0.05, warmup_epochs=0)
+    config = finetune.FinetuneConfig.of(optim={"learning_rate": 0.05}, warmup_epochs=0)
     anchor = jax.tree.map(lambda x: x + 0.01, variables)
     optim_tx = training.sgd(0.05, 0.9, 1e-4)
     state = training.TrainState.create(model.apply, variables, optim_tx, jax.random.PRNGKey(3))
@@ -127,7 +129,7 @@ def test_bad_finetune_config():
     with pytest.raises(InputError, match="unknown CBFT mode 'both'"):
         finetune.FinetuneConfig(cbft_mode="both")
     with pytest.raises(InputError, match="learning_rate must be > 0"):
-        finetune.FinetuneConfig(learning_rate=0.0)
+        finetune.FinetuneConfig.of(optim={"learning_rate": 0.0})
 
 
 def test_cbft_without_barrier_is_one_main_step(setup):

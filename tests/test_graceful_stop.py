@@ -241,7 +241,9 @@ def tiny_finetune():
     train = data.load("shapes10", "train", num_examples=200)
     clean, cued = finetune.draw_subsets(train, 64, 64, seed=0)
     iterator = finetune.paired_iterator(train, clean, cued, 32, seed=0)  # 2 steps per epoch
-    config = finetune.FinetuneConfig(batch_size=32, epochs=3, learning_rate=0.05)
+    config = finetune.FinetuneConfig.of(
+        optim={"batch_size": 32, "epochs": 3, "learning_rate": 0.05}
+    )
     return model, variables, train, iterator, config
 
 

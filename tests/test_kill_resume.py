@@ -15,11 +15,11 @@ import pytest
 TRAIN = programs.TRAIN
 CBFT = [
     *programs.CBFT,
-    "--config.finetune.llrt_epochs=3",
+    "--config.finetune.llrt.epochs=3",
     # θ_NC, the from-scratch model and an ablation resume too.
     "--config.methods=('naive_ft_small', 'lpft', 'cbft_no_barrier', 'scratch')",
     "--config.path.targets=('cue_model', 'nocue_model')",
-    "--config.finetune.scratch_epochs=2",
+    "--config.baselines.scratch_epochs=2",
 ]
 
 

@@ -32,7 +32,7 @@ state = run["state"]
 train, _ = training.load_data(config)
 clean, cued = finetune.draw_subsets(train, 100, 200, 0)
 iterator = finetune.paired_iterator(train, clean, cued, 32, 0)
-ft = finetune.FinetuneConfig(epochs=2, batch_size=32, warmup_epochs=1)
+ft = finetune.FinetuneConfig.of(optim={"epochs": 2, "batch_size": 32}, warmup_epochs=1)
 cbft, _ = finetune.cbft(state.apply_fn, state.variables, state.variables, iterator, train.cue,
                         10, ft, out + "/cbft", progress=False)
 leaves = {f"theta_c_{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(state.variables))}

@@ -1,7 +1,7 @@
-"""Every command the README shows, as written: each entry-point command line is accepted by
-its parse and checks (in a folder laid out as the README's earlier commands leave it), and
-the own-data walk-through runs end to end from the command line (on a small slice of its
-data), with both of its ``auto`` settings."""
+"""Every command the README and the documentation (docs/) show, as written: each entry-point
+command line is accepted by its parse and checks (in a folder laid out as the earlier
+commands leave it), and the own-data walk-through runs end to end from the command line (on
+a small slice of its data), with both of its ``auto`` settings."""
 
 from __future__ import annotations
 
@@ -25,23 +25,34 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHELL = {"model": "vgg13", "p": "0.9", "path": "linear", "S": "workdirs/cbft/seed_0"}
 
 
+#: The pages whose commands are checked: the README, then the documentation's pages.
+PAGES = [
+    ROOT / "README.md",
+    *sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts),
+]
+
+
 def readme_commands() -> list[str]:
-    """The commands of the README's code blocks that start a Python program (continuation
-    lines joined, the install steps before ``&&`` dropped)."""
-    commands, inside, current = [], False, ""
-    for line in (ROOT / "README.md").read_text().splitlines():
-        if line.strip().startswith("```"):
-            inside = not inside
-            continue
-        text = line.strip()
-        if not inside or (not current and (text.startswith(("#", ">>>")) or "python" not in text)):
-            continue
-        current = f"{current} {text.rstrip(chr(92)).strip()}".strip()
-        if not text.endswith("\\"):
-            command = current.split("&&")[-1].strip()
-            if re.match(r"python3? (-m experiments\.|-c )", command):
-                commands.append(command)
-            current = ""
+    """The commands of the code blocks of the README and the documentation that start a
+    Python program (continuation lines joined, the install steps before ``&&`` dropped)."""
+    commands = []
+    for page in PAGES:
+        inside, current = False, ""
+        for line in page.read_text().splitlines():
+            if line.strip().startswith("```"):
+                inside = not inside
+                continue
+            text = line.strip()
+            if not inside or (
+                not current and (text.startswith(("#", ">>>")) or "python" not in text)
+            ):
+                continue
+            current = f"{current} {text.rstrip(chr(92)).strip()}".strip()
+            if not text.endswith("\\"):
+                command = current.split("&&")[-1].strip()
+                if re.match(r"python3? (-m experiments\.|-c )", command):
+                    commands.append(command)
+                current = ""
     return commands
 
 
@@ -134,7 +145,7 @@ def test_own_data_walkthrough_from_the_command_line(tmp_path):
         "--config.data.n_cue=300",
         "--config.optim.epochs=1",
         "--config.optim.batch_size=100",
-        "--config.finetune.llrt_epochs=2",
+        "--config.finetune.llrt.epochs=2",
         "--config.path.num_points=3",
         "--config.path.bn_batches=1",
         "--config.path.batch_size=200",

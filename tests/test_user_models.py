@@ -61,7 +61,7 @@ def test_user_model_in_train_connectivity_and_cbft(tmp_path):
         "--config.data.n_cue=256",
         "--config.optim.batch_size=64",
         "--config.optim.epochs=1",
-        "--config.finetune.llrt_epochs=1",
+        "--config.finetune.llrt.epochs=1",
         "--config.path.num_points=3",
         "--config.path.bn_batches=2",
         "--config.path.batch_size=100",

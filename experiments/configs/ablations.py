@@ -8,7 +8,7 @@ Table 4 (a model trained from scratch on the ``data.n_clean`` clean samples alon
 
 Rows: CBFT, ``cbft_no_barrier`` (barrier weight 0: the barrier step is skipped),
 ``cbft_no_invariance`` (invariance weight 0), ``scratch`` (a fresh model with θ_C's training
-recipe for ``finetune.scratch_epochs`` epochs on the same random draw of clean samples the
+recipe for ``baselines.scratch_epochs`` epochs on the same random draw of clean samples the
 fine-tuning uses), and medium-LR naive FT for reference. Expected (the paper's findings):
 without the barrier term the model stays in θ_C's basin and keeps the cue; without the
 invariance term it leaves the basin but need not become cue-invariant; from scratch, clean

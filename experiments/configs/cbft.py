@@ -11,9 +11,9 @@ the linear-path barrier to θ_C on cued test data. Runtime on a 2-core CPU: ~4 m
 
 Everything follows the paper's code except two demo calibrations, both documented here:
 ``data.n_clean`` 1,000 (of 20,000; with 2,500 the shapes are easy enough that even small-LR
-naive FT starts dropping the cue) and the LLRT learning rate 1 (the code's 30 was set for VGG-13
-features; on cnn4's it grows the new head to ~50× the norm of θ_C's, and LPFT's first
-fine-tuning steps then diverge to chance accuracy).
+naive FT starts dropping the cue) and the LLRT learning rate 1 (``finetune.llrt.learning_rate``;
+the code's 30 was set for VGG-13 features; on cnn4's it grows the new head to ~50× the norm of
+θ_C's, and LPFT's first fine-tuning steps then diverge to chance accuracy).
 """
 
 import ml_collections
@@ -39,20 +39,21 @@ def get_config():
     # small-LR naive fine-tuning keeps θ_C's cue.
     config.data.n_clean = config_dict.FieldReference(1000, field_type=object)
     config.data.n_cue = 19000                    # cued samples (paper: 47,500)
-    # Every method's SGD (cosine schedule).
+    # Every method's SGD, cosine per iteration (mmc_jax.training.OptimConfig).
     config.optim = ml_collections.ConfigDict()
     config.optim.epochs = 20
     config.optim.batch_size = 256
-    config.optim.small_lr = 0.001                # naive FT "small"
-    config.optim.medium_lr = 0.01                # naive FT "medium", LPFT and CBFT
-    config.optim.large_lr = 0.1                  # naive FT "large" (Fig. 5)
+    config.optim.learning_rate = 0.01            # naive FT "medium", LPFT and CBFT
     config.optim.momentum = 0.9
     config.optim.weight_decay = 1e-4
+    config.optim.schedule = "cosine"
     config.optim.grad_clip_norm = 0.0            # > 0: clip gradients to this global norm
-    # The methods' own settings (mmc_jax.finetune.FinetuneConfig).
+    # CBFT's own settings and LLRT's SGD (mmc_jax.finetune.FinetuneConfig).
     config.finetune = ml_collections.ConfigDict()
-    config.finetune.llrt_epochs = 200
-    config.finetune.llrt_learning_rate = 1.0     # the paper's code: 30 (see above)
+    config.finetune.llrt = ml_collections.ConfigDict()  # batch size, momentum: config.optim's
+    config.finetune.llrt.epochs = 200
+    config.finetune.llrt.learning_rate = 1.0     # the paper's code: 30 (see above)
+    config.finetune.llrt.weight_decay = 0.0
     config.finetune.cbft_mode = "code"           # code (two steps per iteration) | paper
     config.finetune.barrier_target = 1.0
     config.finetune.barrier_weight = 1.0         # 0: no barrier term (as cbft_no_barrier)
@@ -60,7 +61,11 @@ def get_config():
     config.finetune.invariance_weight = 1.0
     config.finetune.normalize_means = True
     config.finetune.warmup_epochs = 1            # epochs without the invariance term
-    config.finetune.scratch_epochs = 100         # "scratch": epochs on the n_clean samples
+    # The baselines' own settings (config.optim otherwise).
+    config.baselines = ml_collections.ConfigDict()
+    config.baselines.small_learning_rate = 0.001  # naive FT "small"
+    config.baselines.large_learning_rate = 0.1    # naive FT "large" (Fig. 5)
+    config.baselines.scratch_epochs = 100         # "scratch": epochs on the n_clean samples
     # Evaluation of every model on the four conditions, and the straight line from each
     # reference model of path.targets (cue_model = θ_C, nocue_model = θ_NC) to every model on
     # path.conditions (cue always on the line from θ_C), BN statistics recomputed at every

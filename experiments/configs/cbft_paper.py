@@ -25,6 +25,6 @@ def get_config(arg: str = "cifar10,vgg13,0.9"):
     config.seeds = (0, 1, 2)
     config.data.n_clean = 2500
     config.data.n_cue = 47500
-    config.finetune.llrt_learning_rate = 30.0
+    config.finetune.llrt.learning_rate = 30.0
     config.path.bn_batches = 20
     return config

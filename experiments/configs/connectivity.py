@@ -35,12 +35,15 @@ def get_config(arg: str = ""):
     config.curve.cue_proportion = 1.0   # data the midpoint is fitted on: 1.0 cue, 0.0 clean
     config.curve.init = "random"        # random (paper code) | mean (endpoints' mean)
     config.curve.scale = "lr"           # lr: 2t(1-t) scales the step's lr (paper) | gradient
-    config.curve.epochs = 15
-    config.curve.learning_rate = 0.1
-    config.curve.step_every_epochs = 10
-    config.curve.batch_size = 128
-    config.curve.momentum = 0.9
-    config.curve.weight_decay = 1e-4
+    config.curve.optim = ml_collections.ConfigDict()  # SGD, x0.1 every step_every_epochs
+    config.curve.optim.epochs = 15
+    config.curve.optim.batch_size = 128
+    config.curve.optim.learning_rate = 0.1
+    config.curve.optim.momentum = 0.9
+    config.curve.optim.weight_decay = 1e-4
+    config.curve.optim.schedule = "step"
+    config.curve.optim.step_every_epochs = 10
+    config.curve.optim.step_factor = 0.1
     config.seed = 0
     if arg == "paper":  # every setting as the paper's code (train_eval_mc.py) has it
         config.path.update(bn="interpolate_ema", bn_batches=0, bn_batch_size=128,

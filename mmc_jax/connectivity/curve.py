@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +31,10 @@ import optax
 
 from mmc_jax import data, models, paths
 from mmc_jax.metrics import accuracy, cued_inputs
-from mmc_jax.runtime.errors import InputError, check_bounds, check_choice
-from mmc_jax.training import optim
+from mmc_jax.runtime.configs import Config, field
+from mmc_jax.runtime.errors import InputError
 from mmc_jax.training.checkpoint import RunCheckpoints
+from mmc_jax.training.config import OptimConfig
 from mmc_jax.training.loop import run_epochs
 from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import cross_entropy_and_grad, supervised_step
@@ -113,8 +114,21 @@ def mean_control(a: Mapping, b: Mapping) -> dict:
 INITS = ("random", "mean")
 
 
+#: The paper code's midpoint SGD: 15 epochs, batch 128, lr 0.1 ×0.1 every 10 epochs.
+MIDPOINT_OPTIM = OptimConfig(
+    epochs=15,
+    batch_size=128,
+    learning_rate=0.1,
+    momentum=0.9,
+    weight_decay=1e-4,
+    schedule="step",
+    step_every_epochs=10,
+    step_factor=0.1,
+)
+
+
 @dataclasses.dataclass(frozen=True)
-class MidpointConfig:
+class MidpointConfig(Config):
     """How the control point of a quadratic path is trained (defaults: the paper's code).
 
     Attributes:
@@ -124,32 +138,15 @@ class MidpointConfig:
       scale: where the Bezier factor ``2t(1 - t)`` goes: ``"lr"`` (the paper code: the
         step's learning rate) or ``"gradient"`` (the gradient given to the optimizer); see
         :func:`curve_train_step`.
-      epochs, learning_rate, step_every_epochs, batch_size, momentum, weight_decay: the
-        paper code's step schedule (×0.1 every ``step_every_epochs``) and SGD.
+      optim: its SGD and schedule (the paper code's step schedule, ×0.1 every 10 epochs).
     """
 
-    cue_proportion: float = 1.0
-    init: str = "random"
-    scale: str = "lr"
-    epochs: int = 15
-    learning_rate: float = 0.1
-    step_every_epochs: int = 10
-    batch_size: int = 128
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    prefix: ClassVar[str] = "curve."
 
-    def __post_init__(self):
-        check_choice("midpoint init", self.init, INITS)
-        _check_scale(self.scale)
-        check_bounds(
-            self,
-            "curve.",
-            count=("epochs", "step_every_epochs", "batch_size"),
-            positive=("learning_rate",),
-            momentum=("momentum",),
-            non_negative=("weight_decay",),
-            fraction=("cue_proportion",),
-        )
+    cue_proportion: float = field(1.0, bounds="fraction")
+    init: str = field("random", choices=INITS, label="midpoint init")
+    scale: str = field("lr", choices=SCALES, label="midpoint scale")
+    optim: OptimConfig = MIDPOINT_OPTIM
 
 
 def initial_control(
@@ -196,12 +193,8 @@ def fit_midpoint(
     mask = data.cue_mask(train_set.labels, config.cue_proportion)
     iterator = data.EpochIterator(
         {"images": train_set.images, "labels": train_set.labels, "cue": mask},
-        batch_size=config.batch_size,
+        batch_size=config.optim.batch_size,
         seed=seed,
-    )
-    spe = iterator.steps_per_epoch
-    lr = optim.schedule(
-        "step", config.learning_rate, config.epochs * spe, spe, config.step_every_epochs, 0.1
     )
     start = {
         "params": jax.tree.map(jnp.copy, control["params"]),  # the step donates it
@@ -210,7 +203,7 @@ def fit_midpoint(
     state = TrainState.create(
         apply_fn,
         start,
-        optim.sgd(lr, config.momentum, config.weight_decay),
+        config.optim.optimizer(iterator.steps_per_epoch),
         jax.random.PRNGKey(seed),
     )
     # The endpoints are arguments of the compiled step (not constants baked into it), so
@@ -227,7 +220,7 @@ def fit_midpoint(
             step_fn,
             iterator,
             checkpoints,
-            config.epochs,
+            config.optim.epochs,
             progress=progress,
             desc="midpoint",
             constants=(a, b),

@@ -20,19 +20,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from mmc_jax import data
 from mmc_jax.finetune import objectives
 from mmc_jax.models import layers
-from mmc_jax.runtime.errors import InputError, check_bounds, check_choice
+from mmc_jax.runtime.configs import Config, field
+from mmc_jax.runtime.errors import InputError
 from mmc_jax.training import optim
 from mmc_jax.training.checkpoint import RunCheckpoints
+from mmc_jax.training.config import OptimConfig
 from mmc_jax.training.loop import run_epochs
 from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import supervised_step
@@ -40,17 +41,22 @@ from mmc_jax.training.steps import supervised_step
 CBFT_MODES = ("code", "paper")
 
 
+#: The paper code's fine-tuning SGD: 20 epochs, batch 256, lr 0.01, cosine per iteration.
+FINETUNE_OPTIM = OptimConfig(
+    epochs=20, batch_size=256, learning_rate=0.01, momentum=0.9, weight_decay=1e-4
+)
+#: The paper code's LLRT: 200 epochs, lr 30, no weight decay (batch and momentum as above).
+LLRT_OPTIM = FINETUNE_OPTIM.changed(epochs=200, learning_rate=30.0, weight_decay=0.0)
+
+
 @dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(Config):
     """Hyperparameters of one fine-tuning run (defaults: the paper's code).
 
     Attributes:
-      epochs: fine-tuning epochs (20).
-      learning_rate: initial learning rate (0.01; naive FT "small" uses 0.001).
-      batch_size: clean (and cued) batch size (256).
-      momentum, weight_decay: SGD (0.9, 1e-4).
+      optim: the run's SGD (naive FT, LPFT's fine-tuning and CBFT; cosine per iteration).
+      llrt: last-layer retraining's SGD (its learning rate, epochs and weight decay).
       seed: data draws, batch order and random t.
-      llrt_epochs, llrt_learning_rate, llrt_weight_decay: last-layer retraining (200, 30, 0).
       cbft_mode: ``"code"`` or ``"paper"``.
       barrier_target: the loss the line to θ_C should reach (1.0).
       barrier_weight: weight of the barrier term (1.0); 0 drops it (the paper's Table 3
@@ -60,58 +66,20 @@ class FinetuneConfig:
       invariance_weight: λ (1.0).
       normalize_means: L2-normalized class means in the invariance loss (the code).
       warmup_epochs: epochs without the invariance term (1, the code).
-      grad_clip_norm: clip each gradient to this global norm (0: off, the code).
     """
 
-    epochs: int = 20
-    learning_rate: float = 0.01
-    batch_size: int = 256
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    seed: int = 0
-    llrt_epochs: int = 200
-    llrt_learning_rate: float = 30.0
-    llrt_weight_decay: float = 0.0
-    cbft_mode: str = "code"
-    barrier_target: float = 1.0
-    barrier_weight: float = 1.0
-    t_dist: str = "clipped_normal"
-    invariance_weight: float = 1.0
+    kind: ClassVar[str] = "fine-tuning"
+
+    optim: OptimConfig = FINETUNE_OPTIM
+    llrt: OptimConfig = LLRT_OPTIM
+    seed: int = field(0, bounds="non_negative")
+    cbft_mode: str = field("code", choices=CBFT_MODES, label="CBFT mode")
+    barrier_target: float = field(1.0, bounds="positive")
+    barrier_weight: float = field(1.0, bounds="non_negative")
+    t_dist: str = field("clipped_normal", choices=objectives.T_DISTRIBUTIONS)
+    invariance_weight: float = field(1.0, bounds="non_negative")
     normalize_means: bool = True
-    warmup_epochs: int = 1
-    grad_clip_norm: float = 0.0
-
-    def __post_init__(self):
-        check_choice("CBFT mode", self.cbft_mode, CBFT_MODES)
-        check_bounds(
-            self,
-            count=("epochs", "batch_size", "llrt_epochs"),
-            positive=("learning_rate", "llrt_learning_rate", "barrier_target"),
-            momentum=("momentum",),
-            non_negative=(
-                "weight_decay",
-                "llrt_weight_decay",
-                "invariance_weight",
-                "barrier_weight",
-                "warmup_epochs",
-                "grad_clip_norm",
-                "seed",
-            ),
-        )
-        check_choice("t_dist", self.t_dist, objectives.T_DISTRIBUTIONS)
-
-    @classmethod
-    def of(cls, *sections, **fields) -> "FinetuneConfig":
-        """The fields of this class found in the config ``sections`` (later ones win), then
-        ``fields``; other entries of the sections are not this class's and are skipped.
-
-        >>> FinetuneConfig.of(config.optim, config.finetune, learning_rate=0.01, seed=0)
-        """
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {}
-        for section in sections:
-            values.update({k: v for k, v in section.items() if k in names})
-        return cls(**{**values, **fields})
+    warmup_epochs: int = field(1, bounds="non_negative")
 
 
 def draw_subsets(train: data.Dataset, n_clean: int, n_cue: int, seed: int):
@@ -165,14 +133,6 @@ def paired_iterator(train: data.Dataset, clean_index, cue_index, batch_size: int
         drop_remainder=False,
     )
     return PairedIterator(clean, cued)
-
-
-def _cosine(base_lr: float, total: int, offset: int = 0) -> optax.Schedule:
-    """Cosine to 0 over ``total`` steps, started ``offset`` steps late (held before)."""
-    cosine = optax.cosine_decay_schedule(base_lr, max(total, 1))
-    if offset <= 0:
-        return cosine
-    return optax.join_schedules([optax.constant_schedule(base_lr), cosine], [offset])
 
 
 def paired_batches(cue, batch: Mapping[str, jax.Array]):
@@ -231,7 +191,8 @@ def cbft_step(
 def _state(apply_fn, variables, lr, config: FinetuneConfig, seed_offset=0):
     """A train state on a *copy* of ``variables`` (the steps donate their state's buffers)."""
     variables = jax.tree.map(jnp.copy, dict(variables))
-    tx = optim.sgd(lr, config.momentum, config.weight_decay, config.grad_clip_norm)
+    sgd = config.optim
+    tx = optim.sgd(lr, sgd.momentum, sgd.weight_decay, sgd.grad_clip_norm)
     return TrainState.create(apply_fn, variables, tx, jax.random.PRNGKey(config.seed + seed_offset))
 
 
@@ -247,7 +208,7 @@ def naive_finetune(
 ):
     """Naive fine-tuning: cross-entropy on the clean set, cosine schedule per iteration."""
     spe = iterator.steps_per_epoch
-    state = _state(apply_fn, variables, _cosine(config.learning_rate, config.epochs * spe), config)
+    state = _state(apply_fn, variables, config.optim.learning_rates(spe), config)
     step = functools.partial(naive_step, cue=cue)
     state, history = _train("naive_ft", config, state, step, iterator, workdir, progress)
     return state.variables, history
@@ -267,17 +228,16 @@ def cbft(
 ):
     """Connectivity-based fine-tuning from ``variables`` (θ_C) away from ``anchor`` (θ_C)."""
     spe = iterator.steps_per_epoch
-    total = config.epochs * spe
     if config.cbft_mode == "code":
         # Two optimizer updates per iteration (one without the barrier step); the code's
         # scheduler starts stepping after the warm-up epoch and the next one, and is stepped
         # once per iteration.
         offset = (config.warmup_epochs + 1) * spe
-        schedule = _cosine(config.learning_rate, total, offset)
+        schedule = config.optim.learning_rates(spe, hold_steps=offset)
         updates = 2 if config.barrier_weight > 0 else 1
         lr = lambda count: schedule(count // updates)  # noqa: E731
     else:
-        lr = _cosine(config.learning_rate, total)
+        lr = config.optim.learning_rates(spe)
     state = _state(apply_fn, variables, lr, config, seed_offset=1)
 
     def step(state, batch, anchor_params):
@@ -317,12 +277,13 @@ def llrt(
     progress: bool = True,
 ):
     """Last-layer retraining: a fresh linear head on frozen features of the clean set
-    (eval-mode BatchNorm), SGD lr 30, momentum 0.9, no weight decay, cosine, 200 epochs."""
+    (eval-mode BatchNorm), trained with ``config.llrt`` (the code: SGD lr 30, momentum 0.9,
+    no weight decay, cosine, 200 epochs)."""
     features = features_of(apply_fn, variables, np.asarray(train.images[clean_index]), train.cue)
     labels = np.asarray(train.labels[clean_index])
     iterator = data.EpochIterator(
         {"features": features, "labels": labels},
-        batch_size=config.batch_size,
+        batch_size=config.llrt.batch_size,
         seed=config.seed,
         drop_remainder=False,
     )
@@ -333,12 +294,7 @@ def llrt(
         "kernel": layers.torch_default_init(k1, (fan_in, num_classes)),
         "bias": layers.torch_bias_init(fan_in)(k2, (num_classes,)),
     }
-    tx = optim.sgd(
-        _cosine(config.llrt_learning_rate, config.llrt_epochs * spe),
-        config.momentum,
-        config.llrt_weight_decay,
-        config.grad_clip_norm,
-    )
+    tx = config.llrt.optimizer(spe)
     state = TrainState.create(
         _linear_apply, {"params": head_params}, tx, jax.random.PRNGKey(config.seed)
     )
@@ -369,11 +325,11 @@ def _with_head(variables, head: tuple[str, ...], head_params) -> dict:
     return {**variables, "params": params}
 
 
-#: Each method's name in its progress bar, and the config field with its number of epochs.
+#: Each method's name in its progress bar, and the config section with its number of epochs.
 _RUNS = {
-    "naive_ft": ("naive FT", "epochs"),
-    "cbft": ("CBFT", "epochs"),
-    "llrt": ("LLRT", "llrt_epochs"),
+    "naive_ft": ("naive FT", "optim"),
+    "cbft": ("CBFT", "optim"),
+    "llrt": ("LLRT", "llrt"),
 }
 
 
@@ -390,7 +346,7 @@ def _train(
             jax.jit(step, donate_argnums=0),
             iterator,
             ckpt,
-            getattr(config, epochs),
+            getattr(config, epochs).epochs,
             progress=progress,
             desc=desc,
             constants=constants,

@@ -2,21 +2,22 @@
 
 Experiment configs (``experiments/configs/demo.py``) are ``ml_collections`` ConfigDicts with
 the same nested sections (``config.data``, ``config.model``, ``config.optim``);
-:meth:`TrainConfig.of` turns one into this frozen, validated form, in one place, and every
-training function takes it. A run stores :meth:`TrainConfig.to_dict` as ``config.json``;
+:meth:`TrainConfig.of` turns one into this frozen, validated form (a
+:class:`mmc_jax.runtime.configs.Config`, as every config of the library), and every training
+function takes it. A run stores :meth:`TrainConfig.to_dict` as ``config.json``;
 runs stored before the sections existed (flat fields) still load (:data:`FLAT_FIELDS`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Union
+from typing import Any, ClassVar, Mapping, Union
 
 import optax
 
 from mmc_jax import models
 from mmc_jax.data import cues
-from mmc_jax.runtime.errors import InputError, check_bounds, check_choice
+from mmc_jax.runtime.configs import Config, field
 from mmc_jax.training import optim
 
 #: ``data.cue_proportion`` value asking the entry points to calibrate it
@@ -25,7 +26,7 @@ AUTO = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Config):
     """Which data, and how much of each class carries the cue.
 
     Attributes:
@@ -38,23 +39,25 @@ class DataConfig:
       cue_proportion: fraction of each class carrying the cue (0: θ_NC), or ``"auto"``.
     """
 
+    prefix: ClassVar[str] = "data."
+
     name: str = "shapes10"
     data_dir: str = ""
     dominoes_top: str = "fashion_mnist"
     dominoes_bottom: str = "cifar10"
-    seed: int = 0
-    num_train: int = 0
-    num_test: int = 0
+    seed: int = field(0, bounds="non_negative")
+    num_train: int = field(0, bounds="non_negative")
+    num_test: int = field(0, bounds="non_negative")
     cue_proportion: Union[float, str] = 0.0
 
     def __post_init__(self):
-        check_bounds(self, "data.", non_negative=("seed", "num_train", "num_test"))
+        super().__post_init__()
         if self.cue_proportion != AUTO:
             cues.check_proportion(self.cue_proportion)
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Config):
     """Which model: a preset name (or ``"module:factory"``), its width and compute dtype.
 
     Attributes:
@@ -65,20 +68,22 @@ class ModelConfig:
         code's ``--use_pretrained``).
     """
 
+    prefix: ClassVar[str] = "model."
+
     name: str = "cnn4"
-    width: float = 0.0
-    dtype: str = "float32"
+    width: float = field(0.0, bounds="non_negative")
+    dtype: str = field("float32", choices=models.DTYPES)
     init_from: str = ""
 
     def __post_init__(self):
         models.check_name(self.name)
-        check_bounds(self, "model.", non_negative=("width",))
-        check_choice("dtype", self.dtype, models.DTYPES)
+        super().__post_init__()
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimConfig:
-    """PyTorch-style SGD (coupled weight decay) and its learning-rate schedule.
+class OptimConfig(Config):
+    """SGD as PyTorch applies it (coupled weight decay) and its learning-rate schedule: the
+    one optimisation config of every kind of training (θ_C, fine-tuning, the midpoint curve).
 
     Attributes:
       epochs, batch_size: of the run.
@@ -88,41 +93,39 @@ class OptimConfig:
       grad_clip_norm: > 0 clips gradients to this global norm.
     """
 
-    epochs: int = 12
-    batch_size: int = 128
-    learning_rate: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-3
-    schedule: str = "cosine"
-    step_every_epochs: int = 40
-    step_factor: float = 0.1
-    grad_clip_norm: float = 0.0
+    prefix: ClassVar[str] = "optim."
 
-    def __post_init__(self):
-        check_bounds(
-            self,
-            "optim.",
-            count=("epochs", "batch_size", "step_every_epochs"),
-            positive=("learning_rate", "step_factor"),
-            momentum=("momentum",),
-            non_negative=("weight_decay", "grad_clip_norm"),
-        )
-        check_choice("schedule", self.schedule, optim.SCHEDULES)
+    epochs: int = field(12, bounds="count")
+    batch_size: int = field(128, bounds="count")
+    learning_rate: float = field(0.05, bounds="positive")
+    momentum: float = field(0.9, bounds="momentum")
+    weight_decay: float = field(5e-3, bounds="non_negative")
+    schedule: str = field("cosine", choices=optim.SCHEDULES)
+    step_every_epochs: int = field(40, bounds="count")
+    step_factor: float = field(0.1, bounds="positive")
+    grad_clip_norm: float = field(0.0, bounds="non_negative")
 
-    def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
-        """SGD with this schedule, for runs of ``steps_per_epoch`` steps an epoch."""
-        lr = optim.schedule(
+    def learning_rates(self, steps_per_epoch: int, hold_steps: int = 0) -> optax.Schedule:
+        """This schedule, for runs of ``steps_per_epoch`` steps an epoch (see
+        :func:`mmc_jax.training.optim.schedule` for ``hold_steps``)."""
+        return optim.schedule(
             self.schedule,
             self.learning_rate,
             self.epochs * steps_per_epoch,
             steps_per_epoch,
             self.step_every_epochs,
             self.step_factor,
+            hold_steps,
         )
+
+    def optimizer(
+        self, steps_per_epoch: int, hold_steps: int = 0, updates_per_step: int = 1
+    ) -> optax.GradientTransformation:
+        """SGD with this schedule, for runs of ``steps_per_epoch`` steps an epoch
+        (``updates_per_step`` optimizer updates each: CBFT's code mode makes two)."""
+        lr = self.learning_rates(steps_per_epoch * updates_per_step, hold_steps)
         return optim.sgd(lr, self.momentum, self.weight_decay, self.grad_clip_norm)
 
-
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
 
 #: Where each field of the flat configs stored before the sections existed now lives.
 FLAT_FIELDS = {
@@ -143,7 +146,7 @@ FLAT_FIELDS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Everything a training run is: data, model, optimisation, seed and bookkeeping.
 
     Attributes:
@@ -154,70 +157,29 @@ class TrainConfig:
       checkpoints_to_keep: checkpoints a run keeps.
     """
 
+    kind: ClassVar[str] = "training"
+
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
-    seed: int = 0
-    eval_batch_size: int = 500
-    eval_every_epochs: int = 1
-    checkpoints_to_keep: int = 3
+    seed: int = field(0, bounds="non_negative")
+    eval_batch_size: int = field(500, bounds="count")
+    eval_every_epochs: int = field(1, bounds="count")
+    checkpoints_to_keep: int = field(3, bounds="count")
 
     @classmethod
-    def of(cls, config: Any) -> "TrainConfig":
-        """The typed config of a ConfigDict, a (nested or stored flat) dict, or itself.
+    def of(cls, values: Any = None, **changes) -> "TrainConfig":
+        """The typed config of a ConfigDict, a nested dict (or one stored flat, before the
+        sections existed: :data:`FLAT_FIELDS`), itself or None, with ``changes``.
 
         Raises:
           InputError: an unknown field, or a value out of bounds (named by its section).
         """
-        if isinstance(config, cls):
-            return config
-        values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-        if any(k in FLAT_FIELDS and not isinstance(v, Mapping) for k, v in values.items()):
-            values = _nest(values)  # stored flat
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            raise InputError(f"unknown training config field(s) {', '.join(unknown)}")
-        kwargs = dict(values)
-        for name, section in SECTIONS.items():
-            kwargs[name] = _section(section, name, values.get(name, {}))
-        return cls(**kwargs)
-
-    def to_dict(self) -> dict:
-        """Nested plain dict (``config.json``, and a ConfigDict's ``update``)."""
-        return dataclasses.asdict(self)
-
-    def changed(self, **changes) -> "TrainConfig":
-        """A copy with some fields changed; a section takes a dict of its own fields.
-
-        >>> config.changed(seed=1, data={"cue_proportion": 0.0}, model={"init_from": ""})
-        """
-        for name, value in changes.items():
-            if name in SECTIONS and isinstance(value, Mapping):
-                changes[name] = dataclasses.replace(getattr(self, name), **value)
-        return dataclasses.replace(self, **changes)
-
-    def __post_init__(self):
-        check_bounds(
-            self,
-            non_negative=("seed",),
-            count=("eval_batch_size", "eval_every_epochs", "checkpoints_to_keep"),
-        )
-
-
-def _section(section, name: str, values) -> Any:
-    """One section from its dict (or itself), unknown fields named."""
-    if isinstance(values, section):
-        return values
-    values = values.to_dict() if hasattr(values, "to_dict") else dict(values)
-    fields = {f.name for f in dataclasses.fields(section)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise InputError(
-            f"unknown {name} config field(s) {', '.join(unknown)}; choose from "
-            f"{', '.join(sorted(fields))}"
-        )
-    return section(**values)
+        if values is not None and not isinstance(values, cls):
+            values = values.to_dict() if hasattr(values, "to_dict") else dict(values)
+            if any(k in FLAT_FIELDS and not isinstance(v, Mapping) for k, v in values.items()):
+                values = _nest(values)  # stored flat
+        return super().of(values, **changes)
 
 
 def _nest(flat: Mapping[str, Any]) -> dict:

@@ -139,7 +139,7 @@ def collapsed_warning(
     if nocue >= chance + CUE_ONLY_MARGIN and loss <= math.log(num_classes):
         return None
     hint = (
-        " (it starts from LLRT's head: lower llrt_learning_rate or llrt_epochs)"
+        " (it starts from LLRT's head: lower finetune.llrt.learning_rate or finetune.llrt.epochs)"
         if name == "lpft"
         else ""
     )

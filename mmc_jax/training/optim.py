@@ -46,6 +46,7 @@ def schedule(
     steps_per_epoch: int,
     step_every_epochs: int = 40,
     step_factor: float = 0.1,
+    hold_steps: int = 0,
 ) -> optax.Schedule:
     """Learning rate per optimizer step.
 
@@ -56,9 +57,20 @@ def schedule(
       base_lr: initial learning rate (> 0).
       total_steps: optimizer steps of the whole run.
       steps_per_epoch: optimizer steps per epoch.
+      step_every_epochs, step_factor: of ``"step"``.
+      hold_steps: > 0 holds ``base_lr`` for this many steps, then starts the schedule (the
+        paper code's CBFT starts its cosine after the warm-up epochs).
     """
     if not base_lr > 0:
         raise InputError(f"learning rate must be positive, got {base_lr}")
+    after = _schedule(name, base_lr, total_steps, steps_per_epoch, step_every_epochs, step_factor)
+    if hold_steps <= 0:
+        return after
+    return optax.join_schedules([optax.constant_schedule(base_lr), after], [hold_steps])
+
+
+def _schedule(name, base_lr, total_steps, steps_per_epoch, step_every_epochs, step_factor):
+    """The schedule ``name`` from step 0."""
     if name == "constant":
         return optax.constant_schedule(base_lr)
     if name == "step":
