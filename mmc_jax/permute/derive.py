@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from mmc_jax.permute.spec import Blocks, PermutationSpec, validate
-from mmc_jax.permute.trace import Trace, _shape, size, trace_model
+from mmc_jax.permute.trace import Trace, shape, size, trace_model
 from mmc_jax.runtime.errors import InputError
 
 
@@ -59,15 +59,15 @@ def spec_of(
         for node in groups.residual:
             groups.fix(node)
     status = groups.settle()
-    sizes_of = {name: _shape(v) for name, v in zip(trace.names, trace.weights)}
+    sizes_of = {name: shape(v) for name, v in zip(trace.names, trace.weights)}
     first_use = trace.first_use()
-    weight_nodes = {(v, axis) for v in trace.weights for axis in range(len(_shape(v)))}
+    weight_nodes = {(v, axis) for v in trace.weights for axis in range(len(shape(v)))}
     # Groups that hold an activation axis: a weight axis joined to nothing else (an unused
     # leaf, a kernel's spatial axis) is no symmetry.
     active = {groups.find(node) for node in groups.parent if node not in weight_nodes}
     members: dict[Any, list[tuple[str, int]]] = {}
     for name, v in zip(trace.names, trace.weights):
-        for axis in range(len(_shape(v))):
+        for axis in range(len(shape(v))):
             members.setdefault(groups.find((v, axis)), []).append((name, axis))
 
     unsupported: list[str] = []

@@ -25,7 +25,7 @@ import numpy as np
 from mmc_jax.models import VGG, ResNet, SmallCNN
 from mmc_jax.permute.derive import derive_spec
 from mmc_jax.permute.sites import as_apply
-from mmc_jax.permute.spec import PermutationSpec, _flatten, validate
+from mmc_jax.permute.spec import PermutationSpec, flatten, validate
 from mmc_jax.runtime.errors import InputError
 
 
@@ -131,7 +131,7 @@ def spec_for(
     """
     groups = _groups(model, variables)
     if image_shape is None:
-        leaves = _flatten(variables)
+        leaves = flatten(variables)
         first = leaves.get("params/conv0/kernel", leaves.get("params/stem_conv/kernel"))
         image_shape = (32, 32, int(np.shape(first)[2]) if first is not None else 3)
     derived = derive_spec(as_apply(model), variables, jnp.zeros((1, *image_shape)))

@@ -20,11 +20,11 @@ from mmc_jax.permute.sites import TracedActivations
 from mmc_jax.permute.spec import (
     Blocks,
     PermutationSpec,
-    _flatten,
-    _names,
-    _permute_leaf,
     apply,
+    flatten,
     part_view,
+    perms_of,
+    permute_leaf,
     validate,
 )
 from mmc_jax.runtime.errors import InputError
@@ -103,7 +103,7 @@ def _similarity(
                 @ _unit_rows(leaves_b[path], entries, name, axis).T
             )
         else:
-            w_b = _permute_leaf(leaves_b[path], entries, perm, skip=name)
+            w_b = permute_leaf(leaves_b[path], entries, perm, skip=name)
             similarity += (
                 part_view(leaves_a[path], entries[axis], name, axis)
                 @ part_view(w_b, entries[axis], name, axis).T
@@ -132,7 +132,7 @@ def _coordinate_descent(
                 for path, _ in entries
                 if path in leaves_a
                 for e in spec.axes_to_perm[path]
-                for other in _names(e)
+                for other in perms_of(e)
             }
             - {name}
         )
@@ -165,7 +165,7 @@ def _total_similarity(
 ) -> float:
     """``sum over parameter leaves of <a_leaf, b_leaf permuted by perm>``, the objective."""
     return sum(
-        float(np.vdot(x, _permute_leaf(leaves_b[path], spec.axes_to_perm[path], perm)))
+        float(np.vdot(x, permute_leaf(leaves_b[path], spec.axes_to_perm[path], perm)))
         for path, x in leaves_a.items()
     )
 
@@ -211,10 +211,10 @@ def weight_matching(
     if max_iter < 1:
         raise InputError(f"max_iter must be positive, got {max_iter}")
     leaves_a = {
-        p: np.asarray(x, np.float64) for p, x in _flatten(a).items() if p.startswith("params/")
+        p: np.asarray(x, np.float64) for p, x in flatten(a).items() if p.startswith("params/")
     }
     leaves_b = {
-        p: np.asarray(x, np.float64) for p, x in _flatten(b).items() if p.startswith("params/")
+        p: np.asarray(x, np.float64) for p, x in flatten(b).items() if p.startswith("params/")
     }
     # A host generator seeded by the key's bits: no device program to compile per order.
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))

@@ -60,12 +60,13 @@ class PermutationSpec:
     unsupported: tuple[str, ...] = ()
 
 
-def _path(keys: tuple) -> str:
-    """``"/"``-joined keys of a pytree key path."""
+def leaf_path(keys: tuple) -> str:
+    """The leaf path of a pytree key path (from ``jax.tree_util.tree_flatten_with_path``):
+    its keys joined by ``"/"``, as the spec names leaves."""
     return jax.tree_util.keystr(keys, simple=True, separator="/")
 
 
-def _flatten(variables: Mapping[str, Any]) -> dict[str, Any]:
+def flatten(variables: Mapping[str, Any]) -> dict[str, Any]:
     """Leaf path → leaf of a nested (frozen) dict of arrays, in the order of
     ``jax.tree_util.tree_flatten`` (keys sorted at every level), which sums over leaves
     follow."""
@@ -82,7 +83,7 @@ def validate(spec: PermutationSpec, variables: Mapping[str, Any]) -> None:
         axis's size differs from its permutation's size, or the two views of the spec
         (``perm_to_axes`` and ``axes_to_perm``) disagree.
     """
-    leaves = _flatten(variables)
+    leaves = flatten(variables)
     if missing := sorted(leaves.keys() - spec.axes_to_perm.keys()):
         raise InputError(f"leaves without an entry in the permutation spec: {', '.join(missing)}")
     if extra := sorted(spec.axes_to_perm.keys() - leaves.keys()):
@@ -94,7 +95,7 @@ def validate(spec: PermutationSpec, variables: Mapping[str, Any]) -> None:
         for axis, entry in enumerate(perms):
             if isinstance(entry, Blocks):
                 _check_blocks(entry, path, axis, shape[axis])
-            for name in _names(entry):
+            for name in perms_of(entry):
                 if (path, axis) not in spec.perm_to_axes.get(name, ()):
                     raise InputError(
                         f"axis {axis} of {path} is given to permutation {name}, "
@@ -118,7 +119,7 @@ def validate(spec: PermutationSpec, variables: Mapping[str, Any]) -> None:
                     f"range for shape {shape}"
                 )
             entry = spec.axes_to_perm[path][axis]
-            if name not in _names(entry):
+            if name not in perms_of(entry):
                 raise InputError(
                     f"permutation {name} lists axis {axis} of {path}, whose entry "
                     f"gives it to {entry}"
@@ -130,8 +131,9 @@ def validate(spec: PermutationSpec, variables: Mapping[str, Any]) -> None:
                 )
 
 
-def _names(entry) -> tuple[str, ...]:
-    """The permutations acting on an axis with this entry."""
+def perms_of(entry) -> tuple[str, ...]:
+    """The names of the permutations acting on an axis whose spec entry is ``entry`` (a name,
+    a :class:`Blocks` or None)."""
     if entry is None:
         return ()
     if isinstance(entry, Blocks):
@@ -155,7 +157,7 @@ def _check_blocks(blocks: Blocks, path: str, axis: int, axis_size: int) -> None:
             f"axis {axis} of {path} has size {axis_size}, its {blocks.kind} "
             f"{blocks.sizes} make {total}"
         )
-    names = _names(blocks)
+    names = perms_of(blocks)
     if len(set(names)) != len(names):
         raise InputError(f"axis {axis} of {path}: a permutation acts on two of its parts")
 
@@ -178,8 +180,10 @@ def axis_index(entry, perm: Mapping[str, Any], skip: str | None = None, xp=np):
     return index
 
 
-def _permute_leaf(x, perms: tuple, perm: Mapping[str, Any], skip: str | None = None, xp=np):
-    """``x`` with every permuted axis gathered, permutation ``skip`` left out."""
+def permute_leaf(x, perms: tuple, perm: Mapping[str, Any], skip: str | None = None, xp=np):
+    """``x`` with every permuted axis gathered: ``perms`` is the leaf's entry in
+    ``axes_to_perm``, ``perm`` the permutations by name; permutation ``skip`` is left out
+    (the identity). ``xp``: ``numpy`` for host arrays, ``jax.numpy`` inside a program."""
     for axis, entry in enumerate(perms):
         if entry is None or entry == skip:
             continue
@@ -232,7 +236,7 @@ def apply(
                 f"permutation {name} must have shape ({size},), got {np.shape(perm[name])}"
             )
     keys_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
-    layout = tuple(spec.axes_to_perm[_path(keys)] for keys, _ in keys_and_leaves)
+    layout = tuple(spec.axes_to_perm[leaf_path(keys)] for keys, _ in keys_and_leaves)
     leaves = _permute_leaves(
         layout, [x for _, x in keys_and_leaves], {name: perm[name] for name in spec.sizes}
     )
@@ -241,6 +245,6 @@ def apply(
 
 @functools.partial(one_shot_jit, static_argnums=0)
 def _permute_leaves(layout: tuple[tuple, ...], leaves: list, perm: dict[str, jax.Array]) -> list:
-    """:func:`_permute_leaf` over all leaves as one compiled program (one per model layout,
+    """:func:`permute_leaf` over all leaves as one compiled program (one per model layout,
     instead of one small gather program per leaf shape when run eagerly)."""
-    return [_permute_leaf(x, axes, perm, xp=jnp) for x, axes in zip(leaves, layout)]
+    return [permute_leaf(x, axes, perm, xp=jnp) for x, axes in zip(leaves, layout)]

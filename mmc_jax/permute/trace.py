@@ -47,7 +47,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping
 import jax
 from jax.extend import core as jcore
 
-from mmc_jax.permute.spec import _path
+from mmc_jax.permute.spec import leaf_path
 
 #: Primitives whose output element i depends only on the inputs' elements i.
 ELEMENTWISE = frozenset(
@@ -99,7 +99,8 @@ def _var(v):
     return v[1] if isinstance(v, tuple) else v
 
 
-def _shape(v) -> tuple[int, ...]:
+def shape(v) -> tuple[int, ...]:
+    """The shape of a jaxpr variable, scoped (``(scope, var)``) or not; ``()`` for a token."""
     return tuple(getattr(_var(v).aval, "shape", ()))
 
 
@@ -116,7 +117,7 @@ def _scoped(scope: tuple, variables) -> list:
 
 def size(node) -> int:
     """The length of the axis ``node = (var, axis)``."""
-    return _shape(node[0])[node[1]]
+    return shape(node[0])[node[1]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,14 +246,14 @@ class Groups:
 def _join_axes(groups: Groups, a, i: int, b, j: int) -> None:
     """Joins axis i of a with axis j of b when both are arrays of one size above 1."""
     if _is_var(a) and _is_var(b):
-        if _shape(a)[i] == _shape(b)[j] and _shape(a)[i] > 1:
+        if shape(a)[i] == shape(b)[j] and shape(a)[i] > 1:
             groups.join((a, i), (b, j))
 
 
 def _fix_all(groups: Groups, variables: Iterable, reason: str | None = None) -> None:
     for v in variables:
         if _is_var(v):
-            for axis in range(len(_shape(v))):
+            for axis in range(len(shape(v))):
                 groups.fix((v, axis), reason)
 
 
@@ -281,7 +282,7 @@ def _reshape_blocks(in_shape, out_shape) -> list[tuple[list[int], list[int]]]:
 
 
 def describe(eqn) -> str:
-    shapes = ", ".join(str(_shape(v)) for v in eqn.invars if _is_var(v))
+    shapes = ", ".join(str(shape(v)) for v in eqn.invars if _is_var(v))
     return f"{eqn.primitive.name}({shapes})"
 
 
@@ -313,11 +314,11 @@ def _visit(jaxpr, groups: Groups, scope: tuple = ()) -> None:
             for outer, inner_var in zip(ins[len(ins) - len(inner_ins) :], inner_ins):
                 if _is_var(outer) and outer in groups.data:
                     groups.data.add(inner_var)
-                for axis in range(len(_shape(inner_var))):
+                for axis in range(len(shape(inner_var))):
                     _join_axes(groups, outer, axis, inner_var, axis)
             _visit(inner, groups, inner_scope)
             for inner_var, outer in zip(_scoped(inner_scope, inner.outvars), outs):
-                for axis in range(len(_shape(outer))):
+                for axis in range(len(shape(outer))):
                     _join_axes(groups, inner_var, axis, outer, axis)
             continue
         if name == "add":
@@ -325,8 +326,8 @@ def _visit(jaxpr, groups: Groups, scope: tuple = ()) -> None:
         if name in ELEMENTWISE:
             (out,) = outs
             for v in ins:
-                if _is_var(v) and len(_shape(v)) == len(_shape(out)):
-                    for axis in range(len(_shape(out))):
+                if _is_var(v) and len(shape(v)) == len(shape(out)):
+                    for axis in range(len(shape(out))):
                         _join_axes(groups, v, axis, out, axis)
         elif name == "broadcast_in_dim":
             for j, axis in enumerate(params["broadcast_dimensions"]):
@@ -336,14 +337,14 @@ def _visit(jaxpr, groups: Groups, scope: tuple = ()) -> None:
         elif name == "concatenate":
             _concatenate(ins, outs[0], params["dimension"], groups)
         elif name == "squeeze":
-            kept = [a for a in range(len(_shape(ins[0]))) if a not in params["dimensions"]]
+            kept = [a for a in range(len(shape(ins[0]))) if a not in params["dimensions"]]
             for o, i in enumerate(kept):
                 _join_axes(groups, ins[0], i, outs[0], o)
         elif name == "transpose":
             for o, i in enumerate(params["permutation"]):
                 _join_axes(groups, ins[0], i, outs[0], o)
         elif name in REDUCTIONS:
-            kept = [a for a in range(len(_shape(ins[0]))) if a not in params["axes"]]
+            kept = [a for a in range(len(shape(ins[0]))) if a not in params["axes"]]
             for o, i in enumerate(kept):
                 _join_axes(groups, ins[0], i, outs[0], o)
         elif name in WINDOWS:
@@ -364,16 +365,16 @@ def _mark_residual(ins, groups: Groups) -> None:
     GELU, whose operands are already one group."""
     if len(ins) == 2 and all(_is_var(v) and v in groups.data for v in ins):
         a, b = ins
-        if _shape(a) == _shape(b):
+        if shape(a) == shape(b):
             groups.residual += [
                 (a, axis)
-                for axis in range(len(_shape(a)))
+                for axis in range(len(shape(a)))
                 if groups.find((a, axis)) != groups.find((b, axis))
             ]
 
 
 def _reshape(x, out, groups: Groups) -> None:
-    for block_in, block_out in _reshape_blocks(_shape(x), _shape(out)):
+    for block_in, block_out in _reshape_blocks(shape(x), shape(out)):
         if len(block_in) == len(block_out) == 1:
             _join_axes(groups, x, block_in[0], out, block_out[0])
         elif len(block_in) == 1:
@@ -381,22 +382,22 @@ def _reshape(x, out, groups: Groups) -> None:
         elif len(block_out) == 1:
             groups.split((out, block_out[0]), Split("factors", tuple((x, i) for i in block_in)))
         else:
-            reason = f"reshape {_shape(x)} -> {_shape(out)}"
-            ins, outs = [(x, a) for a in block_in], [(out, a) for a in block_out]
-            for node in ins + outs:
+            reason = f"reshape {shape(x)} -> {shape(out)}"
+            nodes_in, nodes_out = [(x, a) for a in block_in], [(out, a) for a in block_out]
+            for node in nodes_in + nodes_out:
                 groups.fix(node, reason)
-            groups.regroupings.append((ins, outs))
+            groups.regroupings.append((nodes_in, nodes_out))
 
 
 def _concatenate(ins, out, dimension: int, groups: Groups) -> None:
-    for axis in range(len(_shape(out))):
+    for axis in range(len(shape(out))):
         if axis != dimension:
             for v in ins:
                 _join_axes(groups, v, axis, out, axis)
     parts = []
     for v in ins:
         if not _is_var(v):  # a literal block: never permuted
-            groups.fix((out, dimension), f"concatenate with a constant {_shape(v)}")
+            groups.fix((out, dimension), f"concatenate with a constant {shape(v)}")
             return
         parts.append((v, dimension))
     groups.split((out, dimension), Split("segments", tuple(parts)))
@@ -406,8 +407,8 @@ def _window(eqn, ins, outs, groups: Groups) -> None:
     """Pooling: axes with a trivial window keep their place; windowed axes are fixed."""
     params = eqn.params
     x, out = ins[0], outs[0]
-    strides = params.get("window_strides", (1,) * len(_shape(x)))
-    padding = params.get("padding", ((0, 0),) * len(_shape(x)))
+    strides = params.get("window_strides", (1,) * len(shape(x)))
+    padding = params.get("padding", ((0, 0),) * len(shape(x)))
     for axis, (width, stride, pad) in enumerate(zip(params["window_dimensions"], strides, padding)):
         if width == 1 and stride == 1 and tuple(pad) == (0, 0):
             _join_axes(groups, x, axis, out, axis)
@@ -418,7 +419,7 @@ def _window(eqn, ins, outs, groups: Groups) -> None:
 
 def _site(groups: Groups, v, axis: int) -> None:
     """Records axis ``axis`` of ``v`` as an activation site when ``v`` depends on the data."""
-    if _is_var(v) and v in groups.data and _shape(v)[axis] > 1:
+    if _is_var(v) and v in groups.data and shape(v)[axis] > 1:
         groups.sites.append((v, axis))
 
 
@@ -433,8 +434,8 @@ def _dot_general(eqn, ins, outs, groups: Groups) -> None:
     for k, (i, j) in enumerate(zip(lb, rb)):
         _join_axes(groups, lhs, i, out, k)
         _join_axes(groups, rhs, j, out, k)
-    lhs_free = [d for d in range(len(_shape(lhs))) if d not in (*lc, *lb)]
-    rhs_free = [d for d in range(len(_shape(rhs))) if d not in (*rc, *rb)]
+    lhs_free = [d for d in range(len(shape(lhs))) if d not in (*lc, *lb)]
+    rhs_free = [d for d in range(len(shape(rhs))) if d not in (*rc, *rb)]
     for k, d in enumerate(lhs_free):
         _join_axes(groups, lhs, d, out, len(lb) + k)
     for k, d in enumerate(rhs_free):
@@ -474,16 +475,16 @@ def _before_pooling(groups: Groups, node):
         v, axis = node
         name, params, ins = groups.producer.get(v, (None, None, None))
         if name in REDUCTIONS and name in _POOLING:
-            kept = [a for a in range(len(_shape(ins[0]))) if a not in params["axes"]]
+            kept = [a for a in range(len(shape(ins[0]))) if a not in params["axes"]]
             node = (ins[0], kept[axis])
-        elif name in _POOLING and len(_shape(ins[0])) == len(_shape(v)):
+        elif name in _POOLING and len(shape(ins[0])) == len(shape(v)):
             node = (ins[0], axis)
         elif (
             name in ("div", "mul")
             and len(ins) == 2
-            and any(not _is_var(x) or _shape(x) == () for x in ins)
+            and any(not _is_var(x) or shape(x) == () for x in ins)
         ):
-            node = next((x, axis) for x in ins if _is_var(x) and _shape(x) == _shape(v))
+            node = next((x, axis) for x in ins if _is_var(x) and shape(x) == shape(v))
         else:
             return node
         if not _is_var(node[0]) or node[0] not in groups.data:
@@ -541,7 +542,7 @@ def trace_model(
 ) -> Trace:
     """Traces ``apply_fn(variables, *example_args, **apply_kwargs)`` and groups its axes."""
     flat = jax.tree_util.tree_flatten_with_path(variables)[0]
-    names = [_path(keys) for keys, _ in flat]
+    names = [leaf_path(keys) for keys, _ in flat]
     closed = jax.make_jaxpr(lambda v, *args: apply_fn(v, *args, **apply_kwargs))(
         variables, *example_args
     )
