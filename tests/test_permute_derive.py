@@ -116,7 +116,7 @@ def _hand_written_groups(model, variables):
         for path, x in zip(leaves, jax.tree_util.tree_leaves(variables))
     }
     groups = set()
-    for group in layouts._groups(model, variables):
+    for group in layouts.layout_groups(model, variables):
         axes = {
             (p, n - 1)
             for p, n in paths.items()
@@ -256,7 +256,8 @@ def test_traced_sites_are_the_hand_written_sites(name):
     b = models.init(model, jax.random.key(1), (16, 16, 3))
     spec = permute.spec_for(model, a)
     images = jax.random.normal(jax.random.key(2), (4, 16, 16, 3))
-    hand = matching._moments_fn(matching._module_activations(model, layouts._groups(model, a)))
+    groups = layouts.layout_groups(model, a)
+    hand = matching._moments_fn(matching._module_activations(model, groups))
     traced = matching._moments_fn(matching.TracedActivations(spec, model, a))
     chex.assert_trees_all_close(traced(a, b, images), hand(a, b, images), atol=1e-4)
 

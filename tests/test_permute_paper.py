@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mmc_jax import InputError, models, permute
-from mmc_jax.permute import layouts, matching
+from mmc_jax.permute import layouts
 
 PRESETS = ["cnn4", "resnet18_small"]
 IMAGE_SHAPE = (16, 16, 3)
@@ -104,15 +104,14 @@ def test_the_last_batch_decides_between_unrelated_models(name):
 
 def test_resnet_stream_is_matched_where_it_starts():
     model, variables = _model("resnet18_small")[0], _variables("resnet18_small", 0)
-    groups = matching._paper_groups(model, layouts._groups(model, variables))
+    groups = layouts.paper_groups(layouts.layout_groups(model, variables))
     sites = {g.perm: g.sites for g in groups}
     assert sites["P_stage0"] == [(("stem_bn",), True)]
     assert sites["P_stage2"] == [(("stage2_block0", "shortcut_bn"), True)]
     assert sites["P_stage1_block1"] == [(("stage1_block1", "bn1"), True)]
     chain, variables = _model("cnn4")[0], _variables("cnn4", 0)
-    assert matching._paper_groups(chain, layouts._groups(chain, variables)) == layouts._groups(
-        chain, variables
-    )
+    chain_groups = layouts.layout_groups(chain, variables)
+    assert layouts.paper_groups(chain_groups) == chain_groups
 
 
 def test_bad_batches():

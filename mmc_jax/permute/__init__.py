@@ -15,7 +15,8 @@ One module per job:
 - :mod:`~mmc_jax.permute.derive`: :func:`derive_spec`, the spec of any Flax model from its
   trace;
 - :mod:`~mmc_jax.permute.layouts`: :func:`spec_for`, the derived spec of the library's VGG,
-  SmallCNN and ResNet under their hand-written names (and the paper code's activations);
+  SmallCNN and ResNet under their hand-written names (and the paper code's activations),
+  for any model whose variables have their layout (:func:`has_layout`);
 - :mod:`~mmc_jax.permute.sites`: the activations of a spec's permutations, for activation
   matching;
 - :mod:`~mmc_jax.permute.matching`: :func:`weight_matching`, :func:`activation_matching`,
@@ -27,7 +28,7 @@ One module per job:
 """
 
 from mmc_jax.permute.derive import derive_spec
-from mmc_jax.permute.layouts import spec_for
+from mmc_jax.permute.layouts import has_layout, spec_for
 from mmc_jax.permute.matching import (
     activation_matching,
     greedy_activation_matching,
@@ -43,6 +44,7 @@ __all__ = [
     "apply",
     "derive_spec",
     "greedy_activation_matching",
+    "has_layout",
     "paper_activation_matching",
     "spec_for",
     "validate",

@@ -2,10 +2,17 @@
 the names :func:`spec_for` gives the permutations :func:`mmc_jax.permute.derive_spec` traces,
 and the activations the paper code's matching compares, by layer name.
 
-- VGG and SmallCNN are chains: permutation ``P_i`` acts on the output channels of ``conv{i}``
+A layout is recognised by the module names of the ``params`` tree (:func:`layout_groups`),
+so any Linen module whose variables are named like these models gets it; :func:`spec_for`
+then checks it against the traced model.
+
+- VGG and SmallCNN are chains (top-level modules ``conv{i}`` and ``bn{i}`` for i = 0 … n-1,
+  and ``classifier``): permutation ``P_i`` acts on the output channels of ``conv{i}``
   (kernel axis 3), on every leaf of ``bn{i}`` (axis 0), and on the input channels of the next
   reader: ``conv{i+1}`` (kernel axis 2) or the classifier (``classifier/dense`` kernel axis 0).
-- ResNet adds its identity shortcuts to the residual stream, so everything that writes to the
+- ResNet (``stem_conv``, ``stem_bn``, blocks ``stage{s}_block{b}`` of ``conv1``, ``bn1``,
+  ``conv2``, ``bn2`` and maybe ``shortcut_conv`` and ``shortcut_bn``, and ``classifier``)
+  adds its identity shortcuts to the residual stream, so everything that writes to the
   stream between two 1×1 shortcut projections shares one permutation: ``P_stage{s}`` covers
   the stem (for stage 0), ``shortcut_conv``/``shortcut_bn`` of the block that starts stage
   ``s``, and ``conv2``/``bn2`` of every block of the stage; each block's inner channels
@@ -22,7 +29,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from mmc_jax.models import VGG, ResNet, SmallCNN
 from mmc_jax.permute.derive import derive_spec
 from mmc_jax.permute.sites import as_apply
 from mmc_jax.permute.spec import PermutationSpec, flatten, validate
@@ -30,7 +36,7 @@ from mmc_jax.runtime.errors import InputError
 
 
 @dataclasses.dataclass
-class _Group:
+class Group:
     """One permutation's place in a model, as :func:`spec_for` and activation matching see it.
 
     Attributes:
@@ -52,21 +58,31 @@ class _Group:
 _CONV = re.compile(r"conv(\d+)")
 _BLOCK = re.compile(r"stage(\d+)_block(\d+)")
 _STREAM = re.compile(r"P_stage\d+")
+#: The modules of a ResNet block, without and with a shortcut projection.
+_BLOCK_MODULES = (
+    {"conv1", "bn1", "conv2", "bn2"},
+    {"conv1", "bn1", "conv2", "bn2", "shortcut_conv", "shortcut_bn"},
+)
 
 
-def _chain_groups(params: Mapping[str, Any]) -> list[_Group]:
-    """Groups of a conv → BN → ReLU chain (VGG, SmallCNN): one permutation per conv."""
+def _chain_groups(params: Mapping[str, Any]) -> list[Group] | None:
+    """Groups of a conv → BN → ReLU chain (VGG, SmallCNN): one permutation per conv; None
+    unless the top-level modules are ``conv{i}`` and ``bn{i}`` for i = 0 … n-1 (n ≥ 1) and
+    ``classifier``."""
     indices = sorted(int(m.group(1)) for name in params if (m := _CONV.fullmatch(name)))
-    groups = [
-        _Group(f"P_{i}", [f"conv{i}", f"bn{i}"], sites=[((f"bn{i}",), True)]) for i in indices
-    ]
+    names = {f"{kind}{i}" for kind in ("conv", "bn") for i in range(len(indices))}
+    if not indices or set(params) != names | {"classifier"}:
+        return None
+    groups = [Group(f"P_{i}", [f"conv{i}", f"bn{i}"], sites=[((f"bn{i}",), True)]) for i in indices]
     for group, reader in zip(groups, [f"conv{i}" for i in indices[1:]] + ["classifier/dense"]):
         group.consumers.append(reader)
     return groups
 
 
-def _resnet_groups(params: Mapping[str, Any]) -> list[_Group]:
-    """Groups of a ResNet: one per residual stream segment and one per block's inner layer.
+def _resnet_groups(params: Mapping[str, Any]) -> list[Group] | None:
+    """Groups of a ResNet: one per residual stream segment and one per block's inner layer;
+    None unless the top-level modules are ``stem_conv``, ``stem_bn``, ``classifier`` and
+    blocks ``stage{s}_block{b}`` (each with the modules of a BasicBlock).
 
     Blocks are walked in forward order; a block with a ``shortcut_conv`` projects the stream
     and so starts a new stream permutation, a block without one adds to the current stream.
@@ -74,12 +90,19 @@ def _resnet_groups(params: Mapping[str, Any]) -> list[_Group]:
     blocks = sorted(
         (int(m.group(1)), int(m.group(2)), name) for name in params if (m := _BLOCK.fullmatch(name))
     )
-    stream = _Group("P_stage0", ["stem_conv", "stem_bn"], sites=[(("stem_bn",), True)])
+    if set(params) != {"stem_conv", "stem_bn", "classifier"} | {name for *_, name in blocks}:
+        return None
+    if any(
+        not isinstance(params[name], Mapping) or set(params[name]) not in _BLOCK_MODULES
+        for *_, name in blocks
+    ):
+        return None
+    stream = Group("P_stage0", ["stem_conv", "stem_bn"], sites=[(("stem_bn",), True)])
     groups = [stream]
     for stage, _, name in blocks:
         stream.consumers.append(f"{name}/conv1")
         groups.append(
-            _Group(
+            Group(
                 f"P_{name}",
                 [f"{name}/conv1", f"{name}/bn1"],
                 [f"{name}/conv2"],
@@ -88,7 +111,7 @@ def _resnet_groups(params: Mapping[str, Any]) -> list[_Group]:
         )
         if "shortcut_conv" in params[name]:
             stream.consumers.append(f"{name}/shortcut_conv")
-            stream = _Group(f"P_stage{stage}", [f"{name}/shortcut_conv", f"{name}/shortcut_bn"])
+            stream = Group(f"P_stage{stage}", [f"{name}/shortcut_conv", f"{name}/shortcut_bn"])
             groups.append(stream)
         stream.producers += [f"{name}/conv2", f"{name}/bn2"]
         stream.sites.append(((name,), False))
@@ -96,16 +119,52 @@ def _resnet_groups(params: Mapping[str, Any]) -> list[_Group]:
     return groups
 
 
-def _groups(model: nn.Module, variables: Mapping[str, Any]) -> list[_Group]:
-    """The permutation groups of one of the library's models, in forward order of their sites."""
-    if isinstance(model, (VGG, SmallCNN)):
-        return _chain_groups(variables["params"])
-    if isinstance(model, ResNet):
-        return _resnet_groups(variables["params"])
-    raise InputError(
-        f"no permutation spec for model type {type(model).__name__}; supported: "
-        "VGG, SmallCNN, ResNet"
-    )
+def _match_layout(variables: Mapping[str, Any]) -> list[Group] | None:
+    """The groups of the layout that the variables' module names have, or None."""
+    params = variables.get("params") if isinstance(variables, Mapping) else None
+    if not isinstance(params, Mapping):
+        return None
+    return _chain_groups(params) or _resnet_groups(params)
+
+
+def has_layout(model: Any, variables: Mapping[str, Any]) -> bool:
+    """Whether ``model`` is a Linen module whose ``variables`` have one of the hand-written
+    layouts (the library's VGG, SmallCNN and ResNet do): :func:`spec_for` and
+    :func:`mmc_jax.permute.paper_activation_matching` accept it."""
+    return isinstance(model, nn.Module) and _match_layout(variables) is not None
+
+
+def layout_groups(model: Any, variables: Mapping[str, Any]) -> list[Group]:
+    """The permutation groups of a model with a hand-written layout (:func:`has_layout`), in
+    forward order of their sites.
+
+    Raises:
+      InputError: a model without one.
+    """
+    groups = _match_layout(variables) if isinstance(model, nn.Module) else None
+    if groups is None:
+        raise InputError(
+            f"no permutation spec for model type {type(model).__name__}; supported: "
+            "VGG, SmallCNN, ResNet"
+        )
+    return groups
+
+
+def paper_groups(groups: list[Group]) -> list[Group]:
+    """``groups`` with the activations the paper's code matches on.
+
+    Chains keep theirs. A ResNet stream permutation is matched on its first writer alone,
+    ``relu`` of the BatchNorm that follows it (a stream group's second producer): the stem's
+    ``stem_bn`` for stage 0, the ``shortcut_bn`` of the block that starts the stage (the
+    shortcut projection before the residual add) for later stages, instead of the outputs of
+    the stage's blocks.
+    """
+    return [
+        dataclasses.replace(g, sites=[(tuple(g.producers[1].split("/")), True)])
+        if _STREAM.fullmatch(g.perm)
+        else g
+        for g in groups
+    ]
 
 
 def spec_for(
@@ -118,7 +177,8 @@ def spec_for(
     activation matching and the tests refer to.
 
     Args:
-      model: a VGG, SmallCNN or ResNet module (``models.create``).
+      model: a VGG, SmallCNN or ResNet module (``models.create``), or any Linen module
+        whose variables have one of their layouts (:func:`has_layout`).
       variables: its ``{"params", "batch_stats"}``; every leaf gets an entry.
       image_shape: the input's (height, width, channels) for the trace; by default 32×32 with
         the channels the first convolution reads.
@@ -127,9 +187,10 @@ def spec_for(
       The spec, already checked against ``variables`` with :func:`validate`.
 
     Raises:
-      InputError: unsupported model type, or variables that do not fit the model's layout.
+      InputError: a model without a hand-written layout, or one whose trace does not fit
+        the layout its variables' names give.
     """
-    groups = _groups(model, variables)
+    groups = layout_groups(model, variables)
     if image_shape is None:
         leaves = flatten(variables)
         first = leaves.get("params/conv0/kernel", leaves.get("params/stem_conv/kernel"))

@@ -4,7 +4,6 @@ code's per-batch greedy matching."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from typing import Any, Callable, Iterable, Mapping
@@ -14,8 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmc_jax.models import VGG, ResNet, SmallCNN
-from mmc_jax.permute.layouts import _STREAM, _Group, _groups
+from mmc_jax.permute.layouts import Group, has_layout, layout_groups, paper_groups
 from mmc_jax.permute.sites import TracedActivations
 from mmc_jax.permute.spec import (
     Blocks,
@@ -230,7 +228,7 @@ def weight_matching(
     return {name: jnp.asarray(p, jnp.int32) for name, p in best.items()}
 
 
-def _module_activations(model: nn.Module, groups: list[_Group]) -> Callable:
+def _module_activations(model: nn.Module, groups: list[Group]) -> Callable:
     """``(variables, images) → {perm: [positions × channels per site]}`` from
     ``capture_intermediates``: the hand-written sites of a library model's groups (module
     outputs, ``relu`` applied where the group says)."""
@@ -447,45 +445,26 @@ def greedy_activation_matching(
     return {name: jnp.asarray(p, jnp.int32) for name, p in perm.items()}
 
 
-def _library_groups(
+def _checked_groups(
     spec: PermutationSpec, model: nn.Module, a: Mapping[str, Any], b: Mapping[str, Any]
-) -> list[_Group]:
+) -> list[Group]:
     """The hand-written groups of a library model, after checking that they and ``spec``
     describe ``a`` and ``b``."""
     validate(spec, a)
     validate(spec, b)
-    if not isinstance(model, (VGG, SmallCNN, ResNet)):
+    if not has_layout(model, a):
         raise InputError(
             "paper activation matching reproduces the paper code on its models "
             f"(VGG, SmallCNN, ResNet), not {type(model).__name__}; use activation "
             "or greedy matching"
         )
-    groups = _groups(model, a)
+    groups = layout_groups(model, a)
     if {g.perm for g in groups} != spec.sizes.keys():
         raise InputError(
             f"the spec's permutations {sorted(spec.sizes)} are not those of the "
             f"model, {sorted(g.perm for g in groups)}"
         )
     return groups
-
-
-def _paper_groups(model: nn.Module, groups: list[_Group]) -> list[_Group]:
-    """``groups`` with the activations the paper's code matches on.
-
-    Chains keep theirs. A ResNet stream permutation is matched on its first writer alone,
-    ``relu`` of the BatchNorm that follows it (a stream group's second producer): the stem's
-    ``stem_bn`` for stage 0, the ``shortcut_bn`` of the block that starts the stage (the
-    shortcut projection before the residual add) for later stages, instead of the outputs of
-    the stage's blocks.
-    """
-    if not isinstance(model, ResNet):
-        return groups
-    return [
-        dataclasses.replace(g, sites=[(tuple(g.producers[1].split("/")), True)])
-        if _STREAM.fullmatch(g.perm)
-        else g
-        for g in groups
-    ]
 
 
 def paper_activation_matching(
@@ -540,7 +519,7 @@ def paper_activation_matching(
             "paper activation matching iterates over the batches once per "
             "permutation; pass a re-iterable (e.g. a list), not an iterator"
         )
-    groups = _paper_groups(model, _library_groups(spec, model, a, b))
+    groups = paper_groups(_checked_groups(spec, model, a, b))
     moments_fn = _moments_fn(_module_activations(model, groups))
     perm = {name: np.arange(size) for name, size in spec.sizes.items()}
     for group in groups:
