@@ -4,7 +4,7 @@ Hidden units can be permuted wherever every array that writes them and every arr
 them is permuted alike. Which array axes must share a permutation follows from how values
 flow through the computation, so :func:`trace_model` traces the model once
 (``jax.make_jaxpr``, eval mode) and joins array axes ``(var, axis)`` into groups with a
-union-find, one rule per primitive:
+union-find, one rule per primitive (:data:`RULES`):
 
 * ``dot_general``: contracted axes of the two operands join; batch axes join the output's;
   every free axis joins its place in the output (a dense kernel's input axis joins the
@@ -296,67 +296,57 @@ def _call_body(eqn):
 
 
 def _visit(jaxpr, groups: Groups, scope: tuple = ()) -> None:
-    """Applies the rule of every equation of ``jaxpr`` (recursing into calls); its variables
-    are told apart from other calls of it by ``scope``."""
+    """Applies the rule of every equation of ``jaxpr`` (:data:`RULES`; an op without one
+    fixes the axes it touches) and visits the bodies of calls in place; the variables of
+    ``jaxpr`` are told apart from other calls of it by ``scope``."""
     for index, eqn in enumerate(jaxpr.eqns):
-        name, params = eqn.primitive.name, eqn.params
         ins, outs = _scoped(scope, eqn.invars), _scoped(scope, eqn.outvars)
         if any(_is_var(v) and v in groups.data for v in ins):
             groups.data.update(outs)
         for v in outs:
-            groups.producer[v] = (name, params, ins)
+            groups.producer[v] = (eqn.primitive.name, eqn.params, ins)
         call = _call_body(eqn)
         if call is not None:
-            inner, _ = call
-            inner_scope = (*scope, index)
-            _fix_all(groups, _scoped(inner_scope, inner.constvars))
-            inner_ins = _scoped(inner_scope, inner.invars)
-            for outer, inner_var in zip(ins[len(ins) - len(inner_ins) :], inner_ins):
-                if _is_var(outer) and outer in groups.data:
-                    groups.data.add(inner_var)
-                for axis in range(len(shape(inner_var))):
-                    _join_axes(groups, outer, axis, inner_var, axis)
-            _visit(inner, groups, inner_scope)
-            for inner_var, outer in zip(_scoped(inner_scope, inner.outvars), outs):
-                for axis in range(len(shape(outer))):
-                    _join_axes(groups, inner_var, axis, outer, axis)
-            continue
-        if name == "add":
-            _mark_residual(ins, groups)
-        if name in ELEMENTWISE:
-            (out,) = outs
-            for v in ins:
-                if _is_var(v) and len(shape(v)) == len(shape(out)):
-                    for axis in range(len(shape(out))):
-                        _join_axes(groups, v, axis, out, axis)
-        elif name == "broadcast_in_dim":
-            for j, axis in enumerate(params["broadcast_dimensions"]):
-                _join_axes(groups, ins[0], j, outs[0], axis)
-        elif name == "reshape":
-            _reshape(ins[0], outs[0], groups)
-        elif name == "concatenate":
-            _concatenate(ins, outs[0], params["dimension"], groups)
-        elif name == "squeeze":
-            kept = [a for a in range(len(shape(ins[0]))) if a not in params["dimensions"]]
-            for o, i in enumerate(kept):
-                _join_axes(groups, ins[0], i, outs[0], o)
-        elif name == "transpose":
-            for o, i in enumerate(params["permutation"]):
-                _join_axes(groups, ins[0], i, outs[0], o)
-        elif name in REDUCTIONS:
-            kept = [a for a in range(len(shape(ins[0]))) if a not in params["axes"]]
-            for o, i in enumerate(kept):
-                _join_axes(groups, ins[0], i, outs[0], o)
-        elif name in WINDOWS:
-            _window(eqn, ins, outs, groups)
-        elif name == "dot_general":
-            _dot_general(eqn, ins, outs, groups)
-        elif name == "conv_general_dilated":
-            _conv(eqn, ins, outs, groups)
-        elif name in SOURCES:
-            _fix_all(groups, outs)
-        else:  # not understood: nothing it touches may be permuted
-            _fix_all(groups, [*ins, *outs], describe(eqn))
+            _visit_call(call[0], ins, outs, groups, (*scope, index))
+        else:
+            RULES.get(eqn.primitive.name, _unsupported)(eqn, ins, outs, groups)
+
+
+def _visit_call(inner, ins, outs, groups: Groups, scope: tuple) -> None:
+    """A call of computation ``inner``: its inputs join the call's last operands and its
+    outputs the call's results, axis by axis, and its body is visited under ``scope``."""
+    _fix_all(groups, _scoped(scope, inner.constvars))
+    inner_ins = _scoped(scope, inner.invars)
+    for outer, inner_var in zip(ins[len(ins) - len(inner_ins) :], inner_ins):
+        if _is_var(outer) and outer in groups.data:
+            groups.data.add(inner_var)
+        for axis in range(len(shape(inner_var))):
+            _join_axes(groups, outer, axis, inner_var, axis)
+    _visit(inner, groups, scope)
+    for inner_var, outer in zip(_scoped(scope, inner.outvars), outs):
+        for axis in range(len(shape(outer))):
+            _join_axes(groups, inner_var, axis, outer, axis)
+
+
+# The rules: ``rule(eqn, ins, outs, groups)`` joins (or fixes) the axes of one equation;
+# ``ins`` and ``outs`` are its operands and results as scoped variables.
+
+
+def _elementwise(eqn, ins, outs, groups: Groups) -> None:
+    """Every axis of an operand of the output's rank joins the output's (scalars and
+    literals only broadcast)."""
+    (out,) = outs
+    for v in ins:
+        if _is_var(v) and len(shape(v)) == len(shape(out)):
+            for axis in range(len(shape(out))):
+                _join_axes(groups, v, axis, out, axis)
+
+
+def _add(eqn, ins, outs, groups: Groups) -> None:
+    """Elementwise, after noting a residual addition (:func:`_mark_residual`), which needs
+    the operands' groups before they join."""
+    _mark_residual(ins, groups)
+    _elementwise(eqn, ins, outs, groups)
 
 
 def _mark_residual(ins, groups: Groups) -> None:
@@ -373,7 +363,37 @@ def _mark_residual(ins, groups: Groups) -> None:
             ]
 
 
-def _reshape(x, out, groups: Groups) -> None:
+def _broadcast_in_dim(eqn, ins, outs, groups: Groups) -> None:
+    for j, axis in enumerate(eqn.params["broadcast_dimensions"]):
+        _join_axes(groups, ins[0], j, outs[0], axis)
+
+
+def _kept(x, dropped) -> list[int]:
+    """The axes of ``x`` not in ``dropped``: their places in the result, in order."""
+    return [a for a in range(len(shape(x))) if a not in dropped]
+
+
+def _squeeze(eqn, ins, outs, groups: Groups) -> None:
+    for o, i in enumerate(_kept(ins[0], eqn.params["dimensions"])):
+        _join_axes(groups, ins[0], i, outs[0], o)
+
+
+def _reduction(eqn, ins, outs, groups: Groups) -> None:
+    """The axes not reduced over keep their order in the result."""
+    for o, i in enumerate(_kept(ins[0], eqn.params["axes"])):
+        _join_axes(groups, ins[0], i, outs[0], o)
+
+
+def _transpose(eqn, ins, outs, groups: Groups) -> None:
+    for o, i in enumerate(eqn.params["permutation"]):
+        _join_axes(groups, ins[0], i, outs[0], o)
+
+
+def _reshape(eqn, ins, outs, groups: Groups) -> None:
+    """Per block of :func:`_reshape_blocks`: an axis kept whole joins its new place, an axis
+    split into several or several merged into one is made of factors, anything else is an
+    unsupported regrouping."""
+    x, out = ins[0], outs[0]
     for block_in, block_out in _reshape_blocks(shape(x), shape(out)):
         if len(block_in) == len(block_out) == 1:
             _join_axes(groups, x, block_in[0], out, block_out[0])
@@ -389,7 +409,10 @@ def _reshape(x, out, groups: Groups) -> None:
             groups.regroupings.append((nodes_in, nodes_out))
 
 
-def _concatenate(ins, out, dimension: int, groups: Groups) -> None:
+def _concatenate(eqn, ins, outs, groups: Groups) -> None:
+    """Axes other than ``dimension`` join the result's; the result's ``dimension`` is made of
+    one segment per operand."""
+    out, dimension = outs[0], eqn.params["dimension"]
     for axis in range(len(shape(out))):
         if axis != dimension:
             for v in ins:
@@ -462,6 +485,34 @@ def _conv(eqn, ins, outs, groups: Groups) -> None:
     _site(groups, lhs, lhs_spec[1])
 
 
+def _source(eqn, ins, outs, groups: Groups) -> None:
+    """A fresh value (constant, random bits): fixed, for no unsupported reason."""
+    _fix_all(groups, outs)
+
+
+def _unsupported(eqn, ins, outs, groups: Groups) -> None:
+    """An op no rule covers: nothing it touches may be permuted, and it is reported."""
+    _fix_all(groups, [*ins, *outs], describe(eqn))
+
+
+#: Primitive name → its rule; calls (:data:`CALLS`) are visited in place, any other
+#: primitive is :func:`_unsupported`.
+RULES: dict[str, Callable] = {
+    **dict.fromkeys(ELEMENTWISE, _elementwise),
+    "add": _add,
+    "broadcast_in_dim": _broadcast_in_dim,
+    "reshape": _reshape,
+    "concatenate": _concatenate,
+    "squeeze": _squeeze,
+    "transpose": _transpose,
+    **dict.fromkeys(REDUCTIONS, _reduction),
+    **dict.fromkeys(WINDOWS, _window),
+    "dot_general": _dot_general,
+    "conv_general_dilated": _conv,
+    **dict.fromkeys(SOURCES, _source),
+}
+
+
 #: Ops an activation site is followed back through: they drop positions (pooling, spatial
 #: means) or rescale by a constant, never mixing units, so the units before them are the
 #: same units seen at more positions.
@@ -475,8 +526,7 @@ def _before_pooling(groups: Groups, node):
         v, axis = node
         name, params, ins = groups.producer.get(v, (None, None, None))
         if name in REDUCTIONS and name in _POOLING:
-            kept = [a for a in range(len(shape(ins[0]))) if a not in params["axes"]]
-            node = (ins[0], kept[axis])
+            node = (ins[0], _kept(ins[0], params["axes"])[axis])
         elif name in _POOLING and len(shape(ins[0])) == len(shape(v)):
             node = (ins[0], axis)
         elif (
