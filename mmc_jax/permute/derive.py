@@ -54,102 +54,129 @@ def spec_of(
     trace: Trace, variables: Mapping[str, Any], strict: bool = False, residual_stream: bool = True
 ) -> PermutationSpec:
     """The spec of a traced model (see :func:`derive_spec`)."""
-    groups = trace.groups
     if not residual_stream:
-        for node in groups.residual:
-            groups.fix(node)
-    status = groups.settle()
-    sizes_of = {name: shape(v) for name, v in zip(trace.names, trace.weights)}
-    first_use = trace.first_use()
-    weight_nodes = {(v, axis) for v in trace.weights for axis in range(len(shape(v)))}
-    # Groups that hold an activation axis: a weight axis joined to nothing else (an unused
-    # leaf, a kernel's spatial axis) is no symmetry.
-    active = {groups.find(node) for node in groups.parent if node not in weight_nodes}
-    members: dict[Any, list[tuple[str, int]]] = {}
-    for name, v in zip(trace.names, trace.weights):
-        for axis in range(len(shape(v))):
-            members.setdefault(groups.find((v, axis)), []).append((name, axis))
-
-    unsupported: list[str] = []
-
-    def free(root, entries) -> bool:
-        """Whether ``root`` may be permuted; reports the unsupported ops that fixed it."""
-        reasons = status.get(root, ())
-        for reason in reasons or ():
-            if strict:
-                leaves = ", ".join(sorted({n for n, _ in entries}))
-                raise InputError(f"unsupported op {reason} touches {leaves}")
-            if reason not in unsupported:
-                unsupported.append(reason)
-        return root not in status and size(root) > 1
-
-    names: dict[Any, str] = {}
-    perm_to_axes: dict[str, list] = {}
-    sizes: dict[str, int] = {}
-
-    def name_of(root, name: str) -> str:
-        if root not in names:
-            k = 1
-            while (candidate := name if k == 1 else f"{name}_{k}") in sizes:
-                k += 1
-            names[root] = candidate
-            sizes[candidate], perm_to_axes[candidate] = size(root), []
-        return names[root]
-
-    axes_to_perm = {name: [None] * len(shape) for name, shape in sizes_of.items()}
-    for root, entries in members.items():
-        if not free(root, entries) or root not in active:
-            continue
-        kind, parts = groups.layout(root)
-        if kind is None:
-            entry = name_of(root, _name(entries, sizes_of, first_use))
-            acting = [entry]
-        elif kind == "mixed":
-            reason = "reshape of a concatenated axis"
-            if strict:
-                raise InputError(
-                    f"unsupported op {reason} touches {', '.join(sorted({n for n, _ in entries}))}"
-                )
-            if reason not in unsupported:
-                unsupported.append(reason)
-            continue
-        else:
-            base = _name(entries, sizes_of, first_use)
-            perms = [
-                name_of(
-                    part,
-                    _name(members[part], sizes_of, first_use) if part in members else f"{base}.{k}",
-                )
-                if free(part, entries) and parts.count(part) == 1
-                else None
-                for k, part in enumerate(parts)
-            ]
-            acting = [p for p in perms if p is not None]
-            if not acting:
-                continue
-            entry = Blocks(kind, tuple(size(p) for p in parts), tuple(perms))
-        for leaf, axis in entries:
-            axes_to_perm[leaf][axis] = entry
-            for perm in acting:
-                perm_to_axes[perm].append((leaf, axis))
-    spec = PermutationSpec(
-        {p: tuple(e) for p, e in perm_to_axes.items()},
-        {n: tuple(a) for n, a in axes_to_perm.items()},
-        sizes,
-        tuple(unsupported),
-    )
+        for node in trace.groups.residual:
+            trace.groups.fix(node)
+    builder = _SpecBuilder(trace, strict)
+    for root, entries in builder.members.items():
+        builder.add(root, entries)
+    spec = builder.spec()
     validate(spec, variables)
     return spec
 
 
-def _name(entries, sizes_of, first_use) -> str:
-    """``P_<module>``: the module of the first leaf in forward order whose last axis the
-    group holds (the layer writing the units); ``P_<module>@<axis>`` when no leaf has it last
-    (attention's heads, axis 1 of the query kernel)."""
-    leaf, axis = min(
-        entries,
-        key=lambda e: (e[1] != len(sizes_of[e[0]]) - 1, first_use.get(e[0], len(first_use)), e[0]),
-    )
-    parts = leaf.split("/")
-    name = f"P_{'/'.join(parts[1:-1]) or parts[-1]}"
-    return name if axis == len(sizes_of[leaf]) - 1 else f"{name}@{axis}"
+class _SpecBuilder:
+    """The spec of a trace, built one group of weight axes at a time (:meth:`add`).
+
+    Attributes:
+      members: group root → the ``(leaf path, axis)`` pairs of the weights in the group, the
+        groups in order of their first weight axis.
+    """
+
+    def __init__(self, trace: Trace, strict: bool):
+        self.groups, self.strict = trace.groups, strict
+        self.status = self.groups.settle()
+        self.shapes = {name: shape(v) for name, v in zip(trace.names, trace.weights)}
+        self.first_use = trace.first_use()
+        weight_nodes = {(v, axis) for v in trace.weights for axis in range(len(shape(v)))}
+        # Groups that hold an activation axis: a weight axis joined to nothing else (an unused
+        # leaf, a kernel's spatial axis) is no symmetry.
+        self.active = {
+            self.groups.find(node) for node in self.groups.parent if node not in weight_nodes
+        }
+        self.members: dict[Any, list[tuple[str, int]]] = {}
+        for name, v in zip(trace.names, trace.weights):
+            for axis in range(len(shape(v))):
+                self.members.setdefault(self.groups.find((v, axis)), []).append((name, axis))
+        self.unsupported: list[str] = []
+        self.names: dict[Any, str] = {}
+        self.perm_to_axes: dict[str, list] = {}
+        self.sizes: dict[str, int] = {}
+        self.axes_to_perm = {name: [None] * len(s) for name, s in self.shapes.items()}
+
+    def add(self, root, entries: list[tuple[str, int]]) -> None:
+        """Gives the weight axes ``entries`` of group ``root`` their permutation(s), if the
+        group may be permuted."""
+        if not self.free(root, entries) or root not in self.active:
+            return
+        kind, parts = self.groups.layout(root)
+        if kind == "mixed":
+            self.report("reshape of a concatenated axis", entries)
+            return
+        if kind is None:
+            entry = self.name_of(root, self.base_name(entries))
+            acting = [entry]
+        else:
+            entry, acting = self.blocks(kind, parts, entries)
+            if not acting:
+                return
+        for leaf, axis in entries:
+            self.axes_to_perm[leaf][axis] = entry
+            for perm in acting:
+                self.perm_to_axes[perm].append((leaf, axis))
+
+    def blocks(self, kind: str, parts: list, entries) -> tuple[Blocks, list[str]]:
+        """The entry of an axis made of ``parts`` (groups of sub-axes), and the permutations
+        acting on it: one per part that may be permuted and occurs once, named after the
+        part's own weights or, with none, ``<the axis's name>.<k>``."""
+        base = self.base_name(entries)
+        perms = [
+            self.name_of(
+                part,
+                self.base_name(self.members[part]) if part in self.members else f"{base}.{k}",
+            )
+            if self.free(part, entries) and parts.count(part) == 1
+            else None
+            for k, part in enumerate(parts)
+        ]
+        entry = Blocks(kind, tuple(size(p) for p in parts), tuple(perms))
+        return entry, [p for p in perms if p is not None]
+
+    def report(self, reason: str, entries) -> None:
+        """Notes an unsupported op that fixed the axes ``entries``; raises if strict."""
+        if self.strict:
+            leaves = ", ".join(sorted({n for n, _ in entries}))
+            raise InputError(f"unsupported op {reason} touches {leaves}")
+        if reason not in self.unsupported:
+            self.unsupported.append(reason)
+
+    def free(self, root, entries) -> bool:
+        """Whether ``root`` may be permuted; reports the unsupported ops that fixed it."""
+        for reason in self.status.get(root, ()) or ():
+            self.report(reason, entries)
+        return root not in self.status and size(root) > 1
+
+    def name_of(self, root, name: str) -> str:
+        """The permutation of group ``root``: ``name``, or ``name_<k>`` when taken, given the
+        first time the group is met."""
+        if root not in self.names:
+            k = 1
+            while (candidate := name if k == 1 else f"{name}_{k}") in self.sizes:
+                k += 1
+            self.names[root] = candidate
+            self.sizes[candidate], self.perm_to_axes[candidate] = size(root), []
+        return self.names[root]
+
+    def base_name(self, entries) -> str:
+        """``P_<module>``: the module of the first leaf in forward order whose last axis the
+        group holds (the layer writing the units); ``P_<module>@<axis>`` when no leaf has it
+        last (attention's heads, axis 1 of the query kernel)."""
+        leaf, axis = min(
+            entries,
+            key=lambda e: (
+                e[1] != len(self.shapes[e[0]]) - 1,
+                self.first_use.get(e[0], len(self.first_use)),
+                e[0],
+            ),
+        )
+        parts = leaf.split("/")
+        name = f"P_{'/'.join(parts[1:-1]) or parts[-1]}"
+        return name if axis == len(self.shapes[leaf]) - 1 else f"{name}@{axis}"
+
+    def spec(self) -> PermutationSpec:
+        return PermutationSpec(
+            {p: tuple(e) for p, e in self.perm_to_axes.items()},
+            {n: tuple(a) for n, a in self.axes_to_perm.items()},
+            self.sizes,
+            tuple(self.unsupported),
+        )

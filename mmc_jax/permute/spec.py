@@ -88,6 +88,18 @@ def validate(spec: PermutationSpec, variables: Mapping[str, Any]) -> None:
         raise InputError(f"leaves without an entry in the permutation spec: {', '.join(missing)}")
     if extra := sorted(spec.axes_to_perm.keys() - leaves.keys()):
         raise InputError(f"spec entries naming no leaf of the variables: {', '.join(extra)}")
+    _check_leaf_entries(spec, leaves)
+    if spec.perm_to_axes.keys() != spec.sizes.keys():
+        raise InputError(
+            f"permutations {sorted(spec.perm_to_axes)} and sizes "
+            f"{sorted(spec.sizes)} name different permutations"
+        )
+    _check_perm_axes(spec, leaves)
+
+
+def _check_leaf_entries(spec: PermutationSpec, leaves: Mapping[str, Any]) -> None:
+    """:func:`validate`'s view from the leaves: each entry of ``axes_to_perm`` fits its leaf,
+    and the permutations it names list the axis."""
     for path, perms in spec.axes_to_perm.items():
         shape = np.shape(leaves[path])
         if len(perms) != len(shape):
@@ -101,11 +113,11 @@ def validate(spec: PermutationSpec, variables: Mapping[str, Any]) -> None:
                         f"axis {axis} of {path} is given to permutation {name}, "
                         "which does not list it"
                     )
-    if spec.perm_to_axes.keys() != spec.sizes.keys():
-        raise InputError(
-            f"permutations {sorted(spec.perm_to_axes)} and sizes "
-            f"{sorted(spec.sizes)} name different permutations"
-        )
+
+
+def _check_perm_axes(spec: PermutationSpec, leaves: Mapping[str, Any]) -> None:
+    """:func:`validate`'s view from the permutations: each ``(leaf path, axis)`` of
+    ``perm_to_axes`` exists, is given to the permutation, and has its size."""
     for name, entries in spec.perm_to_axes.items():
         for path, axis in entries:
             if path not in leaves:
