@@ -302,6 +302,21 @@ def _host(moments) -> tuple:
     return tuple(np.asarray(m, np.float64) for m in moments)
 
 
+def _cosine_sum(sites: Iterable[tuple]) -> np.ndarray:
+    """The cosine similarities (:func:`_cosine`) of several sites' host moments, summed."""
+    return sum(_cosine(cross, ss_a, ss_b) for _, _, _, cross, ss_a, ss_b in sites)
+
+
+def _check_reiterable(batches: Iterable[Any], method: str) -> None:
+    """Raises InputError when ``batches`` is an iterator, which ``method`` (iterating over the
+    batches once per permutation) would exhaust at the first."""
+    if iter(batches) is batches:
+        raise InputError(
+            f"{method} iterates over the batches once per permutation; pass a re-iterable "
+            "(e.g. a list), not an iterator"
+        )
+
+
 def activation_matching(
     spec: PermutationSpec, model: Model, a: Variables, b: Variables, batches: Iterable[Any]
 ) -> dict[str, jax.Array]:
@@ -351,18 +366,26 @@ def activation_matching(
     batches = [first, *batches] if rounds > 1 else itertools.chain([first], batches)
     perm = {name: np.arange(size) for name, size in spec.sizes.items()}
     for _ in range(rounds):
-        aligned_b = apply(spec, perm, b)
-        similarity = {name: np.zeros((size, size)) for name, size in spec.sizes.items()}
-        for images in batches:
-            for name, sites in moments_fn(a, aligned_b, images).items():
-                for _, _, _, cross, ss_a, ss_b in map(_host, sites):
-                    similarity[name] += _cosine(cross, ss_a, ss_b)
+        similarity = _summed_similarity(spec, moments_fn, a, apply(spec, perm, b), batches)
         step = {name: _solve(s) for name, s in similarity.items()}
         # apply(spec, step, apply(spec, perm, b)) takes channel perm[name][step[i]] of b.
         perm = {name: perm[name][step[name]] for name in perm}
         if all((s == np.arange(len(s))).all() for s in step.values()):
             break
     return {name: jnp.asarray(p, jnp.int32) for name, p in perm.items()}
+
+
+def _summed_similarity(
+    spec: PermutationSpec, moments_fn: Callable, a: Variables, b: Variables, batches
+) -> dict[str, np.ndarray]:
+    """Per permutation, the cosine similarities of a's and b's units at its sites, per batch,
+    summed over the sites and the batches."""
+    similarity = {name: np.zeros((size, size)) for name, size in spec.sizes.items()}
+    for images in batches:
+        for name, sites in moments_fn(a, b, images).items():
+            for _, _, _, cross, ss_a, ss_b in map(_host, sites):
+                similarity[name] += _cosine(cross, ss_a, ss_b)
+    return similarity
 
 
 def _merge(total: tuple | None, batch: tuple) -> tuple:
@@ -415,11 +438,7 @@ def greedy_activation_matching(
     Returns:
       Permutation name → int32 array, for ``apply(spec, perm, b)``.
     """
-    if iter(batches) is batches:
-        raise InputError(
-            "greedy activation matching iterates over the batches once per "
-            "permutation; pass a re-iterable (e.g. a list), not an iterator"
-        )
+    _check_reiterable(batches, "greedy activation matching")
     activations = _traced(spec, model, a, b)
     moments_fn = _moments_fn(activations)
     first = next(iter(batches), None)
@@ -437,7 +456,7 @@ def greedy_activation_matching(
                     _merge(total, _host(m))
                     for total, m in zip(pooled or [None] * len(sites), sites)
                 ]
-            step = _solve(sum(_cosine(cross, ss_a, ss_b) for _, _, _, cross, ss_a, ss_b in pooled))
+            step = _solve(_cosine_sum(pooled))
             perm[name] = perm[name][step]
             changed |= not (step == np.arange(len(step))).all()
         if not changed:
@@ -514,24 +533,32 @@ def paper_activation_matching(
     Raises:
       InputError: no batches, an iterator for ``batches``, or a spec that is not the model's.
     """
-    if iter(batches) is batches:
-        raise InputError(
-            "paper activation matching iterates over the batches once per "
-            "permutation; pass a re-iterable (e.g. a list), not an iterator"
-        )
+    _check_reiterable(batches, "paper activation matching")
     groups = paper_groups(_checked_groups(spec, model, a, b))
     moments_fn = _moments_fn(_module_activations(model, groups))
     perm = {name: np.arange(size) for name, size in spec.sizes.items()}
     for group in groups:
-        solved = False
-        for images in batches:
-            sites = moments_fn(a, apply(spec, perm, b), images)[group.perm]
-            similarity = sum(
-                _cosine(cross, ss_a, ss_b) for _, _, _, cross, ss_a, ss_b in map(_host, sites)
-            )
-            # apply(spec, {g: s}, apply(spec, perm, b)) takes channel perm[g][s[i]] of b.
-            perm[group.perm] = perm[group.perm][_solve(similarity)]
-            solved = True
-        if not solved:
-            raise InputError("activation matching needs at least one batch")
+        _solve_per_batch(spec, moments_fn, a, b, batches, group.perm, perm)
     return {name: jnp.asarray(p, jnp.int32) for name, p in perm.items()}
+
+
+def _solve_per_batch(
+    spec: PermutationSpec,
+    moments_fn: Callable,
+    a: Variables,
+    b: Variables,
+    batches: Iterable[Any],
+    name: str,
+    perm: dict[str, np.ndarray],
+) -> None:
+    """The paper code's step for permutation ``name``: on each batch in turn, the assignment
+    of a's units to those of ``b`` aligned by ``perm``, composed into ``perm[name]`` at once
+    (``perm`` is updated in place)."""
+    solved = False
+    for images in batches:
+        sites = moments_fn(a, apply(spec, perm, b), images)[name]
+        # apply(spec, {name: s}, apply(spec, perm, b)) takes channel perm[name][s[i]] of b.
+        perm[name] = perm[name][_solve(_cosine_sum(map(_host, sites)))]
+        solved = True
+    if not solved:
+        raise InputError("activation matching needs at least one batch")
