@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from mmc_jax import InputError, data, models, permute, training
+from mmc_jax import InputError, data, permute, training
 from mmc_jax.connectivity import path_eval
 from mmc_jax.data.batching import sample_batches
 from mmc_jax.permute.sites import as_apply
@@ -237,7 +237,7 @@ def permutation_spec(permutation, model, variables, image_shape) -> permute.Perm
     """The spec derived from the model's traced forward pass, with the hand-written layout's
     names for the library's own models (which the paper's matching needs)."""
     residual = permutation.permute_residual
-    library = isinstance(model, (models.VGG, models.SmallCNN, models.ResNet))
+    library = permute.has_layout(model, variables)
     if library and residual:
         return permute.spec_for(model, variables, image_shape)
     if permutation.method == "paper":
