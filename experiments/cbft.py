@@ -19,7 +19,6 @@ to θ_C and θ_NC) and ``ablations.py`` (Tables 3 and 4).
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 
@@ -28,7 +27,7 @@ import ml_collections
 from absl import logging
 from tqdm.auto import tqdm
 
-from experiments import cli, comparison
+from experiments import cli, comparison, outputs
 from experiments import methods as methods_lib
 from mmc_jax import data, finetune, models, paths, training
 from mmc_jax.connectivity import path_eval
@@ -53,12 +52,12 @@ def seeds_of(config) -> tuple[int, ...]:
     return seeds
 
 
-def validate(config) -> None:
+def check_sections(config) -> None:
     """Raises InputError for an impossible value of any section, before any long work."""
     methods_lib.method_configs(config, 0)
     methods_lib.check_methods(config.methods)
     methods_lib.check_targets(config.path.targets)
-    comparison.validate(config.path)
+    comparison.check_path(config.path)
     if not config.cue_model_dir:
         training.validate(config.cue_model)
     n_clean = config.data.n_clean
@@ -96,7 +95,7 @@ def check(args) -> None:
     model folders it names, and a run already in the workdir made with the same config."""
     config = args.config
     seeds_of(config)
-    validate(config)
+    check_sections(config)
     workdir = pathlib.Path(args.workdir).expanduser().resolve()
     if (workdir / "config.json").is_file() and not args.restart:
         training.check_config(workdir, config.to_dict(), ignore=("seeds",))
@@ -124,7 +123,7 @@ def run(config, workdir: str) -> dict:
     start = time.perf_counter()
     workdir = pathlib.Path(workdir).resolve()
     seeds = seeds_of(config)
-    validate(config)
+    check_sections(config)
     cue_data = data_config(config)
     train, test = training.load_data(cue_data)
     n_clean = (
@@ -145,7 +144,8 @@ def run(config, workdir: str) -> dict:
         folder = workdir / f"seed_{seed}"
         logging.info(f"seed {seed} ({i + 1}/{len(seeds)}): {folder}")
         stored = seed_config(given, seed)  # the user's config: an ``auto`` stays ``auto``
-        runs.append(finished_seed(stored, folder) or run_seed(config, seed, folder, stored))
+        done = outputs.finished(folder, {"config": stored}, show=False)
+        runs.append(done or run_seed(config, seed, folder, stored))
     results = aggregate(runs)
     if calibrated:
         results["calibration"] = calibrated
@@ -182,19 +182,6 @@ def calibrate(config, seed: int, workdir: pathlib.Path, datasets):
 def seed_config(config, seed: int) -> dict:
     """The config of one seed's run, as stored in its ``results.json``."""
     return {**config.to_dict(), "seeds": [seed]}
-
-
-def finished_seed(stored: dict, workdir: pathlib.Path) -> dict | None:
-    """The results of a seed already finished with this very config (``stored``, as
-    :func:`seed_config` gives it), else None."""
-    path = workdir / "results.json"
-    if not path.is_file():
-        return None
-    results = json.loads(path.read_text())
-    if results.get("config") != json.loads(json.dumps(stored)):
-        return None
-    logging.info("  finished earlier with this config; reusing its results")
-    return results
 
 
 def run_seed(config, seed: int, workdir: pathlib.Path, stored: dict | None = None) -> dict:
@@ -360,9 +347,8 @@ def diagnose(results: dict) -> dict:
 
 
 def write_outputs(results: dict, workdir: pathlib.Path) -> None:
-    """``results.json``, ``results.md`` (also printed) and one ``paths_to_<target>.png`` per
-    path target in ``workdir``."""
-    files.write_json(workdir / "results.json", results)
+    """One ``paths_to_<target>.png`` per path target, then ``results.md`` (also printed) and
+    ``results.json`` in ``workdir``."""
     with tensorboard.open_log(workdir) as log:
         log.tree(
             0,
@@ -385,9 +371,7 @@ def write_outputs(results: dict, workdir: pathlib.Path) -> None:
                     workdir / f"paths_to_{target}.png",
                     plots.method_paths(curves, LABELS[target]),
                 )
-    table = results_table(results)
-    files.write_atomic(workdir / "results.md", table)
-    print(table)
+    outputs.publish(workdir, results, results_table(results))
 
 
 def results_table(results: dict) -> str:

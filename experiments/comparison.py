@@ -35,7 +35,7 @@ def conditions_of(path) -> tuple[str, ...]:
     return tuple(data.check_condition(c) for c in conditions)
 
 
-def validate(path) -> tuple[str, ...]:
+def check_path(path) -> tuple[str, ...]:
     """Raises InputError for an impossible value of the ``path`` section (the one check of
     it, for every entry point); returns the conditions."""
     if not (isinstance(path.num_points, int) and path.num_points >= 2):
@@ -59,20 +59,6 @@ def check_permutation(permutation) -> None:
     """Raises InputError for an impossible value of the ``permutation`` section."""
     check_choice("permutation method", permutation.method, PERMUTATIONS)
     check_bounds(permutation, "permutation.", non_negative=("match_batches", "match_batch_size"))
-
-
-def finished(workdir: pathlib.Path, stored: dict) -> Optional[dict]:
-    """The results of a run in ``workdir`` that finished with the same ``stored`` fields
-    (config and models), printed again; else None."""
-    previous = workdir / "results.json"
-    if not previous.is_file():
-        return None
-    results = json.loads(previous.read_text())
-    if {k: results.get(k) for k in stored} != json.loads(json.dumps(stored)):
-        return None
-    logging.info("finished earlier with these models and config; reusing its results")
-    print((workdir / "results.md").read_text())
-    return results
 
 
 def require_pair(model_a: Optional[str], model_b: Optional[str]) -> None:

@@ -18,10 +18,10 @@ import pathlib
 import jax
 from absl import flags, logging
 
-from experiments import cli, comparison
+from experiments import cli, comparison, outputs
 from mmc_jax import paths, training
 from mmc_jax.connectivity import curve, path_eval
-from mmc_jax.reporting import files, plots, tensorboard
+from mmc_jax.reporting import plots, tensorboard
 
 
 def define(flag_values) -> None:
@@ -46,7 +46,7 @@ def define(flag_values) -> None:
 def check(args) -> None:
     """Both model folders hold models of one architecture and data; every section."""
     comparison.check_pair(args.model_a, args.model_b)
-    validate(args.config)
+    check_sections(args.config)
 
 
 def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
@@ -68,17 +68,17 @@ def midpoint_config(config) -> curve.MidpointConfig:
     return curve.MidpointConfig.of(config.curve)
 
 
-def validate(config) -> tuple[str, ...]:
+def check_sections(config) -> tuple[str, ...]:
     """Raises InputError for an impossible value of any section; returns the conditions."""
     midpoint_config(config)
     comparison.check_permutation(config.permutation)
-    return comparison.validate(config.path)
+    return comparison.check_path(config.path)
 
 
 def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) -> dict:
     """Evaluates the path and writes the outputs; returns the results.json dict."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = validate(config)
+    conditions = check_sections(config)
     model, loaded, train, eval_set = comparison.load_models(
         {"--model_a": model_a, "--model_b": model_b}, config.path
     )
@@ -121,14 +121,12 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
         if result.memory_bytes is None
         else round(result.memory_bytes / 2**30, 3),
     }
-    files.write_json(workdir / "results.json", summary)
-    table = plots_and_table(summary, workdir)
-    print(table)
+    outputs.publish(workdir, summary, plots_and_table(summary, workdir))
     return summary
 
 
 def plots_and_table(summary: dict, workdir: pathlib.Path) -> str:
-    """paths.png and the markdown table of barriers (written to results.md)."""
+    """paths.png (written) and the markdown table of barriers (returned)."""
     title = f"{summary['path']} path: {summary['model_a']} (t=0) → {summary['model_b']} (t=1)"
     with tensorboard.open_log(workdir) as log:
         tensorboard.path_curves(log, summary["path"], summary)
@@ -144,9 +142,7 @@ def plots_and_table(summary: dict, workdir: pathlib.Path) -> str:
             f"{100 * m['acc'][-1]:.1f} | {100 * m['barrier']['acc']:.1f} | "
             f"{m['barrier']['loss']:.3f} |"
         )
-    table = "\n".join(lines) + "\n\nAccuracies in %.\n"
-    files.write_atomic(workdir / "results.md", table)
-    return table
+    return "\n".join(lines) + "\n\nAccuracies in %.\n"
 
 
 def main(args, checked=None):

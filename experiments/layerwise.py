@@ -15,10 +15,10 @@ import pathlib
 
 from absl import flags
 
-from experiments import cli, comparison
+from experiments import cli, comparison, outputs
 from mmc_jax import paths
 from mmc_jax.analysis import layerwise
-from mmc_jax.reporting import files, plots, tensorboard
+from mmc_jax.reporting import plots, tensorboard
 
 
 def define(flag_values) -> None:
@@ -35,15 +35,15 @@ def define(flag_values) -> None:
 def check(args) -> None:
     """Both model folders hold models of one architecture and data; the path section."""
     comparison.check_pair(args.model_a, args.model_b)
-    comparison.validate(args.config.path)
+    comparison.check_path(args.config.path)
 
 
 def run(config, model_a: str, model_b: str, workdir: str) -> dict:
     """Loads both models, evaluates every layer's partial line, writes the outputs."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = comparison.validate(config.path)
+    conditions = comparison.check_path(config.path)
     stored = {"config": config.to_dict(), "model_a": model_a, "model_b": model_b}
-    done = comparison.finished(workdir, stored)
+    done = outputs.finished(workdir, stored)
     if done:
         return done
     model, pair, train, test = comparison.load_models(
@@ -81,11 +81,8 @@ def run(config, model_a: str, model_b: str, workdir: str) -> dict:
                 f"{pathlib.Path(model_b).name} (t=1)",
             ),
         )
-    table = markdown(results)
-    files.write_atomic(workdir / "results.md", table)
-    files.write_json(workdir / "results.json", results)
+    outputs.publish(workdir, results, markdown(results))
     comparison.remove_parts(workdir)
-    print(table)
     return results
 
 

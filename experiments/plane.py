@@ -20,10 +20,10 @@ import pathlib
 
 from absl import flags, logging
 
-from experiments import cli, comparison
+from experiments import cli, comparison, outputs
 from mmc_jax import InputError
 from mmc_jax.analysis import plane
-from mmc_jax.reporting import files, plots, tensorboard
+from mmc_jax.reporting import plots, tensorboard
 from mmc_jax.runtime.errors import check_bounds, require
 
 
@@ -57,7 +57,7 @@ def check(args) -> dict[str, str]:
         [(len(folders) == 3, f"--models needs exactly three model folders, got {len(folders)}")]
     )
     comparison.check_models(folders)
-    comparison.validate(args.config.path)
+    comparison.check_path(args.config.path)
     return folders
 
 
@@ -87,13 +87,13 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
     """Loads the three models, evaluates the grid, writes the outputs; ``curve``: the third
     model is the control point of a quadratic path between the first two, drawn in."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = comparison.validate(config.path)
+    conditions = comparison.check_path(config.path)
     check_bounds(config, non_negative=("margin",))
     require(
         [(len(folders) == 3, f"--models needs exactly three model folders, got {len(folders)}")]
     )
     stored = {"config": config.to_dict(), "models": folders, "curve": curve}
-    done = comparison.finished(workdir, stored)
+    done = outputs.finished(workdir, stored)
     if done:
         return done
     model, loaded, train, test = comparison.load_models(folders, config.path)
@@ -143,10 +143,8 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
         grid = result.metrics[c]["loss"]
         lines.append(f"| {c} | " + " | ".join(cells) + f" | {grid.min():.2f} / {grid.max():.2f} |")
     table = "\n".join(lines) + "\n\nAccuracies in %; the models' coordinates are in results.json.\n"
-    files.write_atomic(workdir / "results.md", table)
-    files.write_json(workdir / "results.json", results)
+    outputs.publish(workdir, results, table)
     comparison.remove_parts(workdir)
-    print(table)
     return results
 
 

@@ -14,9 +14,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from experiments import cli
+from experiments import cli, outputs
 from mmc_jax import data, training
-from mmc_jax.reporting import files, plots, tensorboard
+from mmc_jax.reporting import plots, tensorboard
 
 
 def preview(config, workdir: str) -> dict:
@@ -62,12 +62,10 @@ def preview(config, workdir: str) -> dict:
         "cued_train_samples": int(mask.sum()),
         "load_seconds": round(load_seconds, 2),
     }
-    files.write_json(workdir / "results.json", summary)
     table = "| field | value |\n|---|---|\n" + "".join(
         f"| {k} | {v} |\n" for k, v in summary.items()
     )
-    files.write_atomic(workdir / "results.md", table)
-    print(table)
+    outputs.publish(workdir, summary, table)
     logging.info(f"wrote {workdir / 'counterfactuals.png'}")
     return summary
 

@@ -17,10 +17,10 @@ import pathlib
 import numpy as np
 from absl import flags, logging
 
-from experiments import cli, comparison
+from experiments import cli, comparison, outputs
 from mmc_jax import paths
 from mmc_jax.analysis import similarity
-from mmc_jax.reporting import files, plots, tensorboard
+from mmc_jax.reporting import plots, tensorboard
 from mmc_jax.runtime.errors import check_bounds
 
 
@@ -41,7 +41,7 @@ def check(args) -> dict[str, str]:
     section."""
     folders = comparison.parse_models(args.models)
     comparison.check_models(folders)
-    comparison.validate(args.config.path)
+    comparison.check_path(args.config.path)
     comparison.check_permutation(args.config.permutation)
     return folders
 
@@ -49,11 +49,11 @@ def check(args) -> dict[str, str]:
 def run(config, folders: dict[str, str], workdir: str) -> dict:
     """Loads the models, evaluates every pair, writes the outputs; returns results.json."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = comparison.validate(config.path)
+    conditions = comparison.check_path(config.path)
     check_bounds(config, non_negative=("cluster_threshold",))
     comparison.check_permutation(config.permutation)
     stored = {"config": config.to_dict(), "models": folders}
-    done = comparison.finished(workdir, stored)
+    done = outputs.finished(workdir, stored)
     if done:
         return done
     model, loaded, train, test = comparison.load_models(folders, config.path)
@@ -107,11 +107,8 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
             log, workdir / "similarity_loss.png", plots.barrier_heatmaps(result, "loss")
         )
     kind = f"{config.permutation.method}-permuted linear" if config.permuted else "linear"
-    table = markdown(results, config.cluster_threshold, kind)
-    files.write_atomic(workdir / "results.md", table)
-    files.write_json(workdir / "results.json", results)
+    outputs.publish(workdir, results, markdown(results, config.cluster_threshold, kind))
     comparison.remove_parts(workdir)
-    print(table)
     return results
 
 

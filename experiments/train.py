@@ -15,15 +15,14 @@ import pathlib
 
 from absl import logging
 
-from experiments import cli, comparison
+from experiments import cli, comparison, outputs
 from mmc_jax import training
-from mmc_jax.reporting import files, plots, tables, tensorboard
+from mmc_jax.reporting import plots, tables, tensorboard
 from mmc_jax.training import calibration, diagnosis
 
 
 def write_outputs(workdir: pathlib.Path, result: dict, history: list) -> str:
-    """results.json, results.md (also returned) and curves.png."""
-    files.write_json(workdir / "results.json", {**result, "history": history})
+    """curves.png, then results.md (also printed and returned) and results.json."""
     name = f"{result['model']} on {result['dataset']}, p = {result['cue_proportion']}"
     table = (
         f"# {name}\n\n{result['epochs']} epochs, {result['seconds']:.0f} s of training\n\n"
@@ -33,11 +32,10 @@ def write_outputs(workdir: pathlib.Path, result: dict, history: list) -> str:
         table += "\n" + calibration.markdown(result["calibration"])
     if "diagnosis" in result:
         table += "\n" + diagnosis.markdown(result["diagnosis"])
-    files.write_atomic(workdir / "results.md", table)
     with tensorboard.open_log(workdir) as log:
         log.tree(result["epochs"], {"test": result["test"]})
         tensorboard.save_figure(log, workdir / "curves.png", plots.training_curves(history, name))
-    return table
+    return outputs.publish(workdir, {**result, "history": history}, table)
 
 
 def check(args) -> training.TrainConfig:
@@ -69,7 +67,7 @@ def main(args, config: training.TrainConfig):
     result = out["result"]
     if calibrated:
         result["calibration"] = calibrated
-    print(write_outputs(workdir, result, out["history"]))
+    write_outputs(workdir, result, out["history"])
     warnings = [calibration.warning(calibrated, config.optim.weight_decay)] if calibrated else []
     cli.warn(filter(None, warnings + result.get("diagnosis", {}).get("warnings", [])))
 

@@ -122,7 +122,7 @@ def test_paper_experiment_configs(name, arg):
     config = importlib.import_module(f"experiments.configs.{name}").get_config(arg)
     methods.check_methods(config.methods)
     assert methods.check_targets(config.path.targets)[0] == "cue_model"
-    comparison.validate(config.path)
+    comparison.check_path(config.path)
     assert (config.data.n_clean, config.cue_model.data.name) == (
         (2500, "cifar10") if arg else (1000, "shapes10")
     )

@@ -108,7 +108,7 @@ def test_cbft_config_files_map_onto_the_typed_configs(name):
     assert llrt.epochs == config.finetune.llrt.epochs
     assert (llrt.batch_size, llrt.momentum) == (config.optim.batch_size, config.optim.momentum)
     assert tuned["cbft_no_barrier"].barrier_weight == 0.0
-    comparison.validate(config.path)
+    comparison.check_path(config.path)
 
 
 @pytest.mark.parametrize("name", ["connectivity", "similarity", "layerwise", "plane"])
@@ -117,7 +117,7 @@ def test_comparison_config_files_share_the_path_section(name):
     assert set(config.path) == set(
         importlib.import_module("experiments.configs.evaluation").path_config()
     )
-    comparison.validate(config.path)
+    comparison.check_path(config.path)
     if "permutation" in config:
         comparison.check_permutation(config.permutation)
     if name == "connectivity":

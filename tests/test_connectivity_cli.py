@@ -34,7 +34,7 @@ def _run(*args):
     [
         ("linear", []),
         ("permuted_linear", []),
-        ("quadratic", ["--config.curve.epochs=1", "--config.curve.batch_size=64"]),
+        ("quadratic", ["--config.curve.optim.epochs=1", "--config.curve.optim.batch_size=64"]),
     ],
 )
 def test_connectivity_cli(trained, tmp_path, path, extra):

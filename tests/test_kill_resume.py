@@ -29,8 +29,8 @@ CONNECTIVITY = [
     "--config.path.num_eval=60",
     "--config.path.bn_batches=2",
     "--config.path.batch_size=60",
-    "--config.curve.epochs=3",
-    "--config.curve.batch_size=64",
+    "--config.curve.optim.epochs=3",
+    "--config.curve.optim.batch_size=64",
 ]
 
 
