@@ -274,41 +274,69 @@ def evaluate_path(
         return compile_evaluation(apply_fn, path, ts, eval_set, **kwargs).run()
     if part_size < 1:
         raise InputError(f"part_size must be positive, got {part_size}")
-    from tqdm.auto import tqdm
-
     ts = np.asarray(ts, np.float32)
+    parts = _padded_parts(ts, part_size)
+    store = _PartStore(store, parts.reshape(-1, *ts.shape[1:]))
+    return _evaluate_parts(apply_fn, path, ts, eval_set, kwargs, parts, store, progress)
+
+
+def _padded_parts(ts: np.ndarray, part_size: int) -> np.ndarray:
+    """The points as ``[parts, size, ...]``: as few parts as ``part_size`` allows, all of one
+    size (so one compiled program runs them all), the last padded with copies of the last
+    point."""
     count = -(-len(ts) // part_size)
     size = -(-len(ts) // count)
     padded = np.concatenate([ts, np.repeat(ts[-1:], count * size - len(ts), axis=0)])
-    store = _PartStore(store, padded)
-    evaluation, parts = None, []
+    return padded.reshape(count, size, *ts.shape[1:])
+
+
+def _evaluate_parts(
+    apply_fn: Callable,
+    path: Path,
+    ts: np.ndarray,
+    eval_set: Dataset,
+    kwargs: dict,
+    parts: np.ndarray,
+    store: _PartStore,
+    progress: bool,
+) -> PathResult:
+    """:func:`evaluate_path` with a store: every part not saved in ``store`` is evaluated
+    and saved, compiling the program at the first such part (none when all are saved), and
+    the parts' metrics are joined for the points ``ts`` (the padding dropped)."""
+    from tqdm.auto import tqdm
+
+    evaluation, metrics = None, []
     for p, points in enumerate(
-        tqdm(
-            padded.reshape(count, size, *ts.shape[1:]),
-            desc="points",
-            unit="part",
-            disable=not progress,
-        )
+        tqdm(parts, desc="points", unit="part", disable=not progress),
     ):
         part = store.load(p)
         if part is None:
             if evaluation is None:  # a stop while compiling loses nothing: raised at once
                 evaluation = compile_evaluation(apply_fn, path, points, eval_set, **kwargs)
-            with stopping.requests() as stop:
-                part = evaluation.run(points).metrics
-                store.save(p, part)
-                stop.raise_if_asked(f"after part {p + 1} of {count} of the path evaluation")
-        parts.append(part)
-    metrics = {
-        c: {k: np.concatenate([part[c][k] for part in parts])[: len(ts)] for k in ("loss", "acc")}
-        for c in parts[0]
+            part = _run_part(evaluation, points, store, p, len(parts))
+        metrics.append(part)
+    joined = {
+        c: {k: np.concatenate([part[c][k] for part in metrics])[: len(ts)] for k in ("loss", "acc")}
+        for c in metrics[0]
     }
     return PathResult(
         ts.astype(np.float64),
-        metrics,
+        joined,
         evaluation.chunk_size if evaluation else 1,
         evaluation.memory_bytes if evaluation else None,
     )
+
+
+def _run_part(
+    evaluation: CompiledEvaluation, points: np.ndarray, store: _PartStore, p: int, count: int
+) -> dict:
+    """The metrics of part ``p`` (of ``count``), evaluated and saved in ``store``; a stop
+    asked meanwhile waits for the save, then raises, so the rerun resumes after this part."""
+    with stopping.requests() as stop:
+        part = evaluation.run(points).metrics
+        store.save(p, part)
+        stop.raise_if_asked(f"after part {p + 1} of {count} of the path evaluation")
+    return part
 
 
 class _PartStore:
@@ -403,72 +431,176 @@ def compile_evaluation(
     """
     strategy = resolve_strategy(strategy)
     conditions = tuple(check_condition(c) for c in conditions)
-    if bn not in BN_POLICIES:
-        raise InputError(f"unknown BN policy {bn!r}; choose from {', '.join(BN_POLICIES)}")
-    if bn != "interpolate" and bn_set is None:
-        raise InputError(f"BN policy {bn!r} needs bn_set (clean training data)")
-    if bn == "repair" and not (hasattr(path, "anchors") and hasattr(path, "weights")):
-        raise InputError(
-            "BN policy 'repair' needs a path with anchors() and weights(t) "
-            f"(the models it interpolates); {type(path).__name__} has none"
-        )
-    if chunk_size is not None and chunk_size < 1:
-        raise InputError(f"chunk_size must be positive, got {chunk_size}")
-    cue = eval_set.cue if cue is None else cue
-    key = jax.random.PRNGKey(0) if key is None else key
-    mesh = parallel.data_mesh() if mesh is None else mesh
-    ts = jnp.asarray(ts, jnp.float32)
-    eval_batches = stack_batches(eval_set, batch_size)
+    bn_passes = _BatchNormPasses.checked(
+        bn, path, bn_set, bn_batches, bn_batch_size or batch_size, bn_shuffle_seed
+    )
+    execution = _Execution.checked(strategy, chunk_size, memory_budget, mesh)
     use_pool = check_random_from(random_from) == "set"
-    if bn == "interpolate":
-        bn_images = np.zeros((0, 1, *eval_set.image_shape), np.float32)
-    else:
-        bn_images = sample_batches(bn_set, bn_batch_size or batch_size, bn_batches, bn_shuffle_seed)
-    if strategy == "shard_map":  # points are split; data replicated
-        place = lambda tree: parallel.replicate(tree, mesh)  # noqa: E731
-    else:  # batches [num_batches, batch, ...] split along the batch axis
-        place = lambda tree: jax.device_put(  # noqa: E731
-            tree, parallel.batch_sharding(tree, mesh, axis=1)
-        )
-    eval_batches, bn_images = place(eval_batches), place(bn_images)
-    path = parallel.replicate(path, mesh)
-    if bn != "interpolate":  # [num_batches, batch, ...]: the cue removed image by image
-        bn_images = clean_inputs(bn_set.cue, bn_images.reshape(-1, *bn_images.shape[2:])).reshape(
-            bn_images.shape
-        )
-    # Only "recompute" needs the momentum (to undo the EMA's (1 − m) factor).
-    momentum = (
-        0.9 if bn != "recompute" else bn_momentum(apply_fn, path.endpoints()[0], bn_images[0])
-    )
-    # "repair" targets interpolate the anchors' activation statistics, measured once.
-    anchor_stats = (
-        {} if bn != "repair" else _anchor_statistics(_Static(apply_fn), path.anchors(), bn_images)
-    )
-    budget = default_memory_budget(mesh.devices.flat[0]) if memory_budget is None else memory_budget
-    statics = (bn, cue, conditions, use_pool, len(eval_set))
-    compiled, place_ts, args, chunk, memory = _compile(
-        apply_fn,
-        statics,
-        ts,
-        (path, eval_batches, bn_images, jnp.float32(momentum), key, anchor_stats),
-        strategy,
-        chunk_size,
-        budget,
-        mesh,
-    )
+    cue = eval_set.cue if cue is None else cue
+    settings = _PointSettings(bn, cue, conditions, use_pool, len(eval_set))
+    ts = jnp.asarray(ts, jnp.float32)
+    eval_batches = execution.place_data(stack_batches(eval_set, batch_size))
+    bn_images = bn_passes.clean_images(eval_set.image_shape, execution)
+    path = parallel.replicate(path, execution.mesh)
+    momentum = jnp.float32(bn_passes.momentum(apply_fn, path, bn_images))
+    anchor_stats = bn_passes.anchor_statistics(apply_fn, path, bn_images)
+    key = jax.random.PRNGKey(0) if key is None else key
+    args = (path, eval_batches, bn_images, momentum, key, anchor_stats)
+    compiled, chunk, memory = _compile(apply_fn, settings, ts, args, execution)
     count = float(eval_batches["weight"].sum())
+    program = _CompiledProgram(compiled, execution, args, ts, conditions, count, chunk, memory)
+    return CompiledEvaluation(chunk, memory, program)
 
-    def run(points=None) -> PathResult:
-        points = ts if points is None else jnp.asarray(points, jnp.float32)
-        if points.shape != ts.shape:
-            raise InputError(f"compiled for points of shape {ts.shape}, got {points.shape}")
-        sums = np.asarray(compiled(place_ts(points), *args)[: ts.shape[0]], np.float64) / count
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _BatchNormPasses:
+    """How every point's BatchNorm statistics are settled (:func:`settle_batch_stats`): the
+    policy, and which clean batches of ``bn_set`` its passes and measurements run on."""
+
+    policy: str
+    bn_set: Optional[Dataset]
+    batches: Optional[int]
+    batch_size: int
+    shuffle_seed: Optional[int]
+
+    @classmethod
+    def checked(
+        cls,
+        policy: str,
+        path: Path,
+        bn_set: Optional[Dataset],
+        batches: Optional[int],
+        batch_size: int,
+        shuffle_seed: Optional[int],
+    ) -> _BatchNormPasses:
+        """The settings of a known ``policy`` that has what it needs: ``bn_set`` unless
+        ``"interpolate"``, and for ``"repair"`` a path naming the models it interpolates."""
+        if policy not in BN_POLICIES:
+            raise InputError(f"unknown BN policy {policy!r}; choose from {', '.join(BN_POLICIES)}")
+        if policy != "interpolate" and bn_set is None:
+            raise InputError(f"BN policy {policy!r} needs bn_set (clean training data)")
+        if policy == "repair" and not (hasattr(path, "anchors") and hasattr(path, "weights")):
+            raise InputError(
+                "BN policy 'repair' needs a path with anchors() and weights(t) "
+                f"(the models it interpolates); {type(path).__name__} has none"
+            )
+        return cls(policy, bn_set, batches, batch_size, shuffle_seed)
+
+    def clean_images(self, image_shape: tuple, execution: _Execution) -> jax.Array:
+        """The BN batches ``[num_batches, batch, H, W, C]`` on the mesh
+        (:meth:`_Execution.place_data`), ``bn_set``'s cue removed image by image so that the
+        statistics are those of clean data; ``"interpolate"`` runs no BN pass and gets none."""
+        if self.policy == "interpolate":
+            return execution.place_data(np.zeros((0, 1, *image_shape), np.float32))
+        images = execution.place_data(
+            sample_batches(self.bn_set, self.batch_size, self.batches, self.shuffle_seed)
+        )
+        flat = images.reshape(-1, *images.shape[2:])
+        return clean_inputs(self.bn_set.cue, flat).reshape(images.shape)
+
+    def momentum(self, apply_fn: Callable, path: Path, bn_images: jax.Array) -> float:
+        """The model's BN momentum (:func:`bn_momentum`), measured for ``"recompute"`` only,
+        which needs it to undo the EMA's (1 − m) factor; 0.9 (unused) for the others."""
+        if self.policy != "recompute":
+            return 0.9
+        return bn_momentum(apply_fn, path.endpoints()[0], bn_images[0])
+
+    def anchor_statistics(self, apply_fn: Callable, path: Path, bn_images: jax.Array) -> dict:
+        """For ``"repair"``, the anchors' activation statistics that its targets interpolate,
+        measured once for every point; none for the others."""
+        if self.policy != "repair":
+            return {}
+        return _anchor_statistics(_Static(apply_fn), path.anchors(), bn_images)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Execution:
+    """How the points are computed: the strategy (resolved), the chunk size asked for
+    (``None``: fitted to ``budget``), the working-memory budget per device in bytes and the
+    1-d mesh. Hashable and compared by value: part of the key of compiled programs."""
+
+    strategy: str
+    chunk_size: Optional[int]
+    budget: int
+    mesh: Mesh
+
+    @classmethod
+    def checked(
+        cls,
+        strategy: str,
+        chunk_size: Optional[int],
+        memory_budget: Optional[int],
+        mesh: Optional[Mesh],
+    ) -> _Execution:
+        """The settings with their defaults filled in: every local device, and half the
+        first device's memory (:func:`default_memory_budget`)."""
+        if chunk_size is not None and chunk_size < 1:
+            raise InputError(f"chunk_size must be positive, got {chunk_size}")
+        mesh = parallel.data_mesh() if mesh is None else mesh
+        budget = (
+            default_memory_budget(mesh.devices.flat[0]) if memory_budget is None else memory_budget
+        )
+        return cls(strategy, chunk_size, budget, mesh)
+
+    def place_data(self, tree):
+        """Batches ``[num_batches, batch, ...]`` on the mesh: whole on every device for
+        ``"shard_map"`` (which splits the points), else split along the batch axis."""
+        if self.strategy == "shard_map":
+            return parallel.replicate(tree, self.mesh)
+        return jax.device_put(tree, parallel.batch_sharding(tree, self.mesh, axis=1))
+
+    def place_points(self, ts: jax.Array) -> jax.Array:
+        """The points as the program takes them: as they are, or for ``"shard_map"`` padded
+        (with copies of the last) to a multiple of the devices and split over them."""
+        if self.strategy != "shard_map":
+            return ts
+        ts = jnp.concatenate([ts, jnp.repeat(ts[-1:], -ts.shape[0] % self.mesh.devices.size, 0)])
+        return jax.device_put(ts, jax.sharding.NamedSharding(self.mesh, P(self.mesh.axis_names[0])))
+
+    def points_per_device(self, placed_ts: jax.Array) -> int:
+        """How many of the placed points each device maps over."""
+        return placed_ts.shape[0] // (self.mesh.devices.size if self.strategy == "shard_map" else 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PointSettings:
+    """What the evaluation of one point is traced with (:func:`_point`): the BN policy, the
+    cue and conditions, whether random images and cues come from the whole evaluation set
+    (``use_pool``) and its size. Hashable and compared by value (part of the key of compiled
+    programs), unless the cue is not."""
+
+    bn: str
+    cue: Cue
+    conditions: tuple
+    use_pool: bool
+    num_eval: int
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _CompiledProgram:
+    """A compiled evaluation with the arguments it runs on: ``__call__`` evaluates points of
+    the compiled shape and turns the summed metrics into a :class:`PathResult`."""
+
+    compiled: Any
+    execution: _Execution
+    args: tuple
+    ts: jax.Array
+    conditions: tuple
+    #: the evaluation set's total weight: sums over it become means.
+    count: float
+    chunk: int
+    memory: Optional[int]
+
+    def __call__(self, points=None) -> PathResult:
+        points = self.ts if points is None else jnp.asarray(points, jnp.float32)
+        if points.shape != self.ts.shape:
+            raise InputError(f"compiled for points of shape {self.ts.shape}, got {points.shape}")
+        out = self.compiled(self.execution.place_points(points), *self.args)
+        sums = np.asarray(out[: self.ts.shape[0]], np.float64) / self.count
         metrics = {
-            c: {"loss": sums[:, i, 0], "acc": sums[:, i, 1]} for i, c in enumerate(conditions)
+            c: {"loss": sums[:, i, 0], "acc": sums[:, i, 1]} for i, c in enumerate(self.conditions)
         }
-        return PathResult(np.asarray(points, np.float64), metrics, chunk, memory)
-
-    return CompiledEvaluation(chunk, memory, run)
+        return PathResult(np.asarray(points, np.float64), metrics, self.chunk, self.memory)
 
 
 def _working_bytes(compiled) -> Optional[int]:
@@ -480,20 +612,25 @@ def _working_bytes(compiled) -> Optional[int]:
     return None if stats is None else int(stats.temp_size_in_bytes)
 
 
-def _point(apply_fn: Callable, statics: tuple) -> Callable:
+def _point(apply_fn: Callable, settings: _PointSettings) -> Callable:
     """The evaluation of one path point: BN statistics settled, then every condition."""
-    bn, cue, conditions, use_pool, num_eval = statics
 
     def point(t, path, eval_batches, bn_images, momentum, key, anchor_stats):
-        variables = settle_batch_stats(apply_fn, path(t), bn_images, bn, momentum)
+        variables = settle_batch_stats(apply_fn, path(t), bn_images, settings.bn, momentum)
         fn = (
             apply_fn
-            if bn != "repair"
+            if settings.bn != "repair"
             else repair.repair(apply_fn, variables, bn_images, anchor_stats, path.weights(t))
         )
         images = eval_batches["images"]
-        pool = images.reshape(-1, *images.shape[2:])[:num_eval] if use_pool else None
-        return condition_sums(fn, variables, eval_batches, cue, conditions, key, pool)
+        pool = (
+            images.reshape(-1, *images.shape[2:])[: settings.num_eval]
+            if settings.use_pool
+            else None
+        )
+        return condition_sums(
+            fn, variables, eval_batches, settings.cue, settings.conditions, key, pool
+        )
 
     return point
 
@@ -523,82 +660,97 @@ def _signature(tree) -> tuple:
 
 def _compile(
     apply_fn: Callable,
-    statics: tuple,
+    settings: _PointSettings,
     ts: jax.Array,
     args: tuple,
-    strategy: str,
-    chunk_size: Optional[int],
-    budget: int,
-    mesh: Mesh,
-):
+    execution: _Execution,
+) -> tuple[Any, int, Optional[int]]:
     """One program evaluating ``point(t, *args)`` for every t under the strategy.
 
-    Returns ``(compiled, place_ts, its other arguments, chunk, working bytes)``:
-    ``compiled(place_ts(ts), *args)`` evaluates points ``ts`` of the compiled shape; the
-    program's output has one row per t (and padding rows for ``"shard_map"``). Without
-    ``chunk_size``, the chunk starts at the strategy's default and shrinks, in proportion to
-    the compiled program's working memory, until the program fits ``budget``.
+    Returns ``(compiled, chunk, working bytes)``: ``compiled(execution.place_points(ts),
+    *args)`` evaluates points ``ts`` of the compiled shape; the program's output has one row
+    per t (and padding rows for ``"shard_map"``).
 
-    Programs are kept per process, keyed on the model, the static settings and the
-    arguments' shapes, dtypes and shardings: evaluating another path of the same model on
-    the same data reuses the program without tracing, lowering or compiling it again.
+    Programs are kept per process, keyed on the model, the point's settings, the execution
+    settings and the arguments' shapes, dtypes and shardings: evaluating another path of the
+    same model on the same data reuses the program without tracing, lowering or compiling
+    it again.
     """
+    placed = execution.place_points(ts)
+    cache_key = (_callable_key(apply_fn), settings, execution, _signature((placed, *args)))
+    found = _cached_program(cache_key)
+    if found is None:
+        found = _fit_chunk(_point(apply_fn, settings), placed, args, execution)
+        _keep_program(cache_key, found)
+    return found
 
-    def place_ts(ts):
-        if strategy != "shard_map":
-            return ts
-        ts = jnp.concatenate([ts, jnp.repeat(ts[-1:], -ts.shape[0] % mesh.devices.size, 0)])
-        return jax.device_put(ts, jax.sharding.NamedSharding(mesh, P(mesh.axis_names[0])))
 
-    ts = place_ts(ts)
-    local = ts.shape[0] // (mesh.devices.size if strategy == "shard_map" else 1)
-    cache_key = (
-        _callable_key(apply_fn),
-        statics,
-        strategy,
-        chunk_size,
-        budget,
-        mesh,
-        _signature((ts, *args)),
-    )
+def _cached_program(cache_key) -> Optional[tuple]:
+    """The kept ``(compiled, chunk, memory)`` of ``cache_key``, now the most recent, or
+    ``None``; a key that cannot be hashed (an unhashable model or cue) finds nothing."""
     try:
-        hit = _COMPILED.get(cache_key)
-    except TypeError:  # an unhashable model or cue: compile without the cache
-        cache_key, hit = None, None
-    if hit is not None:
+        found = _COMPILED.get(cache_key)
+    except TypeError:
+        return None
+    if found is not None:
         _COMPILED.move_to_end(cache_key)
-        compiled, chunk, memory = hit
-        return compiled, place_ts, args, chunk, memory
-    point = _point(apply_fn, statics)
+    return found
 
-    def program(chunk):
-        def mapped(ts, *args):
-            return jax.lax.map(lambda t: point(t, *args), ts, batch_size=chunk)
 
-        if strategy != "shard_map":
-            return jax.jit(mapped)
-        specs = (P(mesh.axis_names[0]),) + (P(),) * len(args)
-        return jax.jit(
-            jax.shard_map(
-                mapped, mesh=mesh, in_specs=specs, out_specs=P(mesh.axis_names[0]), check_vma=False
-            )
-        )
+def _keep_program(cache_key, compiled: tuple) -> None:
+    """Keeps ``compiled`` under ``cache_key`` (the least recent beyond :data:`_COMPILED_MAX`
+    dropped); nothing is kept under a key that cannot be hashed."""
+    try:
+        _COMPILED[cache_key] = compiled
+    except TypeError:
+        return
+    while len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
 
-    chunk = min(chunk_size or (local if strategy == "vmap" else 1), local)
+
+def _fit_chunk(
+    point: Callable, ts: jax.Array, args: tuple, execution: _Execution
+) -> tuple[Any, int, Optional[int]]:
+    """``(compiled, chunk, working bytes)`` of the program over the placed points ``ts``.
+
+    With ``execution.chunk_size`` the chunk is that (at most the points per device);
+    without, it starts at the strategy's default (every point for ``"vmap"``, 1 for
+    ``"map"``) and shrinks, in proportion to the compiled program's working memory, until
+    the program fits the budget.
+
+    Raises:
+      InputError: when one point alone needs more than the budget.
+    """
+    local = execution.points_per_device(ts)
+    chunk = min(execution.chunk_size or (local if execution.strategy == "vmap" else 1), local)
     while True:
-        compiled = program(chunk).lower(ts, *args).compile()
+        compiled = _program(point, execution, len(args), chunk).lower(ts, *args).compile()
         memory = _working_bytes(compiled)
-        if chunk_size is not None or memory is None or memory <= budget:
-            break
+        if execution.chunk_size is not None or memory is None or memory <= execution.budget:
+            return compiled, chunk, memory
         if chunk == 1:
             raise InputError(
                 f"one path point needs {memory / 2**30:.2f} GiB of working memory, "
-                f"more than the budget of {budget / 2**30:.2f} GiB; lower "
+                f"more than the budget of {execution.budget / 2**30:.2f} GiB; lower "
                 f"batch_size or raise memory_budget"
             )
-        chunk = max(1, min(chunk - 1, int(chunk * budget / memory)))
-    if cache_key is not None:
-        _COMPILED[cache_key] = (compiled, chunk, memory)
-        while len(_COMPILED) > _COMPILED_MAX:
-            _COMPILED.popitem(last=False)
-    return compiled, place_ts, args, chunk, memory
+        chunk = max(1, min(chunk - 1, int(chunk * execution.budget / memory)))
+
+
+def _program(point: Callable, execution: _Execution, num_args: int, chunk: int) -> Callable:
+    """The jitted map of ``point`` over the points, ``chunk`` of them vectorized together;
+    for ``"shard_map"`` each device maps its share of the points (the other arguments whole
+    on every device)."""
+
+    def mapped(ts, *args):
+        return jax.lax.map(lambda t: point(t, *args), ts, batch_size=chunk)
+
+    if execution.strategy != "shard_map":
+        return jax.jit(mapped)
+    axis = execution.mesh.axis_names[0]
+    specs = (P(axis),) + (P(),) * num_args
+    return jax.jit(
+        jax.shard_map(
+            mapped, mesh=execution.mesh, in_specs=specs, out_specs=P(axis), check_vma=False
+        )
+    )
