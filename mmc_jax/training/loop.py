@@ -9,9 +9,10 @@ the current step before exiting.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
-from typing import Any
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,7 @@ from mmc_jax.reporting import tensorboard
 from mmc_jax.reporting.files import write_json
 from mmc_jax.runtime import parallel
 from mmc_jax.runtime.errors import InputError
-from mmc_jax.runtime.stopping import requests
+from mmc_jax.runtime.stopping import Requests, requests
 from mmc_jax.training import diagnosis
 from mmc_jax.training.build import create_model, create_state, load_data
 from mmc_jax.training.checkpoint import RunCheckpoints
@@ -79,32 +80,17 @@ def train_and_evaluate(
       metrics.
     """
     config = TrainConfig.of(config)
-    if config.data.cue_proportion == AUTO:
-        raise InputError(
-            "cue_proportion 'auto' is chosen by mmc_jax.training.calibration (the entry "
-            "points run it first); train_and_evaluate needs a number"
-        )
+    _require_cue_proportion(config)
     train, test = load_data(config) if datasets is None else datasets
     model = create_model(config, train.num_classes)
-    mask = data.cue_mask(train.labels, config.data.cue_proportion)
-    iterator = data.EpochIterator(
-        {"images": train.images, "labels": train.labels, "cue": mask},
-        batch_size=config.optim.batch_size,
-        seed=config.seed,
-    )
+    iterator = _epoch_iterator(config, train)
     state = create_state(config, model, train.image_shape, iterator.steps_per_epoch)
     if config.model.init_from:
         state = init_from(state, config, config.model.init_from)
     eval_key = jax.random.PRNGKey(config.seed + 1)
 
     with RunCheckpoints(workdir, config.to_dict(), config.checkpoints_to_keep) as checkpoints:
-        write_json(
-            checkpoints.workdir / DATA_SHAPES,
-            {
-                "num_classes": int(train.num_classes),
-                "image_shape": [int(d) for d in train.image_shape],
-            },
-        )
+        _write_data_shapes(checkpoints.workdir, train)
         state, meta = _train(
             config, state, checkpoints, iterator, train.cue, test, eval_key, progress, epoch_hook
         )
@@ -112,6 +98,45 @@ def train_and_evaluate(
     test_metrics = evaluate(
         state.apply_fn, state.variables, test, eval_key, batch_size=config.eval_batch_size
     )
+    result = _result(config, train, test_metrics, meta)
+    return {"state": state, "result": result, "history": meta["history"]}
+
+
+def _require_cue_proportion(config: TrainConfig) -> None:
+    """Raises InputError when the cue proportion is still ``"auto"``: choosing it is the
+    calibration's work, done before training."""
+    if config.data.cue_proportion == AUTO:
+        raise InputError(
+            "cue_proportion 'auto' is chosen by mmc_jax.training.calibration (the entry "
+            "points run it first); train_and_evaluate needs a number"
+        )
+
+
+def _epoch_iterator(config: TrainConfig, train) -> data.EpochIterator:
+    """The training batches: images, labels and whether each example carries the cue (on
+    ``cue_proportion`` of each class), in an order set by ``(seed, epoch)`` alone."""
+    mask = data.cue_mask(train.labels, config.data.cue_proportion)
+    return data.EpochIterator(
+        {"images": train.images, "labels": train.labels, "cue": mask},
+        batch_size=config.optim.batch_size,
+        seed=config.seed,
+    )
+
+
+def _write_data_shapes(workdir, train) -> None:
+    """Records the number of classes and the image shape beside the checkpoints, so that a
+    saved model can be rebuilt without loading its data (``training.load_model``)."""
+    write_json(
+        workdir / DATA_SHAPES,
+        {
+            "num_classes": int(train.num_classes),
+            "image_shape": [int(d) for d in train.image_shape],
+        },
+    )
+
+
+def _result(config: TrainConfig, train, test_metrics: dict, meta: dict) -> dict[str, Any]:
+    """The ``results.json`` dict of a training run (see :func:`train_and_evaluate`)."""
     result = {
         "dataset": train.name,
         "num_classes": train.num_classes,
@@ -130,7 +155,7 @@ def train_and_evaluate(
             config.optim.weight_decay,
             train.num_classes,
         )
-    return {"state": state, "result": result, "history": meta["history"]}
+    return result
 
 
 def _train(config, state, checkpoints, iterator, cue, test, eval_key, progress, epoch_hook=None):
@@ -183,12 +208,11 @@ def run_epochs(
     arguments rather than as values baked into its compiled program, so another θ_C reuses
     the program.
 
-    Data-parallel over ``mesh`` (default: every local device, see :mod:`mmc_jax.runtime.parallel`):
-    the state is replicated and every batch split along its first axis. TensorBoard event
-    files go to ``<checkpoints' workdir>/tensorboard`` (:mod:`mmc_jax.reporting.tensorboard`):
-    every epoch's
-    record under ``epoch/``, every ``tensorboard.STEP_EVERY`` steps the step's metrics under
-    ``step/``.
+    Data-parallel over ``mesh`` (default: every local device, see
+    :mod:`mmc_jax.runtime.parallel`): the state is replicated and every batch split along its
+    first axis. TensorBoard event files go to ``<checkpoints' workdir>/tensorboard``
+    (:mod:`mmc_jax.reporting.tensorboard`): every epoch's record under ``epoch/``, every
+    ``tensorboard.STEP_EVERY`` steps the step's metrics under ``step/``.
 
     SIGINT/SIGTERM (:mod:`mmc_jax.runtime.stopping`) end the loop at the next step boundary: the
     state is checkpointed there, with the unfinished epoch's running metric sums in the meta,
@@ -201,106 +225,122 @@ def run_epochs(
     Returns:
       ``(state, meta)`` with ``meta = {"history": [per-epoch records], "seconds": float}``.
     """
-    spe = iterator.steps_per_epoch
-    state, meta = checkpoints.restore(state)
     mesh = parallel.data_mesh() if mesh is None else mesh
-    state = parallel.replicate(state, mesh)
-    constants = parallel.replicate(tuple(constants), mesh)
-    meta = meta or {"history": [], "seconds": 0.0}
-    step = int(state.step)
-    # The running sums of the epoch an interruption ended (see _partial_sums).
-    sums, first_bad, count = _resume_sums(meta.pop(_PARTIAL, None), step)
+    state, meta, constants = _restored(checkpoints, state, constants, mesh)
+    spe, step = iterator.steps_per_epoch, int(state.step)
+    sums = _EpochSums.resumed(meta.pop(_PARTIAL, None), step)
     if step:
         logging.info(f"resuming from step {step} (epoch {step // spe})")
     # A run that ended early (``"stop"``) stays ended.
     first = epochs if "stopped_at_epoch" in meta else step // spe
     with (
         requests() as stop,
-        tqdm(
-            total=epochs * spe,
-            initial=step,
-            desc=desc,
-            unit="step",
-            disable=not progress,
-            dynamic_ncols=True,
-            mininterval=0.5,
-        ) as bar,
+        _progress_bar(epochs * spe, step, desc, progress) as bar,
         tensorboard.open_log(checkpoints.workdir) as log,
     ):
+        run = _EpochRun(
+            step_fn,
+            constants,
+            iterator,
+            mesh,
+            checkpoints,
+            epochs,
+            on_epoch_end,
+            meta,
+            stop,
+            bar,
+            log,
+        )
         for epoch in range(first, epochs):
             start = time.perf_counter()
-            for batch in parallel.shard_batches(iterator.epoch(epoch, step % spe), mesh):
-                state, metrics = step_fn(state, batch, *constants)
-                step += 1
-                sums, first_bad = _accumulate(sums, first_bad, metrics, step)
-                count += 1
-                bar.update()
-                if step % tensorboard.STEP_EVERY == 0:
-                    log.scalars(step, jax.device_get(metrics), prefix="step/")
-                if stop and step % spe:  # at the epoch's end, after its record (below)
-                    _check_finite(first_bad)
-                    meta["seconds"] += time.perf_counter() - start
-                    checkpoints.save(
-                        state, {**meta, _PARTIAL: _partial_sums(sums, count, step)}, force=True
-                    )
-                    stop.raise_if_asked(f"at epoch {epoch + 1} step {step}")
-            _check_finite(first_bad)
-            record = {
-                "epoch": epoch + 1,
-                "step": step,
-                **{f"train_{k}": float(v) / count for k, v in sums.items()},
-            }
-            sums, first_bad, count = None, None, 0
-            if on_epoch_end is not None:
-                record = on_epoch_end(state, record)
-            stop_early = bool(record.pop("stop", False))
-            meta["history"].append(record)
-            log.scalars(
-                step,
-                {k: v for k, v in record.items() if k not in ("epoch", "step")},
-                prefix="epoch/",
-            )
-            meta["seconds"] += time.perf_counter() - start
-            bar.set_postfix(
-                {k: f"{v:.3f}" for k, v in record.items() if k not in ("epoch", "step")},
-                refresh=False,
-            )
-            if stop_early:
-                meta["stopped_at_epoch"] = epoch + 1
-            checkpoints.save(state, meta, force=epoch == epochs - 1 or stop_early or bool(stop))
-            stop.raise_if_asked(f"at epoch {epoch + 1} step {step}")
+            state, step = run.train(state, step, epoch, sums, start)
+            stop_early = run.end(state, step, epoch, sums, start)
+            sums = _EpochSums()
             if stop_early:
                 break
     return state, meta
+
+
+def _restored(checkpoints: RunCheckpoints, state, constants: tuple, mesh):
+    """``(state, meta, constants)`` to start the loop from: the latest checkpoint's state and
+    meta (none: ``state`` and a fresh meta), state and constants replicated over ``mesh``."""
+    state, meta = checkpoints.restore(state)
+    state = parallel.replicate(state, mesh)
+    constants = parallel.replicate(tuple(constants), mesh)
+    return state, meta or {"history": [], "seconds": 0.0}, constants
+
+
+def _progress_bar(total: int, initial: int, desc: str, progress: bool) -> tqdm:
+    """The loop's progress bar over steps (hidden unless ``progress``)."""
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
 
 
 #: The meta key of an unfinished epoch's running metric sums, saved when a stop ends it.
 _PARTIAL = "partial_epoch"
 
 
-def _partial_sums(sums, count: int, step: int) -> dict:
-    """The running sums of an unfinished epoch as JSON, for the checkpoint's meta: each
-    metric's dtype and value (a float32 or bfloat16 value is exact as a Python float)."""
-    saved = {}
-    for name, value in jax.device_get(sums).items():
-        value = np.asarray(value)
-        exact = value.astype(np.float64) if jnp.issubdtype(value.dtype, jnp.floating) else value
-        saved[name] = {"dtype": value.dtype.name, "value": exact.tolist()}
-    return {"step": step, "count": count, "sums": saved}
+@dataclasses.dataclass
+class _EpochSums:
+    """The running sums of the current epoch's step metrics over ``count`` steps, and per
+    metric the first step (1-based) at which it was NaN or infinite (0: never); both kept on
+    device by :func:`_accumulate`, so the loop never waits for the host."""
 
+    sums: Any = None
+    first_bad: Any = None
+    count: int = 0
 
-def _resume_sums(partial, step: int):
-    """``(sums, first_bad, count)`` to continue the epoch of a checkpoint at ``step``: those
-    :func:`_partial_sums` saved there, or none (an epoch's end, or an older checkpoint)."""
-    if not partial or partial.get("step") != step:
-        return None, None, 0
-    sums = {
-        name: jnp.asarray(saved["value"], dtype=jnp.dtype(saved["dtype"]))
-        for name, saved in partial["sums"].items()
-    }
-    # Saved only after _check_finite passed: no metric was NaN or infinite yet.
-    first_bad = {name: jnp.zeros((), jnp.int32) for name in sums}
-    return sums, first_bad, int(partial["count"])
+    @classmethod
+    def resumed(cls, partial, step: int) -> _EpochSums:
+        """The sums to continue the epoch of a checkpoint at ``step``: those :meth:`saved`
+        there, or none (an epoch's end, or an older checkpoint)."""
+        if not partial or partial.get("step") != step:
+            return cls()
+        sums = {
+            name: jnp.asarray(saved["value"], dtype=jnp.dtype(saved["dtype"]))
+            for name, saved in partial["sums"].items()
+        }
+        # Saved only after check_finite passed: no metric was NaN or infinite yet.
+        first_bad = {name: jnp.zeros((), jnp.int32) for name in sums}
+        return cls(sums, first_bad, int(partial["count"]))
+
+    def add(self, metrics, step: int) -> None:
+        """Adds the metrics of ``step``."""
+        self.sums, self.first_bad = _accumulate(self.sums, self.first_bad, metrics, step)
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        """The epoch's mean metrics, as the record's ``train_<name>``."""
+        return {f"train_{k}": float(v) / self.count for k, v in self.sums.items()}
+
+    def check_finite(self) -> None:
+        """Raises NonFiniteLoss naming the metric that first became NaN or infinite, and
+        when."""
+        bad = {name: int(s) for name, s in jax.device_get(self.first_bad or {}).items() if int(s)}
+        if bad:
+            name, step = min(bad.items(), key=lambda item: item[1])
+            raise NonFiniteLoss(
+                f"training {name} became NaN or infinite at step {step}; stopped, "
+                "and the last good checkpoint is kept (lower the learning rate, or "
+                "set grad_clip_norm)"
+            )
+
+    def saved(self, step: int) -> dict:
+        """The sums as JSON, for the meta of a checkpoint at ``step``: each metric's dtype
+        and value (a float32 or bfloat16 value is exact as a Python float)."""
+        saved = {}
+        for name, value in jax.device_get(self.sums).items():
+            value = np.asarray(value)
+            exact = value.astype(np.float64) if jnp.issubdtype(value.dtype, jnp.floating) else value
+            saved[name] = {"dtype": value.dtype.name, "value": exact.tolist()}
+        return {"step": step, "count": self.count, "sums": saved}
 
 
 @jax.jit
@@ -316,13 +356,63 @@ def _accumulate(sums, first_bad, metrics, step):
     return jax.tree.map(jnp.add, sums, metrics), first_bad
 
 
-def _check_finite(first_bad) -> None:
-    """Raises NonFiniteLoss naming the metric that first became NaN or infinite, and when."""
-    bad = {name: int(s) for name, s in jax.device_get(first_bad or {}).items() if int(s)}
-    if bad:
-        name, step = min(bad.items(), key=lambda item: item[1])
-        raise NonFiniteLoss(
-            f"training {name} became NaN or infinite at step {step}; stopped, "
-            "and the last good checkpoint is kept (lower the learning rate, or "
-            "set grad_clip_norm)"
-        )
+@dataclasses.dataclass(frozen=True, eq=False)
+class _EpochRun:
+    """What one call of :func:`run_epochs` trains with, and where it reports: the epoch's
+    steps (:meth:`train`) and the epoch's end (:meth:`end`). ``meta`` is the checkpoint
+    meta the loop adds to; ``stop`` the SIGINT/SIGTERM requests of the run."""
+
+    step_fn: Callable
+    constants: tuple
+    iterator: Any
+    mesh: Any
+    checkpoints: RunCheckpoints
+    epochs: int
+    on_epoch_end: Optional[Callable]
+    meta: dict
+    stop: Requests
+    bar: tqdm
+    log: Any
+
+    def train(self, state, step: int, epoch: int, sums: _EpochSums, start: float):
+        """Runs the steps of ``epoch`` from ``step`` on, adding their metrics to ``sums``;
+        returns ``(state, step)`` at its end, every metric finite. A stop asked during a step
+        that does not end the epoch checkpoints the state there with ``sums`` and raises (one
+        during the last step waits for the epoch's record, :meth:`end`)."""
+        spe = self.iterator.steps_per_epoch
+        for batch in parallel.shard_batches(self.iterator.epoch(epoch, step % spe), self.mesh):
+            state, metrics = self.step_fn(state, batch, *self.constants)
+            step += 1
+            sums.add(metrics, step)
+            self.bar.update()
+            if step % tensorboard.STEP_EVERY == 0:
+                self.log.scalars(step, jax.device_get(metrics), prefix="step/")
+            if self.stop and step % spe:
+                sums.check_finite()
+                self.meta["seconds"] += time.perf_counter() - start
+                partial = {**self.meta, _PARTIAL: sums.saved(step)}
+                self.checkpoints.save(state, partial, force=True)
+                self.stop.raise_if_asked(f"at epoch {epoch + 1} step {step}")
+        sums.check_finite()
+        return state, step
+
+    def end(self, state, step: int, epoch: int, sums: _EpochSums, start: float) -> bool:
+        """Records the finished ``epoch`` (its mean metrics, through ``on_epoch_end``) in the
+        history, the TensorBoard log and the progress bar, and checkpoints it (always after
+        the last epoch, a stop or an early end); raises a stop asked meanwhile. Returns
+        whether the record asked to end training early."""
+        record = {"epoch": epoch + 1, "step": step, **sums.means()}
+        if self.on_epoch_end is not None:
+            record = self.on_epoch_end(state, record)
+        stop_early = bool(record.pop("stop", False))
+        self.meta["history"].append(record)
+        shown = {k: v for k, v in record.items() if k not in ("epoch", "step")}
+        self.log.scalars(step, shown, prefix="epoch/")
+        self.meta["seconds"] += time.perf_counter() - start
+        self.bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
+        if stop_early:
+            self.meta["stopped_at_epoch"] = epoch + 1
+        last = epoch == self.epochs - 1
+        self.checkpoints.save(state, self.meta, force=last or stop_early or bool(self.stop))
+        self.stop.raise_if_asked(f"at epoch {epoch + 1} step {step}")
+        return stop_early
