@@ -251,57 +251,94 @@ def calibrate(
     """
     workdir, config = pathlib.Path(workdir), loop.TrainConfig.of(config)
     start = time.perf_counter()
-    datasets = datasets or build.load_data(config)
-    lo, hi = math.log(1.0 - search.low), math.log(1.0 - search.high)  # lo > hi
-    trials: list[dict] = []
-
-    def trial(p: float) -> dict:
-        record = next((t for t in trials if t["cue_proportion"] == p), None)
-        if record is None:
-            record = run_trial(config, p, workdir / f"p_{p:g}", search, datasets, progress=progress)
-            trials.append(record)
-            verdict = VERDICTS[record["verdict"]] + (", stopped early" if record["stopped"] else "")
-            logging.info(
-                f"calibration trial {len(trials)}: p = {p:g} → nocue "
-                f"{record['nocue']:.1f}, randcue {record['randcue']:.1f} (gap "
-                f"{record['gap']:.1f}), randimg {record['randimg']:.1f} after "
-                f"{record['epochs']} epochs: {verdict} ({record['seconds']:.0f} s)"
-            )
-        return record
-
-    for i in range(search.trials):
-        if lo - hi < search.resolution:
-            break
-        middle = math.log(1.0 - search.start) if i == 0 else (lo + hi) / 2.0
-        if trial(_proportion(middle))["verdict"] == TOO_LITTLE:
-            lo = middle
-        else:
-            hi = middle
-    if all(t["verdict"] == TOO_LITTLE for t in trials):
-        trial(search.high)
-    if all(t["verdict"] == TOO_MUCH for t in trials):
-        trial(search.low)
-    reliant = sorted((t for t in trials if t["reliant"]), key=lambda t: t["cue_proportion"])
-    # Without a cue-reliant trial, the one closest to both targets among those that ran the
-    # whole recipe (a stopped trial's randimg was still falling).
-    finished = [t for t in trials if not t["stopped"]] or trials
-    best = (
-        reliant[0]
-        if reliant
-        else max(
-            finished,
-            key=lambda t: min(t["gap"] - search.target_gap, t["randimg"] - search.target_randimg),
-        )
-    )
+    trials = _Trials(config, workdir, search, datasets or build.load_data(config), progress)
+    _bisect(search, trials)
+    _try_the_ends(search, trials)
+    best = _chosen(search, trials.records)
     result = {
         "cue_proportion": best["cue_proportion"],
-        "reliant": bool(reliant),
-        "trials": sorted(trials, key=lambda t: t["cue_proportion"]),
+        "reliant": best["reliant"],
+        "trials": sorted(trials.records, key=lambda t: t["cue_proportion"]),
         "search": dataclasses.asdict(search),
         "seconds": round(time.perf_counter() - start, 1),
     }
     files.write_json(workdir / "calibration.json", result)
     return result
+
+
+class _Trials:
+    """The trials of one calibration, in the order they ran: each ``p`` trained (or reused
+    from its folder ``p_<p>/``, :func:`run_trial`) at most once, and logged."""
+
+    def __init__(self, config, workdir: pathlib.Path, search: Search, datasets, progress: bool):
+        self.config, self.workdir, self.search = config, workdir, search
+        self.datasets, self.progress = datasets, progress
+        self.records: list[dict] = []
+
+    def at(self, p: float) -> dict:
+        """The record of the trial at ``p``, running it if it has not run yet."""
+        record = next((t for t in self.records if t["cue_proportion"] == p), None)
+        if record is None:
+            record = run_trial(
+                self.config,
+                p,
+                self.workdir / f"p_{p:g}",
+                self.search,
+                self.datasets,
+                progress=self.progress,
+            )
+            self.records.append(record)
+            _log_trial(len(self.records), record)
+        return record
+
+
+def _log_trial(number: int, record: dict) -> None:
+    """One log line per trial: its accuracies, epochs and verdict."""
+    verdict = VERDICTS[record["verdict"]] + (", stopped early" if record["stopped"] else "")
+    logging.info(
+        f"calibration trial {number}: p = {record['cue_proportion']:g} → nocue "
+        f"{record['nocue']:.1f}, randcue {record['randcue']:.1f} (gap "
+        f"{record['gap']:.1f}), randimg {record['randimg']:.1f} after "
+        f"{record['epochs']} epochs: {verdict} ({record['seconds']:.0f} s)"
+    )
+
+
+def _bisect(search: Search, trials: _Trials) -> None:
+    """Bisects ``log(1 − p)`` between ``search.low`` and ``search.high``, from a first trial
+    at ``search.start``, for at most ``search.trials`` trials or until the interval is
+    narrower than ``search.resolution``: too little cue moves the lower end up, a
+    cue-reliant or too-much-cue trial the upper end down."""
+    lo, hi = math.log(1.0 - search.low), math.log(1.0 - search.high)  # lo > hi
+    for i in range(search.trials):
+        if lo - hi < search.resolution:
+            break
+        middle = math.log(1.0 - search.start) if i == 0 else (lo + hi) / 2.0
+        if trials.at(_proportion(middle))["verdict"] == TOO_LITTLE:
+            lo = middle
+        else:
+            hi = middle
+
+
+def _try_the_ends(search: Search, trials: _Trials) -> None:
+    """When every trial had too little cue, tries the high end of the range; when every
+    one had too much, the low end (the bisection may not have reached them)."""
+    if all(t["verdict"] == TOO_LITTLE for t in trials.records):
+        trials.at(search.high)
+    if all(t["verdict"] == TOO_MUCH for t in trials.records):
+        trials.at(search.low)
+
+
+def _chosen(search: Search, records: list[dict]) -> dict:
+    """The smallest cue-reliant trial; without one, the trial closest to both targets among
+    those that ran the whole recipe (a stopped trial's randimg was still falling)."""
+    reliant = sorted((t for t in records if t["reliant"]), key=lambda t: t["cue_proportion"])
+    if reliant:
+        return reliant[0]
+    finished = [t for t in records if not t["stopped"]] or records
+    return max(
+        finished,
+        key=lambda t: min(t["gap"] - search.target_gap, t["randimg"] - search.target_randimg),
+    )
 
 
 def warning(result: Mapping[str, Any], weight_decay: float) -> str | None:
