@@ -13,7 +13,7 @@ paper's code: 2,500 clean and 47,500 fully cued samples drawn with replacement, 
 batch 256, SGD momentum 0.9, weight decay 1e-4, cosine; lr 0.001 (small) and 0.01 (medium,
 LPFT, CBFT); LLRT 200 epochs at lr 30 without weight decay; CBFT in ``code`` mode. The four
 test conditions carry the cue on every sample (the protocol Table 1's numbers imply). Needs
-the TFDS data (README, "Real datasets").
+the TFDS data (docs/getting_started.md, "Real datasets").
 """
 
 from experiments.configs import cbft, paper
