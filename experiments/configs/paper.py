@@ -10,7 +10,8 @@ The argument is ``dataset,model,cue_proportion`` with dataset in {cifar10, cifar
 dominoes}, model in {vgg13, resnet18} and p in {0.6, 0.7, 0.8, 0.9, 1.0} (0.0: no cue).
 Settings from the paper's code: SGD lr 0.1, momentum 0.9, weight decay 1e-4, batch 256,
 100 epochs, ×0.1 every 40 epochs, no augmentation. Needs the TFDS data
-(docs/getting_started.md, "Real datasets"). GPU runtime not measured yet (5 million training images per model).
+(docs/getting_started.md, "Real datasets"). GPU runtime not measured yet (5 million training
+images per model).
 """
 
 from experiments.configs import demo

@@ -1,8 +1,8 @@
 """CIFAR-10/100 and Fashion-MNIST through ``tfds.data_source`` (array_record, no TensorFlow).
 
 TensorFlow is needed once, to prepare the files (see docs/getting_started.md, "Real
-datasets"); reading them afterwards needs only ``tensorflow-datasets`` and ``array_record``. Decoded arrays are
-cached on disk (``mmc_jax.data.cache``) and read back lazily.
+datasets"); reading them afterwards needs only ``tensorflow-datasets`` and ``array_record``.
+Decoded arrays are cached on disk (``mmc_jax.data.cache``) and read back lazily.
 """
 
 from __future__ import annotations
