@@ -560,7 +560,7 @@ def _hook_site(folder: pathlib.Path) -> pathlib.Path:
         """
         import errno, hashlib, os, pathlib, re, sys, threading
 
-        class logs:
+        class tensorboard:
             FOLDER = "tensorboard"
         """
     )
