@@ -31,7 +31,6 @@ from mmc_jax.finetune import objectives
 from mmc_jax.models import layers
 from mmc_jax.runtime.configs import Config, field
 from mmc_jax.runtime.errors import InputError
-from mmc_jax.training import optim
 from mmc_jax.training.checkpoint import RunCheckpoints
 from mmc_jax.training.config import OptimConfig
 from mmc_jax.training.loop import run_epochs
@@ -191,8 +190,7 @@ def cbft_step(
 def _state(apply_fn, variables, lr, config: FinetuneConfig, seed_offset=0):
     """A train state on a *copy* of ``variables`` (the steps donate their state's buffers)."""
     variables = jax.tree.map(jnp.copy, dict(variables))
-    sgd = config.optim
-    tx = optim.sgd(lr, sgd.momentum, sgd.weight_decay, sgd.grad_clip_norm)
+    tx = config.optim.sgd(lr)
     return TrainState.create(apply_fn, variables, tx, jax.random.PRNGKey(config.seed + seed_offset))
 
 

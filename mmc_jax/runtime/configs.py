@@ -68,7 +68,7 @@ class Config:
         """
         if isinstance(values, cls):
             return values.changed(**changes) if changes else values
-        values = {} if values is None else _plain(values)
+        values = {} if values is None else cls.upgraded(_plain(values))
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(names))
         if unknown:
@@ -86,6 +86,12 @@ class Config:
             elif f.name in values:
                 kwargs[f.name] = values[f.name]
         return cls(**kwargs).changed(**changes) if changes else cls(**kwargs)
+
+    @classmethod
+    def upgraded(cls, values: dict) -> dict:
+        """``values`` as this config's fields today (a config whose stored form changed
+        overrides this to read the old form)."""
+        return values
 
     def to_dict(self) -> dict:
         """Nested plain dict (``config.json``, and a ConfigDict's ``update``)."""

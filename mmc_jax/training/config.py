@@ -118,13 +118,14 @@ class OptimConfig(Config):
             hold_steps,
         )
 
-    def optimizer(
-        self, steps_per_epoch: int, hold_steps: int = 0, updates_per_step: int = 1
-    ) -> optax.GradientTransformation:
-        """SGD with this schedule, for runs of ``steps_per_epoch`` steps an epoch
-        (``updates_per_step`` optimizer updates each: CBFT's code mode makes two)."""
-        lr = self.learning_rates(steps_per_epoch * updates_per_step, hold_steps)
-        return optim.sgd(lr, self.momentum, self.weight_decay, self.grad_clip_norm)
+    def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
+        """SGD with this schedule, for runs of ``steps_per_epoch`` steps an epoch."""
+        return self.sgd(self.learning_rates(steps_per_epoch))
+
+    def sgd(self, learning_rate: float | optax.Schedule) -> optax.GradientTransformation:
+        """This SGD (momentum, weight decay, clipping) at another ``learning_rate`` or
+        schedule (CBFT's code mode steps its schedule once per iteration, not per update)."""
+        return optim.sgd(learning_rate, self.momentum, self.weight_decay, self.grad_clip_norm)
 
 
 #: Where each field of the flat configs stored before the sections existed now lives.
@@ -168,18 +169,12 @@ class TrainConfig(Config):
     checkpoints_to_keep: int = field(3, bounds="count")
 
     @classmethod
-    def of(cls, values: Any = None, **changes) -> "TrainConfig":
-        """The typed config of a ConfigDict, a nested dict (or one stored flat, before the
-        sections existed: :data:`FLAT_FIELDS`), itself or None, with ``changes``.
-
-        Raises:
-          InputError: an unknown field, or a value out of bounds (named by its section).
-        """
-        if values is not None and not isinstance(values, cls):
-            values = values.to_dict() if hasattr(values, "to_dict") else dict(values)
-            if any(k in FLAT_FIELDS and not isinstance(v, Mapping) for k, v in values.items()):
-                values = _nest(values)  # stored flat
-        return super().of(values, **changes)
+    def upgraded(cls, values: dict) -> dict:
+        """A config stored flat, before the sections existed, in sections
+        (:data:`FLAT_FIELDS`); a nested one as it is."""
+        if any(k in FLAT_FIELDS and not isinstance(v, Mapping) for k, v in values.items()):
+            return _nest(values)
+        return values
 
 
 def _nest(flat: Mapping[str, Any]) -> dict:
