@@ -10,8 +10,10 @@ message that names the field, what it accepts and what it got:
     optim.epochs must be an integer >= 1, got 0
     path.bn must be one of interpolate, interpolate_ema, recompute, repair, got 'reset'
 
-The library's typed configs check the same values again for callers from Python; this is
-the command line's check, which knows the field's full name.
+The rules of the fields of the library's typed configs (``TrainConfig``, ``FinetuneConfig``,
+``MidpointConfig``) are read from their declarations (:func:`declared`), so a bound is stated
+once; those configs check the same values again for callers from Python. This is the
+command line's check, which knows the field's full name.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from experiments import methods as methods_lib
 from mmc_jax import data, finetune, models, training
 from mmc_jax.connectivity import curve, path_eval
 from mmc_jax.data import tfds_source
-from mmc_jax.finetune import objectives
+from mmc_jax.runtime import configs
 from mmc_jax.runtime.errors import BOUNDS, InputError
 
 #: ``data.cue_proportion`` / ``data.n_clean``: resolved by the entry point.
@@ -97,30 +99,47 @@ def _fields(names: str, rule: Rule) -> dict[str, Rule]:
     return dict.fromkeys(names.split(), rule)
 
 
-#: Every field's rule, by the end of its dotted name (the longest matching end wins).
+def declared(cls: type, section: str = "") -> dict[str, Rule]:
+    """The rules a typed library config declares on its fields (``runtime.configs.field``),
+    by ``<section>.<field>``; a nested section's fields by its own field name (``optim.epochs``
+    wherever an ``optim`` section is), so one declaration covers every config that holds it."""
+    rules: dict[str, Rule] = {}
+    nested = configs.sections(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in nested:
+            rules.update(declared(nested[f.name], f.name))
+            continue
+        key = f"{section}.{f.name}" if section else f.name
+        if f.metadata.get("bounds"):
+            rules[key] = _number(f.metadata["bounds"], integer=f.type == "int")
+        elif f.metadata.get("choices"):
+            rules[key] = Rule("choice", choices=f.metadata["choices"])
+    return rules
+
+
+#: Every field's rule, by the end of its dotted name (the longest matching end wins): those
+#: the library's typed configs declare, and those of the experiments' own fields.
 RULES: dict[str, Rule] = {
+    **declared(training.TrainConfig),
+    **declared(finetune.FinetuneConfig, "finetune"),
+    **declared(curve.MidpointConfig, "curve"),
     **_fields(
-        "epochs batch_size eval_batch_size eval_every_epochs checkpoints_to_keep "
-        "step_every_epochs scratch_epochs n_cue part_size num_samples",
+        "batch_size scratch_epochs n_cue part_size num_samples",
         _number("count", integer=True),
     ),
     **_fields(
-        "seed num_train num_test warmup_epochs num_eval bn_batches bn_batch_size chunk_size "
-        "match_batches match_batch_size",
+        "num_eval bn_batches bn_batch_size chunk_size match_batches match_batch_size",
         _number("non_negative", integer=True),
     ),
     **_fields(
-        "learning_rate step_factor small_learning_rate large_learning_rate",
+        "small_learning_rate large_learning_rate",
         _number("positive"),
     ),
     **_fields(
-        "weight_decay grad_clip_norm width barrier_target barrier_weight invariance_weight "
         "memory_budget_gib cluster_threshold margin",
         _number("non_negative"),
     ),
-    "momentum": _number("momentum"),
     "num_points": _number("points", integer=True),
-    "curve.cue_proportion": _number("fraction"),
     "data.cue_proportion": _number("fraction", auto=True),
     "data.n_clean": _number("count", integer=True, auto=True),
     "data.name": Rule("dataset"),
@@ -128,15 +147,9 @@ RULES: dict[str, Rule] = {
     "dominoes_bottom": Rule("choice", choices=("shapes10", *tfds_source.TFDS_DATASETS)),
     "data_dir": Rule("folder", holds="any"),
     "model.name": Rule("model"),
-    "model.dtype": Rule("choice", choices=tuple(models.DTYPES)),
     "model.init_from": Rule("folder", special=("nocue_model",)),
     "cue_model_dir": Rule("folder"),
     "nocue_model_dir": Rule("folder"),
-    "optim.schedule": Rule("choice", choices=training.SCHEDULES),
-    "finetune.cbft_mode": Rule("choice", choices=finetune.CBFT_MODES),
-    "finetune.t_dist": Rule("choice", choices=objectives.T_DISTRIBUTIONS),
-    "curve.init": Rule("choice", choices=curve.INITS),
-    "curve.scale": Rule("choice", choices=curve.SCALES),
     "path.bn": Rule("choice", choices=path_eval.BN_POLICIES),
     "path.eval_split": Rule("choice", choices=("test", "train")),
     "path.random_from": Rule("choice", choices=data.RANDOM_FROM),
