@@ -249,22 +249,23 @@ def evaluate_models(
       model name → ``{"test", "barrier_to_cue_model", "paths": {target: path json}}``;
       ``barrier_to_cue_model`` is the barrier on cued test data (0 for θ_C itself).
     """
-    conditions = comparison.conditions_of(config.path)
+    path = comparison.check_path(config.path)
+    conditions = path.conditions
     methods = {}
     jobs = [
         (target, name)
-        for target in methods_lib.check_targets(config.path.targets)
+        for target in methods_lib.check_targets(path.targets)
         for name in models
         if name != target
     ]
     phases = phases or timing.Phases()
-    settings = {**comparison.evaluator_settings(config.path, train, 0), "key": key}
-    test = comparison.eval_set(config.path, train, test)
+    settings = {**comparison.evaluator_settings(path, train, 0), "key": key}
+    test = path.eval_set(train, test)
     bar = tqdm(total=len(models) + len(jobs), desc="evaluate", unit="eval")
     for name, variables in models.items():
         with phases("evaluation"):
             methods[name] = {
-                "test": comparison.test_metrics(config.path, apply_fn, variables, test, key),
+                "test": comparison.test_metrics(path, apply_fn, variables, test, key),
                 "paths": {},
             }
         bar.update()
@@ -274,7 +275,7 @@ def evaluate_models(
             result = path_eval.evaluate_path(
                 apply_fn,
                 paths.linear(references[target], models[name]),
-                paths.grid(config.path.num_points),
+                paths.grid(path.num_points),
                 test,
                 conditions=wanted,
                 **settings,

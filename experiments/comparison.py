@@ -11,54 +11,31 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
+from experiments.sections import PathConfig, PermutationConfig
 from mmc_jax import InputError, data, permute, training
-from mmc_jax.connectivity import path_eval
 from mmc_jax.data.batching import sample_batches
 from mmc_jax.permute.sites import as_apply
 from mmc_jax.reporting import files
-from mmc_jax.runtime.errors import check_bounds, check_choice
-
-#: How one model is aligned to another (``config.permutation.method``).
-PERMUTATIONS = ("weight", "activation", "greedy", "paper")
 
 
-def conditions_of(path) -> tuple[str, ...]:
-    """``path.conditions`` (comma-separated, or a tuple) as checked condition names."""
-    value = path.conditions
-    names = value.split(",") if isinstance(value, str) else list(value)
-    conditions = tuple(dict.fromkeys(c.strip() for c in names if c.strip()))
-    if not conditions:
-        raise InputError("path.conditions must name at least one condition")
-    return tuple(data.check_condition(c) for c in conditions)
+def check_path(path) -> PathConfig:
+    """The typed ``path`` section (the one check of it, for every entry point).
+
+    Raises:
+      InputError: an unknown field or an impossible value, named.
+    """
+    return PathConfig.of(path)
 
 
-def check_path(path) -> tuple[str, ...]:
-    """Raises InputError for an impossible value of the ``path`` section (the one check of
-    it, for every entry point); returns the conditions."""
-    if not (isinstance(path.num_points, int) and path.num_points >= 2):
-        raise InputError(
-            f"path.num_points must be >= 2 (a line has two ends), got {path.num_points!r}"
-        )
-    check_bounds(
-        path,
-        "path.",
-        count=("batch_size", "part_size"),
-        non_negative=("num_eval", "bn_batches", "bn_batch_size", "chunk_size", "memory_budget_gib"),
-    )
-    check_choice("BN policy", path.bn, path_eval.BN_POLICIES)
-    check_choice("eval_split", path.eval_split, ("test", "train"))
-    data.check_random_from(path.random_from)
-    path_eval.resolve_strategy(path.strategy)
-    return conditions_of(path)
+def check_permutation(permutation) -> PermutationConfig:
+    """The typed ``permutation`` section.
 
-
-def check_permutation(permutation) -> None:
-    """Raises InputError for an impossible value of the ``permutation`` section."""
-    check_choice("permutation method", permutation.method, PERMUTATIONS)
-    check_bounds(permutation, "permutation.", non_negative=("match_batches", "match_batch_size"))
+    Raises:
+      InputError: an unknown field or an impossible value, named.
+    """
+    return PermutationConfig.of(permutation)
 
 
 def require_pair(model_a: Optional[str], model_b: Optional[str]) -> None:
@@ -121,7 +98,7 @@ def parse_models(entries: Optional[list[str]], at_least: int = 2) -> dict[str, s
     return named
 
 
-def load_models(folders: dict[str, str], path=None):
+def load_models(folders: dict[str, str], path: Optional[PathConfig] = None):
     """The named model folders, checked to share architecture and data with the first.
 
     Returns:
@@ -137,20 +114,10 @@ def load_models(folders: dict[str, str], path=None):
             training.check_compatible(first[1], model_config, first[0], f"{name} ({folder})")
         loaded[name] = variables
     train, test = training.load_data(first[1])
-    return model, loaded, train, eval_set(path, train, test)
+    return model, loaded, train, test if path is None else path.eval_set(train, test)
 
 
-def eval_set(path, train, test):
-    """The data the ``path`` section evaluates on (all of test when ``path`` is None)."""
-    if path is None:
-        return test
-    chosen = train if path.eval_split == "train" else test
-    if path.num_eval:
-        chosen = chosen.take(np.arange(min(path.num_eval, len(chosen))))
-    return chosen
-
-
-def test_metrics(path, apply_fn, variables, test, key) -> dict:
+def test_metrics(path: PathConfig, apply_fn, variables, test, key) -> dict:
     """``training.evaluate`` on the counterfactual test sets, with the ``path`` section's
     batch size and rand-image source (the same sets the paths are evaluated on)."""
     return training.evaluate(
@@ -164,26 +131,18 @@ def test_metrics(path, apply_fn, variables, test, key) -> dict:
 
 
 def evaluator_settings(
-    path, train, seed: int, workdir: Optional[pathlib.Path] = None, stored: Optional[dict] = None
+    path: PathConfig,
+    train,
+    seed: int,
+    workdir: Optional[pathlib.Path] = None,
+    stored: Optional[dict] = None,
 ) -> dict:
     """The path evaluator's keyword arguments from the ``path`` section and the run's
     ``seed`` (random draws, shuffled BN batches), the one place they are read. With
     ``workdir``, the points are evaluated in parts of ``path.part_size`` saved under
     ``workdir/parts`` for the run described by ``stored`` (config and models), so a killed
     run resumes after its last saved part (parts of another run are cleared)."""
-    settings = dict(
-        bn=path.bn,
-        bn_set=train,
-        bn_batches=path.bn_batches or None,
-        batch_size=path.batch_size,
-        bn_batch_size=path.bn_batch_size or None,
-        bn_shuffle_seed=seed if path.bn_shuffle else None,
-        random_from=path.random_from,
-        strategy=path.strategy,
-        chunk_size=path.chunk_size or None,
-        memory_budget=int(path.memory_budget_gib * 2**30) or None,
-        key=jax.random.PRNGKey(seed),
-    )
+    settings = path.evaluator_kwargs(train, seed)
     if workdir is None:
         return settings
     store = workdir / "parts"
@@ -204,22 +163,17 @@ def remove_parts(workdir: pathlib.Path) -> None:
     shutil.rmtree(workdir / "parts", ignore_errors=True)
 
 
-def matching_batches(config, train) -> list:
-    """Clean (cue removed) training batches for activation matching: the paper code's 91
-    shuffled batches of 128 for method ``paper``, else ``match_batches`` batches of
-    ``path.batch_size`` in dataset order (``match_batches``/``match_batch_size`` override)."""
-    permutation = config.permutation
-    paper = permutation.method == "paper"
-    images = sample_batches(
-        train,
-        permutation.match_batch_size or (128 if paper else config.path.batch_size),
-        permutation.match_batches or (91 if paper else 10),
-        config.seed if paper else None,
-    )
+def matching_batches(permutation: PermutationConfig, batch_size: int, seed: int, train) -> list:
+    """Clean (cue removed) training batches for activation matching
+    (:meth:`PermutationConfig.batches`; ``seed`` shuffles the paper code's)."""
+    number, size, shuffled = permutation.batches(batch_size)
+    images = sample_batches(train, size, number, seed if shuffled else None)
     return [data.clean_inputs(train.cue, x) for x in images]
 
 
-def permutation_spec(permutation, model, variables, image_shape) -> permute.PermutationSpec:
+def permutation_spec(
+    permutation: PermutationConfig, model, variables, image_shape
+) -> permute.PermutationSpec:
     """The spec derived from the model's traced forward pass, with the hand-written layout's
     names for the library's own models (which the paper's matching needs)."""
     residual = permutation.permute_residual
@@ -243,17 +197,20 @@ def permutation_spec(permutation, model, variables, image_shape) -> permute.Perm
     return spec
 
 
-def aligner(config, model, variables, train) -> Callable:
-    """``align(a, b)``: ``b`` permuted to match ``a`` by ``config.permutation.method``
-    (weight matching, activation matching on clean training batches, greedy, or the paper
-    code's), with the permutation spec of ``model`` (``variables``: any of the models)."""
-    method = config.permutation.method
-    spec = permutation_spec(config.permutation, model, variables, train.image_shape)
+def aligner(
+    permutation: PermutationConfig, path: PathConfig, seed: int, model, variables, train
+) -> Callable:
+    """``align(a, b)``: ``b`` permuted to match ``a`` by ``permutation.method`` (weight
+    matching, activation matching on clean training batches of the path's batch size,
+    greedy, or the paper code's), with the permutation spec of ``model`` (``variables``: any
+    of the models); ``seed`` draws weight matching's order and the paper code's batches."""
+    method = permutation.method
+    spec = permutation_spec(permutation, model, variables, train.image_shape)
     if method == "weight":
 
         def align(a, b):
             return permute.apply(
-                spec, permute.weight_matching(spec, a, b, jax.random.PRNGKey(config.seed)), b
+                spec, permute.weight_matching(spec, a, b, jax.random.PRNGKey(seed)), b
             )
 
         return align
@@ -262,7 +219,7 @@ def aligner(config, model, variables, train) -> Callable:
         "greedy": permute.greedy_activation_matching,
         "paper": permute.paper_activation_matching,
     }[method]
-    batches = matching_batches(config, train)
+    batches = matching_batches(permutation, path.batch_size, seed, train)
 
     def align(a, b):
         return permute.apply(spec, match(spec, model, a, b, batches), b)

@@ -13,12 +13,13 @@ also the trained control point as a model folder, ``control/`` (``experiments.pl
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import jax
 from absl import flags, logging
 
-from experiments import cli, comparison, outputs
+from experiments import cli, comparison, outputs, sections
 from mmc_jax import paths, training
 from mmc_jax.connectivity import curve, path_eval
 from mmc_jax.reporting import plots, tensorboard
@@ -49,41 +50,55 @@ def check(args) -> None:
     check_sections(args.config)
 
 
-def build_path(config, kind: str, model, a, b, train, workdir: pathlib.Path):
+@dataclasses.dataclass(frozen=True)
+class Sections:
+    """The config's sections, typed: how the path is evaluated, how ``b`` is aligned to
+    ``a`` (``permuted_linear``), how the midpoint is fitted (``quadratic``), and the seed."""
+
+    path: sections.PathConfig
+    permutation: sections.PermutationConfig
+    curve: curve.MidpointConfig
+    seed: int
+
+
+def check_sections(config) -> Sections:
+    """The typed sections of ``config`` (the one place they are read from it).
+
+    Raises:
+      InputError: an impossible value of any section, named.
+    """
+    return Sections(
+        comparison.check_path(config.path),
+        comparison.check_permutation(config.permutation),
+        curve.MidpointConfig.of(config.curve),
+        config.seed,
+    )
+
+
+def build_path(typed: Sections, kind: str, model, a, b, train, workdir: pathlib.Path):
     """The path of ``kind`` between ``a`` and ``b`` (aligning or fitting as needed)."""
     if kind == "linear":
         return paths.linear(a, b)
     if kind == "permuted_linear":
-        return paths.linear(a, comparison.aligner(config, model, b, train)(a, b))
-    settings = midpoint_config(config)
-    control = curve.initial_control(settings, model, a, b, train.image_shape, config.seed)
+        align = comparison.aligner(typed.permutation, typed.path, typed.seed, model, b, train)
+        return paths.linear(a, align(a, b))
+    settings, seed = typed.curve, typed.seed
+    control = curve.initial_control(settings, model, a, b, train.image_shape, seed)
     fitted = curve.fit_midpoint(
-        model.apply, a, b, control, train, workdir / "midpoint", settings, seed=config.seed
+        model.apply, a, b, control, train, workdir / "midpoint", settings, seed=seed
     )
     return paths.bezier(a, fitted["control"], b)
-
-
-def midpoint_config(config) -> curve.MidpointConfig:
-    """The ``curve`` section as the library's typed midpoint config (checked)."""
-    return curve.MidpointConfig.of(config.curve)
-
-
-def check_sections(config) -> tuple[str, ...]:
-    """Raises InputError for an impossible value of any section; returns the conditions."""
-    midpoint_config(config)
-    comparison.check_permutation(config.permutation)
-    return comparison.check_path(config.path)
 
 
 def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) -> dict:
     """Evaluates the path and writes the outputs; returns the results.json dict."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = check_sections(config)
+    typed = check_sections(config)
     model, loaded, train, eval_set = comparison.load_models(
-        {"--model_a": model_a, "--model_b": model_b}, config.path
+        {"--model_a": model_a, "--model_b": model_b}, typed.path
     )
     a, b = loaded.values()
-    path = build_path(config, kind, model, a, b, train, workdir)
+    path = build_path(typed, kind, model, a, b, train, workdir)
     control = None
     if kind == "quadratic":  # a model folder, e.g. for experiments.plane --curve
         training.save_model(
@@ -94,15 +109,16 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
             train.image_shape,
         )
         control = "control"  # relative to the workdir, which may move
-    settings = comparison.evaluator_settings(config.path, train, config.seed)
+    settings = comparison.evaluator_settings(typed.path, train, typed.seed)
+    conditions = typed.path.conditions
     logging.info(
-        f"evaluating {config.path.num_points} points x {len(conditions)} conditions "
+        f"evaluating {typed.path.num_points} points x {len(conditions)} conditions "
         f"({path_eval.resolve_strategy(settings['strategy'])}, BN {settings['bn']})"
     )
     result = path_eval.evaluate_path(
         model.apply,
         path,
-        paths.grid(config.path.num_points),
+        paths.grid(typed.path.num_points),
         eval_set,
         conditions=conditions,
         **settings,
@@ -112,9 +128,9 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
         **result.to_json(kind),
         "model_a": str(model_a),
         "model_b": str(model_b),
-        "bn": config.path.bn,
-        "permutation": config.permutation.method if permuted else None,
-        "permute_residual": config.permutation.permute_residual if permuted else None,
+        "bn": typed.path.bn,
+        "permutation": typed.permutation.method if permuted else None,
+        "permute_residual": typed.permutation.permute_residual if permuted else None,
         "control": control,
         "chunk_size": result.chunk_size,
         "memory_gib": None

@@ -10,9 +10,10 @@ message that names the field, what it accepts and what it got:
     optim.epochs must be an integer >= 1, got 0
     path.bn must be one of interpolate, interpolate_ema, recompute, repair, got 'reset'
 
-The rules of the fields of the library's typed configs (``TrainConfig``, ``FinetuneConfig``,
-``MidpointConfig``) are read from their declarations (:func:`declared`), so a bound is stated
-once; those configs check the same values again for callers from Python. This is the
+The rules of the fields of the typed configs (the library's ``TrainConfig``,
+``FinetuneConfig`` and ``MidpointConfig``, and the ``path`` and ``permutation`` sections of
+:mod:`experiments.sections`) are read from their declarations (:func:`declared`), so a bound
+is stated once; those configs check the same values again for callers from Python. This is the
 command line's check, which knows the field's full name.
 """
 
@@ -24,8 +25,9 @@ import pathlib
 from typing import Any, Callable, Optional
 
 from experiments import methods as methods_lib
+from experiments import sections
 from mmc_jax import data, finetune, models, training
-from mmc_jax.connectivity import curve, path_eval
+from mmc_jax.connectivity import curve
 from mmc_jax.data import tfds_source
 from mmc_jax.runtime import configs
 from mmc_jax.runtime.errors import BOUNDS, InputError
@@ -123,23 +125,20 @@ RULES: dict[str, Rule] = {
     **declared(training.TrainConfig),
     **declared(finetune.FinetuneConfig, "finetune"),
     **declared(curve.MidpointConfig, "curve"),
+    **declared(sections.PathConfig, "path"),
+    **declared(sections.PermutationConfig, "permutation"),
     **_fields(
-        "batch_size scratch_epochs n_cue part_size num_samples",
+        "scratch_epochs n_cue num_samples",
         _number("count", integer=True),
-    ),
-    **_fields(
-        "num_eval bn_batches bn_batch_size chunk_size match_batches match_batch_size",
-        _number("non_negative", integer=True),
     ),
     **_fields(
         "small_learning_rate large_learning_rate",
         _number("positive"),
     ),
     **_fields(
-        "memory_budget_gib cluster_threshold margin",
+        "cluster_threshold margin",
         _number("non_negative"),
     ),
-    "num_points": _number("points", integer=True),
     "data.cue_proportion": _number("fraction", auto=True),
     "data.n_clean": _number("count", integer=True, auto=True),
     "data.name": Rule("dataset"),
@@ -150,11 +149,6 @@ RULES: dict[str, Rule] = {
     "model.init_from": Rule("folder", special=("nocue_model",)),
     "cue_model_dir": Rule("folder"),
     "nocue_model_dir": Rule("folder"),
-    "path.bn": Rule("choice", choices=path_eval.BN_POLICIES),
-    "path.eval_split": Rule("choice", choices=("test", "train")),
-    "path.random_from": Rule("choice", choices=data.RANDOM_FROM),
-    "path.strategy": Rule("choice", choices=path_eval.STRATEGIES),
-    "permutation.method": Rule("choice", choices=("weight", "activation", "greedy", "paper")),
     "path.conditions": Rule("names", choices=data.CONDITIONS),
     "path.targets": Rule("names", choices=methods_lib.TARGETS),
     "methods": Rule("names", choices=tuple(methods_lib.METHODS)),
@@ -230,7 +224,7 @@ def _check_choice(rule: Rule, value) -> Optional[str]:
 
 
 def _check_names(rule: Rule, value) -> Optional[str]:
-    names = methods_lib.as_names(value) if isinstance(value, (str, tuple, list)) else None
+    names = sections.names(value) if isinstance(value, (str, tuple, list)) else None
     if not names or not all(isinstance(n, str) and n.strip() for n in names):
         return ""
     unknown = [n for n in names if n not in rule.choices]

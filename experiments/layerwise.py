@@ -41,13 +41,13 @@ def check(args) -> None:
 def run(config, model_a: str, model_b: str, workdir: str) -> dict:
     """Loads both models, evaluates every layer's partial line, writes the outputs."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = comparison.check_path(config.path)
+    path = comparison.check_path(config.path)
     stored = {"config": config.to_dict(), "model_a": model_a, "model_b": model_b}
     done = outputs.finished(workdir, stored)
     if done:
         return done
     model, pair, train, test = comparison.load_models(
-        {"--model_a": model_a, "--model_b": model_b}, config.path
+        {"--model_a": model_a, "--model_b": model_b}, path
     )
     a, b = pair["--model_a"], pair["--model_b"]
     groups = [g.strip() for g in config.groups.split(",") if g.strip()] or None
@@ -57,9 +57,9 @@ def run(config, model_a: str, model_b: str, workdir: str) -> dict:
         b,
         test,
         groups=groups,
-        ts=paths.grid(config.path.num_points),
-        conditions=conditions,
-        **comparison.evaluator_settings(config.path, train, config.seed, workdir, stored),
+        ts=paths.grid(path.num_points),
+        conditions=path.conditions,
+        **comparison.evaluator_settings(path, train, config.seed, workdir, stored),
     )
     results = {**stored, **result.to_json()}
     with tensorboard.open_log(workdir) as log:

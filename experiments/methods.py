@@ -23,7 +23,7 @@ import pathlib
 import jax
 from absl import logging
 
-from experiments import cli, comparison
+from experiments import cli, comparison, sections
 from mmc_jax import data, finetune, training
 from mmc_jax.reporting import timing
 from mmc_jax.runtime.errors import InputError
@@ -45,21 +45,9 @@ METHODS = {
 TARGETS = ("cue_model", "nocue_model")
 
 
-def as_names(value) -> tuple[str, ...]:
-    """A config field that names one thing or several (a tuple, or a comma-separated
-    string), as a tuple of names."""
-    values = [value] if isinstance(value, str) else list(value)
-    return tuple(
-        part.strip() if isinstance(part, str) else part
-        for v in values
-        for part in (v.split(",") if isinstance(v, str) else [v])
-        if not isinstance(part, str) or part.strip()
-    )
-
-
 def check_methods(methods) -> tuple[str, ...]:
     """``methods`` as a tuple of known, distinct names, else InputError."""
-    methods = as_names(methods)
+    methods = sections.names(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise InputError(
@@ -74,7 +62,7 @@ def check_methods(methods) -> tuple[str, ...]:
 def check_targets(targets) -> tuple[str, ...]:
     """``targets`` as a tuple of names from :data:`TARGETS` (``"cue_model"`` always first:
     the barrier to θ_C is part of every report), else InputError."""
-    targets = as_names(targets)
+    targets = sections.names(targets)
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise InputError(
@@ -208,10 +196,9 @@ def choose_n_clean(
     most ``diagnosis.MAX_RANDIMG_DROP`` points; each probe fine-tunes in
     ``workdir/n_clean/n_<n>`` (resumable). Returns the choice (the smallest candidate when
     none keeps the cue) and the probes."""
+    path = comparison.check_path(config.path)
     key = jax.random.PRNGKey(seed + 1)
-    before = diagnosis.CueReliance.of(
-        comparison.test_metrics(config.path, apply_fn, theta_c, test, key)
-    )
+    before = diagnosis.CueReliance.of(comparison.test_metrics(path, apply_fn, theta_c, test, key))
     candidates = [n for n in N_CLEAN_CANDIDATES if n <= len(train)] or [len(train)]
     probes = []
     for n in candidates:
@@ -227,9 +214,7 @@ def choose_n_clean(
             method_configs(config, seed)["naive_ft_small"],
             workdir / "n_clean" / f"n_{n}",
         )[0]
-        after = diagnosis.CueReliance.of(
-            comparison.test_metrics(config.path, apply_fn, tuned, test, key)
-        )
+        after = diagnosis.CueReliance.of(comparison.test_metrics(path, apply_fn, tuned, test, key))
         drop = round(before.randimg - after.randimg, 2)
         probes.append(
             {

@@ -87,7 +87,8 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
     """Loads the three models, evaluates the grid, writes the outputs; ``curve``: the third
     model is the control point of a quadratic path between the first two, drawn in."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = comparison.check_path(config.path)
+    path = comparison.check_path(config.path)
+    conditions = path.conditions
     check_bounds(config, non_negative=("margin",))
     require(
         [(len(folders) == 3, f"--models needs exactly three model folders, got {len(folders)}")]
@@ -96,8 +97,8 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
     done = outputs.finished(workdir, stored)
     if done:
         return done
-    model, loaded, train, test = comparison.load_models(folders, config.path)
-    g = config.path.num_points
+    model, loaded, train, test = comparison.load_models(folders, path)
+    g = path.num_points
     logging.info(f"{g}×{g} grid + 3 models × {len(conditions)} conditions in one evaluation")
     result = plane.evaluate_plane(
         model.apply,
@@ -106,7 +107,7 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
         size=g,
         margin=config.margin,
         conditions=conditions,
-        **comparison.evaluator_settings(config.path, train, config.seed, workdir, stored),
+        **comparison.evaluator_settings(path, train, config.seed, workdir, stored),
     )
     if curve:
         result.curve = plane.bezier_coords(*result.coords[[0, 2, 1]])

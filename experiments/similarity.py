@@ -49,34 +49,35 @@ def check(args) -> dict[str, str]:
 def run(config, folders: dict[str, str], workdir: str) -> dict:
     """Loads the models, evaluates every pair, writes the outputs; returns results.json."""
     workdir = pathlib.Path(workdir).resolve()
-    conditions = comparison.check_path(config.path)
+    path = comparison.check_path(config.path)
+    conditions = path.conditions
     check_bounds(config, non_negative=("cluster_threshold",))
-    comparison.check_permutation(config.permutation)
+    permutation = comparison.check_permutation(config.permutation)
     stored = {"config": config.to_dict(), "models": folders}
     done = outputs.finished(workdir, stored)
     if done:
         return done
-    model, loaded, train, test = comparison.load_models(folders, config.path)
+    model, loaded, train, test = comparison.load_models(folders, path)
     pairs = len(loaded) * (len(loaded) - 1) // 2
     align = None
     if config.permuted:
-        align = comparison.aligner(config, model, next(iter(loaded.values())), train)
+        first = next(iter(loaded.values()))
+        align = comparison.aligner(permutation, path, config.seed, model, first, train)
         logging.info(
-            "aligning the second model of each pair to the first "
-            f"({config.permutation.method} matching)"
+            f"aligning the second model of each pair to the first ({permutation.method} matching)"
         )
     logging.info(
-        f"{len(loaded)} models, {pairs} lines × {config.path.num_points} points × "
-        f"{len(conditions)} conditions in one evaluation (BN {config.path.bn})"
+        f"{len(loaded)} models, {pairs} lines × {path.num_points} points × "
+        f"{len(conditions)} conditions in one evaluation (BN {path.bn})"
     )
     result = similarity.pairwise_barriers(
         model.apply,
         loaded,
         test,
-        ts=paths.grid(config.path.num_points),
+        ts=paths.grid(path.num_points),
         conditions=conditions,
         align=align,
-        **comparison.evaluator_settings(config.path, train, config.seed, workdir, stored),
+        **comparison.evaluator_settings(path, train, config.seed, workdir, stored),
     )
     results = {
         **stored,
@@ -106,7 +107,7 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
         tensorboard.save_figure(
             log, workdir / "similarity_loss.png", plots.barrier_heatmaps(result, "loss")
         )
-    kind = f"{config.permutation.method}-permuted linear" if config.permuted else "linear"
+    kind = f"{permutation.method}-permuted linear" if config.permuted else "linear"
     outputs.publish(workdir, results, markdown(results, config.cluster_threshold, kind))
     comparison.remove_parts(workdir)
     return results

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-from experiments import cli, comparison, connectivity, methods
+from experiments import cli, comparison, connectivity, methods, sections
 from experiments.configs import demo
 from mmc_jax import InputError, finetune, training
 from mmc_jax.connectivity import curve
@@ -121,7 +121,7 @@ def test_comparison_config_files_share_the_path_section(name):
     if "permutation" in config:
         comparison.check_permutation(config.permutation)
     if name == "connectivity":
-        assert connectivity.midpoint_config(config) == curve.MidpointConfig()
+        assert connectivity.check_sections(config).curve == curve.MidpointConfig()
 
 
 @pytest.mark.parametrize(
@@ -146,3 +146,41 @@ def test_comparison_config_files_share_the_path_section(name):
 def test_old_flat_fields_are_found_in_the_sections(config, old, new):
     loaded = importlib.import_module(f"experiments.configs.{config}").get_config()
     assert cli.new_places(old, loaded) == new
+
+
+def test_the_path_section_is_typed_once_with_its_defaults_spelled_out():
+    """``path``: names from a comma-separated string, 0 meaning "the default" turned into the
+    evaluator's None in one place, integers and choices checked by the section itself."""
+    path = sections.PathConfig.of(
+        {"conditions": "nocue, cue,nocue", "bn_batches": 0, "chunk_size": 0, "num_eval": 30}
+    )
+    assert path.conditions == ("nocue", "cue")
+    kwargs = path.evaluator_kwargs(bn_set=None, seed=3)
+    assert (kwargs["bn_batches"], kwargs["chunk_size"], kwargs["memory_budget"]) == (None,) * 3
+    assert kwargs["bn_shuffle_seed"] is None
+    shuffled = path.changed(bn_shuffle=True, bn_batches=4, memory_budget_gib=0.5)
+    kwargs = shuffled.evaluator_kwargs(bn_set=None, seed=3)
+    assert (kwargs["bn_shuffle_seed"], kwargs["bn_batches"], kwargs["memory_budget"]) == (
+        3,
+        4,
+        2**29,
+    )
+    for bad, message in [
+        ({"num_points": 1}, r"path.num_points must be >= 2"),
+        ({"num_points": 2.5}, r"path.num_points must be an integer"),
+        ({"bn": "reset"}, r"unknown BN policy 'reset'"),
+        ({"conditions": ""}, r"at least one condition"),
+        ({"conditions": "clean"}, r"clean"),
+        ({"bogus": 1}, r"unknown path config field\(s\) bogus"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            sections.PathConfig.of(bad)
+
+
+def test_the_permutation_section_says_which_batches_activation_matching_uses():
+    assert sections.PermutationConfig().batches(500) == (10, 500, False)
+    assert sections.PermutationConfig(method="paper").batches(500) == (91, 128, True)
+    given = sections.PermutationConfig(match_batches=3, match_batch_size=64)
+    assert given.batches(500) == (3, 64, False)
+    with pytest.raises(InputError, match="unknown permutation method 'magic'"):
+        sections.PermutationConfig.of({"method": "magic"})

@@ -20,6 +20,7 @@ work, with each field's full dotted name.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, ClassVar, Mapping, Sequence
 
 from mmc_jax.runtime.errors import InputError, check_bounds, check_choice
@@ -53,6 +54,8 @@ class Config:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.metadata.get("bounds"):
+                if f.type == "int" and not isinstance(value, numbers.Integral):
+                    raise InputError(f"{self.prefix}{f.name} must be an integer, got {value!r}")
                 check_bounds(self, self.prefix, **{f.metadata["bounds"]: (f.name,)})
             if f.metadata.get("choices"):
                 check_choice(f.metadata["label"] or f.name, value, f.metadata["choices"])
