@@ -145,7 +145,7 @@ def run(config, workdir: str) -> dict:
         logging.info(f"seed {seed} ({i + 1}/{len(seeds)}): {folder}")
         stored = seed_config(given, seed)  # the user's config: an ``auto`` stays ``auto``
         done = outputs.finished(folder, {"config": stored}, show=False)
-        runs.append(done or run_seed(config, seed, folder, stored))
+        runs.append(done or run_seed(config, seed, folder, (train, test), stored))
     results = aggregate(runs)
     if calibrated:
         results["calibration"] = calibrated
@@ -184,16 +184,20 @@ def seed_config(config, seed: int) -> dict:
     return {**config.to_dict(), "seeds": [seed]}
 
 
-def run_seed(config, seed: int, workdir: pathlib.Path, stored: dict | None = None) -> dict:
-    """The reference models, every method, their evaluation and paths for one seed;
-    ``stored`` is the config its results.json records (default: ``config``'s)."""
+def run_seed(
+    config, seed: int, workdir: pathlib.Path, datasets: tuple, stored: dict | None = None
+) -> dict:
+    """The reference models, every method, their evaluation and paths for one seed, on
+    θ_C's ``(train, test)`` data (loaded once for the sweep); ``stored`` is the config its
+    results.json records (default: ``config``'s)."""
     start = time.perf_counter()
     phases = timing.Phases()
     logging.info("1/3 reference models")
     with phases("reference models"):
-        apply_fn, references, cue_config = methods_lib.reference_models(config, seed, workdir)
-    with phases("data"):
-        train, test = training.load_data(cue_config)
+        apply_fn, references, cue_config = methods_lib.reference_models(
+            config, seed, workdir, datasets
+        )
+    train, test = datasets
     stored, probes = stored or seed_config(config, seed), None
     if config.data.n_clean == training.AUTO:
         logging.info("n_clean: probing small-LR naive fine-tuning")

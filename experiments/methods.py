@@ -134,13 +134,15 @@ def check_model_contract(apply_fn, variables, train, methods) -> None:
         )
 
 
-def reference_models(config, seed: int, workdir: pathlib.Path):
+def reference_models(config, seed: int, workdir: pathlib.Path, datasets: tuple):
     """θ_C (and θ_NC when a path target or θ_C's ``init_from`` needs it) for one seed.
 
     Each is reused from ``config.cue_model_dir`` / ``config.nocue_model_dir`` or trained in
     ``workdir/cue_model`` / ``workdir/nocue_model`` with the demo's training config, seed
     ``seed`` (θ_NC: no cue). ``cue_model.init_from = "nocue_model"`` starts θ_C from this
-    seed's θ_NC (the paper code's ``--use_pretrained``).
+    seed's θ_NC (the paper code's ``--use_pretrained``). Both train on ``datasets``, θ_C's
+    ``(train, test)`` (the cue proportion does not change the data, only which samples carry
+    the cue).
 
     Returns:
       ``(apply_fn, {"cue_model": variables[, "nocue_model": variables]}, θ_C's config)``.
@@ -157,7 +159,7 @@ def reference_models(config, seed: int, workdir: pathlib.Path):
             logging.info("θ_NC (no cue)")
             nocue_config = cue_config.changed(data={"cue_proportion": 0.0}, model={"init_from": ""})
             out["nocue_model"] = training.train_and_evaluate(
-                nocue_config, str(workdir / "nocue_model")
+                nocue_config, str(workdir / "nocue_model"), datasets=datasets
             )["state"].variables
     if from_nocue:
         cue_config = cue_config.changed(
@@ -169,7 +171,9 @@ def reference_models(config, seed: int, workdir: pathlib.Path):
         apply_fn = model.apply
     else:
         logging.info("θ_C (cue)")
-        trained = training.train_and_evaluate(cue_config, str(workdir / "cue_model"))
+        trained = training.train_and_evaluate(
+            cue_config, str(workdir / "cue_model"), datasets=datasets
+        )
         # Now, not only with the final tables: the run goes on for minutes.
         cli.warn(
             diagnosis.diagnose(
