@@ -59,7 +59,7 @@ def check_sections(config) -> None:
     methods_lib.check_targets(config.path.targets)
     comparison.check_path(config.path)
     if not config.cue_model_dir:
-        training.validate(config.cue_model)
+        training.TrainConfig.of(config.cue_model)
     n_clean = config.data.n_clean
     require(
         [

@@ -100,7 +100,7 @@ def test_train_cli_calibrates_the_cue_proportion(tmp_path):
 )
 def test_paper_configs_are_valid(arg):
     config = paper.get_config(arg)
-    training.validate(config)
+    training.TrainConfig.of(config)
     o = config.optim
     assert (
         o.learning_rate,

@@ -17,7 +17,6 @@ from mmc_jax.training.loop import (
     init_from,
     run_epochs,
     train_and_evaluate,
-    validate,
 )
 from mmc_jax.training.optim import SCHEDULES, schedule, sgd
 from mmc_jax.training.saved_model import (
@@ -65,5 +64,4 @@ __all__ = [
     "train_and_evaluate",
     "train_step",
     "trained_config",
-    "validate",
 ]

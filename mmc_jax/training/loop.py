@@ -40,12 +40,6 @@ class NonFiniteLoss(InputError):
     """The training loss became NaN or infinite (usually a learning rate that is too high)."""
 
 
-def validate(config) -> TrainConfig:
-    """The typed form of ``config`` (:meth:`TrainConfig.of`); raises InputError for an
-    unknown field or an impossible value before any long work."""
-    return TrainConfig.of(config)
-
-
 def init_from(state: TrainState, config, folder) -> TrainState:
     """``state`` starting from the variables of the model in ``folder`` (the paper code's
     ``--use_pretrained``: θ_C trained from θ_NC), with a fresh optimizer state.
