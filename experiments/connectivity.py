@@ -53,11 +53,12 @@ def check(args) -> None:
 @dataclasses.dataclass(frozen=True)
 class Sections:
     """The config's sections, typed: how the path is evaluated, how ``b`` is aligned to
-    ``a`` (``permuted_linear``), how the midpoint is fitted (``quadratic``), and the seed."""
+    ``a`` (``permuted_linear``), how the curve's control point is fitted (``quadratic``),
+    and the seed."""
 
     path: sections.PathConfig
     permutation: sections.PermutationConfig
-    curve: curve.MidpointConfig
+    curve: curve.CurveConfig
     seed: int
 
 
@@ -70,7 +71,7 @@ def check_sections(config) -> Sections:
     return Sections(
         comparison.check_path(config.path),
         comparison.check_permutation(config.permutation),
-        curve.MidpointConfig.of(config.curve),
+        curve.CurveConfig.of(config.curve),
         config.seed,
     )
 
@@ -84,8 +85,15 @@ def build_path(typed: Sections, kind: str, model, a, b, train, workdir: pathlib.
         return paths.linear(a, align(a, b))
     settings, seed = typed.curve, typed.seed
     control = curve.initial_control(settings, model, a, b, train.image_shape, seed)
-    fitted = curve.fit_midpoint(
-        model.apply, a, b, control, train, workdir / "midpoint", settings, seed=seed
+    fitted = curve.fit_curve(
+        model.apply,
+        a,
+        b,
+        control,
+        train,
+        workdir / "midpoint",  # the name it had when stored runs were made: they resume
+        settings,
+        seed=seed,
     )
     return paths.bezier(a, fitted["control"], b)
 

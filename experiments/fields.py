@@ -11,7 +11,7 @@ message that names the field, what it accepts and what it got:
     path.bn must be one of interpolate, interpolate_ema, recompute, repair, got 'reset'
 
 The rules of the fields of the typed configs (the library's ``TrainConfig``,
-``FinetuneConfig`` and ``MidpointConfig``, and the ``path`` and ``permutation`` sections of
+``FinetuneConfig`` and ``CurveConfig``, and the ``path`` and ``permutation`` sections of
 :mod:`experiments.sections`) are read from their declarations (:func:`declared`), so a bound
 is stated once; those configs check the same values again for callers from Python. This is the
 command line's check, which knows the field's full name.
@@ -124,7 +124,7 @@ def declared(cls: type, section: str = "") -> dict[str, Rule]:
 RULES: dict[str, Rule] = {
     **declared(training.TrainConfig),
     **declared(finetune.FinetuneConfig, "finetune"),
-    **declared(curve.MidpointConfig, "curve"),
+    **declared(curve.CurveConfig, "curve"),
     **declared(sections.PathConfig, "path"),
     **declared(sections.PermutationConfig, "permutation"),
     **_fields(

@@ -11,7 +11,7 @@ The packages, from the bottom up (each imports only those above it in this list)
 - training: PyTorch-equivalent SGD, train steps, checkpoints, the loop; calibration and
   diagnosis of a cue model.
 - permute: permutation symmetries of a model, weight and activation matching.
-- connectivity: barriers, the path evaluator, the trained midpoint curve, REPAIR.
+- connectivity: barriers, the path evaluator, the trained quadratic curve, REPAIR.
 - analysis: pairwise barriers of N models, per-layer barriers, loss planes.
 - finetune: CBFT's objectives; naive FT, LLRT, LPFT and CBFT.
 """

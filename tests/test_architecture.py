@@ -140,7 +140,7 @@ def test_every_config_of_the_library_is_built_one_way():
     from mmc_jax.connectivity import curve
     from mmc_jax.runtime.configs import Config
 
-    for cls in (training.TrainConfig, finetune.FinetuneConfig, curve.MidpointConfig):
+    for cls in (training.TrainConfig, finetune.FinetuneConfig, curve.CurveConfig):
         assert issubclass(cls, Config)
         default = cls()
         assert cls.of(default.to_dict()) == default

@@ -68,7 +68,7 @@ def test_one_set_of_bounds_for_momentum():
     checks = [
         lambda m: training.OptimConfig(momentum=m),
         lambda m: finetune.FinetuneConfig.of(optim={"momentum": m}),
-        lambda m: curve.MidpointConfig.of(optim={"momentum": m}),
+        lambda m: curve.CurveConfig.of(optim={"momentum": m}),
         lambda m: training.sgd(0.1, momentum=m),
     ]
     for check in checks:
@@ -121,7 +121,7 @@ def test_comparison_config_files_share_the_path_section(name):
     if "permutation" in config:
         comparison.check_permutation(config.permutation)
     if name == "connectivity":
-        assert connectivity.check_sections(config).curve == curve.MidpointConfig()
+        assert connectivity.check_sections(config).curve == curve.CurveConfig()
 
 
 @pytest.mark.parametrize(

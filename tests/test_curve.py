@@ -113,14 +113,14 @@ def test_unknown_scale_is_refused(tmp_path):
     with pytest.raises(InputError, match="lr, gradient"):
         curve.curve_train_step(state, _batch(ds, 0), a, b, data.box_cue(10), scale="bogus")
     with pytest.raises(InputError, match="lr, gradient"):
-        curve.fit_midpoint(
+        curve.fit_curve(
             model.apply,
             a,
             b,
             c,
             ds,
             tmp_path / "m",
-            curve.MidpointConfig(scale="bogus"),
+            curve.CurveConfig(scale="bogus"),
             progress=False,
         )
     assert not (tmp_path / "m").exists()
@@ -130,21 +130,21 @@ def test_resuming_with_another_scale_is_refused(tmp_path):
     model, a, b, c = _models()
     ds = data.load("shapes10", "train", num_examples=40)
     for scale in ("gradient", "lr"):
-        config = curve.MidpointConfig.of(scale=scale, optim={"epochs": 1, "batch_size": 32})
+        config = curve.CurveConfig.of(scale=scale, optim={"epochs": 1, "batch_size": 32})
         with pytest.raises(InputError, match="scale") if scale == "lr" else nullcontext():
-            curve.fit_midpoint(model.apply, a, b, c, ds, tmp_path / "m", config, progress=False)
+            curve.fit_curve(model.apply, a, b, c, ds, tmp_path / "m", config, progress=False)
 
 
-def test_fit_midpoint_lowers_the_loss_and_resumes(tmp_path):
+def test_fit_curve_lowers_the_loss_and_resumes(tmp_path):
     model, a, b, c = _models()
     ds = data.load("shapes10", "train", num_examples=256)
-    config = curve.MidpointConfig.of(
+    config = curve.CurveConfig.of(
         cue_proportion=1.0,
         optim={"epochs": 3, "learning_rate": 0.05, "step_every_epochs": 10, "batch_size": 64},
     )
     kwargs = dict(config=config, progress=False)
-    fitted = curve.fit_midpoint(model.apply, a, b, c, ds, tmp_path / "m", **kwargs)
+    fitted = curve.fit_curve(model.apply, a, b, c, ds, tmp_path / "m", **kwargs)
     history = fitted["history"]
     assert len(history) == 3 and history[-1]["train_loss"] < history[0]["train_loss"]
-    again = curve.fit_midpoint(model.apply, a, b, c, ds, tmp_path / "m", **kwargs)
+    again = curve.fit_curve(model.apply, a, b, c, ds, tmp_path / "m", **kwargs)
     chex.assert_trees_all_equal(again["control"]["params"], fitted["control"]["params"])

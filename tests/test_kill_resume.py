@@ -69,7 +69,7 @@ def _interrupt(entry, args, workdir, sig: int, new_checkpoints: int, delay: floa
     "entry,args,kills", [("train", TRAIN, 3), ("cbft", CBFT, 3), ("connectivity", CONNECTIVITY, 2)]
 )
 def test_killed_and_rerun_equals_uninterrupted(request, tmp_path, entry, args, kills):
-    if entry == "connectivity":  # midpoint training of the quadratic path
+    if entry == "connectivity":  # control-point training of the quadratic path
         trained = request.getfixturevalue("trained")
         args = args + [f"--model_a={trained / 'nc'}", f"--model_b={trained / 'c'}"]
     reference = tmp_path / "reference"

@@ -12,8 +12,8 @@ folder of ``experiments.cbft`` (``<workdir>/seed_<s>/<cue_model|nocue_model|cbft
     ... --config=experiments/configs/connectivity.py:paper
 
 Sections: ``path`` (evaluation along the path), ``permutation`` (how permuted_linear aligns b
-to a), ``curve`` (the quadratic path's midpoint training,
-``mmc_jax.connectivity.curve.MidpointConfig``).
+to a), ``curve`` (the quadratic path's control-point training,
+``mmc_jax.connectivity.curve.CurveConfig``).
 Runtime (demo models, 2-core CPU): linear ~1 min, quadratic ~5 min.
 """
 
@@ -30,9 +30,9 @@ def get_config(arg: str = ""):
     # README uses test); 20 BN batches.
     config.path = evaluation.path_config(bn_batches=20)
     config.permutation = evaluation.permutation_config()
-    # Quadratic path: midpoint training (the paper code's defaults).
+    # Quadratic path: control-point training (the paper code's defaults).
     config.curve = ml_collections.ConfigDict()
-    config.curve.cue_proportion = 1.0   # data the midpoint is fitted on: 1.0 cue, 0.0 clean
+    config.curve.cue_proportion = 1.0   # data the control point is fitted on: 1 cue, 0 clean
     config.curve.init = "random"        # random (paper code) | mean (endpoints' mean)
     config.curve.scale = "lr"           # lr: 2t(1-t) scales the step's lr (paper) | gradient
     config.curve.optim = ml_collections.ConfigDict()  # SGD, x0.1 every step_every_epochs

@@ -6,25 +6,25 @@
 - :mod:`~mmc_jax.connectivity.path_eval`: the path evaluator, many points of a path in one
   compiled call (vmap on GPU/TPU, chunked ``lax.map`` on CPU, ``shard_map`` across devices),
   with the BatchNorm policies (interpolate, recompute, REPAIR);
-- :mod:`~mmc_jax.connectivity.curve`: the quadratic Bezier curve's midpoint, trained so the
+- :mod:`~mmc_jax.connectivity.curve`: the quadratic Bezier curve's control point, trained so the
   curve has low loss (Garipov et al. 2018);
 - :mod:`~mmc_jax.connectivity.repair`: REPAIR's activation-statistics correction along a path.
 """
 
 from mmc_jax.connectivity import barrier, curve, path_eval, repair
 from mmc_jax.connectivity.barrier import accuracy_barrier, loss_barrier
-from mmc_jax.connectivity.curve import MidpointConfig, fit_midpoint
+from mmc_jax.connectivity.curve import CurveConfig, fit_curve
 from mmc_jax.connectivity.path_eval import PathResult, compile_evaluation, evaluate_path
 
 __all__ = [
-    "MidpointConfig",
+    "CurveConfig",
     "PathResult",
     "accuracy_barrier",
     "barrier",
     "compile_evaluation",
     "curve",
     "evaluate_path",
-    "fit_midpoint",
+    "fit_curve",
     "loss_barrier",
     "path_eval",
     "repair",

@@ -1,5 +1,7 @@
-"""Midpoint (curve) training: fit the control point of a quadratic Bezier path between two
-frozen models so that the loss is low all along it (Garipov et al. 2018; the paper's QMC).
+"""Curve training: fit the control point θ_m of a quadratic Bezier path (the *curve*) between
+two frozen models so that the loss is low all along it (Garipov et al. 2018; the paper's QMC).
+The paper's code calls θ_m the "midpoint"; the curve's midpoint is ``path(1/2) = (a + 2θ_m +
+b) / 4``, so here θ_m is the control point throughout.
 
 Each batch draws ``t ~ U(0, 1)`` and takes an SGD step on the cross-entropy of the model at
 ``path(t) = (1 - t)² a + 2t(1 - t) θ_m + t² b`` with respect to ``θ_m`` only. Since
@@ -46,7 +48,7 @@ SCALES = ("lr", "gradient")
 
 def _check_scale(scale) -> None:
     if not isinstance(scale, str) or scale not in SCALES:
-        raise InputError(f"unknown midpoint scale {scale!r}; choose from {', '.join(SCALES)}")
+        raise InputError(f"unknown curve.scale {scale!r}; choose from {', '.join(SCALES)}")
 
 
 def curve_train_step(
@@ -114,8 +116,8 @@ def mean_control(a: Mapping, b: Mapping) -> dict:
 INITS = ("random", "mean")
 
 
-#: The paper code's midpoint SGD: 15 epochs, batch 128, lr 0.1 ×0.1 every 10 epochs.
-MIDPOINT_OPTIM = OptimConfig(
+#: The paper code's SGD for the control point: 15 epochs, batch 128, lr 0.1 ×0.1 every 10 epochs.
+CURVE_OPTIM = OptimConfig(
     epochs=15,
     batch_size=128,
     learning_rate=0.1,
@@ -128,7 +130,7 @@ MIDPOINT_OPTIM = OptimConfig(
 
 
 @dataclasses.dataclass(frozen=True)
-class MidpointConfig(Config):
+class CurveConfig(Config):
     """How the control point of a quadratic path is trained (defaults: the paper's code).
 
     Attributes:
@@ -144,13 +146,13 @@ class MidpointConfig(Config):
     prefix: ClassVar[str] = "curve."
 
     cue_proportion: float = field(1.0, bounds="fraction")
-    init: str = field("random", choices=INITS, label="midpoint init")
-    scale: str = field("lr", choices=SCALES, label="midpoint scale")
-    optim: OptimConfig = MIDPOINT_OPTIM
+    init: str = field("random", choices=INITS, label="curve.init")
+    scale: str = field("lr", choices=SCALES, label="curve.scale")
+    optim: OptimConfig = CURVE_OPTIM
 
 
 def initial_control(
-    config: MidpointConfig, model, a: Mapping, b: Mapping, image_shape, seed: int = 0
+    config: CurveConfig, model, a: Mapping, b: Mapping, image_shape, seed: int = 0
 ) -> dict:
     """The control point's start that ``config.init`` names (``"random"``: the model
     initialised with key ``seed + 7``)."""
@@ -159,14 +161,14 @@ def initial_control(
     return models.init(model, jax.random.PRNGKey(seed + 7), image_shape)
 
 
-def fit_midpoint(
+def fit_curve(
     apply_fn,
     a: Mapping,
     b: Mapping,
     control: Mapping,
     train_set: data.Dataset,
     workdir,
-    config: MidpointConfig = MidpointConfig(),
+    config: CurveConfig = CurveConfig(),
     *,
     seed: int = 0,
     progress: bool = True,
@@ -180,7 +182,7 @@ def fit_midpoint(
       train_set: the data the path is fitted on.
       workdir: folder for its checkpoints (rerunning resumes; a different config, ``scale``
         included, is refused).
-      config: the training settings (:class:`MidpointConfig`).
+      config: the training settings (:class:`CurveConfig`).
       seed: batch order and t sampling.
 
     Returns:
@@ -222,7 +224,7 @@ def fit_midpoint(
             checkpoints,
             config.optim.epochs,
             progress=progress,
-            desc="midpoint",
+            desc="curve",
             constants=(a, b),
         )
     return {"control": state.variables, "history": meta["history"]}
@@ -235,11 +237,11 @@ def control_weight_factor(t: float) -> float:
 
 __all__ = [
     "INITS",
-    "MidpointConfig",
+    "CurveConfig",
     "SCALES",
     "control_weight_factor",
     "curve_train_step",
-    "fit_midpoint",
+    "fit_curve",
     "initial_control",
     "mean_control",
 ]

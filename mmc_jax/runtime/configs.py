@@ -1,7 +1,7 @@
 """Typed configs: frozen dataclasses whose fields declare their own bounds, built one way.
 
 Every config of the library (:class:`mmc_jax.training.TrainConfig` and its sections,
-:class:`mmc_jax.finetune.FinetuneConfig`, :class:`mmc_jax.connectivity.MidpointConfig`) is a
+:class:`mmc_jax.finetune.FinetuneConfig`, :class:`mmc_jax.connectivity.CurveConfig`) is a
 :class:`Config`. A config reaches the library in one way: ``SomeConfig.of(mapping)``, from an
 ``ml_collections.ConfigDict`` section or a stored JSON dict, which names unknown fields and
 builds nested sections; the dataclass itself checks every field against the bounds or choices

@@ -83,7 +83,8 @@ class ModelConfig(Config):
 @dataclasses.dataclass(frozen=True)
 class OptimConfig(Config):
     """SGD as PyTorch applies it (coupled weight decay) and its learning-rate schedule: the
-    one optimisation config of every kind of training (θ_C, fine-tuning, the midpoint curve).
+    one optimisation config of every kind of training (θ_C, fine-tuning, the quadratic
+    curve's control point).
 
     Attributes:
       epochs, batch_size: of the run.
