@@ -85,7 +85,7 @@ def parse(entry: Entry, argv: Sequence[str], flag_values: flags.FlagValues | Non
         the wrong type, a config file that is missing or fails), as one line.
     """
     flag_values = flags.FlagValues() if flag_values is None else flag_values
-    argv = list(argv)
+    argv = [_execution_flag(a) for a in argv]
     try:
         with _absl_warnings_off():
             config_flags.DEFINE_config_file(
@@ -109,6 +109,7 @@ def parse(entry: Entry, argv: Sequence[str], flag_values: flags.FlagValues | Non
                 "instead of resuming.",
                 flag_values=flag_values,
             )
+            define_execution(flag_values)
             entry.define(flag_values)
             rest = flag_values(argv)
             config = flag_values.config
@@ -127,6 +128,56 @@ def parse(entry: Entry, argv: Sequence[str], flag_values: flags.FlagValues | Non
     return flag_values
 
 
+#: The execution flags: where a job's units run, not what they compute, so they are flags
+#: rather than config fields (a workdir's config does not depend on them). Each is also
+#: accepted as ``--config.<name>``.
+EXECUTION_FLAGS = ("executor", "workers", "ray_address")
+
+
+def define_execution(flag_values: flags.FlagValues) -> None:
+    """Defines the execution flags (:data:`EXECUTION_FLAGS`) on ``flag_values``."""
+    flags.DEFINE_string(
+        "executor",
+        "auto",
+        "Where the units of the job run: auto (processes on a CPU-only machine with 2+ cores, "
+        "else inline) | inline | processes | ray. Also --config.executor.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "workers",
+        0,
+        "Units at a time for --executor=processes, CPUs of a local Ray (0: the number of "
+        "cores). Also --config.workers.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "ray_address",
+        "",
+        "--executor=ray: the cluster to join (auto or HOST:PORT); empty: a local Ray. Also "
+        "--config.ray_address.",
+        flag_values=flag_values,
+    )
+
+
+def _execution_flag(arg: str) -> str:
+    """``--config.executor=...`` (and the other execution flags) as the flag it is."""
+    found = re.match(r"^--config\.(\w+)(=.*)?$", arg)
+    if found and found.group(1) in EXECUTION_FLAGS:
+        return f"--{found.group(1)}{found.group(2) or ''}"
+    return arg
+
+
+def execution(args: flags.FlagValues):
+    """The :class:`mmc_jax.jobs.Execution` of the parsed execution flags.
+
+    Raises:
+      InputError: an unknown executor or a negative number of workers, as one line.
+    """
+    from mmc_jax import jobs
+
+    return jobs.Execution.of({name: args[name].value for name in EXECUTION_FLAGS})
+
+
 def check(entry: Entry, args: flags.FlagValues) -> Any:
     """Every check of a parsed command line that needs no long work: each config field by
     its rule, the workdir, then the entry point's own checks, whose result it returns.
@@ -137,6 +188,7 @@ def check(entry: Entry, args: flags.FlagValues) -> Any:
     from experiments import fields  # its rules name experiments.methods' methods, which warn here
 
     fields.check_config(args.config)
+    execution(args)
     check_workdir(args.workdir, args.restart)
     return entry.check(args)
 

@@ -156,6 +156,11 @@ RULES: dict[str, Rule] = {
     **_fields("normalize_means bn_shuffle permute_residual permuted", Rule("flag")),
     # Module names of the model, known once it is loaded (experiments.layerwise).
     "groups": Rule("text"),
+    # experiments.sweep: what it sweeps (the grid is checked against the swept config).
+    "entry": Rule("choice", choices=("cbft", "train")),
+    "grid": Rule("text"),
+    "plot.x": Rule("text"),
+    "plot.metrics": Rule("names", choices=(*data.CONDITIONS, "barrier")),
 }
 
 

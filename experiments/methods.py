@@ -23,9 +23,8 @@ import pathlib
 import jax
 from absl import logging
 
-from experiments import cli, comparison, sections
+from experiments import comparison, sections
 from mmc_jax import data, finetune, training
-from mmc_jax.reporting import timing
 from mmc_jax.runtime.errors import InputError
 from mmc_jax.training import diagnosis
 
@@ -134,58 +133,37 @@ def check_model_contract(apply_fn, variables, train, methods) -> None:
         )
 
 
-def reference_models(config, seed: int, workdir: pathlib.Path, datasets: tuple):
-    """θ_C (and θ_NC when a path target or θ_C's ``init_from`` needs it) for one seed.
+def train_reference(
+    config, seed: int, workdir: pathlib.Path, which: str, datasets: tuple
+) -> list[str]:
+    """Trains this seed's θ_C (``which="cue_model"``) or θ_NC (``"nocue_model"``) in
+    ``workdir/<which>`` (resumable) on ``datasets``, θ_C's ``(train, test)`` (the cue
+    proportion does not change the data, only which samples carry the cue).
 
-    Each is reused from ``config.cue_model_dir`` / ``config.nocue_model_dir`` or trained in
-    ``workdir/cue_model`` / ``workdir/nocue_model`` with the demo's training config, seed
-    ``seed`` (θ_NC: no cue). ``cue_model.init_from = "nocue_model"`` starts θ_C from this
-    seed's θ_NC (the paper code's ``--use_pretrained``). Both train on ``datasets``, θ_C's
-    ``(train, test)`` (the cue proportion does not change the data, only which samples carry
-    the cue).
-
-    Returns:
-      ``(apply_fn, {"cue_model": variables[, "nocue_model": variables]}, θ_C's config)``.
+    θ_C is trained with ``config.cue_model``, seed ``seed``; θ_NC likewise without the cue.
+    ``cue_model.init_from = "nocue_model"`` starts θ_C from this seed's θ_NC (or
+    ``config.nocue_model_dir``; the paper code's ``--use_pretrained``). Returns the
+    diagnosis's warnings about θ_C (none for θ_NC).
     """
     cue_config = training.TrainConfig.of(config.cue_model).changed(seed=seed)
-    from_nocue = cue_config.model.init_from == "nocue_model"
-    need_nocue = "nocue_model" in check_targets(config.path.targets) or from_nocue
-    out = {}
-    if need_nocue:
-        if config.nocue_model_dir:
-            logging.info(f"θ_NC: reusing {config.nocue_model_dir}")
-            _, out["nocue_model"], _ = training.load_model(config.nocue_model_dir)
-        else:
-            logging.info("θ_NC (no cue)")
-            nocue_config = cue_config.changed(data={"cue_proportion": 0.0}, model={"init_from": ""})
-            out["nocue_model"] = training.train_and_evaluate(
-                nocue_config, str(workdir / "nocue_model"), datasets=datasets
-            )["state"].variables
-    if from_nocue:
+    if which == "nocue_model":
+        logging.info("θ_NC (no cue)")
+        nocue_config = cue_config.changed(data={"cue_proportion": 0.0}, model={"init_from": ""})
+        training.train_and_evaluate(nocue_config, str(workdir / "nocue_model"), datasets=datasets)
+        return []
+    if cue_config.model.init_from == "nocue_model":
         cue_config = cue_config.changed(
             model={"init_from": config.nocue_model_dir or str(workdir / "nocue_model")}
         )
-    if config.cue_model_dir:
-        logging.info(f"θ_C: reusing {config.cue_model_dir}")
-        model, out["cue_model"], cue_config = training.load_model(config.cue_model_dir)
-        apply_fn = model.apply
-    else:
-        logging.info("θ_C (cue)")
-        trained = training.train_and_evaluate(
-            cue_config, str(workdir / "cue_model"), datasets=datasets
-        )
-        # Now, not only with the final tables: the run goes on for minutes.
-        cli.warn(
-            diagnosis.diagnose(
-                {"cue_model": trained["result"]},
-                cue_config.data.cue_proportion,
-                cue_config.optim.weight_decay,
-                trained["result"]["num_classes"],
-                prefix="cue_model.",
-            )["warnings"]
-        )
-        apply_fn, out["cue_model"] = trained["state"].apply_fn, trained["state"].variables
-    return apply_fn, out, cue_config
+    logging.info("θ_C (cue)")
+    trained = training.train_and_evaluate(cue_config, str(workdir / "cue_model"), datasets=datasets)
+    return diagnosis.diagnose(
+        {"cue_model": trained["result"]},
+        cue_config.data.cue_proportion,
+        cue_config.optim.weight_decay,
+        trained["result"]["num_classes"],
+        prefix="cue_model.",
+    )["warnings"]
 
 
 #: Clean-set sizes ``n_clean = "auto"`` tries, largest first.
@@ -239,24 +217,22 @@ def choose_n_clean(
     return candidates[-1], probes
 
 
-def fine_tuned_models(
+def fine_tune(
     config,
     seed: int,
     workdir: pathlib.Path,
+    name: str,
     apply_fn,
     theta_c,
     cue_config,
-    train,
-    test,
-    phases: timing.Phases | None = None,
-) -> dict:
-    """Every method of ``config.methods`` run from θ_C, in its own folder; each is also
-    saved as a loadable model (``training.save_model``) in that folder, and timed as a
-    phase of ``phases`` when given.
-
-    Returns:
-      method name → variables, in ``config.methods`` order.
-    """
+    datasets,
+    llrt_model=None,
+):
+    """Method ``name`` of :data:`METHODS` run from θ_C (``theta_c``) for one seed in
+    ``workdir/<name>`` (resumable), and saved there as a loadable model
+    (``training.save_model``). ``datasets``: θ_C's ``(train, test)``; ``llrt_model``: LPFT's
+    start, the variables of this seed's ``llrt``. Returns the fine-tuned variables."""
+    train, test = datasets
     clean_index, cue_index = finetune.draw_subsets(
         train, config.data.n_clean, config.data.n_cue, seed
     )
@@ -265,59 +241,40 @@ def fine_tuned_models(
     )
     k, cue = train.num_classes, train.cue
     configs = method_configs(config, seed)
-    done: dict = {}
-
-    def naive(name, start, folder=None):
-        return finetune.naive_finetune(
-            apply_fn, start, iterator, cue, configs[name], workdir / (folder or name)
+    folder = workdir / name
+    logging.info(f"{name}: {METHODS[name]}")
+    if name.startswith("naive_ft") or name == "lpft":
+        start = llrt_model if name == "lpft" else theta_c
+        variables = finetune.naive_finetune(apply_fn, start, iterator, cue, configs[name], folder)[
+            0
+        ]
+    elif name == "llrt":
+        variables = finetune.llrt(
+            apply_fn, theta_c, train, clean_index, k, configs["llrt"], folder
         )[0]
-
-    def llrt():
-        if "llrt" not in done:
-            done["llrt"] = finetune.llrt(
-                apply_fn, theta_c, train, clean_index, k, configs["llrt"], workdir / "llrt"
-            )[0]
-        return done["llrt"]
-
-    def cbft(name):
-        return finetune.cbft(
-            apply_fn, theta_c, theta_c, iterator, cue, k, configs[name], workdir / name
+    elif name.startswith("cbft"):
+        variables = finetune.cbft(
+            apply_fn, theta_c, theta_c, iterator, cue, k, configs[name], folder
         )[0]
+    else:
+        variables = _scratch(config, cue_config, train.take(clean_index), test, folder)
+    if not training.has_model(folder):
+        training.save_model(folder, cue_config, variables, k, train.image_shape)
+    return variables
 
-    def scratch():
-        epochs = config.baselines.scratch_epochs
-        scratch_config = cue_config.changed(
-            data={"cue_proportion": 0.0},
-            model={"init_from": ""},
-            optim={
-                "epochs": epochs,
-                "batch_size": min(cue_config.optim.batch_size, config.data.n_clean),
-            },
-            eval_every_epochs=max(1, epochs // 10),
-        )
-        subset = train.take(clean_index)
-        return training.train_and_evaluate(
-            scratch_config, str(workdir / "scratch"), datasets=(subset, test)
-        )["state"].variables
 
-    runners = {
-        "naive_ft_small": lambda: naive("naive_ft_small", theta_c),
-        "naive_ft_medium": lambda: naive("naive_ft_medium", theta_c),
-        "naive_ft_large": lambda: naive("naive_ft_large", theta_c),
-        "llrt": llrt,
-        "lpft": lambda: naive("lpft", llrt()),
-        "cbft": lambda: cbft("cbft"),
-        "cbft_no_barrier": lambda: cbft("cbft_no_barrier"),
-        "cbft_no_invariance": lambda: cbft("cbft_no_invariance"),
-        "scratch": scratch,
-    }
-    models = {}
-    phases = phases or timing.Phases()
-    for name in check_methods(config.methods):
-        logging.info(f"{name}: {METHODS[name]}")
-        with phases(name):
-            models[name] = done[name] = done[name] if name in done else runners[name]()
-    for name, variables in done.items():  # LLRT too when only LPFT asked for it
-        if not training.has_model(workdir / name):
-            training.save_model(workdir / name, cue_config, variables, k, train.image_shape)
-    return models
+def _scratch(config, cue_config, subset, test, folder: pathlib.Path):
+    """``scratch``: a fresh model trained on the clean samples alone."""
+    epochs = config.baselines.scratch_epochs
+    scratch_config = cue_config.changed(
+        data={"cue_proportion": 0.0},
+        model={"init_from": ""},
+        optim={
+            "epochs": epochs,
+            "batch_size": min(cue_config.optim.batch_size, config.data.n_clean),
+        },
+        eval_every_epochs=max(1, epochs // 10),
+    )
+    return training.train_and_evaluate(scratch_config, str(folder), datasets=(subset, test))[
+        "state"
+    ].variables

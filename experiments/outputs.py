@@ -17,12 +17,13 @@ from absl import logging
 from mmc_jax.reporting import files
 
 
-def publish(workdir: pathlib.Path, results: dict, table: str) -> str:
+def publish(workdir: pathlib.Path, results: dict, table: str, show: bool = True) -> str:
     """Writes ``results.md`` (``table``), then ``results.json`` (``results``) to
-    ``workdir``, prints the table and returns it."""
+    ``workdir``, prints the table (with ``show``) and returns it."""
     files.write_atomic(pathlib.Path(workdir) / "results.md", table)
     files.write_json(pathlib.Path(workdir) / "results.json", results)
-    print(table)
+    if show:
+        print(table)
     return table
 
 

@@ -54,8 +54,9 @@ def check(args) -> training.TrainConfig:
     return config
 
 
-def main(args, config: training.TrainConfig):
-    workdir = pathlib.Path(args.workdir).resolve()
+def train(config: training.TrainConfig, workdir: pathlib.Path) -> tuple[dict, list[str]]:
+    """Trains and evaluates one model in ``workdir`` (its calibration first, for an ``auto``
+    cue proportion) and writes its results; returns them and the warnings about them."""
     datasets = training.load_data(config)
     calibrated = None
     if config.data.cue_proportion == training.AUTO:
@@ -69,7 +70,19 @@ def main(args, config: training.TrainConfig):
         result["calibration"] = calibrated
     write_outputs(workdir, result, out["history"])
     warnings = [calibration.warning(calibrated, config.optim.weight_decay)] if calibrated else []
-    cli.warn(filter(None, warnings + result.get("diagnosis", {}).get("warnings", [])))
+    return result, [w for w in warnings + result.get("diagnosis", {}).get("warnings", []) if w]
+
+
+def train_unit(config: dict, workdir: str) -> dict:
+    """Unit of a sweep (:mod:`experiments.sweep`): :func:`train` in ``workdir``; its result is
+    the model's test metrics, its warnings shown by the sweep's driver."""
+    result, warnings = train(training.TrainConfig.of(config), pathlib.Path(workdir))
+    return {"test": result["test"], "warnings": warnings}
+
+
+def main(args, config: training.TrainConfig):
+    _, warnings = train(config, pathlib.Path(args.workdir).resolve())
+    cli.warn(warnings)
 
 
 ENTRY = cli.Entry("train", main, cli.config_path(__file__, "demo"), "workdirs/train", check=check)

@@ -5,6 +5,8 @@ The packages, from the bottom up (each imports only those above it in this list)
 - runtime: JAX settings, devices, graceful stops, the library's errors.
 - data: datasets, cues and the counterfactual evaluation sets.
 - reporting: atomic result files, tables, plots, TensorBoard, timings.
+- jobs: experiments as graphs of resumable work units, run inline, on worker processes
+  pinned to this machine's cores, or as Ray tasks on a cluster, with the same results.
 - models: the paper's VGG-13 and ResNet-18 (Flax Linen), small presets, PyTorch interop.
 - metrics: the one evaluation kernel (loss and accuracy under the four conditions).
 - paths: linear and quadratic Bezier paths between models, over any PyTree.
@@ -21,6 +23,7 @@ from mmc_jax import (
     connectivity,
     data,
     finetune,
+    jobs,
     metrics,
     models,
     paths,
@@ -39,6 +42,7 @@ __all__ = [
     "connectivity",
     "data",
     "finetune",
+    "jobs",
     "metrics",
     "models",
     "paths",

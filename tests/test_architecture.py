@@ -19,6 +19,7 @@ LAYERS = (
     "runtime",
     "data",
     "reporting",
+    "jobs",
     "models",
     "metrics",
     "paths",

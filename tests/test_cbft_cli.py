@@ -1,5 +1,6 @@
 """``python -m experiments.cbft`` end to end on a tiny config (the api.md schema)."""
 
+import importlib.util
 import json
 import pathlib
 import subprocess
@@ -40,7 +41,9 @@ def _run(*args):
 
 @pytest.mark.slow
 def test_cbft_cli_end_to_end(tmp_path):
-    result = _run(*TINY, "--config.seeds=(0, 1)", f"--workdir={tmp_path}")
+    result = _run(
+        *TINY, "--config.seeds=(0, 1)", f"--workdir={tmp_path}", "--config.executor=processes"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((tmp_path / "results.json").read_text())
     assert {"dataset", "model", "cue_proportion", "n_clean", "seconds", "methods"} <= set(out)
@@ -87,6 +90,24 @@ def test_cbft_cli_end_to_end(tmp_path):
         sum(s["timings"]["cbft"]["seconds"] for s in seeds), abs=0.11
     )
     assert "Where the time went" in table
+
+    # How the job ran: its units on two worker processes, and what that cost.
+    execution = out["execution"]
+    assert execution["executor"] == "processes" and execution["units"] == 16
+    assert execution["ideal_seconds"] >= execution["critical_path_seconds"] > 0
+    assert (tmp_path / "seed_0" / "cbft" / "unit.log").read_text().startswith("unit seed_0/cbft")
+
+    # One process after another (inline) and Ray tasks: the same numbers, bit for bit.
+    executors = ["inline", *(["ray"] if importlib.util.find_spec("ray") else [])]
+    for executor in executors:
+        other = tmp_path / executor
+        done = _run(
+            *TINY, "--config.seeds=(0, 1)", f"--workdir={other}", f"--config.executor={executor}"
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        for s in (0, 1):
+            mine = json.loads((other / f"seed_{s}" / "results.json").read_text())
+            assert mine["methods"] == seeds[s]["methods"], executor
 
     # The same command again reuses every finished seed.
     rerun = _run(*TINY, "--config.seeds=(0, 1)", f"--workdir={tmp_path}")

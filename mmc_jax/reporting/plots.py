@@ -256,3 +256,32 @@ def plane_contours(result, metric: str = "loss"):
             ax.set_aspect("equal")
     fig.tight_layout()
     return fig
+
+
+def sweep_lines(
+    x_label: str,
+    panels: Mapping[str, Mapping[str, Sequence[tuple[float, float, float]]]],
+    title: str = "",
+):
+    """One panel per metric, a metric against a swept value: one line per series with its
+    confidence band.
+
+    Args:
+      x_label: the swept field.
+      panels: metric → series label → ``[(x, mean, half-width), ...]``.
+      title: the figure's title.
+    """
+    plt = _use_agg()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 0.6, 3.4), squeeze=False)
+    for ax, (metric, series) in zip(axes[0], panels.items()):
+        for label, points in series.items():
+            x, mean, half = (np.asarray(v, np.float64) for v in zip(*sorted(points)))
+            (line,) = ax.plot(x, mean, marker="o", ms=3, label=label)
+            ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+        ax.set(title=metric, xlabel=x_label)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

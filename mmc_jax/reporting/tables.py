@@ -43,6 +43,25 @@ def conditions_table(
     return "\n".join(lines) + "\n\nTest accuracy in % (mean cross-entropy loss in brackets).\n"
 
 
+#: How :func:`mean_ci`'s intervals are computed, for the reports that show them.
+CI_NOTE = (
+    "mean ± half-width of the 95 % confidence interval over seeds (Student t with n − 1 "
+    "degrees of freedom: t · s / √n, s the sample standard deviation); one seed: no interval"
+)
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The mean of ``values`` and the half-width of its Student-t confidence interval at
+    ``level`` (0 for a single value): the interval over seeds that :data:`CI_NOTE` names."""
+    from scipy import stats
+
+    x = np.asarray(values, np.float64)
+    if x.size < 2:
+        return float(x.mean()), 0.0
+    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    return float(x.mean()), float(half)
+
+
 def mean_std(trees: Sequence) -> tuple:
     """Leaf-wise mean and (population) standard deviation of equally shaped nested dicts
     of numbers or lists, e.g. one ``results.json`` section per seed."""
