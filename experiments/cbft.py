@@ -159,7 +159,9 @@ def main(args, checked=None):
     run(args.config, args.workdir, cli.execution(args))
 
 
-ENTRY = cli.Entry("cbft", main, cli.config_path(__file__, "cbft"), "workdirs/cbft", check=check)
+ENTRY = cli.Entry(
+    "cbft", main, cli.config_path(__file__, "cbft"), "workdirs/cbft", check=check, runs_units=True
+)
 
 if __name__ == "__main__":
     cli.run(ENTRY)

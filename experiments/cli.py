@@ -6,6 +6,7 @@ the entry point's own checks) before anything is written, then holds the workdir
 it. Exit status: 2 for a bad command line or input (one ``error: ...`` line, nothing
 written), 74 for a file that could not be written (one line, the previous files intact),
 128 + signal for a run stopped by Ctrl-C or SIGTERM (one line; rerun to continue), 1 for
+a job whose units failed (one line naming them and their logs; rerun to resume) and for
 anything else (with its traceback). A run holds its workdir: a second process started on it
 is refused with one line until the first ends (or is killed: the lock goes with it).
 What a run is doing goes through absl logging (INFO, standard error, no prefixes); the
@@ -35,6 +36,7 @@ from ml_collections import config_flags
 import experiments
 import mmc_jax
 from mmc_jax import runtime
+from mmc_jax.jobs.outcomes import UnitFailed
 from mmc_jax.reporting import files
 from mmc_jax.runtime import stopping
 from mmc_jax.runtime.errors import InputError, WriteError
@@ -46,6 +48,8 @@ WORKDIR_MARKERS = ("config.json", "checkpoints", "results.json", files.LAYOUT_FI
 EXIT_INPUT = 2
 #: Exit status of a run that could not write a file (disk full, no permission).
 EXIT_WRITE = 74
+#: Exit status of a job whose units failed (the others completed; their logs say why).
+EXIT_UNITS = 1
 #: The file a live run holds locked in its workdir.
 LOCK_FILE = ".lock"
 
@@ -74,6 +78,9 @@ class Entry:
     workdir: str
     define: Callable[[flags.FlagValues], None] = lambda flag_values: None
     check: Callable[[flags.FlagValues], Any] = lambda args: None
+    #: ``main`` runs a job of units on the execution flags' executor (cbft, sweep); otherwise
+    #: the whole command is one unit (:func:`run_as_unit`).
+    runs_units: bool = False
 
 
 def parse(entry: Entry, argv: Sequence[str], flag_values: flags.FlagValues | None = None):
@@ -176,6 +183,38 @@ def execution(args: flags.FlagValues):
     from mmc_jax import jobs
 
     return jobs.Execution.of({name: args[name].value for name in EXECUTION_FLAGS})
+
+
+def run_as_unit(entry: Entry, argv: Sequence[str], workdir: pathlib.Path, where) -> None:
+    """The whole command as one unit on ``where``'s executor (``processes``: a process of its
+    own; ``ray``: a Ray task, e.g. on a cluster's GPU node): its output goes to
+    ``workdir/unit.log``, its results table is printed here. ``auto`` and ``inline`` run a
+    one-unit command in this process (another process would only add its start-up)."""
+    from mmc_jax import jobs
+
+    skip = re.compile(r"^--(no)?(executor|workers|ray_address|restart|workdir)(=|$)")
+    command = [a for a in map(_execution_flag, argv[1:]) if not skip.match(a)]
+    unit = jobs.Unit(
+        entry.name,
+        "experiments.cli:unit_main",
+        str(workdir),
+        {"entry": entry.name, "argv": command, "workdir": str(workdir)},
+    )
+    jobs.execute(jobs.Job([unit]), where)
+    table = workdir / "results.md"
+    if table.is_file():
+        print(table.read_text())
+
+
+def unit_main(entry: str, argv: list[str], workdir: str) -> dict:
+    """Unit of :func:`run_as_unit`: ``python -m experiments.<entry> ARGV --workdir=WORKDIR``
+    in this process (its checks, then its work; the driver holds the workdir)."""
+    import importlib
+
+    module = importlib.import_module(f"experiments.{entry}")
+    args = parse(module.ENTRY, [entry, *argv, f"--workdir={workdir}"])
+    module.ENTRY.main(args, check(module.ENTRY, args))
+    return {}
 
 
 def check(entry: Entry, args: flags.FlagValues) -> Any:
@@ -347,7 +386,10 @@ def run(entry: Entry) -> None:
     one line, rerun to continue; 1 anything else, with its traceback.
     """
 
+    given: list[str] = []
+
     def parse_or_exit(argv):
+        given.extend(argv)
         try:
             parse(entry, argv, flags.FLAGS)
         except InputError as err:
@@ -365,7 +407,13 @@ def run(entry: Entry) -> None:
                 if args.restart:
                     clear_workdir(args.workdir)
                 files.mark_layout(workdir)
-                entry.main(args, checked)
+                where = execution(args)
+                if entry.runs_units or where.executor in ("auto", "inline"):
+                    entry.main(args, checked)
+                else:
+                    run_as_unit(entry, given, workdir, where)
+        except UnitFailed as err:  # the traceback is in the unit's log
+            _exit_with(str(err), EXIT_UNITS)
         except InputError as err:
             _exit_with(str(err))
         except Interrupted as stop:  # SIGINT/SIGTERM: what was computed is saved

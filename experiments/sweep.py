@@ -316,7 +316,14 @@ def main(args, checked=None):
     run(args.config, args.workdir, cli.execution(args))
 
 
-ENTRY = cli.Entry("sweep", main, cli.config_path(__file__, "sweep"), "workdirs/sweep", check=check)
+ENTRY = cli.Entry(
+    "sweep",
+    main,
+    cli.config_path(__file__, "sweep"),
+    "workdirs/sweep",
+    check=check,
+    runs_units=True,
+)
 
 if __name__ == "__main__":
     cli.run(ENTRY)

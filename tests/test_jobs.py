@@ -226,3 +226,34 @@ def test_a_killed_worker_is_one_line_and_the_rerun_gives_the_same_results(tmp_pa
     assert json.loads((root / "a1" / units.RECORD).read_text())["result"]["value"]  # kept
     rerun = jobs.execute(diamond(root), jobs.Execution(executor=executor, workers=2))
     assert values(rerun) == reference
+
+
+@pytest.mark.slow
+def test_a_one_unit_command_runs_on_any_executor_with_the_same_results(tmp_path):
+    """experiments.train is one unit: inline by default, in a worker process or as a Ray
+    task when asked, with the same numbers; its table is printed by the driver."""
+    import programs
+
+    executors = ["inline", "processes", *(["ray"] if _has_ray() else [])]
+    results = {}
+    for executor in executors:
+        workdir = tmp_path / executor
+        done = subprocess.run(
+            programs.command("train", [*programs.TRAIN, f"--config.executor={executor}"], workdir),
+            cwd=programs.ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "Test accuracy in %" in done.stdout  # the table, printed by the driver
+        results[executor] = json.loads((workdir / "results.json").read_text())["test"]
+        assert (workdir / units.RECORD).exists() == (executor != "inline")
+    for executor in executors:
+        assert results[executor] == results["inline"], executor
+
+
+def _has_ray() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None

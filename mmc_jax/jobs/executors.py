@@ -14,8 +14,9 @@ deterministic given its inputs, and runs with XLA's thread pool of one fixed siz
 - ``auto``: ``processes`` on a CPU-only machine with 2 or more cores, else ``inline`` (one
   process owns the accelerator).
 
-A unit that fails is named with its log in one line (:class:`UnitFailed`), after the units
-that do not depend on it have finished; complete units are kept and a rerun resumes.
+A unit that fails is named with its log in one line
+(:class:`~mmc_jax.jobs.outcomes.UnitFailed`), after the units that do not depend on it have
+finished; complete units are kept and a rerun resumes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from absl import logging
 
 from mmc_jax.jobs import units as units_lib
 from mmc_jax.jobs import worker
-from mmc_jax.jobs.outcomes import UnitFailed, failure, progress_bar, why
+from mmc_jax.jobs.outcomes import failure, progress_bar, why
 from mmc_jax.runtime import stopping
 from mmc_jax.runtime.configs import Config, field
 
@@ -104,7 +105,8 @@ def execute(
       Every unit's record (``{"unit", "fingerprint", "result", "seconds"}``), by name.
 
     Raises:
-      UnitFailed: units failed (the others completed; a rerun resumes).
+      mmc_jax.jobs.outcomes.UnitFailed: units failed (the others completed; a rerun
+        resumes).
       InputError: the executor cannot start (Ray missing or unreachable).
     """
     execution = (execution or Execution(executor="inline")).resolved()

@@ -7,10 +7,8 @@ from typing import Mapping
 
 from tqdm.auto import tqdm
 
-from mmc_jax.runtime.errors import InputError
 
-
-class UnitFailed(InputError):
+class UnitFailed(Exception):
     """Units of a job failed: one line naming them and their logs (the rest completed)."""
 
 
