@@ -158,6 +158,38 @@ def evaluator_settings(
     return {**settings, "store": store, "part_size": path.part_size, "progress": True}
 
 
+def run_in_shares(entry: str, run, config, folders: dict, workdir, execution, **extra) -> dict:
+    """``run(config, folders, workdir, **extra)`` (similarity, plane), its saved parts shared
+    by the executor's workers first when it names ``processes`` or ``ray``: a unit per worker
+    evaluates every n-th part (``path_eval.evaluate_path``'s ``shard``), then ``run`` joins
+    them here. ``auto`` and ``inline`` evaluate in this process, which already keeps the
+    cores busy (an evaluation runs 1.8–2.2× slower on one core than on two)."""
+    from mmc_jax import jobs
+
+    workdir = pathlib.Path(workdir).resolve()
+    execution = execution or jobs.Execution(executor="inline")
+    if execution.executor in ("processes", "ray"):
+        execution = execution.resolved()
+        n = execution.workers
+        shares = [
+            jobs.Unit(
+                f"parts_{k + 1}_of_{n}",
+                f"experiments.{entry}:evaluate_share",
+                str(workdir / "units" / f"parts_{k + 1}_of_{n}"),
+                {
+                    "config": config.to_dict(),
+                    "folders": dict(folders),
+                    "workdir": str(workdir),
+                    "shard": [k, n],
+                    **extra,
+                },
+            )
+            for k in range(n)
+        ]
+        jobs.execute(jobs.Job(shares), execution)
+    return run(config, folders, str(workdir), **extra)
+
+
 def remove_parts(workdir: pathlib.Path) -> None:
     """Removes the saved parts once ``results.json`` holds everything."""
     shutil.rmtree(workdir / "parts", ignore_errors=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+import ml_collections
 from absl import flags, logging
 
 from experiments import cli, comparison, outputs
@@ -83,9 +84,11 @@ def curve_models(folder: str) -> dict[str, str]:
     }
 
 
-def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> dict:
+def run(config, folders: dict[str, str], workdir: str, curve: bool = False, shard=None) -> dict:
     """Loads the three models, evaluates the grid, writes the outputs; ``curve``: the third
-    model is the control point of a quadratic path between the first two, drawn in."""
+    model is the control point of a quadratic path between the first two, drawn in. With
+    ``shard=(k, n)``: evaluates (and saves) only the k-th of n shares of the parts, for
+    :func:`experiments.comparison.run_in_shares`, and returns ``{}``."""
     workdir = pathlib.Path(workdir).resolve()
     path = comparison.check_path(config.path)
     conditions = path.conditions
@@ -108,7 +111,10 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
         margin=config.margin,
         conditions=conditions,
         **comparison.evaluator_settings(path, train, config.seed, workdir, stored),
+        **({"shard": tuple(shard)} if shard else {}),
     )
+    if result is None:  # a share of the parts
+        return {}
     if curve:
         result.curve = plane.bezier_coords(*result.coords[[0, 2, 1]])
     results = {**stored, **result.to_json()}
@@ -149,12 +155,31 @@ def run(config, folders: dict[str, str], workdir: str, curve: bool = False) -> d
     return results
 
 
+def evaluate_share(config: dict, folders: dict, workdir: str, shard: list, curve=False) -> dict:
+    """Unit: a share of the saved parts of :func:`run`'s evaluation."""
+    return run(ml_collections.ConfigDict(config), folders, workdir, curve=curve, shard=shard)
+
+
 def main(args, folders: dict[str, str]):
-    run(args.config, folders, args.workdir, curve=bool(args.curve))
+    comparison.run_in_shares(
+        "plane",
+        run,
+        args.config,
+        folders,
+        args.workdir,
+        cli.execution(args),
+        curve=bool(args.curve),
+    )
 
 
 ENTRY = cli.Entry(
-    "plane", main, cli.config_path(__file__, "plane"), "workdirs/plane", define, check
+    "plane",
+    main,
+    cli.config_path(__file__, "plane"),
+    "workdirs/plane",
+    define,
+    check,
+    runs_units=True,
 )
 
 if __name__ == "__main__":

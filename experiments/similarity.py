@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pathlib
 
+import ml_collections
 import numpy as np
 from absl import flags, logging
 
@@ -46,8 +47,10 @@ def check(args) -> dict[str, str]:
     return folders
 
 
-def run(config, folders: dict[str, str], workdir: str) -> dict:
-    """Loads the models, evaluates every pair, writes the outputs; returns results.json."""
+def run(config, folders: dict[str, str], workdir: str, shard=None) -> dict:
+    """Loads the models, evaluates every pair, writes the outputs; returns results.json.
+    With ``shard=(k, n)``: evaluates (and saves) only the k-th of n shares of the parts, for
+    :func:`experiments.comparison.run_in_shares`, and returns ``{}``."""
     workdir = pathlib.Path(workdir).resolve()
     path = comparison.check_path(config.path)
     conditions = path.conditions
@@ -78,7 +81,10 @@ def run(config, folders: dict[str, str], workdir: str) -> dict:
         conditions=conditions,
         align=align,
         **comparison.evaluator_settings(path, train, config.seed, workdir, stored),
+        **({"shard": tuple(shard)} if shard else {}),
     )
+    if result is None:  # a share of the parts
+        return {}
     results = {
         **stored,
         **result.to_json(),
@@ -145,8 +151,15 @@ def markdown(results: dict, threshold: float, path: str = "linear") -> str:
     return "\n".join(out) + "\n"
 
 
+def evaluate_share(config: dict, folders: dict, workdir: str, shard: list) -> dict:
+    """Unit: a share of the saved parts of :func:`run`'s evaluation."""
+    return run(ml_collections.ConfigDict(config), folders, workdir, shard=shard)
+
+
 def main(args, folders: dict[str, str]):
-    run(args.config, folders, args.workdir)
+    comparison.run_in_shares(
+        "similarity", run, args.config, folders, args.workdir, cli.execution(args)
+    )
 
 
 ENTRY = cli.Entry(
@@ -156,6 +169,7 @@ ENTRY = cli.Entry(
     "workdirs/similarity",
     define,
     check,
+    runs_units=True,
 )
 
 if __name__ == "__main__":

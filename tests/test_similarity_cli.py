@@ -193,3 +193,30 @@ def test_plane_curve_needs_a_quadratic_paths_workdir(trained, tmp_path):
         "plane", f"--curve={trained / 'c'}", f"--models={trained / 'c'}", f"--workdir={tmp_path}"
     )
     assert both.returncode == 2 and "either --models or --curve" in both.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ["similarity", "plane"])
+def test_shared_parts_on_worker_processes_equal_one_process(
+    trained, third_trained, tmp_path, entry
+):
+    """--config.executor=processes: one unit per worker evaluates every n-th saved part, the
+    driver joins them; the results equal one process's, bit for bit."""
+    models = f"--models=NC={trained / 'nc'},C={trained / 'c'},half={third_trained}"
+    args = [models, *TINY, "--config.path.part_size=2"]
+    if entry == "plane":
+        args = [a for a in args if "num_points" not in a] + ["--config.path.num_points=4"]
+    results = {}
+    for executor in ("inline", "processes"):
+        work = tmp_path / executor
+        done = _run(
+            entry, *args, f"--workdir={work}", f"--config.executor={executor}", "--config.workers=2"
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        out = json.loads((work / "results.json").read_text())
+        results[executor] = {k: v for k, v in out.items() if k != "config"}
+    shares = sorted(p.name for p in (tmp_path / "processes" / "units").iterdir())
+    assert shares == ["parts_1_of_2", "parts_2_of_2"]
+    log = (tmp_path / "processes" / "units" / "parts_2_of_2" / "unit.log").read_text()
+    assert "cores [" in log
+    assert results["processes"] == results["inline"]

@@ -172,7 +172,7 @@ def evaluate_plane(
     margin: float = 0.2,
     conditions: Sequence[str] = CONDITIONS,
     **evaluator: Any,
-) -> PlaneResult:
+) -> Optional[PlaneResult]:
     """Loss and accuracy on a ``size``×``size`` grid of the plane through three models.
 
     Args:
@@ -186,7 +186,8 @@ def evaluate_plane(
 
     Returns:
       A :class:`PlaneResult`; its values at the three models equal their own evaluation
-      under the same BatchNorm policy.
+      under the same BatchNorm policy. None with ``shard`` (only a share of the saved parts
+      was evaluated).
     """
     names = list(models)
     if len(names) != 3:
@@ -202,6 +203,8 @@ def evaluate_plane(
         conditions=conditions,
         **evaluator,
     )
+    if result is None:  # a shard of the parts (``shard``): the joining call builds the result
+        return None
     metrics, at_models = {}, {}
     for c, m in result.metrics.items():
         metrics[c] = {k: m[k][: size * size].reshape(size, size) for k in ("loss", "acc")}

@@ -161,7 +161,7 @@ def pairwise_barriers(
     conditions: Sequence[str] = CONDITIONS,
     align: Optional[Callable[[PyTree, PyTree], PyTree]] = None,
     **evaluator: Any,
-) -> SimilarityResult:
+) -> Optional[SimilarityResult]:
     """The linear-path barrier between every pair of ``models`` on every condition.
 
     Args:
@@ -182,6 +182,7 @@ def pairwise_barriers(
     Returns:
       A :class:`SimilarityResult`; its entry ``[i, j]`` equals the barrier of
       ``path_eval.evaluate_path(apply_fn, paths.linear(models[i], models[j]), ts, ...)``.
+      None with ``shard`` (only a share of the saved parts was evaluated).
 
     Raises:
       InputError: fewer than two models, models of different structures or shapes, or
@@ -206,6 +207,8 @@ def pairwise_barriers(
         conditions=conditions,
         **evaluator,
     )
+    if result is None:  # a shard of the parts: the joining call computes the barriers
+        return None
     loss, acc, curves = {}, {}, {}
     for c in result.metrics:
         per_pair = {m: result.metrics[c][m].reshape(len(pairs), k) for m in ("loss", "acc")}

@@ -253,8 +253,9 @@ def evaluate_path(
     store=None,
     part_size: int = 64,
     progress: bool = False,
+    shard: Optional[tuple[int, int]] = None,
     **kwargs,
-) -> PathResult:
+) -> Optional[PathResult]:
     """Loss and accuracy at every ``t`` in ``ts`` on every condition, in one jitted call.
 
     Takes the arguments of :func:`compile_evaluation` and runs the result. With ``store``
@@ -269,14 +270,27 @@ def evaluate_path(
     evaluation; rerun the same command to continue``); the rerun resumes after that part.
     Without ``store`` nothing is saved along the way, and a signal raises at once (under
     :func:`mmc_jax.runtime.stopping.raise_on_signals`, as the entry points run).
+
+    ``shard=(k, n)`` (with ``store``) evaluates and saves only the parts ``p`` with
+    ``p % n == k`` and returns None: ``n`` processes, one per ``k``, share an evaluation's
+    parts (work units, :mod:`mmc_jax.jobs`), and a last call without ``shard`` joins the
+    saved parts. Each part is the same program on the same points, so the joined result
+    equals one process's.
     """
     if store is None:
+        if shard is not None:
+            raise InputError("shard needs a store: the parts are shared through its files")
         return compile_evaluation(apply_fn, path, ts, eval_set, **kwargs).run()
     if part_size < 1:
         raise InputError(f"part_size must be positive, got {part_size}")
     ts = np.asarray(ts, np.float32)
     parts = _padded_parts(ts, part_size)
     store = _PartStore(store, parts.reshape(-1, *ts.shape[1:]))
+    if shard is not None:
+        k, n = shard
+        mine = [p for p in range(len(parts)) if p % n == k]
+        _evaluate_parts(apply_fn, path, ts, eval_set, kwargs, parts, store, progress, mine)
+        return None
     return _evaluate_parts(apply_fn, path, ts, eval_set, kwargs, parts, store, progress)
 
 
@@ -299,22 +313,28 @@ def _evaluate_parts(
     parts: np.ndarray,
     store: _PartStore,
     progress: bool,
-) -> PathResult:
+    only: Optional[list[int]] = None,
+) -> Optional[PathResult]:
     """:func:`evaluate_path` with a store: every part not saved in ``store`` is evaluated
     and saved, compiling the program at the first such part (none when all are saved), and
-    the parts' metrics are joined for the points ``ts`` (the padding dropped)."""
+    the parts' metrics are joined for the points ``ts`` (the padding dropped). With
+    ``only``, just those parts, and nothing is joined (None)."""
     from tqdm.auto import tqdm
 
     evaluation, metrics = None, []
     for p, points in enumerate(
         tqdm(parts, desc="points", unit="part", disable=not progress),
     ):
+        if only is not None and p not in only:
+            continue
         part = store.load(p)
         if part is None:
             if evaluation is None:  # a stop while compiling loses nothing: raised at once
                 evaluation = compile_evaluation(apply_fn, path, points, eval_set, **kwargs)
             part = _run_part(evaluation, points, store, p, len(parts))
         metrics.append(part)
+    if only is not None:
+        return None
     joined = {
         c: {k: np.concatenate([part[c][k] for part in metrics])[: len(ts)] for k in ("loss", "acc")}
         for c in metrics[0]
