@@ -78,7 +78,7 @@ def check_sections(config) -> None:
     for name in ("nocue_model_dir", "cue_model.model.init_from"):  # θ_C's architecture and data
         if name in stored:
             training.check_compatible(
-                stored[name], data_config(config), f"{name} ({folders[name]})", "θ_C"
+                stored[name], cbft_job.data_config(config), f"{name} ({folders[name]})", "θ_C"
             )
 
 
@@ -93,21 +93,13 @@ def check(args) -> None:
         training.check_config(workdir, config.to_dict(), ignore=("seeds",))
 
 
-def data_config(config) -> training.TrainConfig:
-    """The training config naming θ_C's data: the reused θ_C's own (``cue_model_dir``),
-    else ``config.cue_model``."""
-    if config.cue_model_dir:
-        return training.model_config(config.cue_model_dir)
-    return training.TrainConfig.of(config.cue_model)
-
-
 def prepare(config, workdir: pathlib.Path) -> jobs.Job:
     """Checks ``config`` against the data, θ_C's model and a run already in ``workdir``
     (one-line errors before any work), and returns the job's units
     (:mod:`experiments.cbft_job`)."""
     seeds = seeds_of(config)
     check_sections(config)
-    cue_data = data_config(config)
+    cue_data = cbft_job.data_config(config)
     train, _ = training.load_data(cue_data)
     n_clean = (
         min(methods_lib.N_CLEAN_CANDIDATES)

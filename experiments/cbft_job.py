@@ -206,11 +206,17 @@ def _by_role(inputs: dict, seed: int) -> dict:
     }
 
 
-def _datasets(config):
-    """θ_C's ``(train, test)``: the reused θ_C's data, else ``config.cue_model``'s."""
+def data_config(config) -> training.TrainConfig:
+    """The training config naming θ_C's data: the reused θ_C's own (``cue_model_dir``),
+    else ``config.cue_model``."""
     if config.cue_model_dir:
-        return training.load_data(training.model_config(config.cue_model_dir))
-    return training.load_data(training.TrainConfig.of(config.cue_model))
+        return training.model_config(config.cue_model_dir)
+    return training.TrainConfig.of(config.cue_model)
+
+
+def _datasets(config):
+    """θ_C's ``(train, test)`` (:func:`data_config`'s data)."""
+    return training.load_data(data_config(config))
 
 
 def _cue_model(config, workdir: pathlib.Path):
@@ -221,13 +227,14 @@ def _cue_model(config, workdir: pathlib.Path):
     return model.apply, variables, cue_config
 
 
-def _references(config, workdir: pathlib.Path) -> dict:
-    """The reference models' variables that this seed has (θ_NC if any, then θ_C)."""
+def _references(config, workdir: pathlib.Path, theta_c) -> dict:
+    """The reference models' variables that this seed has (θ_NC if any, then θ_C, whose
+    variables ``theta_c`` the caller has loaded already)."""
     out = {}
     if _needs_nocue(config):
         nocue = config.nocue_model_dir or str(workdir / "nocue_model")
         out["nocue_model"] = training.load_model(nocue)[1]
-    out["cue_model"] = _cue_model(config, workdir)[1]
+    out["cue_model"] = theta_c
     return out
 
 
@@ -292,7 +299,7 @@ def fine_tune(
         )
     if not evaluate:
         return {"timings": phases.to_json()}
-    references = _references(config, workdir)
+    references = _references(config, workdir, theta_c)
     result = evaluate_model(config, apply_fn, variables, references, datasets, seed, phases)
     return {"evaluation": result, "timings": phases.to_json()}
 
@@ -301,9 +308,9 @@ def fine_tune(
 def evaluate_references(config: dict, seed: int, workdir: str, inputs=None) -> dict:
     """Unit: the reference models on the four conditions and along the lines between them."""
     config, workdir = _config(config, inputs or {}, seed), pathlib.Path(workdir)
-    apply_fn, _, _ = _cue_model(config, workdir)
+    apply_fn, theta_c, _ = _cue_model(config, workdir)
     datasets = _datasets(config)
-    references = _references(config, workdir)
+    references = _references(config, workdir, theta_c)
     phases = timing.Phases()
     out = {
         name: evaluate_model(
@@ -360,11 +367,7 @@ def report(config: dict, seed: int, workdir: str, inputs) -> dict:
         m["barrier_to_cue_model"] = (
             to_cue["conditions"]["cue"]["barrier"] if to_cue else {"loss": 0.0, "acc": 0.0}
         )
-    cue_config = (
-        training.model_config(config.cue_model_dir)
-        if config.cue_model_dir
-        else training.TrainConfig.of(config.cue_model)
-    )
+    cue_config = data_config(config)
     records.pop("calibration", None)  # the sweep's, reported once at the top
     return cbft_report.seed_results(
         config, seed, cue_config, _datasets(config), methods, records, stored, workdir
