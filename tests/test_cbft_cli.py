@@ -97,17 +97,23 @@ def test_cbft_cli_end_to_end(tmp_path):
     assert execution["ideal_seconds"] >= execution["critical_path_seconds"] > 0
     assert (tmp_path / "seed_0" / "cbft" / "unit.log").read_text().startswith("unit seed_0/cbft")
 
-    # One process after another (inline) and Ray tasks: the same numbers, bit for bit.
+    # One process after another (inline) and Ray tasks: the same numbers, bit for bit (two
+    # methods, θ_C and the references: a method's data order and keys depend on the seed alone).
     executors = ["inline", *(["ray"] if importlib.util.find_spec("ray") else [])]
     for executor in executors:
         other = tmp_path / executor
         done = _run(
-            *TINY, "--config.seeds=(0, 1)", f"--workdir={other}", f"--config.executor={executor}"
+            *TINY,
+            "--config.seeds=(0, 1)",
+            "--config.methods=('lpft', 'cbft')",
+            f"--workdir={other}",
+            f"--config.executor={executor}",
         )
         assert done.returncode == 0, done.stderr[-3000:]
         for s in (0, 1):
-            mine = json.loads((other / f"seed_{s}" / "results.json").read_text())
-            assert mine["methods"] == seeds[s]["methods"], executor
+            mine = json.loads((other / f"seed_{s}" / "results.json").read_text())["methods"]
+            assert set(mine) == {"cue_model", "lpft", "cbft"}
+            assert mine == {m: seeds[s]["methods"][m] for m in mine}, executor
 
     # The same command again reuses every finished seed.
     rerun = _run(*TINY, "--config.seeds=(0, 1)", f"--workdir={tmp_path}")

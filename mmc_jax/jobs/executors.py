@@ -27,10 +27,9 @@ from typing import Callable, Mapping
 
 from absl import logging
 
+from mmc_jax.jobs import driver, worker
 from mmc_jax.jobs import units as units_lib
-from mmc_jax.jobs import worker
-from mmc_jax.jobs.outcomes import failure, progress_bar, why
-from mmc_jax.runtime import stopping
+from mmc_jax.jobs.outcomes import why
 from mmc_jax.runtime.configs import Config, field
 
 #: The executors by name.
@@ -145,97 +144,40 @@ def _notifier(records: dict, on_done: OnDone | None):
     return notify
 
 
-class _Processes:
-    """The ``processes`` executor's driver loop: ready units to free cores, as they free."""
-
-    POLL_SECONDS = 0.1
+class _Processes(driver.Driver):
+    """The ``processes`` executor: ready units to free cores, as they free."""
 
     def __init__(self, job, pending, workers: int, notify):
-        self.job, self.notify, self.workers = job, notify, workers
-        self.waiting = list(pending)
-        self.done = {u.name for u in job} - {u.name for u in pending}
-        self.failed: dict[str, str] = {}
-        self.running: dict[str, tuple] = {}  # name → (process, cores)
+        super().__init__(job, pending, notify)
+        self.workers = workers
         self.free = worker.cores()
-        self.pool = worker.pool_size()
-        self.root = worker.package_root(job)
-        self.folders = {u.name: u.folder for u in job}
-        self.priority = job.chain_costs()
+        self.cores: dict[str, list] = {}
 
-    def run(self) -> None:
-        self.bar = bar = progress_bar(self.job, self.waiting)
-        try:
-            with stopping.requests() as stop:
-                while self.waiting or self.running:
-                    if stop:
-                        break
-                    self._start_ready()
-                    if self._reap() == 0:
-                        time.sleep(self.POLL_SECONDS)
-        finally:
-            self._stop_running()
-            bar.close()
-        if self.failed:
-            raise failure(self.failed, self.job)
-
-    def _ready(self) -> list:
-        """The units whose inputs are complete, longest remaining chain first."""
-        blocked = set(self.failed)
-        ready = []
-        for unit in list(self.waiting):
-            if any(i in blocked for i in unit.inputs):  # never runs: an input failed
-                self.waiting.remove(unit)
-                blocked.add(unit.name)
-            elif all(i in self.done for i in unit.inputs):
-                ready.append(unit)
-        return sorted(ready, key=lambda u: -self.priority[u.name])
-
-    def _start_ready(self) -> None:
-        ready = self._ready()
-        for unit in [u for u in ready if u.light]:  # reports: here, at once
-            self.waiting.remove(unit)
-            inputs = units_lib.input_records(unit, self.folders)
-            self._finished(unit, units_lib.run_here(unit, inputs))
-        heavy = [u for u in ready if not u.light]
-        slots = min(len(heavy), self.workers - len(self.running), len(self.free))
-        for i, unit in enumerate(heavy[:slots]):
+    def start(self) -> None:
+        ready = self.ready()
+        slots = min(len(ready), self.workers - len(self.running), len(self.free))
+        for i, unit in enumerate(ready[:slots]):
             share = len(self.free) // (slots - i)
-            cores, self.free = self.free[:share], self.free[share:]
+            self.cores[unit.name], self.free = self.free[:share], self.free[share:]
             self.waiting.remove(unit)
-            process = worker.launch(unit, self.folders, cores, self.pool, self.root)
-            self.running[unit.name] = (process, cores)
+            self.running[unit.name] = worker.launch(
+                unit, self.folders, self.cores[unit.name], self.pool, self.root
+            )
 
-    def _reap(self) -> int:
-        reaped = 0
-        for name, (process, cores) in list(self.running.items()):
-            code = process.poll()
-            if code is None:
-                continue
-            reaped += 1
-            del self.running[name]
-            self.free = sorted(self.free + cores)
-            unit = self.job.units[name]
-            record = unit.record() if code == 0 else None
-            if record is None:
-                self.failed[name] = why(code) if code else "no record written"
-                logging.error(f"unit {name} failed ({self.failed[name]}); log: {unit.log}")
-            else:
-                self._finished(unit, record)
-        self.bar.set_postfix_str(", ".join(self.running) or "-", refresh=False)
-        return reaped
+    def collect(self) -> int:
+        ended = [(n, p.poll()) for n, p in self.running.items() if p.poll() is not None]
+        for name, code in ended:
+            self.free = sorted(self.free + self.cores.pop(name))
+            self.completed(self.job.units[name], why(code) if code else None)
+        return len(ended)
 
-    def _finished(self, unit, record) -> None:
-        self.done.add(unit.name)
-        self.bar.update()
-        self.notify(unit, record)
-
-    def _stop_running(self, grace_seconds: float = 30.0) -> None:
+    def stop(self, grace_seconds: float = 30.0) -> None:
         """Workers still running (the driver was stopped) save and stop: SIGTERM, then
         SIGKILL after ``grace_seconds``."""
-        for process, _ in self.running.values():
+        for process in self.running.values():
             process.terminate()
         deadline = time.monotonic() + grace_seconds
-        for process, _ in self.running.values():
+        for process in self.running.values():
             try:
                 process.wait(max(0.0, deadline - time.monotonic()))
             except Exception:  # noqa: BLE001 - past the grace period

@@ -14,10 +14,7 @@ import socket
 import warnings
 from typing import Mapping
 
-from absl import logging
-
-from mmc_jax.jobs import outcomes, units, worker
-from mmc_jax.runtime import stopping
+from mmc_jax.jobs import driver, outcomes, units, worker
 from mmc_jax.runtime.errors import InputError
 
 
@@ -96,81 +93,43 @@ def run(job: units.Job, pending: list, execution, notify) -> None:
             ray.shutdown()
 
 
-class _Driver:
-    """Submits each unit once its light inputs are complete; waits on the tasks."""
+class _Driver(driver.Driver):
+    """Submits each unit once its inputs are done or submitted; waits on the tasks."""
 
     def __init__(self, ray, job, pending, notify):
-        self.ray, self.job, self.notify = ray, job, notify
+        super().__init__(job, pending, notify)
+        self.ray = ray
         self.task = ray.remote(run_task)
-        self.remaining = list(pending)
-        self.done = {u.name for u in job} - {u.name for u in pending}
-        self.failed: dict[str, str] = {}
-        self.blocked: set[str] = set()
         self.refs: dict[str, object] = {}
-        self.in_flight: dict[object, str] = {}
-        self.folders = {u.name: u.folder for u in job}
-        self.pool = worker.pool_size()
-        self.root = worker.package_root(job)
 
-    def run(self) -> None:
-        self.bar = outcomes.progress_bar(self.job, self.remaining)
-        try:
-            with stopping.requests() as stop:
-                while (self.remaining or self.in_flight) and not stop:
-                    self._submit()
-                    if self.in_flight:
-                        self._collect()
-                    elif self.remaining and not self._runnable():
-                        break  # what is left waits on failed units
-        finally:
-            for ref in self.in_flight:
-                self.ray.cancel(ref, force=True)
-            self.bar.close()
-        if self.failed:
-            raise outcomes.failure(self.failed, self.job)
+    def start(self) -> None:
+        for unit in self.ready(also=self.refs):
+            self.waiting.remove(unit)
+            deps = [self.refs[i] for i in unit.inputs if i in self.refs]
+            self.refs[unit.name] = self.running[unit.name] = self.task.options(
+                num_cpus=unit.cpus, num_gpus=unit.gpus, name=unit.name
+            ).remote(unit.spec(), self.folders, self.pool, self.root, *deps)
 
-    def _runnable(self) -> bool:
-        return any(not (set(u.inputs) & (set(self.failed) | self.blocked)) for u in self.remaining)
-
-    def _submit(self) -> None:
-        for unit in list(self.remaining):
-            if set(unit.inputs) & (set(self.failed) | self.blocked):
-                self.remaining.remove(unit)
-                self.blocked.add(unit.name)
-            elif unit.light and all(i in self.done for i in unit.inputs):
-                self.remaining.remove(unit)
-                inputs = units.input_records(unit, self.folders)
-                self._finished(unit, units.run_here(unit, inputs))
-            elif not unit.light and all(i in self.done or i in self.refs for i in unit.inputs):
-                self.remaining.remove(unit)
-                deps = [self.refs[i] for i in unit.inputs if i in self.refs]
-                ref = self.task.options(
-                    num_cpus=unit.cpus, num_gpus=unit.gpus, name=unit.name
-                ).remote(unit.spec(), self.folders, self.pool, self.root, *deps)
-                self.refs[unit.name] = ref
-                self.in_flight[ref] = unit.name
-
-    def _collect(self) -> None:
-        ready, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=1.0)
+    def collect(self) -> int:
+        names = {ref: name for name, ref in self.running.items()}
+        ready, _ = self.ray.wait(list(names), num_returns=1, timeout=1.0)
         for ref in ready:
-            name = self.in_flight.pop(ref)
-            unit = self.job.units[name]
+            unit = self.job.units[names[ref]]
             try:
                 self.ray.get(ref)
             except Exception as err:  # noqa: BLE001 - Ray wraps the task's error
                 cause = getattr(err, "cause", err)
-                if isinstance(cause, TaskFailed) and cause.unit != name:
-                    self.blocked.add(name)  # an input failed; that one is reported
-                    continue
-                self.failed[name] = (
-                    cause.why if isinstance(cause, TaskFailed) else (f"Ray: {type(cause).__name__}")
-                )
-                logging.error(f"unit {name} failed ({self.failed[name]}); log: {unit.log}")
+                if isinstance(cause, TaskFailed) and cause.unit != unit.name:
+                    del self.running[unit.name]  # an input failed; that one is reported
+                    self.blocked.add(unit.name)
+                else:
+                    failed = isinstance(cause, TaskFailed)
+                    self.completed(unit, cause.why if failed else f"Ray: {type(cause).__name__}")
                 continue
-            self._finished(unit, unit.record())
-        self.bar.set_postfix_str(", ".join(self.in_flight.values()) or "-", refresh=False)
+            self.completed(unit, None)
+        return len(ready)
 
-    def _finished(self, unit, record) -> None:
-        self.done.add(unit.name)
-        self.bar.update()
-        self.notify(unit, record)
+    def stop(self) -> None:
+        for ref in self.running.values():
+            self.ray.cancel(ref, force=True)
+        self.running.clear()
