@@ -35,10 +35,11 @@ from ml_collections import config_flags
 
 import experiments
 import mmc_jax
+from experiments import cluster
 from mmc_jax import runtime
 from mmc_jax.jobs.outcomes import UnitFailed
 from mmc_jax.reporting import files
-from mmc_jax.runtime import stopping
+from mmc_jax.runtime import distributed, stopping
 from mmc_jax.runtime.errors import InputError, WriteError
 from mmc_jax.runtime.stopping import Interrupted
 
@@ -117,6 +118,7 @@ def parse(entry: Entry, argv: Sequence[str], flag_values: flags.FlagValues | Non
                 flag_values=flag_values,
             )
             define_execution(flag_values)
+            cluster.define(flag_values)
             entry.define(flag_values)
             rest = flag_values(argv)
             config = flag_values.config
@@ -329,6 +331,13 @@ def hold_workdir(workdir: str) -> Iterator[pathlib.Path]:
         os.close(fd)  # releases the lock
 
 
+@contextlib.contextmanager
+def _shared_workdir(workdir: str) -> Iterator[pathlib.Path]:
+    """The workdir of a process other than 0 in a run over several processes: process 0 holds
+    it (:func:`hold_workdir`)."""
+    yield pathlib.Path(workdir).expanduser().resolve()
+
+
 def _remove_empty(folders: list[pathlib.Path]) -> None:
     """Removes the folders (deepest first) that are empty."""
     for folder in folders:
@@ -401,13 +410,24 @@ def run(entry: Entry) -> None:
         show_own_progress()
         args = flags.FLAGS
         try:
+            several = cluster.join(args)
             checked = check(entry, args)
-            with stopping.raise_on_signals(), hold_workdir(args.workdir) as workdir:
+            main = distributed.is_main()
+            held = hold_workdir(args.workdir) if main else _shared_workdir(args.workdir)
+            with stopping.raise_on_signals(), held as workdir:
                 logging.info(f"workdir: {workdir}")
-                if args.restart:
+                if main and args.restart:
                     clear_workdir(args.workdir)
-                files.mark_layout(workdir)
+                if main:
+                    files.mark_layout(workdir)
+                distributed.barrier("workdir ready")  # process 0 holds and prepared it
                 where = execution(args)
+                if several and where.executor not in ("auto", "inline"):
+                    raise InputError(
+                        f"--executor={where.executor} runs units in processes of their own; "
+                        "a run over several processes (--coordinator_address, --distributed) "
+                        "runs them inline"
+                    )
                 if entry.runs_units or where.executor in ("auto", "inline"):
                     entry.main(args, checked)
                 else:

@@ -18,6 +18,7 @@ from mmc_jax import InputError, data, permute, training
 from mmc_jax.data.batching import sample_batches
 from mmc_jax.permute.sites import as_apply
 from mmc_jax.reporting import files
+from mmc_jax.runtime import distributed
 
 
 def check_path(path) -> PathConfig:
@@ -149,7 +150,7 @@ def evaluator_settings(
     run = json.loads(json.dumps(stored))
     marker = store / "run.json"
     if store.exists() and (not marker.is_file() or json.loads(marker.read_text()) != run):
-        shutil.rmtree(store)
+        distributed.on_main("parts cleared", shutil.rmtree, store)
     if not marker.is_file():
         files.write_json(marker, run)
     saved = len(list(store.glob("part_*.npz")))
@@ -192,7 +193,8 @@ def run_in_shares(entry: str, run, config, folders: dict, workdir, execution, **
 
 def remove_parts(workdir: pathlib.Path) -> None:
     """Removes the saved parts once ``results.json`` holds everything."""
-    shutil.rmtree(workdir / "parts", ignore_errors=True)
+    if distributed.is_main():
+        shutil.rmtree(workdir / "parts", ignore_errors=True)
 
 
 def matching_batches(permutation: PermutationConfig, batch_size: int, seed: int, train) -> list:

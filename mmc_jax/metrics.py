@@ -151,7 +151,7 @@ def evaluate(
     for i, batch in enumerate(parallel.shard_batches(rows, mesh)):
         out = _eval_batch(apply_fn, variables, batch, jnp.int32(i), key, pool, cue, conditions)
         totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-    totals = jax.device_get(totals)
+    totals = parallel.fetch(totals)
     count = float(totals["count"])
     return {
         c: {"acc": float(totals[c]["correct"]) / count, "loss": float(totals[c]["loss"]) / count}

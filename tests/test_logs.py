@@ -61,4 +61,4 @@ def test_training_logs_every_epoch_and_every_few_steps(tmp_path, monkeypatch):
         [r["train_loss"] for r in out["history"]], rel=1e-6
     )
     assert [s for s, _ in got["epoch/test_nocue_acc"]] == [4, 8]
-    assert [s for s, _ in got["step/loss"]] == [3, 6]
+    assert [s for s, _ in got["step/loss"]] == [1, 3, 6]

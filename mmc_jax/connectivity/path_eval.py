@@ -57,7 +57,7 @@ from mmc_jax.data.cues import Cue
 from mmc_jax.metrics import eval_step
 from mmc_jax.paths import Path
 from mmc_jax.reporting import files as mmc_io
-from mmc_jax.runtime import parallel, stopping
+from mmc_jax.runtime import distributed, parallel, stopping
 from mmc_jax.runtime.errors import InputError
 
 STRATEGIES = ("auto", "vmap", "map", "shard_map")
@@ -369,7 +369,7 @@ class _PartStore:
         if marker.is_file():
             saved = np.load(marker)
             if saved.shape != points.shape or not np.array_equal(saved, points):
-                shutil.rmtree(self.folder)
+                distributed.on_main("parts cleared", shutil.rmtree, self.folder)
         if not marker.is_file():
             buffer = io.BytesIO()
             np.save(buffer, points)
@@ -567,7 +567,7 @@ class _Execution:
         ``"shard_map"`` (which splits the points), else split along the batch axis."""
         if self.strategy == "shard_map":
             return parallel.replicate(tree, self.mesh)
-        return jax.device_put(tree, parallel.batch_sharding(tree, self.mesh, axis=1))
+        return parallel.place(tree, parallel.batch_sharding(tree, self.mesh, axis=1))
 
     def place_points(self, ts: jax.Array) -> jax.Array:
         """The points as the program takes them: as they are, or for ``"shard_map"`` padded
@@ -575,7 +575,7 @@ class _Execution:
         if self.strategy != "shard_map":
             return ts
         ts = jnp.concatenate([ts, jnp.repeat(ts[-1:], -ts.shape[0] % self.mesh.devices.size, 0)])
-        return jax.device_put(ts, jax.sharding.NamedSharding(self.mesh, P(self.mesh.axis_names[0])))
+        return parallel.place(ts, jax.sharding.NamedSharding(self.mesh, P(self.mesh.axis_names[0])))
 
     def points_per_device(self, placed_ts: jax.Array) -> int:
         """How many of the placed points each device maps over."""
@@ -616,7 +616,7 @@ class _CompiledProgram:
         if points.shape != self.ts.shape:
             raise InputError(f"compiled for points of shape {self.ts.shape}, got {points.shape}")
         out = self.compiled(self.execution.place_points(points), *self.args)
-        sums = np.asarray(out[: self.ts.shape[0]], np.float64) / self.count
+        sums = np.asarray(parallel.fetch(out)[: self.ts.shape[0]], np.float64) / self.count
         metrics = {
             c: {"loss": sums[:, i, 0], "acc": sums[:, i, 1]} for i, c in enumerate(self.conditions)
         }

@@ -12,7 +12,8 @@ deterministic given its inputs, and runs with XLA's thread pool of one fixed siz
   (``auto`` or ``HOST:PORT``), else a local Ray starts. The workdir must be on a filesystem
   that every node sees.
 - ``auto``: ``processes`` on a CPU-only machine with 2 or more cores, else ``inline`` (one
-  process owns the accelerator).
+  process owns the accelerator; in a run over several processes, each is one part of every
+  unit's computation).
 
 A unit that fails is named with its log in one line
 (:class:`~mmc_jax.jobs.outcomes.UnitFailed`), after the units that do not depend on it have
@@ -62,7 +63,7 @@ class Execution(Config):
         if executor == "auto":
             import jax
 
-            cpu_only = jax.default_backend() == "cpu"
+            cpu_only = jax.default_backend() == "cpu" and jax.process_count() == 1
             executor = "processes" if cpu_only and len(worker.cores()) >= 2 else "inline"
         workers = self.workers or len(worker.cores())
         if executor == "processes":

@@ -23,6 +23,7 @@ import time
 from typing import Any, Iterator, Mapping, Optional
 
 from mmc_jax.reporting import files
+from mmc_jax.runtime import distributed
 from mmc_jax.runtime.errors import InputError
 
 #: The record of a complete unit, in its folder.
@@ -213,7 +214,8 @@ def run_here(unit: Unit, inputs: Mapping[str, Any], log: bool = True) -> dict:
         kwargs["inputs"] = dict(inputs)
     folder = pathlib.Path(unit.folder)
     start = time.perf_counter()
-    with _logging_to(unit.log) if log else contextlib.nullcontext():
+    # In a run over several processes, process 0 logs the unit; the others log to their own file.
+    with _logging_to(unit.log) if log and distributed.is_main() else contextlib.nullcontext():
         result = function(**kwargs)
     record = {
         "unit": unit.name,

@@ -22,6 +22,7 @@ import pathlib
 import tempfile
 from typing import Any, Optional
 
+from mmc_jax.runtime import distributed
 from mmc_jax.runtime.errors import InputError, WriteError
 
 #: The layout of the folders this mmc_jax writes; it reads every layout up to this one.
@@ -34,11 +35,16 @@ LAYOUT_FILE = "layout.json"
 def write_atomic(path, data: str | bytes) -> pathlib.Path:
     """Writes ``data`` to ``path`` atomically (same-folder temp file, fsync, rename).
 
+    In a run of several processes (:mod:`mmc_jax.runtime.distributed`) only process 0
+    writes; the others compute the same data and skip the write.
+
     Raises:
       WriteError: the OS refused the write; the previous file, if any, is unchanged and no
         temporary file is left.
     """
     path = pathlib.Path(path)
+    if not distributed.is_main():
+        return path
     mode = "wb" if isinstance(data, bytes) else "w"
     tmp = None
     try:
@@ -75,6 +81,10 @@ def save_figure(path, fig) -> pathlib.Path:
     import io
 
     import matplotlib.pyplot as plt
+
+    if not distributed.is_main():
+        plt.close(fig)
+        return pathlib.Path(path)
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")

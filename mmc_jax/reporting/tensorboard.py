@@ -2,9 +2,9 @@
 time (tensorboardX builds the events): ``tensorboard --logdir=<workdir>`` shows every run below
 it.
 
-Training runs log their per-epoch records and, every ``STEP_EVERY`` steps, the step's own
-metrics; the analyses log the loss and accuracy along each path (the step is the position on
-the path in percent, ``round(100·t)``) and their barriers.
+Training runs log their per-epoch records and, at the first step and every ``STEP_EVERY``
+steps, the step's own metrics; the analyses log the loss and accuracy along each path (the
+step is the position on the path in percent, ``round(100·t)``) and their barriers.
 
 The events are written unbuffered, in the calling thread, so TensorBoard sees them at once
 and a failed write is seen where it happens: tensorboardX's own writer writes from a
@@ -28,6 +28,8 @@ from typing import Mapping, Optional
 
 import numpy as np
 from absl import logging
+
+from mmc_jax.runtime import distributed
 
 #: Training steps between two per-step scalars (each costs one device-to-host copy).
 STEP_EVERY = 50
@@ -64,7 +66,7 @@ class EventLog:
     def _write(self, summaries) -> None:
         """Appends ``(step, Summary)`` pairs as events (one ``write``); a refused write warns
         and turns the log off."""
-        if self._failed or not summaries:
+        if self._failed or not summaries or not distributed.is_main():
             return
         from tensorboardX.proto import event_pb2
 

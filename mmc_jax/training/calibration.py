@@ -46,6 +46,7 @@ from absl import logging
 
 from mmc_jax.metrics import evaluate
 from mmc_jax.reporting import files
+from mmc_jax.runtime import distributed
 from mmc_jax.runtime.errors import WriteError, require
 from mmc_jax.training import build, diagnosis, loop
 from mmc_jax.training.checkpoint import RunCheckpoints
@@ -426,6 +427,11 @@ def reuse(
     stored = json.loads((source / "config.json").read_text())
     if stored != json.loads(json.dumps(loop.TrainConfig.of(config).to_dict())):
         return False
+    return distributed.on_main("calibration reused", _copy_run, source, target)
+
+
+def _copy_run(source: pathlib.Path, target: pathlib.Path) -> bool:
+    """Copies the run in ``source`` to ``target`` whole (see :func:`reuse`)."""
     partial = target.parent / f".{target.name}.copy"
     names = ("checkpoints", "config.json", "data.json", files.LAYOUT_FILE)
     try:  # copied whole, then renamed: a full disk leaves no half-copied checkpoint behind

@@ -42,6 +42,7 @@ from absl import logging
 from flax import traverse_util
 
 from mmc_jax.reporting.files import LAYOUT_FILE, check_layout, write_json, write_layout
+from mmc_jax.runtime import distributed
 from mmc_jax.runtime.errors import InputError, WriteError
 
 #: TrainState fields saved in a checkpoint (``apply_fn`` and ``tx`` are rebuilt from config).
@@ -302,7 +303,9 @@ class RunCheckpoints:
         step = int(jax.device_get(state.step))
         items = {name: getattr(state, name) for name in STATE_FIELDS}
         with self._writing(step):
-            discard_unfinished(self.workdir / "checkpoints", str(step))  # of a failed save
+            if distributed.is_main():  # every process saves; process 0 tidies
+                discard_unfinished(self.workdir / "checkpoints", str(step))  # of a failed save
+            distributed.barrier(f"checkpoint {step}")
             self.manager.save(
                 step,
                 args=ocp.args.Composite(

@@ -205,8 +205,8 @@ def run_epochs(
     Data-parallel over ``mesh`` (default: every local device, see
     :mod:`mmc_jax.runtime.parallel`): the state is replicated and every batch split along its
     first axis. TensorBoard event files go to ``<checkpoints' workdir>/tensorboard``
-    (:mod:`mmc_jax.reporting.tensorboard`): every epoch's record under ``epoch/``, every
-    ``tensorboard.STEP_EVERY`` steps the step's metrics under ``step/``.
+    (:mod:`mmc_jax.reporting.tensorboard`): every epoch's record under ``epoch/``, the first step's
+    metrics and every ``tensorboard.STEP_EVERY`` steps' under ``step/``.
 
     SIGINT/SIGTERM (:mod:`mmc_jax.runtime.stopping`) end the loop at the next step boundary: the
     state is checkpointed there, with the unfinished epoch's running metric sums in the meta,
@@ -252,7 +252,7 @@ def run_epochs(
             sums = _EpochSums()
             if stop_early:
                 break
-    return state, meta
+    return parallel.local(state), meta
 
 
 def _restored(checkpoints: RunCheckpoints, state, constants: tuple, mesh):
@@ -379,7 +379,7 @@ class _EpochRun:
             step += 1
             sums.add(metrics, step)
             self.bar.update()
-            if step % tensorboard.STEP_EVERY == 0:
+            if step % tensorboard.STEP_EVERY == 0 or step == 1:  # and the very first
                 self.log.scalars(step, jax.device_get(metrics), prefix="step/")
             if self.stop and step % spe:
                 sums.check_finite()

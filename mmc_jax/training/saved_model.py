@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 
 from mmc_jax import data, models
 from mmc_jax.reporting.files import LAYOUT_VERSION, check_layout, write_json
+from mmc_jax.runtime import distributed, parallel
 from mmc_jax.runtime.errors import InputError, WriteError
 from mmc_jax.training.build import create_model, load_data
 from mmc_jax.training.checkpoint import (
@@ -79,23 +80,22 @@ def save_model(
     }
     try:
         _write_variables(folder, target, new, old, variables)
-        _swap_in(folder, target, new, old, description)
+        distributed.on_main("model in place", _swap_in, folder, target, new, old, description)
     except OSError as err:
         if isinstance(err, WriteError):
             raise
         raise WriteError(target, err) from err
-    shutil.rmtree(old, ignore_errors=True)
+    if distributed.is_main():
+        shutil.rmtree(old, ignore_errors=True)
     return folder
 
 
 def _write_variables(folder, target, new, old, variables) -> None:
     """Writes ``variables`` to ``new`` (an orbax checkpoint), after tidying what an export
     that did not finish left; raises WriteError when the OS refuses a write."""
-    if old.exists() and not target.exists():  # stopped between the two renames: undo
-        os.replace(old, target)
-    for leftover in (new, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
+    distributed.on_main("model folder tidy", _tidy, target, new, old)
+    if jax.process_count() > 1:  # every process holds the same values; orbax writes once
+        variables = parallel.fetch(variables)
     running = set(threading.enumerate())
     checkpointer = ocp.StandardCheckpointer()
     try:
@@ -117,6 +117,15 @@ def _write_variables(folder, target, new, old, variables) -> None:
             raise
         raise WriteError(target, cause) from err
     checkpointer.close()
+
+
+def _tidy(target, new, old) -> None:
+    """Undoes what an export that did not finish left."""
+    if old.exists() and not target.exists():  # stopped between the two renames: undo
+        os.replace(old, target)
+    for leftover in (new, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
 
 
 def _swap_in(folder, target, new, old, description) -> None:
