@@ -409,8 +409,10 @@ def run(entry: Entry) -> None:
         del argv
         show_own_progress()
         args = flags.FLAGS
+        stop_watching = None
         try:
-            several = cluster.join(args)
+            stop_watching = cluster.join(args)
+            several = stop_watching is not None
             checked = check(entry, args)
             main = distributed.is_main()
             held = hold_workdir(args.workdir) if main else _shared_workdir(args.workdir)
@@ -432,6 +434,7 @@ def run(entry: Entry) -> None:
                     entry.main(args, checked)
                 else:
                     run_as_unit(entry, given, workdir, where)
+                distributed.barrier("finished")  # no process is left waiting for another
         except UnitFailed as err:  # the traceback is in the unit's log
             _exit_with(str(err), EXIT_UNITS)
         except InputError as err:
@@ -441,6 +444,15 @@ def run(entry: Entry) -> None:
             sys.exit(stop.exit_code)
         except WriteError as err:  # disk full, no permission: earlier files are intact
             _exit_with(str(err), EXIT_WRITE)
+        except Exception as err:  # noqa: BLE001 - a process of the run is gone: one line
+            line = cluster.lost_partner(err)
+            if line is None:
+                raise
+            cluster.leave(line)
+        finally:
+            if stop_watching is not None:
+                stop_watching()
+                distributed.shutdown()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     runtime.tune_host_allocator()

@@ -7,8 +7,10 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
+import programs
 import pytest
 
 import events
@@ -22,6 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # devices (shard_map) and with the batches split (map); process 0 saves what they computed.
 SCRIPT = r"""
 import sys
+import time
 from mmc_jax.runtime import distributed
 out, address, n, i = sys.argv[1], *sys.argv[2:]
 if address:
@@ -216,3 +219,71 @@ def test_experiments_train_over_two_processes_matches_one_process(tmp_path):
     again = _processes(_train(workdir, f"localhost:{free_port()}", "--config.optim.epochs=1"))
     assert [r.returncode for r in again] == [0, 0], again[0].stderr[-3000:]
     assert json.loads((workdir / "results.json").read_text())["test"] == a["test"]
+
+
+@pytest.mark.slow
+def test_a_killed_process_stops_the_other_in_one_line_and_the_rerun_resumes(tmp_path):
+    """SIGKILL of process 1 once a checkpoint is written: process 0 stops with one line;
+    both rerun resume from the last checkpoint and end as an uninterrupted run."""
+    epochs = ["--config.optim.epochs=30", "--heartbeat_timeout=10"]
+    whole = _processes(_train(tmp_path / "whole", f"localhost:{free_port()}", *epochs))
+    assert [r.returncode for r in whole] == [0, 0], whole[0].stderr[-3000:]
+
+    workdir = tmp_path / "killed"
+    commands = _train(workdir, f"localhost:{free_port()}", *epochs)
+    started = [
+        subprocess.Popen(c, cwd=ROOT, env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for c in commands
+    ]
+    deadline = time.monotonic() + 300
+    while not programs.checkpoints(workdir) and time.monotonic() < deadline:
+        assert started[0].poll() is None, started[0].stderr.read().decode()[-3000:]
+        time.sleep(0.1)
+    started[1].kill()
+    killed_at = time.monotonic()
+    _, err = started[0].communicate(timeout=120)
+    assert time.monotonic() - killed_at < 10 + 20  # within the heartbeat timeout, and more
+    assert started[0].returncode == 1
+    lines = err.decode().strip().splitlines()
+    # At its next collective, or (blocked in a checkpoint's barrier) when the heartbeat stops.
+    assert lines[-1].startswith("error: process 0 of 2 stopped: ") and " gone (" in lines[-1]
+    assert lines[-1].endswith("Rerun every process to resume from the last checkpoint")
+    assert not (workdir / "results.json").exists()
+    started[1].communicate(timeout=60)
+
+    rerun = _processes(commands)
+    assert [r.returncode for r in rerun] == [0, 0], rerun[0].stderr[-3000:]
+    assert "resuming from step" in rerun[0].stderr
+    a = json.loads((workdir / "results.json").read_text())
+    b = json.loads((tmp_path / "whole" / "results.json").read_text())
+    assert a["test"] == b["test"]
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+
+
+# Process 1 leaves without a word while process 0 waits for it in the coordination service
+# (as in a checkpoint's barrier): the watch reports it once the heartbeat stops.
+WATCHED = r"""
+import os, sys, time
+from mmc_jax.runtime import distributed
+distributed.initialize(distributed.Cluster(
+    coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]),
+    heartbeat_timeout_s=3))
+start = time.monotonic()
+distributed.watch(lambda gone: (print("gone", gone, round(time.monotonic() - start)),
+                                sys.stdout.flush(), os._exit(3)))
+distributed.barrier("both here")
+if int(sys.argv[2]) == 1:
+    os._exit(0)
+from jax._src import distributed as state  # what orbax's barriers wait on
+state.global_state.client.blocking_key_value_get("never set", 60_000)
+"""
+
+
+@pytest.mark.slow
+def test_the_watch_reports_a_process_that_is_gone_while_the_others_wait():
+    address = f"localhost:{free_port()}"
+    runs = _processes([[sys.executable, "-c", WATCHED, address, str(i)] for i in (0, 1)], 120)
+    assert runs[1].returncode == 0
+    assert runs[0].returncode == 3, runs[0].stderr[-2000:]
+    words = runs[0].stdout.strip().splitlines()[-1].split()
+    assert words[:2] == ["gone", "[1]"] and int(words[2]) < 3 + 20

@@ -17,8 +17,14 @@ from the last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import re
+import sys
+import tempfile
+import threading
+import time
 from typing import Any, Callable
 
 import jax
@@ -89,6 +95,9 @@ def initialize(cluster: Cluster) -> bool:
     if not cluster.wanted:
         return False
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # A process that dies fails the others' next collective, which they report in one line
+    # and exit, rather than the coordination service aborting them with a stack trace.
+    jax.config.update("jax_enable_recoverability", True)
     explicit = (
         {}
         if cluster.auto and not cluster.coordinator_address
@@ -99,16 +108,44 @@ def initialize(cluster: Cluster) -> bool:
         }
     )
     try:
-        jax.distributed.initialize(
-            **explicit,
-            initialization_timeout=cluster.initialization_timeout_s,
-            heartbeat_timeout_seconds=cluster.heartbeat_timeout_s,
-        )
+        with _without_notice(RECOVERABLE_NOTICE):
+            jax.distributed.initialize(
+                **explicit,
+                initialization_timeout=cluster.initialization_timeout_s,
+                heartbeat_timeout_seconds=cluster.heartbeat_timeout_s,
+            )
     except (RuntimeError, ValueError) as err:
         line = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         where = cluster.coordinator_address or "the detected cluster"
         raise InputError(f"cannot join the processes at {where}: {line}") from None
     return True
+
+
+#: What the coordination service prints on process 0 when it starts in recoverable mode.
+RECOVERABLE_NOTICE = "Using experimental recoverable task feature"
+
+
+@contextlib.contextmanager
+def _without_notice(notice: str):
+    """Standard error (of the C++ runtime too) passes, but for the lines holding ``notice``."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no standard error to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().splitlines(True) if notice.encode() not in line]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def process_count() -> int:
@@ -149,4 +186,66 @@ def on_main(name: str, fn: Callable[..., Any], *args) -> Any:
     return None if kind == 0 else bool(value) if kind == 1 else value
 
 
-__all__ = ["Cluster", "barrier", "initialize", "is_main", "on_main", "process_count"]
+def watch(on_lost: Callable[[list[int]], None], every_s: float = 1.0) -> Callable[[], None]:
+    """Watches the other processes from a background thread: when the coordination service
+    finds one gone (no heartbeat for ``heartbeat_timeout_s``; the coordinator itself
+    unreachable), calls ``on_lost(indices)`` once. A run blocked in a barrier or a collective
+    with a dead process would otherwise wait for long timeouts. Returns the function that
+    stops watching (call it once the processes finished together)."""
+    client = _client()
+    if jax.process_count() == 1 or client is None or not hasattr(client, "get_live_nodes"):
+        return lambda: None
+    everyone, me = list(range(jax.process_count())), jax.process_index()
+    stopped = threading.Event()
+
+    def run():
+        while not stopped.wait(every_s):
+            try:
+                live = set(client.get_live_nodes(everyone))
+            except Exception:  # noqa: BLE001 - the coordinator is gone
+                live = {me}
+            gone = sorted(set(everyone) - live)
+            if gone and not stopped.is_set():
+                on_lost(gone)
+                return
+
+    threading.Thread(target=run, name="mmc_jax-distributed-watch", daemon=True).start()
+    return stopped.set
+
+
+def _client():
+    """The coordination client of ``jax.distributed.initialize`` (None without one)."""
+    from jax._src import distributed as state
+
+    return getattr(getattr(state, "global_state", None), "client", None)
+
+
+def shutdown(timeout_s: float = 30.0) -> None:
+    """Leaves the run in order: the other processes disconnect first, process 0 (which hosts
+    the coordination service) once they did or after ``timeout_s``; otherwise a process still
+    disconnecting finds the service gone and aborts. Nothing in a single process."""
+    if not jax.distributed.is_initialized():
+        return
+    client = _client()
+    if is_main() and client is not None and hasattr(client, "get_live_nodes"):
+        others = list(range(1, jax.process_count()))
+        deadline = time.monotonic() + timeout_s
+        while others and time.monotonic() < deadline:
+            try:
+                others = sorted(set(client.get_live_nodes(others)))
+            except Exception:  # noqa: BLE001 - nothing left to wait for
+                break
+            time.sleep(0.05)
+    jax.distributed.shutdown()
+
+
+__all__ = [
+    "Cluster",
+    "barrier",
+    "initialize",
+    "is_main",
+    "on_main",
+    "process_count",
+    "shutdown",
+    "watch",
+]
