@@ -17,6 +17,7 @@ from the last checkpoint.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import os
@@ -86,7 +87,7 @@ class Cluster:
 def initialize(cluster: Cluster) -> bool:
     """Joins the other processes of ``cluster`` (nothing when it is a single process); returns
     whether it did. Call it before anything touches a device. On CPU, collectives go through
-    gloo.
+    gloo. At exit the processes leave in order (:func:`shutdown`).
 
     Raises:
       InputError: the flags are inconsistent, or the processes could not join (one line).
@@ -118,6 +119,7 @@ def initialize(cluster: Cluster) -> bool:
         line = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         where = cluster.coordinator_address or "the detected cluster"
         raise InputError(f"cannot join the processes at {where}: {line}") from None
+    atexit.register(shutdown)  # before JAX's own clean-up, which would not wait
     return True
 
 
@@ -220,22 +222,20 @@ def _client():
     return getattr(getattr(state, "global_state", None), "client", None)
 
 
-def shutdown(timeout_s: float = 30.0) -> None:
+def shutdown() -> None:
     """Leaves the run in order: the other processes disconnect first, process 0 (which hosts
-    the coordination service) once they did or after ``timeout_s``; otherwise a process still
-    disconnecting finds the service gone and aborts. Nothing in a single process."""
+    the coordination service) once they did; otherwise a process still disconnecting finds
+    the service gone and aborts. Nothing in a single process. Registered to run at exit by
+    :func:`initialize`."""
     if not jax.distributed.is_initialized():
         return
     client = _client()
     if is_main() and client is not None and hasattr(client, "get_live_nodes"):
-        others = list(range(1, jax.process_count()))
-        deadline = time.monotonic() + timeout_s
-        while others and time.monotonic() < deadline:
-            try:
-                others = sorted(set(client.get_live_nodes(others)))
-            except Exception:  # noqa: BLE001 - nothing left to wait for
-                break
-            time.sleep(0.05)
+        everyone = list(range(jax.process_count()))
+        # Answers once every other process has asked too (a watch) or is gone.
+        with contextlib.suppress(Exception):
+            while set(client.get_live_nodes(everyone)) - {0}:
+                time.sleep(0.05)
     jax.distributed.shutdown()
 
 
