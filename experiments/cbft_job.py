@@ -6,7 +6,9 @@ unit                           does (inputs)
 =============================  ==========================================================
 ``calibration``                θ_C's cue proportion when ``cue_model.data.cue_proportion``
                                is ``auto`` (first seed's recipe, shared by all seeds)
-``seed_<s>/nocue_model``       trains θ_NC (when a path target or θ_C's ``init_from`` needs it)
+``seed_<s>/nocue_model``       trains θ_NC (when a path target or θ_C's ``init_from`` needs it;
+                               ``nocue_model``, one for every seed, with
+                               ``shared_nocue_model``, as the paper's code)
 ``seed_<s>/cue_model``         trains θ_C (θ_NC when it starts from it; the calibration)
 ``seed_<s>/n_clean``           ``data.n_clean = "auto"``'s probes (θ_C)
 ``seed_<s>/<method>``          fine-tunes θ_C with the method, evaluates it on the four
@@ -75,8 +77,25 @@ def job(config, workdir: pathlib.Path, seeds) -> jobs.Job:
                 workdir=str(workdir),
             )
         )
+    shared = None
+    if config.get("shared_nocue_model") and _needs_nocue(config) and not config.nocue_model_dir:
+        # One θ_NC for every seed (the paper's code trains one), with the first seed's recipe.
+        shared = "nocue_model"
+        units.append(
+            _unit(
+                shared,
+                workdir / shared,
+                "train_reference",
+                which=shared,
+                config=seed_config(config, seeds[0]),
+                seed=seeds[0],
+                workdir=str(workdir),
+            )
+        )
+        config = copy.deepcopy(config)
+        config.nocue_model_dir = str(workdir / shared)
     for seed in seeds:
-        units += seed_units(config, seed, workdir, ("calibration",) if auto_p else ())
+        units += seed_units(config, seed, workdir, ("calibration",) if auto_p else (), shared)
     return jobs.Job(units)
 
 
@@ -113,8 +132,11 @@ def _unit(name, folder, function, inputs=(), light=False, **kwargs) -> jobs.Unit
     )
 
 
-def seed_units(config, seed: int, workdir: pathlib.Path, calibrated=()) -> list[jobs.Unit]:
-    """The units of one seed (see the module's docstring)."""
+def seed_units(
+    config, seed: int, workdir: pathlib.Path, calibrated=(), shared_nocue=None
+) -> list[jobs.Unit]:
+    """The units of one seed (see the module's docstring); ``shared_nocue``: the unit of the
+    θ_NC every seed shares (``config.nocue_model_dir`` is its folder)."""
     folder, prefix = workdir / f"seed_{seed}", f"seed_{seed}/"
     args = {"config": seed_config(config, seed), "seed": seed, "workdir": str(folder)}
     from_nocue = _from_nocue(config)
@@ -132,7 +154,8 @@ def seed_units(config, seed: int, workdir: pathlib.Path, calibrated=()) -> list[
         )
         references.append(prefix + "nocue_model")
     if not config.cue_model_dir:
-        after_nocue = [prefix + "nocue_model"] if from_nocue and references else []
+        own_nocue = prefix + "nocue_model" if references else shared_nocue
+        after_nocue = [own_nocue] if from_nocue and own_nocue else []
         out.append(
             _unit(
                 prefix + "cue_model",
@@ -144,6 +167,8 @@ def seed_units(config, seed: int, workdir: pathlib.Path, calibrated=()) -> list[
             )
         )
         references.append(prefix + "cue_model")
+    if shared_nocue:
+        references.append(shared_nocue)
     tuned_from = [prefix + "cue_model"] if not config.cue_model_dir else []
     if config.data.n_clean == training.AUTO:
         out.append(

@@ -153,11 +153,15 @@ RULES: dict[str, Rule] = {
     "path.targets": Rule("names", choices=methods_lib.TARGETS),
     "methods": Rule("names", choices=tuple(methods_lib.METHODS)),
     "seeds": Rule("seeds"),
-    **_fields("normalize_means bn_shuffle permute_residual permuted", Rule("flag")),
+    **_fields(
+        "normalize_means bn_shuffle permute_residual permuted redraw shared_nocue_model",
+        Rule("flag"),
+    ),
     # Module names of the model, known once it is loaded (experiments.layerwise).
     "groups": Rule("text"),
     # experiments.sweep: what it sweeps (the grid is checked against the swept config).
     "entry": Rule("choice", choices=("cbft", "train")),
+    "scratch_recipe": Rule("choice", choices=methods_lib.SCRATCH_RECIPES),
     "grid": Rule("text"),
     "plot.x": Rule("text"),
     "plot.metrics": Rule("names", choices=(*data.CONDITIONS, "barrier")),

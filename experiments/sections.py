@@ -50,6 +50,8 @@ class PathConfig(Config):
         ``batch_size``), shuffled with ``bn_shuffle`` (the paper code).
       batch_size: evaluation batch size.
       random_from: where randimg images and random domino cues come from.
+      redraw: draw the random conditions anew at every path point (the paper's code); default:
+        the same draws at every point and for every model.
       strategy, chunk_size, memory_budget_gib: how the points are computed (0: fitted to
         the memory budget; 0 GiB: half the device's memory).
       part_size: points per saved part (a killed run resumes after it).
@@ -68,6 +70,7 @@ class PathConfig(Config):
     bn_batch_size: int = field(0, bounds="non_negative")
     bn_shuffle: bool = False
     random_from: str = field("set", choices=data.RANDOM_FROM, label="random_from")
+    redraw: bool = False
     strategy: str = field("auto", choices=path_eval.STRATEGIES, label="strategy")
     chunk_size: int = field(0, bounds="non_negative")
     memory_budget_gib: float = field(0.0, bounds="non_negative")
@@ -108,6 +111,7 @@ class PathConfig(Config):
             bn_batch_size=self.bn_batch_size or None,
             bn_shuffle_seed=seed if self.bn_shuffle else None,
             random_from=self.random_from,
+            redraw=self.redraw,
             strategy=self.strategy,
             chunk_size=self.chunk_size or None,
             memory_budget=int(self.memory_budget_gib * 2**30) or None,

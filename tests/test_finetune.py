@@ -158,3 +158,69 @@ def test_cbft_without_barrier_is_one_main_step(setup):
     assert not np.allclose(with_barrier.params["conv0"]["kernel"], new.params["conv0"]["kernel"])
     with pytest.raises(InputError, match="barrier_weight must be >= 0"):
         finetune.FinetuneConfig(barrier_weight=-1.0)
+
+
+def test_the_whole_clean_set_is_each_image_once_and_smaller_sizes_draw_with_replacement(setup):
+    _, _, train = setup
+    whole, cued = finetune.draw_subsets(train, len(train), 50, seed=3)
+    assert sorted(whole) == list(range(len(train))) and len(cued) == 50
+    drawn, _ = finetune.draw_subsets(train, len(train) - 1, 50, seed=3)
+    assert len(np.unique(drawn)) < len(drawn)  # with replacement, as the paper's code
+    again, _ = finetune.draw_subsets(train, len(train), 50, seed=3)
+    np.testing.assert_array_equal(whole, again)
+
+
+def test_naive_finetuning_iterates_the_clean_set_alone(setup, tmp_path):
+    """The code's naive FT loops over its clean loader: more clean than cued samples still
+    give ceil(n_clean / batch) steps per epoch (a zip with the cued set would stop early)."""
+    model, variables, train = setup
+    clean, cued = finetune.draw_subsets(train, 96, 32, seed=0)
+    iterator = finetune.paired_iterator(train, clean, cued, 32, seed=0)
+    assert iterator.steps_per_epoch == 1  # CBFT's zip: the cued set ends it
+    config = finetune.FinetuneConfig.of(optim={"epochs": 2, "batch_size": 32})
+    _, history = finetune.naive_finetune(
+        model.apply, variables, iterator, train.cue, config, tmp_path, progress=False
+    )
+    assert [r["step"] for r in history] == [3, 6]
+
+
+@pytest.mark.parametrize("when", finetune.CUED_STATISTICS)
+def test_cbft_without_invariance_mixes_cued_statistics_in_as_the_code(setup, when):
+    """With λ = 0 after warm-up, the code's CE step still runs the cued pass, whose batch
+    statistics enter the running averages ("after_warmup", the default); "with_invariance"
+    keeps them out. During warm-up neither does."""
+    model, variables, train = setup
+    clean, cued = finetune.draw_subsets(train, 32, 32, seed=0)
+    batch = next(finetune.paired_iterator(train, clean, cued, 32, seed=0).epoch(0))
+    config = finetune.FinetuneConfig.of(
+        invariance_weight=0.0, barrier_weight=0.0, cued_statistics=when
+    )
+    state = training.TrainState.create(
+        model.apply, variables, config.optim.sgd(0.01), jax.random.PRNGKey(0)
+    )
+    clean_inputs, _ = finetune.paired_batches(train.cue, batch)
+
+    def stats_after(images):  # train-mode passes from θ_C's statistics, in order
+        stats = variables["batch_stats"]
+        for x in images:
+            _, upd = model.apply(
+                {"params": variables["params"], "batch_stats": stats},
+                x,
+                train=True,
+                mutable=["batch_stats"],
+            )
+            stats = upd["batch_stats"]
+        return stats
+
+    cued_inputs = finetune.paired_batches(train.cue, batch)[1].inputs
+    clean_only = stats_after([clean_inputs[0]])
+    with_cued = stats_after([clean_inputs[0], cued_inputs])
+    anchor = variables["params"]
+    warm, _ = _cbft_step(state, batch, jnp.int32(0), anchor, train.cue, config, 10)
+    after, _ = _cbft_step(state, batch, jnp.int32(1), anchor, train.cue, config, 10)
+    chex.assert_trees_all_close(warm.batch_stats, clean_only, atol=1e-6)
+    expected = with_cued if when == "after_warmup" else clean_only
+    chex.assert_trees_all_close(after.batch_stats, expected, atol=1e-6)
+    assert not np.allclose(
+        jax.tree.leaves(with_cued)[0], jax.tree.leaves(clean_only)[0]
+    )  # the cued batch does move them

@@ -325,3 +325,21 @@ def test_an_evaluation_in_saved_parts_equals_one_call_and_resumes_from_its_parts
     np.testing.assert_allclose(
         other.metrics["nocue"]["loss"][[0, -1]], whole.metrics["nocue"]["loss"][[0, -1]], atol=1e-6
     )
+
+
+def test_redraw_gives_each_point_its_own_random_conditions(setup):
+    """The paper's code draws rand-cue and rand-image anew at every evaluation; redraw=True
+    does so per point (the same draws for the same t), the default keeps one draw for all."""
+    model, a, _, _, test = setup
+    path = paths.linear(a, a)  # one model at every point: differences are the draws alone
+    kwargs = dict(bn="interpolate", batch_size=25, strategy="map")
+    ts = [0.0, 0.5, 1.0]
+    same = path_eval.evaluate_path(model.apply, path, ts, test, **kwargs)
+    fresh = path_eval.evaluate_path(model.apply, path, ts, test, redraw=True, **kwargs)
+    alone = path_eval.evaluate_path(model.apply, path, [0.5], test, redraw=True, **kwargs)
+    for c in ("nocue", "cue"):  # no random draw: unchanged
+        np.testing.assert_allclose(fresh.metrics[c]["loss"], same.metrics[c]["loss"], atol=1e-6)
+    for c in ("randcue", "randimg"):
+        assert np.ptp(same.metrics[c]["loss"]) == 0
+        assert np.ptp(fresh.metrics[c]["loss"]) > 1e-5
+        assert fresh.metrics[c]["loss"][1] == pytest.approx(alone.metrics[c]["loss"][0], abs=1e-6)

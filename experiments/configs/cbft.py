@@ -29,6 +29,7 @@ def get_config():
     config.cue_model_dir = ""                    # reuse θ_C from a model folder (train workdir
                                                  # or <cbft workdir>/seed_<s>/cue_model)
     config.nocue_model_dir = ""                  # reuse θ_NC likewise (else trained when needed)
+    config.shared_nocue_model = False            # True: one θ_NC for every seed (the code)
     config.seeds = (0,)                          # θ_C, data draws, batch order, t
     # What runs (experiments/methods.py): naive_ft_small | naive_ft_medium | naive_ft_large |
     # llrt | lpft | cbft | cbft_no_barrier | cbft_no_invariance | scratch.
@@ -61,11 +62,15 @@ def get_config():
     config.finetune.invariance_weight = 1.0
     config.finetune.normalize_means = True
     config.finetune.warmup_epochs = 1            # epochs without the invariance term
+    # When the cued batch's pass updates BN statistics: after warm-up, also at λ = 0 (the
+    # code) | "with_invariance" (only while λ > 0).
+    config.finetune.cued_statistics = "after_warmup"
     # The baselines' own settings (config.optim otherwise).
     config.baselines = ml_collections.ConfigDict()
     config.baselines.small_learning_rate = 0.001  # naive FT "small"
     config.baselines.large_learning_rate = 0.1    # naive FT "large" (Fig. 5)
     config.baselines.scratch_epochs = 100         # "scratch": epochs on the n_clean samples
+    config.baselines.scratch_recipe = "train"     # θ_C's SGD | "finetune" (config.optim)
     # Evaluation of every model on the four conditions, and the straight line from each
     # reference model of path.targets (cue_model = θ_C, nocue_model = θ_NC) to every model on
     # path.conditions (cue always on the line from θ_C), BN statistics recomputed at every

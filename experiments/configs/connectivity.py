@@ -47,7 +47,7 @@ def get_config(arg: str = ""):
     config.seed = 0
     if arg == "paper":  # every setting as the paper's code (train_eval_mc.py) has it
         config.path.update(bn="interpolate_ema", bn_batches=0, bn_batch_size=128,
-                           bn_shuffle=True, random_from="set")
+                           bn_shuffle=True, random_from="set", redraw=True)
         config.permutation.method = "paper"
         config.curve.scale = "lr"
     return config

@@ -19,6 +19,7 @@ def path_config(**changes) -> ml_collections.ConfigDict:
     path.bn_batch_size = 0           # BN passes' batch size (0: batch_size; paper code: 128)
     path.bn_shuffle = False          # BN batches from the shuffled training set (paper code)
     path.random_from = "set"         # randimg images / random domino cues: set (paper) | batch
+    path.redraw = False              # True: new random draws at every path point (paper code)
     path.strategy = "auto"           # auto | map | vmap | shard_map
     path.chunk_size = 0              # points vectorized together (0: fitted to the budget)
     path.memory_budget_gib = 0.0     # working memory per device (0: half the device's)

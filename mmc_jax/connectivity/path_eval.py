@@ -411,6 +411,7 @@ def compile_evaluation(
     chunk_size: Optional[int] = None,
     memory_budget: Optional[int] = None,
     key: Optional[jax.Array] = None,
+    redraw: bool = False,
     mesh: Optional[Mesh] = None,
 ) -> CompiledEvaluation:
     """The evaluation of every ``t`` in ``ts`` on every condition, compiled as one program
@@ -440,6 +441,10 @@ def compile_evaluation(
       memory_budget: bytes of XLA working memory per device the evaluation may use when
         choosing ``chunk_size`` (default :func:`default_memory_budget`).
       key: PRNG key of the random conditions (default ``PRNGKey(0)``).
+      redraw: draw the random conditions anew at every point (``key`` folded with ``t``), as
+        the paper's code, whose every evaluation draws its own; default: the same
+        counterfactual images at every point and for every model (``training.evaluate``'s),
+        so differences along a path are the models' alone.
       mesh: 1-d device mesh (default: all local devices): ``"shard_map"`` splits the points
         over it, the other strategies split the evaluation batches.
 
@@ -457,7 +462,7 @@ def compile_evaluation(
     execution = _Execution.checked(strategy, chunk_size, memory_budget, mesh)
     use_pool = check_random_from(random_from) == "set"
     cue = eval_set.cue if cue is None else cue
-    settings = _PointSettings(bn, cue, conditions, use_pool, len(eval_set))
+    settings = _PointSettings(bn, cue, conditions, use_pool, len(eval_set), bool(redraw))
     ts = jnp.asarray(ts, jnp.float32)
     eval_batches = execution.place_data(stack_batches(eval_set, batch_size))
     bn_images = bn_passes.clean_images(eval_set.image_shape, execution)
@@ -594,6 +599,7 @@ class _PointSettings:
     conditions: tuple
     use_pool: bool
     num_eval: int
+    redraw: bool = False
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -642,6 +648,8 @@ def _point(apply_fn: Callable, settings: _PointSettings) -> Callable:
             if settings.bn != "repair"
             else repair.repair(apply_fn, variables, bn_images, anchor_stats, path.weights(t))
         )
+        if settings.redraw:  # the point's own draws, the same for the same t
+            key = jax.random.fold_in(key, jax.lax.bitcast_convert_type(t, jnp.uint32))
         images = eval_batches["images"]
         pool = (
             images.reshape(-1, *images.shape[2:])[: settings.num_eval]

@@ -9,6 +9,7 @@
 from mmc_jax.finetune import methods, objectives
 from mmc_jax.finetune.methods import (
     CBFT_MODES,
+    CUED_STATISTICS,
     FinetuneConfig,
     PairedIterator,
     cbft,
@@ -24,6 +25,7 @@ from mmc_jax.finetune.methods import (
 
 __all__ = [
     "CBFT_MODES",
+    "CUED_STATISTICS",
     "FinetuneConfig",
     "PairedIterator",
     "cbft",

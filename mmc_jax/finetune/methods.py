@@ -2,8 +2,10 @@
 linear probing then fine-tuning (LPFT), and connectivity-based fine-tuning (CBFT).
 
 Data follow the paper's code: ``n_clean`` clean training samples and ``n_cue`` cued ones,
-both drawn with replacement (seeded here); each iteration pairs one clean batch with one cued
-batch, so an epoch is ``ceil(n_clean / batch_size)`` iterations.
+both drawn with replacement (seeded here; the whole clean set, without replacement, when
+``n_clean`` is its size); each CBFT iteration pairs one clean batch with one cued batch, so an
+epoch is ``ceil(n_clean / batch_size)`` iterations (fewer when the cued set is smaller); naive
+fine-tuning iterates the clean set alone.
 
 CBFT comes in two modes:
 
@@ -38,6 +40,8 @@ from mmc_jax.training.state import TrainState
 from mmc_jax.training.steps import supervised_step
 
 CBFT_MODES = ("code", "paper")
+#: When CBFT's CE step lets the cued batch's pass update BatchNorm's running statistics.
+CUED_STATISTICS = ("after_warmup", "with_invariance")
 
 
 #: The paper code's fine-tuning SGD: 20 epochs, batch 256, lr 0.01, cosine per iteration.
@@ -65,6 +69,10 @@ class FinetuneConfig(Config):
       invariance_weight: λ (1.0).
       normalize_means: L2-normalized class means in the invariance loss (the code).
       warmup_epochs: epochs without the invariance term (1, the code).
+      cued_statistics: when the cued batch's train-mode pass of the CE step updates the
+        BatchNorm running statistics: ``"after_warmup"`` (the code: every iteration after
+        warm-up, also with λ = 0, so ``cbft_no_invariance``'s test-time statistics mix cued
+        batches in) or ``"with_invariance"`` (only while the invariance term counts).
     """
 
     kind: ClassVar[str] = "fine-tuning"
@@ -79,16 +87,23 @@ class FinetuneConfig(Config):
     invariance_weight: float = field(1.0, bounds="non_negative")
     normalize_means: bool = True
     warmup_epochs: int = field(1, bounds="non_negative")
+    cued_statistics: str = field("after_warmup", choices=CUED_STATISTICS)
 
 
 def draw_subsets(train: data.Dataset, n_clean: int, n_cue: int, seed: int):
-    """Indices of the clean and the cued fine-tuning sets, drawn with replacement."""
+    """Indices of the clean and the cued fine-tuning sets, drawn with replacement as the
+    paper's code draws them; ``n_clean`` equal to the training set's size is the whole set,
+    each image once (in a seeded order), as the code's full clean set."""
     if not 1 <= n_clean <= len(train):
         raise InputError(f"n_clean must be in [1, {len(train)}], got {n_clean}")
     if n_cue < 1:
         raise InputError(f"n_cue must be >= 1, got {n_cue}")
     rng = np.random.default_rng([seed, 17])
-    return rng.integers(0, len(train), n_clean), rng.integers(0, len(train), n_cue)
+    if n_clean == len(train):
+        clean = rng.permutation(len(train))
+    else:
+        clean = rng.integers(0, len(train), n_clean)
+    return clean, rng.integers(0, len(train), n_cue)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,9 +159,9 @@ def paired_batches(cue, batch: Mapping[str, jax.Array]):
 
 
 def naive_step(state: TrainState, batch, cue):
-    """One SGD step on cross-entropy of the clean batch."""
-    clean, _ = paired_batches(cue, batch)
-    return supervised_step(state, clean.inputs, clean.labels)
+    """One SGD step on cross-entropy of the clean batch (cue removed by
+    ``data.clean_inputs``)."""
+    return supervised_step(state, data.clean_inputs(cue, batch["images"]), batch["labels"])
 
 
 def cbft_step(
@@ -158,9 +173,11 @@ def cbft_step(
     key, step_key = jax.random.split(state.key)
     ctx = objectives.Context(state.batch_stats, clean=clean, cued=cued, anchor=anchor, key=step_key)
     barrier = objectives.barrier_loss(state.apply_fn, config.barrier_target, config.t_dist)
-    lam = jnp.where(epoch_index >= config.warmup_epochs, config.invariance_weight, 0.0)
+    warm = epoch_index >= config.warmup_epochs
+    lam = jnp.where(warm, config.invariance_weight, 0.0)
+    cued_pass = warm if config.cued_statistics == "after_warmup" else lam != 0
     main = objectives.cross_entropy_invariance_loss(
-        state.apply_fn, num_classes, lam, config.normalize_means
+        state.apply_fn, num_classes, lam, config.normalize_means, cued_pass
     )
     use_barrier = config.barrier_weight > 0
     losses = {}
@@ -197,14 +214,17 @@ def _state(apply_fn, variables, lr, config: FinetuneConfig, seed_offset=0):
 def naive_finetune(
     apply_fn,
     variables,
-    iterator: PairedIterator,
+    iterator: PairedIterator | data.EpochIterator,
     cue,
     config: FinetuneConfig,
     workdir,
     *,
     progress: bool = True,
 ):
-    """Naive fine-tuning: cross-entropy on the clean set, cosine schedule per iteration."""
+    """Naive fine-tuning: cross-entropy on the clean set, cosine schedule per iteration. It
+    uses no cued batch, so an epoch is the clean set's alone (``iterator.clean``), as the
+    code iterates its clean loader alone."""
+    iterator = iterator.clean if isinstance(iterator, PairedIterator) else iterator
     spe = iterator.steps_per_epoch
     state = _state(apply_fn, variables, config.optim.learning_rates(spe), config)
     step = functools.partial(naive_step, cue=cue)

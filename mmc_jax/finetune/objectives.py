@@ -266,16 +266,21 @@ def _invariance(z_nc, y_nc, z_c, y_c, num_classes: int, normalize: bool):
 
 
 def cross_entropy_invariance_loss(
-    apply_fn: Callable, num_classes: int, weight: Any = 1.0, normalize: bool = True
+    apply_fn: Callable,
+    num_classes: int,
+    weight: Any = 1.0,
+    normalize: bool = True,
+    cued_statistics: Any = None,
 ) -> Objective:
     """``CE(clean) + weight · invariance`` with one clean forward pass (the paper code's
     second step).
 
     The value and gradient equal ``weighted_sum(ce=cross_entropy_loss(apply_fn),
     invariance=(invariance_loss(apply_fn, num_classes, normalize), weight))``; the running
-    statistics see the clean batch once, then the cued one. Where ``weight`` is 0 (it may be
-    a traced array, e.g. during CBFT's warm-up) the cued pass leaves the statistics alone, as
-    in the code, which runs no cued pass then.
+    statistics see the clean batch once, then the cued one where ``cued_statistics`` is true
+    (a bool or traced array; default: where ``weight`` is not 0). The paper's code runs the
+    cued pass from the end of warm-up on, whatever λ: CBFT passes that (see
+    ``FinetuneConfig.cued_statistics``).
 
     Returns:
       An objective reading ``ctx.clean`` and ``ctx.cued``, with aux ``{"batch_stats",
@@ -289,9 +294,8 @@ def cross_entropy_invariance_loss(
         )
         ce = cross_entropy(logits, ctx.clean.labels)
         inv, _ = _invariance(z_nc, ctx.clean.labels, z_c, ctx.cued.labels, num_classes, normalize)
-        batch_stats = jax.tree.map(
-            lambda a, b: jnp.where(jnp.asarray(weight) != 0, a, b), cued_stats, clean_stats
-        )
+        cued = jnp.asarray(weight) != 0 if cued_statistics is None else cued_statistics
+        batch_stats = jax.tree.map(lambda a, b: jnp.where(cued, a, b), cued_stats, clean_stats)
         return ce + weight * inv, {
             "batch_stats": batch_stats,
             "losses": {"ce": ce, "invariance": inv},

@@ -56,7 +56,13 @@ def init_from(state: TrainState, config, folder) -> TrainState:
 
 
 def train_and_evaluate(
-    config, workdir: str, *, progress: bool = True, datasets=None, epoch_hook=None
+    config,
+    workdir: str,
+    *,
+    progress: bool = True,
+    datasets=None,
+    epoch_hook=None,
+    keep_last_batch: bool = False,
 ) -> dict[str, Any]:
     """Trains (or resumes) the model of ``config`` in ``workdir`` and evaluates it.
 
@@ -66,6 +72,8 @@ def train_and_evaluate(
     record) -> record``, called after each epoch's record (and its clean test accuracy), may
     add to it, and end training early by returning it with ``"stop": True`` (the result
     then has ``stopped_at_epoch``).
+    ``keep_last_batch``: each epoch ends with the smaller batch of the samples left over, as
+    PyTorch's loaders do (default: dropped, so every step has one shape).
 
     Returns:
       ``{"state", "result", "history"}``: the final TrainState, the ``results.json`` dict of
@@ -77,7 +85,7 @@ def train_and_evaluate(
     _require_cue_proportion(config)
     train, test = load_data(config) if datasets is None else datasets
     model = create_model(config, train.num_classes)
-    iterator = _epoch_iterator(config, train)
+    iterator = _epoch_iterator(config, train, keep_last_batch)
     state = create_state(config, model, train.image_shape, iterator.steps_per_epoch)
     if config.model.init_from:
         state = init_from(state, config, config.model.init_from)
@@ -106,7 +114,7 @@ def _require_cue_proportion(config: TrainConfig) -> None:
         )
 
 
-def _epoch_iterator(config: TrainConfig, train) -> data.EpochIterator:
+def _epoch_iterator(config: TrainConfig, train, keep_last_batch: bool = False):
     """The training batches: images, labels and whether each example carries the cue (on
     ``cue_proportion`` of each class), in an order set by ``(seed, epoch)`` alone."""
     mask = data.cue_mask(train.labels, config.data.cue_proportion)
@@ -114,6 +122,7 @@ def _epoch_iterator(config: TrainConfig, train) -> data.EpochIterator:
         {"images": train.images, "labels": train.labels, "cue": mask},
         batch_size=config.optim.batch_size,
         seed=config.seed,
+        drop_remainder=not keep_last_batch,
     )
 
 
