@@ -22,7 +22,7 @@ from mmc_jax import training
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 #: Values of the shell variables the README's loops and examples use.
-SHELL = {"model": "vgg13", "p": "0.9", "path": "linear", "S": "workdirs/cbft/seed_0"}
+SHELL = {"model": "vgg13", "p": "0.9", "path": "linear", "S": "workdirs/cbft/seed_0", "i": "0"}
 
 
 #: The pages whose commands are checked: the README, then the documentation's pages.
@@ -60,6 +60,7 @@ def entry_command(command: str) -> tuple[str, list[str]]:
     """``(entry point, argv)`` of a README command, shell variables and comments resolved."""
     words = shlex.split(command, comments=True)
     words = [re.sub(r"\$\{?(\w+)\}?", lambda m: SHELL[m.group(1)], w) for w in words]
+    words = words[:-1] if words[-1:] == ["&"] else words  # started in the background
     assert words[:2] == ["python", "-m"], command
     return words[2].removeprefix("experiments."), words[3:]
 
