@@ -34,7 +34,7 @@ import ml_collections
 
 from experiments import cbft_report, comparison
 from experiments import methods as methods_lib
-from mmc_jax import jobs, paths, training
+from mmc_jax import jobs, metrics, paths, training
 from mmc_jax.connectivity import path_eval
 from mmc_jax.reporting import timing
 from mmc_jax.training import calibration
@@ -357,7 +357,8 @@ def evaluate_model(
     key = jax.random.PRNGKey(seed + 1)
     test = path.eval_set(train, test)
     with phases("evaluation"):
-        out = {"test": comparison.test_metrics(path, apply_fn, variables, test, key), "paths": {}}
+        tested = comparison.test_metrics(path, apply_fn, variables, test, key, per_class=True)
+        out = {"test": tested, "worst_group": metrics.worst_group(tested), "paths": {}}
     settings = {**comparison.evaluator_settings(path, train, 0), "key": key}
     for target in methods_lib.check_targets(path.targets):
         if target == exclude:

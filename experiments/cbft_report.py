@@ -59,6 +59,10 @@ def summed_timings(timings: list[dict]) -> dict:
     }
 
 
+#: The sections of a method's results that get confidence intervals over seeds.
+INTERVALS = ("test", "barrier_to_cue_model", "worst_group")
+
+
 def aggregate(runs: list[dict]) -> dict:
     """Mean over seeds of every number, with standard deviations beside the accuracies."""
     first = runs[0]
@@ -66,10 +70,12 @@ def aggregate(runs: list[dict]) -> dict:
     for name in first["methods"]:
         per_seed = [r["methods"][name] for r in runs]
         mean, std = tables.mean_std(per_seed)
+        ci = tables.ci_half_widths(per_seed)
         methods[name] = {
             **mean,
             "test_std": std["test"],
             "barrier_to_cue_model_std": std["barrier_to_cue_model"],
+            **{f"{k}_ci": ci[k] for k in INTERVALS if k in ci},
         }
     out = {
         **{
@@ -86,6 +92,7 @@ def aggregate(runs: list[dict]) -> dict:
         "seeds": [s for r in runs for s in r["seeds"]],
         "seconds_per_seed": [r["seconds"] for r in runs],
         "methods": methods,
+        "interval": tables.CI_NOTE,
     }
     if "n_clean_probes" in first:
         out["n_clean_probes"] = first["n_clean_probes"]
@@ -143,24 +150,36 @@ def results_table(results: dict) -> str:
     seeds = results["seeds"]
     several = len(seeds) > 1
     rows = {name: m["test"] for name, m in methods.items()}
-    std = {name: m["test_std"] for name, m in methods.items() if "test_std" in m}
+    # Several seeds: mean ± the 95 % interval's half-width (older results: ± std).
+    spread = "ci" if any("test_ci" in m for m in methods.values()) else "std"
+    std = {name: m[f"test_{spread}"] for name, m in methods.items() if f"test_{spread}" in m}
     extra = {}
     for name, m in methods.items():
         cell = f"{m['barrier_to_cue_model']['loss']:.2f}"
         if several:
-            cell += f" ± {m['barrier_to_cue_model_std']['loss']:.2f}"
+            cell += f" ± {m[f'barrier_to_cue_model_{spread}']['loss']:.2f}"
         extra[name] = {"loss barrier to θ_C": cell}
+        worst = m.get("worst_group", {}).get("class_cue")
+        if worst is not None:
+            half = (m.get("worst_group_ci") or {}).get("class_cue") if several else None
+            extra[name]["worst group ↑"] = f"{100 * worst:.1f}" + (
+                f" ± {100 * half:.1f}" if half is not None else ""
+            )
     seed_text = (
         f"seed {seeds[0]}"
         if not several
-        else (f"mean ± std over seeds {', '.join(map(str, seeds))}")
+        else (
+            f"seeds {', '.join(map(str, seeds))}: "
+            + (tables.CI_NOTE if spread == "ci" else "mean ± std")
+        )
     )
     out = (
         f"# {results['model']} on {results['dataset']}, θ_C at p = "
         f"{results['cue_proportion']}, {results['n_clean']} clean samples, {seed_text}\n\n"
         + tables.conditions_table(rows, extra, std if several else None)
         + "\nNC ↑ higher is better; C ~ and RC ~ should match NC (cue ignored); RI ↓ "
-        "chance is ideal. Barrier: linear path from θ_C, cued test data.\n"
+        "chance is ideal. Barrier: linear path from θ_C, cued test data. Worst group: the "
+        "least accurate (class, cue present or absent) group of the NC and C test sets.\n"
     )
     for target in methods_lib.TARGETS:
         curves = {

@@ -118,9 +118,10 @@ def load_models(folders: dict[str, str], path: Optional[PathConfig] = None):
     return model, loaded, train, test if path is None else path.eval_set(train, test)
 
 
-def test_metrics(path: PathConfig, apply_fn, variables, test, key) -> dict:
+def test_metrics(path: PathConfig, apply_fn, variables, test, key, per_class: bool = False) -> dict:
     """``training.evaluate`` on the counterfactual test sets, with the ``path`` section's
-    batch size and rand-image source (the same sets the paths are evaluated on)."""
+    batch size and rand-image source (the same sets the paths are evaluated on); with
+    ``per_class``, each class's accuracy too."""
     return training.evaluate(
         apply_fn,
         variables,
@@ -128,6 +129,7 @@ def test_metrics(path: PathConfig, apply_fn, variables, test, key) -> dict:
         key,
         batch_size=path.batch_size,
         random_from=path.random_from,
+        per_class=per_class,
     )
 
 

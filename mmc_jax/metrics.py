@@ -81,7 +81,8 @@ def eval_step(
         ``data.counterfactual``); ``None``: the batch itself.
 
     Returns:
-      ``{condition: {"loss": sum, "correct": sum}}`` plus ``"count"``.
+      ``{condition: {"loss": sum, "correct": sum, "class_correct": [K] sums}}`` plus
+      ``"count"`` and ``"class_count"`` ([K]).
     """
     x, labels = normalize(batch["images"]), batch["labels"]
     weight = batch.get("weight", jnp.ones(labels.shape, jnp.float32))
@@ -92,10 +93,14 @@ def eval_step(
         )
         logits = apply_fn(variables, xc, train=False).astype(jnp.float32)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        correct = (jnp.argmax(logits, -1) == labels) * weight
+        k = logits.shape[-1]
         out[condition] = {
             "loss": (losses * weight).sum(),
-            "correct": ((jnp.argmax(logits, -1) == labels) * weight).sum(),
+            "correct": correct.sum(),
+            "class_correct": jax.ops.segment_sum(correct, labels, num_segments=k),
         }
+        out["class_count"] = jax.ops.segment_sum(weight, labels, num_segments=k)
     return out
 
 
@@ -115,6 +120,7 @@ def evaluate(
     batch_size: int = 500,
     random_from: str = "set",
     mesh=None,
+    per_class: bool = False,
 ) -> dict:
     """Mean loss and accuracy under each condition, eval-mode BatchNorm.
 
@@ -129,11 +135,13 @@ def evaluate(
       batch_size: evaluation batch size.
       random_from: where ``randimg`` images and random domino cues come from: ``"set"``
         (the whole evaluation set, as the paper's code) or ``"batch"``.
-      mesh: data-parallel mesh (default: every local device, see :mod:`mmc_jax.runtime.parallel`);
+      mesh: data-parallel mesh (default: every device, see :mod:`mmc_jax.runtime.parallel`);
         batches are split over it, the variables replicated.
+      per_class: also each class's accuracy (``"class_acc"``, a list by label; ``None``
+        for a class without test images), what :func:`worst_group` reads.
 
     Returns:
-      ``{condition: {"acc": float, "loss": float}}``.
+      ``{condition: {"acc": float, "loss": float}}`` (and ``"class_acc"``).
     """
     cue = dataset.cue if cue is None else cue
     conditions = tuple(conditions)
@@ -153,7 +161,35 @@ def evaluate(
         totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     totals = parallel.fetch(totals)
     count = float(totals["count"])
-    return {
+    out = {
         c: {"acc": float(totals[c]["correct"]) / count, "loss": float(totals[c]["loss"]) / count}
         for c in conditions
     }
+    if per_class:
+        counts = totals["class_count"]
+        for c in conditions:
+            out[c]["class_acc"] = [
+                float(right) / float(n) if n else None
+                for right, n in zip(totals[c]["class_correct"], counts)
+            ]
+    return out
+
+
+#: The conditions of the (class, cue present) groups: the cue absent, the cue present.
+CUE_GROUPS = ("nocue", "cue")
+
+
+def worst_group(test: Mapping[str, Mapping]) -> dict:
+    """Worst-group accuracies of :func:`evaluate`'s ``per_class`` results: ``"class_cue"``,
+    the least accurate of the (class, cue present or not) groups (the spurious-correlation
+    field's worst-group accuracy, the cue being the spurious attribute: the ``nocue`` and
+    ``cue`` test sets), and ``"class_condition"``, of every (class, condition) cell. A
+    condition or class missing from ``test`` is left out; ``{}`` without per-class results."""
+
+    def lowest(conditions):
+        found = (test[c].get("class_acc", []) for c in conditions if c in test)
+        cells = [a for accs in found for a in accs if a is not None]
+        return min(cells) if cells else None
+
+    found = {"class_cue": lowest(CUE_GROUPS), "class_condition": lowest(CONDITIONS)}
+    return {k: v for k, v in found.items() if v is not None}

@@ -62,15 +62,35 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]
     return float(x.mean()), float(half)
 
 
+def ci_half_widths(trees: Sequence, level: float = 0.95):
+    """Leaf-wise half-widths of :func:`mean_ci`'s intervals over equally shaped nested dicts
+    of numbers or lists (one per seed); ``None`` where a number is missing."""
+    first = trees[0]
+    if isinstance(first, Mapping):
+        return {k: ci_half_widths([t[k] for t in trees], level) for k in first}
+    if isinstance(first, (list, tuple)):
+        return [ci_half_widths(list(column), level) for column in zip(*trees)]
+    if any(t is None for t in trees):
+        return None
+    return mean_ci(trees, level)[1]
+
+
 def mean_std(trees: Sequence) -> tuple:
     """Leaf-wise mean and (population) standard deviation of equally shaped nested dicts
-    of numbers or lists, e.g. one ``results.json`` section per seed."""
+    of numbers or lists, e.g. one ``results.json`` section per seed; a ``None`` (a number
+    that could not be computed) in any of them gives ``None``."""
     if not trees:
         raise ValueError("mean_std needs at least one tree")
     first = trees[0]
     if isinstance(first, Mapping):
         pairs = {k: mean_std([t[k] for t in trees]) for k in first}
         return {k: m for k, (m, _) in pairs.items()}, {k: s for k, (_, s) in pairs.items()}
-    values = np.asarray(trees, np.float64)
+    values = np.asarray(trees, dtype=object)
+    missing = values == None  # noqa: E711 - an element-wise test: None marks a missing number
+    values = np.where(missing, np.nan, values).astype(np.float64)
     mean, std = values.mean(0), values.std(0)
-    return (mean.tolist(), std.tolist()) if mean.ndim else (float(mean), float(std))
+    if not missing.any():
+        return (mean.tolist(), std.tolist()) if mean.ndim else (float(mean), float(std))
+    known = ~missing.any(0)  # a number missing in any tree is missing in the summary
+    mean, std = (np.where(known, x, None) for x in (mean, std))
+    return (mean.tolist(), std.tolist()) if mean.ndim else (mean.item(), std.item())
