@@ -45,6 +45,8 @@ MODULE = __name__
 #: first and the job's end is not one long unit running alone.
 LONGEST_FIRST = (
     "scratch",
+    "jtt",
+    "group_dro",
     "cbft",
     "cbft_no_barrier",
     "cbft_no_invariance",
@@ -53,6 +55,7 @@ LONGEST_FIRST = (
     "naive_ft_large",
     "naive_ft_medium",
     "naive_ft_small",
+    "dfr",
 )
 
 
@@ -119,6 +122,8 @@ COSTS = {
     "calibrate": 20.0,
     "cbft": 2.0,
     "scratch": 3.0,
+    "jtt": 2.0,
+    "group_dro": 2.0,
     "evaluate_references": 0.2,
     "report": 0.0,
 }

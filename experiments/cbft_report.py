@@ -116,7 +116,8 @@ def diagnose(results: dict) -> dict:
 
 
 def write_outputs(results: dict, workdir: pathlib.Path, show: bool = True) -> None:
-    """One ``paths_to_<target>.png`` per path target, then ``results.md`` (also printed, with
+    """One ``paths_to_<target>.png`` per path target and ``methods.png`` (bars per method and
+    condition), then ``results.md`` (also printed, with
     ``show``) and ``results.json`` in ``workdir``."""
     with tensorboard.open_log(workdir) as log:
         log.tree(
@@ -140,7 +141,39 @@ def write_outputs(results: dict, workdir: pathlib.Path, show: bool = True) -> No
                     workdir / f"paths_to_{target}.png",
                     plots.method_paths(curves, LABELS[target]),
                 )
+        tensorboard.save_figure(log, workdir / "methods.png", methods_figure(results))
     outputs.publish(workdir, results, results_table(results), show)
+
+
+def methods_figure(results: dict):
+    """Test accuracy per condition and the worst (class, cue) group: a bar per method, the
+    95 % interval over seeds as whiskers (none for one seed)."""
+    methods = results["methods"]
+    panels = {}
+    for condition in data.CONDITIONS:
+        if all(condition in m["test"] for m in methods.values()):
+            panels[tables.HEADERS[condition]] = {
+                name: (
+                    100 * m["test"][condition]["acc"],
+                    100 * ((m.get("test_ci") or {}).get(condition, {}).get("acc") or 0.0),
+                )
+                for name, m in methods.items()
+            }
+    worst = {
+        name: (
+            100 * m["worst_group"]["class_cue"],
+            100 * ((m.get("worst_group_ci") or {}).get("class_cue") or 0.0),
+        )
+        for name, m in methods.items()
+        if m.get("worst_group", {}).get("class_cue") is not None
+    }
+    if worst:
+        panels["worst group ↑"] = worst
+    seeds = results["seeds"]
+    interval = "95 % CI over seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
+    return plots.method_bars(
+        panels, f"{results['model']} on {results['dataset']}: test accuracy ({interval})"
+    )
 
 
 def results_table(results: dict) -> str:
@@ -169,8 +202,8 @@ def results_table(results: dict) -> str:
         f"seed {seeds[0]}"
         if not several
         else (
-            f"seeds {', '.join(map(str, seeds))}: "
-            + (tables.CI_NOTE if spread == "ci" else "mean ± std")
+            f"seeds {', '.join(map(str, seeds))}, mean ± "
+            + ("95 % CI" if spread == "ci" else "std")
         )
     )
     out = (
@@ -180,6 +213,7 @@ def results_table(results: dict) -> str:
         + "\nNC ↑ higher is better; C ~ and RC ~ should match NC (cue ignored); RI ↓ "
         "chance is ideal. Barrier: linear path from θ_C, cued test data. Worst group: the "
         "least accurate (class, cue present or absent) group of the NC and C test sets.\n"
+        + (f"Intervals: {tables.CI_NOTE}.\n" if several and spread == "ci" else "")
     )
     for target in methods_lib.TARGETS:
         curves = {

@@ -14,7 +14,16 @@ Methods (``config.methods``), all starting from θ_C unless said otherwise:
 ``cbft_no_invariance`` CBFT without the invariance term (Table 3, "w/o L_I")
 ``scratch``            a fresh model trained on the clean samples only (Table 4), with
                        ``baselines.scratch_recipe``'s SGD
+``dfr``                Deep Feature Reweighting: the head retrained on group-balanced
+                       features (Kirichenko et al., ICLR 2023)
+``jtt``                Just Train Twice: θ_C's errors on the fine-tuning data upweighted
+                       (Liu et al., ICML 2021)
+``group_dro``          Group DRO over the (class, cue) groups (Sagawa et al., ICLR 2020)
 =====================  ===================================================================
+
+The last three are the spurious-correlation field's baselines, mapped onto this setting by
+:mod:`mmc_jax.finetune.groups`: a group is a (class, cue present) pair of the fine-tuning data,
+the clean samples its minority groups.
 """
 
 from __future__ import annotations
@@ -40,6 +49,9 @@ METHODS = {
     "cbft_no_barrier": "CBFT without the barrier term",
     "cbft_no_invariance": "CBFT without the invariance term",
     "scratch": "from scratch on the clean samples",
+    "dfr": "deep feature reweighting (group-balanced head)",
+    "jtt": "just train twice (θ_C's errors upweighted)",
+    "group_dro": "group DRO over (class, cue) groups",
 }
 #: ``baselines.scratch_recipe``: θ_C's training SGD, or the fine-tuning's (``config.optim``).
 SCRATCH_RECIPES = ("train", "finetune")
@@ -97,11 +109,16 @@ def method_configs(config, seed: int) -> dict[str, finetune.FinetuneConfig]:
         "cbft": base,
         "cbft_no_barrier": base.changed(barrier_weight=0.0),
         "cbft_no_invariance": base.changed(invariance_weight=0.0),
+        "dfr": base,
+        "jtt": base,
+        "group_dro": base,
     }
 
 
 #: Methods that read penultimate features (LLRT's probe, CBFT's invariance term).
-FEATURE_METHODS = frozenset(["llrt", "lpft", "cbft", "cbft_no_barrier", "cbft_no_invariance"])
+FEATURE_METHODS = frozenset(
+    ["llrt", "lpft", "cbft", "cbft_no_barrier", "cbft_no_invariance", "dfr"]
+)
 
 
 def check_model_contract(apply_fn, variables, train, methods) -> None:
@@ -129,9 +146,9 @@ def check_model_contract(apply_fn, variables, train, methods) -> None:
             "(logits, features [N, D])"
         )
     head = variables["params"].get("classifier", {}).get("dense", {})
-    if {"llrt", "lpft"} & set(methods) and set(head) != {"kernel", "bias"}:
+    if {"llrt", "lpft", "dfr"} & set(methods) and set(head) != {"kernel", "bias"}:
         raise InputError(
-            "llrt and lpft retrain the linear head at params/classifier/dense "
+            "llrt, lpft and dfr retrain the linear head at params/classifier/dense "
             "(kernel, bias); the model has none there"
         )
 
@@ -258,6 +275,18 @@ def fine_tune(
     elif name.startswith("cbft"):
         variables = finetune.cbft(
             apply_fn, theta_c, theta_c, iterator, cue, k, configs[name], folder
+        )[0]
+    elif name == "dfr":
+        variables = finetune.dfr_finetune(
+            apply_fn, theta_c, train, clean_index, cue_index, k, configs[name]
+        )[0]
+    elif name == "jtt":
+        variables = finetune.jtt_finetune(
+            apply_fn, theta_c, train, clean_index, cue_index, configs[name], folder
+        )[0]
+    elif name == "group_dro":
+        variables = finetune.group_dro_finetune(
+            apply_fn, theta_c, train, clean_index, cue_index, configs[name], folder
         )[0]
     else:
         variables = _scratch(config, cue_config, train.take(clean_index), test, folder)

@@ -32,7 +32,8 @@ def get_config():
     config.shared_nocue_model = False            # True: one θ_NC for every seed (the code)
     config.seeds = (0,)                          # θ_C, data draws, batch order, t
     # What runs (experiments/methods.py): naive_ft_small | naive_ft_medium | naive_ft_large |
-    # llrt | lpft | cbft | cbft_no_barrier | cbft_no_invariance | scratch.
+    # llrt | lpft | cbft | cbft_no_barrier | cbft_no_invariance | scratch | dfr | jtt |
+    # group_dro.
     config.methods = ("naive_ft_small", "naive_ft_medium", "llrt", "lpft", "cbft")
     # Fine-tuning data, drawn from θ_C's training set.
     config.data = ml_collections.ConfigDict()
@@ -65,6 +66,13 @@ def get_config():
     # When the cued batch's pass updates BN statistics: after warm-up, also at λ = 0 (the
     # code) | "with_invariance" (only while λ > 0).
     config.finetune.cued_statistics = "after_warmup"
+    # The spurious-correlation baselines (methods dfr, jtt, group_dro).
+    config.finetune.jtt_id_epochs = 0             # 0: θ_C's errors (θ_C is the ERM model)
+    config.finetune.jtt_upweight = 20             # λ_up: copies of each error
+    config.finetune.dro_step_size = 0.01          # η of the group weights (the paper's)
+    config.finetune.dro_adjustment = 0.0          # generalization adjustment C
+    config.finetune.dfr_c = 1.0                   # inverse L1 strength of DFR's head
+    config.finetune.dfr_subsets = 10              # balanced draws averaged
     # The baselines' own settings (config.optim otherwise).
     config.baselines = ml_collections.ConfigDict()
     config.baselines.small_learning_rate = 0.001  # naive FT "small"

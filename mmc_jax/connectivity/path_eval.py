@@ -440,13 +440,10 @@ def compile_evaluation(
         up to all of them for ``"vmap"`` and 1 for ``"map"``.
       memory_budget: bytes of XLA working memory per device the evaluation may use when
         choosing ``chunk_size`` (default :func:`default_memory_budget`).
-      key: PRNG key of the random conditions (default ``PRNGKey(0)``).
-      redraw: draw the random conditions anew at every point (``key`` folded with ``t``), as
-        the paper's code, whose every evaluation draws its own; default: the same
-        counterfactual images at every point and for every model (``training.evaluate``'s),
-        so differences along a path are the models' alone.
-      mesh: 1-d device mesh (default: all local devices): ``"shard_map"`` splits the points
-        over it, the other strategies split the evaluation batches.
+      key: PRNG key of the random conditions (default ``PRNGKey(0)``); ``redraw``: new draws
+        at every point (``key`` folded with ``t``, the paper's code), not the same everywhere.
+      mesh: 1-d device mesh (default: every device): ``"shard_map"`` splits the points over
+        it, the other strategies split the evaluation batches.
 
     Returns:
       A :class:`CompiledEvaluation`.

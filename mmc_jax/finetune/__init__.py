@@ -3,10 +3,13 @@
 - :mod:`~mmc_jax.finetune.objectives`: CBFT's losses (cross-entropy, barrier, invariance) as
   composable pure functions of the parameters;
 - :mod:`~mmc_jax.finetune.methods`: naive fine-tuning, LLRT, LPFT and CBFT, each a resumable
-  run over paired clean and cued batches.
+  run over paired clean and cued batches, and the spurious-correlation baselines;
+- :mod:`~mmc_jax.finetune.groups`: the (class, cue present) groups those baselines use;
+- :mod:`~mmc_jax.finetune.dfr`, :mod:`~mmc_jax.finetune.jtt`,
+  :mod:`~mmc_jax.finetune.group_dro`: Deep Feature Reweighting, Just Train Twice, Group DRO.
 """
 
-from mmc_jax.finetune import methods, objectives
+from mmc_jax.finetune import dfr, group_dro, groups, jtt, methods, objectives
 from mmc_jax.finetune.methods import (
     CBFT_MODES,
     CUED_STATISTICS,
@@ -14,8 +17,11 @@ from mmc_jax.finetune.methods import (
     PairedIterator,
     cbft,
     cbft_step,
+    dfr_finetune,
     draw_subsets,
     features_of,
+    group_dro_finetune,
+    jtt_finetune,
     llrt,
     naive_finetune,
     naive_step,
@@ -30,8 +36,15 @@ __all__ = [
     "PairedIterator",
     "cbft",
     "cbft_step",
+    "dfr",
+    "dfr_finetune",
     "draw_subsets",
     "features_of",
+    "group_dro",
+    "group_dro_finetune",
+    "groups",
+    "jtt",
+    "jtt_finetune",
     "llrt",
     "methods",
     "naive_finetune",

@@ -15,6 +15,10 @@ CBFT comes in two modes:
   then the cosine it would have reached);
 * ``"paper"``: one optimizer step on the summed objective CE + barrier + λ·invariance.
 
+The spurious-correlation field's baselines share this skeleton (:mod:`.groups`):
+:func:`dfr_finetune` (:mod:`.dfr`), :func:`jtt_finetune` (:mod:`.jtt`) and
+:func:`group_dro_finetune` (:mod:`.group_dro`).
+
 Every method trains resumably through ``training.run_epochs`` in its own folder.
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import pathlib
 from typing import Any, ClassVar, Mapping
 
 import jax
@@ -29,7 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmc_jax import data
-from mmc_jax.finetune import objectives
+from mmc_jax.finetune import dfr as dfr_lib
+from mmc_jax.finetune import group_dro as group_dro_lib
+from mmc_jax.finetune import groups, objectives
+from mmc_jax.finetune import jtt as jtt_lib
 from mmc_jax.models import layers
 from mmc_jax.runtime.configs import Config, field
 from mmc_jax.runtime.errors import InputError
@@ -73,6 +81,11 @@ class FinetuneConfig(Config):
         BatchNorm running statistics: ``"after_warmup"`` (the code: every iteration after
         warm-up, also with λ = 0, so ``cbft_no_invariance``'s test-time statistics mix cued
         batches in) or ``"with_invariance"`` (only while the invariance term counts).
+      jtt_id_epochs, jtt_upweight: JTT's identification epochs (0: θ_C itself, the ERM model
+        JTT's first stage trains) and λ_up (:mod:`.jtt`).
+      dro_step_size, dro_adjustment: Group DRO's η and generalization adjustment C
+        (:mod:`.group_dro`).
+      dfr_c, dfr_subsets: DFR's inverse L1 strength and balanced draws (:mod:`.dfr`).
     """
 
     kind: ClassVar[str] = "fine-tuning"
@@ -88,6 +101,12 @@ class FinetuneConfig(Config):
     normalize_means: bool = True
     warmup_epochs: int = field(1, bounds="non_negative")
     cued_statistics: str = field("after_warmup", choices=CUED_STATISTICS)
+    jtt_id_epochs: int = field(0, bounds="non_negative")
+    jtt_upweight: int = field(20, bounds="count")
+    dro_step_size: float = field(0.01, bounds="positive")
+    dro_adjustment: float = field(0.0, bounds="non_negative")
+    dfr_c: float = field(1.0, bounds="positive")
+    dfr_subsets: int = field(10, bounds="count")
 
 
 def draw_subsets(train: data.Dataset, n_clean: int, n_cue: int, seed: int):
@@ -348,7 +367,124 @@ _RUNS = {
     "naive_ft": ("naive FT", "optim"),
     "cbft": ("CBFT", "optim"),
     "llrt": ("LLRT", "llrt"),
+    "jtt_identify": ("JTT, identification", "optim"),
+    "jtt": ("JTT", "optim"),
+    "group_dro": ("Group DRO", "optim"),
 }
+
+
+def dfr_finetune(
+    apply_fn,
+    variables,
+    train: data.Dataset,
+    clean_index,
+    cue_index,
+    num_classes: int,
+    config: FinetuneConfig,
+    *,
+    head: tuple[str, ...] = ("classifier", "dense"),
+):
+    """Deep Feature Reweighting (:mod:`.dfr`): θ_C with its head retrained on group-balanced
+    features; returns ``(variables, {"balanced_samples"})``."""
+    images, labels = np.asarray(train.images), np.asarray(train.labels)
+    clean_labels, cued_labels = labels[clean_index], labels[cue_index]
+    clean = dfr_lib.features(
+        apply_fn, variables, images[clean_index], clean_labels, train.cue, cued=False
+    )
+    cued = dfr_lib.features(apply_fn, variables, images[cue_index], cued_labels, train.cue, True)
+    kernel, bias, size = dfr_lib.head(
+        clean,
+        clean_labels,
+        cued,
+        cued_labels,
+        num_classes,
+        config.dfr_c,
+        config.dfr_subsets,
+        config.seed,
+    )
+    new = {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}
+    return _with_head(variables, head, new), {"balanced_samples": size}
+
+
+def jtt_finetune(
+    apply_fn,
+    variables,
+    train: data.Dataset,
+    clean_index,
+    cue_index,
+    config: FinetuneConfig,
+    workdir,
+    *,
+    progress: bool = True,
+):
+    """Just Train Twice (:mod:`.jtt`): the identification run in ``workdir/identification``,
+    then θ_C fine-tuned with its errors upsampled; returns ``(variables, {"errors",
+    "clean_errors", "history"})`` (how many of the fine-tuning samples it upweighted, and
+    how many of those are clean)."""
+    upweight = jtt_lib.check_upweight(config.jtt_upweight)
+    arrays = groups.mixed_arrays(train, clean_index, cue_index)
+    n_clean, batch = len(clean_index), config.optim.batch_size
+    step = jtt_lib.make_step(train.cue)
+    identified = variables
+    if config.jtt_id_epochs:
+        first = config.changed(optim={"epochs": config.jtt_id_epochs})
+        iterator = groups.budgeted_iterator(arrays, n_clean, batch, config.seed)
+        lr = first.optim.learning_rates(iterator.steps_per_epoch)
+        state = _state(apply_fn, variables, lr, first, seed_offset=3)
+        identify = pathlib.Path(workdir) / "identification"
+        identified = _train("jtt_identify", first, state, step, iterator, identify, progress)[
+            0
+        ].variables
+    wrong = jtt_lib.errors(apply_fn, identified, arrays, train.cue)
+    upsampled = jtt_lib.upsampled(arrays, wrong, upweight)
+    iterator = groups.budgeted_iterator(upsampled, n_clean, batch, config.seed + 1)
+    lr = config.optim.learning_rates(iterator.steps_per_epoch)
+    state = _state(apply_fn, variables, lr, config, seed_offset=4)
+    state, history = _train("jtt", config, state, step, iterator, workdir, progress)
+    clean_errors = int((~arrays["cue"][wrong]).sum())
+    return state.variables, {"errors": len(wrong), "clean_errors": clean_errors, "history": history}
+
+
+def group_dro_finetune(
+    apply_fn,
+    variables,
+    train: data.Dataset,
+    clean_index,
+    cue_index,
+    config: FinetuneConfig,
+    workdir,
+    *,
+    progress: bool = True,
+):
+    """Group DRO (:mod:`.group_dro`) from θ_C over the (class, cue) groups; returns
+    ``(variables, {"group_weights", "history"})``."""
+    arrays = groups.mixed_arrays(train, clean_index, cue_index)
+    counts = groups.group_counts(arrays, train.num_classes)
+    iterator = groups.budgeted_iterator(
+        arrays, len(clean_index), config.optim.batch_size, config.seed
+    )
+    lr = config.optim.learning_rates(iterator.steps_per_epoch)
+    copied = jax.tree.map(jnp.copy, dict(variables))
+    state = group_dro_lib.GroupDROState.create(
+        apply_fn,
+        copied,
+        config.optim.sgd(lr),
+        jax.random.PRNGKey(config.seed + 5),
+        num_groups=len(counts),
+    )
+    step = group_dro_lib.make_step(train.cue, config.dro_step_size, config.dro_adjustment)
+    state, history = _train(
+        "group_dro",
+        config,
+        state,
+        step,
+        iterator,
+        workdir,
+        progress,
+        constants=(jnp.asarray(counts),),
+    )
+    weights = np.asarray(jax.device_get(state.group_weights)).round(4).tolist()
+    return state.variables, {"group_weights": weights, "history": history}
 
 
 def _train(
@@ -372,5 +508,24 @@ def _train(
     return state, meta["history"]
 
 
+#: Fields added after runs were first stored: a run's stored settings hold them only when
+#: they differ from their defaults, so that runs stored before they existed resume.
+LATER_FIELDS = (
+    "cued_statistics",
+    "jtt_id_epochs",
+    "jtt_upweight",
+    "dro_step_size",
+    "dro_adjustment",
+    "dfr_c",
+    "dfr_subsets",
+)
+
+
 def _settings(method: str, config: FinetuneConfig) -> dict[str, Any]:
-    return {"method": method, **dataclasses.asdict(config)}
+    """What a method's run stores as its config (and compares on resume)."""
+    defaults = FinetuneConfig()
+    values = dataclasses.asdict(config)
+    for name in LATER_FIELDS:
+        if values[name] == getattr(defaults, name):
+            del values[name]
+    return {"method": method, **values}

@@ -285,3 +285,34 @@ def sweep_lines(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def method_bars(
+    panels: Mapping[str, Mapping[str, tuple[float, float]]], title: str = "", unit: str = "%"
+):
+    """One panel per condition (or metric), one bar per method with its interval as a
+    whisker.
+
+    Args:
+      panels: panel title → method → ``(mean, half-width)`` (half-width 0: no whisker).
+      title: the figure's title.
+      unit: the y axis' unit.
+    """
+    plt = _use_agg()
+    width = max(2.8, 0.32 * max(len(m) for m in panels.values()) + 1.0)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 3.6), squeeze=False)
+    for ax, (panel, bars) in zip(axes[0], panels.items()):
+        names = list(bars)
+        mean = np.asarray([bars[n][0] for n in names], np.float64)
+        half = np.asarray([bars[n][1] for n in names], np.float64)
+        colors = [f"C{i % 10}" for i in range(len(names))]
+        ax.bar(range(len(names)), mean, yerr=half, color=colors, capsize=3, alpha=0.85)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        ax.set(title=panel, ylabel=unit if ax is axes[0, 0] else None)
+        if unit == "%":
+            ax.set_ylim(0, 100)
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

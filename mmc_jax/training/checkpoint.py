@@ -65,6 +65,12 @@ REFUSED_WRITES = frozenset(
 )
 
 
+def state_fields(state) -> tuple[str, ...]:
+    """The fields of ``state`` a checkpoint stores: :data:`STATE_FIELDS`, and those a train
+    state of a method adds (its class's ``EXTRA_FIELDS``, e.g. Group DRO's group weights)."""
+    return STATE_FIELDS + tuple(getattr(type(state), "EXTRA_FIELDS", ()))
+
+
 def refused_write(err: BaseException) -> Optional[OSError]:
     """The operating-system error behind a failed orbax write, or None when the write failed
     for another reason.
@@ -301,7 +307,7 @@ class RunCheckpoints:
         if not force and time.monotonic() - self._last_save < self.min_interval_s:
             return False
         step = int(jax.device_get(state.step))
-        items = {name: getattr(state, name) for name in STATE_FIELDS}
+        items = {name: getattr(state, name) for name in state_fields(state)}
         with self._writing(step):
             if distributed.is_main():  # every process saves; process 0 tidies
                 discard_unfinished(self.workdir / "checkpoints", str(step))  # of a failed save
@@ -365,7 +371,7 @@ class RunCheckpoints:
         """
         if step is None and self.latest_step is None:
             return state, None
-        items = {name: getattr(state, name) for name in STATE_FIELDS}
+        items = {name: getattr(state, name) for name in state_fields(state)}
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, items)
 
         def read(candidate):
