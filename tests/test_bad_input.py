@@ -345,7 +345,7 @@ NAMED = [
     ("cbft", ["--config.seeds=(1, 1)"], "seeds must be"),
     ("cbft", ["--config.seeds=()"], "seeds must be"),
     ("cbft", ["--config.methods=()"], "methods must be"),
-    ("cbft", ["--config.methods=cbft,dfr"], "unknown 'dfr'"),
+    ("cbft", ["--config.methods=cbft,erm"], "unknown 'erm'"),
     ("cbft", ["--config.path.targets=theta_0"], "path.targets must be"),
     ("cbft", ["--config.path.conditions=clean,cue"], "unknown 'clean'"),
     (
