@@ -38,7 +38,7 @@ import mmc_jax
 from experiments import cluster
 from mmc_jax import runtime
 from mmc_jax.jobs.outcomes import UnitFailed
-from mmc_jax.reporting import files
+from mmc_jax.reporting import files, plots
 from mmc_jax.runtime import distributed, stopping
 from mmc_jax.runtime.errors import InputError, WriteError
 from mmc_jax.runtime.stopping import Interrupted
@@ -408,6 +408,7 @@ def run(entry: Entry) -> None:
     def guarded(argv):
         del argv
         show_own_progress()
+        plots.load()  # before SIGINT/SIGTERM can stop the run (see plots.load)
         args = flags.FLAGS
         stop_watching = None
         try:

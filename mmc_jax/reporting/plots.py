@@ -17,6 +17,13 @@ def _use_agg():
     return plt
 
 
+def load() -> None:
+    """Imports matplotlib (Agg) now. A stop signal turned into an exception while its C
+    extensions initialize breaks the interpreter, so the entry points load it before any
+    signal may stop them, rather than when their first figure is drawn."""
+    _use_agg()
+
+
 def to_display(images) -> np.ndarray:
     """Normalized images in [-1, 1] → floats in [0, 1] for display."""
     return np.clip((np.asarray(images, np.float32) + 1.0) / 2.0, 0.0, 1.0)
