@@ -94,13 +94,12 @@ def eval_step(
         logits = apply_fn(variables, xc, train=False).astype(jnp.float32)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         correct = (jnp.argmax(logits, -1) == labels) * weight
-        k = logits.shape[-1]
         out[condition] = {
             "loss": (losses * weight).sum(),
             "correct": correct.sum(),
-            "class_correct": jax.ops.segment_sum(correct, labels, num_segments=k),
+            "class_correct": jax.ops.segment_sum(correct, labels, logits.shape[-1]),
         }
-        out["class_count"] = jax.ops.segment_sum(weight, labels, num_segments=k)
+    out["class_count"] = jax.ops.segment_sum(weight, labels, logits.shape[-1])
     return out
 
 

@@ -93,6 +93,15 @@ def _processes(
     return done
 
 
+def _one_process_two_devices(command: list[str]) -> None:
+    """Runs ``command`` as one process with two CPU devices, the reference of the runs over
+    two processes."""
+    single = subprocess.run(
+        command, cwd=ROOT, env=_env(2), capture_output=True, text=True, timeout=600
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+
+
 def test_cluster_flags_are_checked_in_one_line():
     assert not distributed.Cluster().check().wanted
     with pytest.raises(InputError, match="need --coordinator_address"):
@@ -137,15 +146,7 @@ def test_two_processes_compute_what_one_process_with_two_devices_computes(tmp_pa
         assert run.returncode == 0, run.stderr[-3000:]
     one = tmp_path / "one"
     one.mkdir()
-    single = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(one), "", "", ""],
-        cwd=ROOT,
-        env=_env(2),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
+    _one_process_two_devices([sys.executable, "-c", SCRIPT, str(one), "", "", ""])
     a, b = dict(np.load(two / "saved.npz")), dict(np.load(one / "saved.npz"))
     assert a.keys() == b.keys() and any(k.startswith("path_shard_map") for k in a)
     for name in a:
@@ -192,7 +193,7 @@ def test_experiments_train_over_two_processes_matches_one_process(tmp_path):
     log = (workdir / "logs" / "process_1.log").read_text()
     assert "process 1 of 2" in log and "train" in log
     assert not (workdir / ".lock").exists()
-    single = subprocess.run(
+    _one_process_two_devices(
         [
             sys.executable,
             "-m",
@@ -200,14 +201,8 @@ def test_experiments_train_over_two_processes_matches_one_process(tmp_path):
             *TRAIN,
             "--config.optim.epochs=1",
             f"--workdir={tmp_path / 'one'}",
-        ],
-        cwd=ROOT,
-        env=_env(2),
-        capture_output=True,
-        text=True,
-        timeout=600,
+        ]
     )
-    assert single.returncode == 0, single.stderr[-3000:]
     a = json.loads((workdir / "results.json").read_text())
     b = json.loads((tmp_path / "one" / "results.json").read_text())
     for condition in b["test"]:

@@ -13,6 +13,8 @@ fixes it (1.0).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,10 +62,17 @@ def fit_l1_logistic(x, y, num_classes: int, c: float, steps: int = 2000):
     with_bias = np.concatenate([np.asarray(x), np.ones((n, 1), np.float32)], 1)
     lipschitz = 0.5 * np.linalg.norm(with_bias, 2) ** 2 / n  # of the mean cross-entropy
     lr, l1 = 1.0 / lipschitz, 1.0 / (c * n)  # mean CE + ||W||₁ / (C n): sklearn's objective / (C n)
+    w, b = _ista(x, y, jnp.float32(lr), jnp.float32(l1), num_classes, steps)
+    return np.asarray(w), np.asarray(b)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
+def _ista(x, y, lr, l1, num_classes: int, steps: int):
+    """ISTA's iterations (compiled once for every balanced draw of the same shape)."""
 
     def mean_ce(w, b):
         logits = x @ w + b
-        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(n), y])
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(x.shape[0]), y])
 
     grad = jax.grad(mean_ce, argnums=(0, 1))
 
@@ -75,8 +84,7 @@ def fit_l1_logistic(x, y, num_classes: int, c: float, steps: int = 2000):
         return (w, b - lr * gb), None
 
     init = (jnp.zeros((x.shape[1], num_classes)), jnp.zeros((num_classes,)))
-    (w, b), _ = jax.jit(lambda c0: jax.lax.scan(step, c0, None, length=steps))(init)
-    return np.asarray(w), np.asarray(b)
+    return jax.lax.scan(step, init, None, length=steps)[0]
 
 
 def head(clean_features, clean_labels, cued_features, cued_labels, num_classes, c, subsets, seed):

@@ -166,7 +166,8 @@ class _Processes(driver.Driver):
             )
 
     def collect(self) -> int:
-        ended = [(n, p.poll()) for n, p in self.running.items() if p.poll() is not None]
+        codes = {name: process.poll() for name, process in self.running.items()}
+        ended = [(name, code) for name, code in codes.items() if code is not None]
         for name, code in ended:
             self.free = sorted(self.free + self.cores.pop(name))
             self.completed(self.job.units[name], why(code) if code else None)
