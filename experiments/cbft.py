@@ -61,7 +61,7 @@ def check_sections(config) -> None:
             )
         ]
     )
-    check_bounds(config.data, "data.", count=("n_cue",))
+    check_bounds(config.data, "data.", count=("n_cue",), fraction=("cued_proportion",))
     check_bounds(config.baselines, "baselines.", count=("scratch_epochs",))
     init = config.cue_model.model.init_from
     if init == "nocue_model" and config.cue_model.data.cue_proportion == training.AUTO:

@@ -120,8 +120,8 @@ def load_models(folders: dict[str, str], path: Optional[PathConfig] = None):
 
 def test_metrics(path: PathConfig, apply_fn, variables, test, key, per_class: bool = False) -> dict:
     """``training.evaluate`` on the counterfactual test sets, with the ``path`` section's
-    batch size and rand-image source (the same sets the paths are evaluated on); with
-    ``per_class``, each class's accuracy too."""
+    batch size, rand-image source and cue proportion (the same sets the paths are evaluated
+    on); with ``per_class``, each class's accuracy too."""
     return training.evaluate(
         apply_fn,
         variables,
@@ -130,6 +130,7 @@ def test_metrics(path: PathConfig, apply_fn, variables, test, key, per_class: bo
         batch_size=path.batch_size,
         random_from=path.random_from,
         per_class=per_class,
+        cue_proportion=path.cue_proportion,
     )
 
 

@@ -140,6 +140,7 @@ RULES: dict[str, Rule] = {
         _number("non_negative"),
     ),
     "data.cue_proportion": _number("fraction", auto=True),
+    "data.cued_proportion": _number("fraction"),
     "data.n_clean": _number("count", integer=True, auto=True),
     "data.name": Rule("dataset"),
     "dominoes_top": Rule("choice", choices=("shapes10", *tfds_source.TFDS_DATASETS)),

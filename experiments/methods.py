@@ -206,7 +206,12 @@ def choose_n_clean(
     for n in candidates:
         clean_index, cue_index = finetune.draw_subsets(train, n, config.data.n_cue, seed)
         iterator = finetune.paired_iterator(
-            train, clean_index, cue_index, config.optim.batch_size, seed
+            train,
+            clean_index,
+            cue_index,
+            config.optim.batch_size,
+            seed,
+            config.data.cued_proportion,
         )
         tuned = finetune.naive_finetune(
             apply_fn,
@@ -256,8 +261,9 @@ def fine_tune(
     clean_index, cue_index = finetune.draw_subsets(
         train, config.data.n_clean, config.data.n_cue, seed
     )
+    p = config.data.cued_proportion  # of the cued set D_C
     iterator = finetune.paired_iterator(
-        train, clean_index, cue_index, config.optim.batch_size, seed
+        train, clean_index, cue_index, config.optim.batch_size, seed, p
     )
     k, cue = train.num_classes, train.cue
     configs = method_configs(config, seed)
@@ -278,15 +284,29 @@ def fine_tune(
         )[0]
     elif name == "dfr":
         variables = finetune.dfr_finetune(
-            apply_fn, theta_c, train, clean_index, cue_index, k, configs[name]
+            apply_fn, theta_c, train, clean_index, cue_index, k, configs[name], cue_proportion=p
         )[0]
     elif name == "jtt":
         variables = finetune.jtt_finetune(
-            apply_fn, theta_c, train, clean_index, cue_index, configs[name], folder
+            apply_fn,
+            theta_c,
+            train,
+            clean_index,
+            cue_index,
+            configs[name],
+            folder,
+            cue_proportion=p,
         )[0]
     elif name == "group_dro":
         variables = finetune.group_dro_finetune(
-            apply_fn, theta_c, train, clean_index, cue_index, configs[name], folder
+            apply_fn,
+            theta_c,
+            train,
+            clean_index,
+            cue_index,
+            configs[name],
+            folder,
+            cue_proportion=p,
         )[0]
     else:
         variables = _scratch(config, cue_config, train.take(clean_index), test, folder)

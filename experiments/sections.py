@@ -52,6 +52,9 @@ class PathConfig(Config):
       random_from: where randimg images and random domino cues come from.
       redraw: draw the random conditions anew at every path point (the paper's code); default:
         the same draws at every point and for every model.
+      cue_proportion: the cued conditions stamp the cue on this fraction of each class
+        (``data.cue_mask``), the others stay cue-free, as the paper's fine-tuning script's
+        test sets at ``--cue_proportion``; 1 (default): every sample, Table 1's protocol.
       strategy, chunk_size, memory_budget_gib: how the points are computed (0: fitted to
         the memory budget; 0 GiB: half the device's memory).
       part_size: points per saved part (a killed run resumes after it).
@@ -71,6 +74,7 @@ class PathConfig(Config):
     bn_shuffle: bool = False
     random_from: str = field("set", choices=data.RANDOM_FROM, label="random_from")
     redraw: bool = False
+    cue_proportion: float = field(1.0, bounds="fraction")
     strategy: str = field("auto", choices=path_eval.STRATEGIES, label="strategy")
     chunk_size: int = field(0, bounds="non_negative")
     memory_budget_gib: float = field(0.0, bounds="non_negative")
@@ -112,6 +116,7 @@ class PathConfig(Config):
             bn_shuffle_seed=seed if self.bn_shuffle else None,
             random_from=self.random_from,
             redraw=self.redraw,
+            cue_proportion=self.cue_proportion,
             strategy=self.strategy,
             chunk_size=self.chunk_size or None,
             memory_budget=int(self.memory_budget_gib * 2**30) or None,

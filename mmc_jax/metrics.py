@@ -70,8 +70,9 @@ def eval_step(
 
     Args:
       apply_fn, variables: the model.
-      batch: ``{"images" (uint8), "labels", "weight" (0/1, optional)}``; ``weight`` masks
-        padding samples out of the sums.
+      batch: ``{"images" (uint8), "labels", "weight" (0/1, optional), "cue" (bool,
+        optional)}``; ``weight`` masks padding samples out of the sums, ``cue`` says which
+        samples carry a cue in the cued conditions (``data.counterfactual``'s ``mask``).
       key: the evaluation's PRNG key; condition ``c`` of batch ``i`` draws from
         ``data.condition_key(key, c, i)``.
       cue: the cue of the conditions.
@@ -88,9 +89,8 @@ def eval_step(
     weight = batch.get("weight", jnp.ones(labels.shape, jnp.float32))
     out = {"count": weight.sum()}
     for condition in conditions:
-        xc = counterfactual(
-            cue, condition, x, labels, condition_key(key, condition, batch_index), pool
-        )
+        draw = condition_key(key, condition, batch_index)
+        xc = counterfactual(cue, condition, x, labels, draw, pool, batch.get("cue"))
         logits = apply_fn(variables, xc, train=False).astype(jnp.float32)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         correct = (jnp.argmax(logits, -1) == labels) * weight
@@ -120,6 +120,7 @@ def evaluate(
     random_from: str = "set",
     mesh=None,
     per_class: bool = False,
+    cue_proportion: float = 1.0,
 ) -> dict:
     """Mean loss and accuracy under each condition, eval-mode BatchNorm.
 
@@ -138,6 +139,9 @@ def evaluate(
         batches are split over it, the variables replicated.
       per_class: also each class's accuracy (``"class_acc"``, a list by label; ``None``
         for a class without test images), what :func:`worst_group` reads.
+      cue_proportion: the cued conditions stamp the cue on this fraction of each class
+        (``data.cue_mask``; the others stay cue-free), as the paper's fine-tuning script
+        builds its test sets from ``--cue_proportion``; 1 (default): every sample.
 
     Returns:
       ``{condition: {"acc": float, "loss": float}}`` (and ``"class_acc"``).
@@ -152,7 +156,7 @@ def evaluate(
         else None
     )
     totals = None
-    stacked = stack_batches(dataset, batch_size)
+    stacked = stack_batches(dataset, batch_size, cue_proportion=cue_proportion)
     rows = ({k: v[i] for k, v in stacked.items()} for i in range(len(stacked["labels"])))
     variables = parallel.replicate(variables, mesh)
     for i, batch in enumerate(parallel.shard_batches(rows, mesh)):

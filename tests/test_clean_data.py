@@ -183,3 +183,46 @@ def test_random_domino_cues_and_images_come_from_the_pool():
     randimg = data.counterfactual(cue, "randimg", x, y, key, pool)
     assert float(jnp.abs(randimg[:, :4] - 0.5).max()) == 0.0  # own cue (top 0 → 0.5)
     assert float(randimg[:, 4:].min()) > 0.0  # bottoms from the pool
+
+
+def test_a_partly_cued_test_set_is_its_cued_and_its_clean_part():
+    # cue_proportion < 1 (the paper's fine-tuning script's test sets): the cued conditions
+    # stamp the first p of each class; the rest are scored as clean images.
+    model = models.create("cnn4", 10, width=0.25, conv_impl="xla")
+    a = models.init(model, jax.random.key(0), (32, 32, 3))
+    b = models.init(model, jax.random.key(1), (32, 32, 3))
+    test = data.load("shapes10", "test", num_examples=150)
+    key, p = jax.random.PRNGKey(7), 0.6
+    mask = data.cue_mask(test.labels, p)
+
+    def scored(dataset, conditions, **kwargs):
+        out = training.evaluate(
+            model.apply, a, dataset, key, batch_size=64, conditions=conditions, **kwargs
+        )
+        return {c: out[c]["acc"] * len(dataset) for c in conditions}
+
+    partly = scored(test, ("nocue", "cue"), cue_proportion=p)
+    cued, clean = (
+        scored(test.take(np.flatnonzero(mask)), ("cue",)),
+        scored(test.take(np.flatnonzero(~mask)), ("nocue",)),
+    )
+    assert partly["cue"] == pytest.approx(cued["cue"] + clean["nocue"], abs=1e-4)
+    assert partly["nocue"] == pytest.approx(scored(test, ("nocue",))["nocue"], abs=1e-4)
+    none = scored(test, ("nocue", "cue", "randcue"), cue_proportion=0.0)
+    assert none["cue"] == none["randcue"] == pytest.approx(none["nocue"])
+    # The path evaluator scores the same sets.
+    direct = training.evaluate(model.apply, a, test, key, batch_size=64, cue_proportion=p)
+    result = path_eval.evaluate_path(
+        model.apply,
+        paths.linear(a, b),
+        [0.0],
+        test,
+        bn="interpolate",
+        batch_size=64,
+        key=key,
+        cue_proportion=p,
+    )
+    for c in data.CONDITIONS:
+        assert result.metrics[c]["acc"][0] == pytest.approx(direct[c]["acc"], abs=1e-6)
+        assert result.metrics[c]["loss"][0] == pytest.approx(direct[c]["loss"], rel=1e-5)
+    assert direct["cue"] != training.evaluate(model.apply, a, test, key, batch_size=64)["cue"]

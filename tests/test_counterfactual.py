@@ -91,3 +91,23 @@ def test_unknown_condition_is_a_clear_error():
     x, y = _batch(4)
     with pytest.raises(InputError, match="unknown condition 'rand'.*nocue, cue, randcue"):
         data.counterfactual(data.box_cue(10), "rand", x, y, jax.random.key(0))
+
+
+@pytest.mark.parametrize("condition", data.CONDITIONS)
+@pytest.mark.parametrize("domino", [False, True])
+def test_a_cue_mask_stamps_only_its_samples_and_keeps_the_draws(condition, domino):
+    # The paper code's partly cued test sets: a sample outside the mask is what the
+    # condition gives without any cue (randimg: the same random image, cue-free).
+    x, y = _batch(24, h=64 if domino else 32)
+    cue = data.DominoCue(rows=32) if domino else data.box_cue(10)
+    key, pool = jax.random.key(4), x[::-1]
+    mask = np.arange(24) % 3 != 0
+    fn = jax.jit(data.counterfactual, static_argnums=(0, 1))
+    full = np.asarray(fn(cue, condition, x, y, key, pool))
+    masked = np.asarray(fn(cue, condition, x, y, key, pool, jnp.asarray(mask)))
+    np.testing.assert_array_equal(masked[mask], full[mask])
+    base = x
+    if condition == "randimg":
+        base = data.cues.draw_images(pool, key, 24)
+    np.testing.assert_array_equal(masked[~mask], np.asarray(cue.remove(base))[~mask])
+    chex.assert_trees_all_equal(fn(cue, condition, x, y, key, pool, jnp.ones(24, bool)), full)

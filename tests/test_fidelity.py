@@ -89,3 +89,35 @@ def test_one_nocue_model_for_every_seed_when_shared(tmp_path, shared):
     if shared:
         assert job.units["nocue_model"].kwargs["seed"] == 0
         assert job.units["nocue_model"].folder == str(tmp_path / "nocue_model")
+
+
+def test_the_cued_set_and_the_test_sets_follow_their_cue_proportions(shapes, tmp_path):
+    """The paper's fine-tuning script builds D_C and its C/RC/RI test sets from
+    ``--cue_proportion``: ``data.cued_proportion`` and ``path.cue_proportion`` reach them."""
+    import jax
+
+    from experiments import comparison, sections
+    from mmc_jax import InputError, models
+
+    train, test = shapes
+    config, cue_config = _config()
+    model = training.create_model(cue_config, train.num_classes)
+    theta_c = models.init(model, jax.random.key(0), train.image_shape)
+    config.data.cued_proportion = 0.0  # D_C holds no cued sample: DFR has no cued groups
+    config.finetune.dfr_subsets = 1
+    with pytest.raises(InputError, match="group-balanced set is empty"):
+        methods.fine_tune(
+            config, 0, tmp_path, "dfr", model.apply, theta_c, cue_config, (train, test)
+        )
+    key = jax.random.key(1)
+    for p in (0.0, 0.5):
+        path = sections.PathConfig.of(config.path).changed(cue_proportion=p)
+        got = comparison.test_metrics(path, model.apply, theta_c, test, key)
+        direct = training.evaluate(model.apply, theta_c, test, key, cue_proportion=p)
+        assert got == direct
+    assert (
+        got["cue"]["loss"]
+        != comparison.test_metrics(
+            sections.PathConfig.of(config.path), model.apply, theta_c, test, key
+        )["cue"]["loss"]
+    )

@@ -224,3 +224,41 @@ def test_cbft_without_invariance_mixes_cued_statistics_in_as_the_code(setup, whe
     assert not np.allclose(
         jax.tree.leaves(with_cued)[0], jax.tree.leaves(clean_only)[0]
     )  # the cued batch does move them
+
+
+def test_a_partly_cued_fine_tuning_set_stamps_the_first_p_of_each_class(setup):
+    # The paper code's D_C at --cue_proportion p: the cued loader's samples outside the first
+    # p of their class are clean, in every method's batches.
+    _, _, train = setup
+    clean, cued = finetune.draw_subsets(train, 100, 300, seed=0)
+    p = 0.5
+    flags = finetune.cued_flags(train, cued, p)
+    np.testing.assert_array_equal(flags, data.cue_mask(train.labels, p)[cued])
+    assert 0 < flags.sum() < len(cued)
+    it = finetune.paired_iterator(train, clean, cued, 32, seed=0, cue_proportion=p)
+    order = it.cued.order(0)
+    batch = next(iter(it.epoch(0)))
+    np.testing.assert_array_equal(batch["cue_flags"], flags[order[:32]])
+    _, cued_batch = jax.jit(finetune.paired_batches, static_argnums=0)(train.cue, batch)
+    x = data.normalize(batch["cue_images"])
+    stamped = np.asarray(train.cue.add(x, batch["cue_labels"]))
+    on = batch["cue_flags"]
+    got = np.asarray(cued_batch.inputs)
+    np.testing.assert_allclose(got[on], stamped[on], atol=1e-6)
+    np.testing.assert_allclose(got[~on], np.asarray(x)[~on], atol=1e-6)
+    assert np.abs(stamped[~on] - np.asarray(x)[~on]).max() > 0.5  # the cue is really absent
+    # p = 1 is the fully cued set, with no flags at all.
+    full = next(iter(finetune.paired_iterator(train, clean, cued, 32, seed=0).epoch(0)))
+    assert "cue_flags" not in full
+    mixed = finetune.groups.mixed_arrays(train, clean, cued, p)
+    np.testing.assert_array_equal(mixed["cue"], np.concatenate([np.zeros(100, bool), flags]))
+
+
+def test_dfr_without_cued_samples_is_a_clear_error(setup):
+    model, variables, train = setup
+    clean, cued = finetune.draw_subsets(train, 100, 300, seed=0)
+    config = finetune.FinetuneConfig(dfr_subsets=1)
+    with pytest.raises(InputError, match="group-balanced set is empty"):
+        finetune.dfr_finetune(
+            model.apply, variables, train, clean, cued, 10, config, cue_proportion=0.0
+        )

@@ -41,6 +41,10 @@ def get_config():
     # small-LR naive fine-tuning keeps θ_C's cue.
     config.data.n_clean = config_dict.FieldReference(1000, field_type=object)
     config.data.n_cue = 19000                    # cued samples (paper: 47,500)
+    # Of which this fraction of each class carries the cue (the others are clean), as the
+    # paper's fine-tuning script builds D_C from its --cue_proportion (default 1.0). With
+    # path.cue_proportion at the same value this is that script's protocol at p < 1.
+    config.data.cued_proportion = 1.0
     # Every method's SGD, cosine per iteration (mmc_jax.training.OptimConfig).
     config.optim = ml_collections.ConfigDict()
     config.optim.epochs = 20

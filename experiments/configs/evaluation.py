@@ -20,6 +20,9 @@ def path_config(**changes) -> ml_collections.ConfigDict:
     path.bn_shuffle = False          # BN batches from the shuffled training set (paper code)
     path.random_from = "set"         # randimg images / random domino cues: set (paper) | batch
     path.redraw = False              # True: new random draws at every path point (paper code)
+    # Cued conditions (cue, randcue, randimg) stamp the cue on this fraction of each class,
+    # the rest stay cue-free: the paper's fine-tuning script's test sets at --cue_proportion.
+    path.cue_proportion = 1.0
     path.strategy = "auto"           # auto | map | vmap | shard_map
     path.chunk_size = 0              # points vectorized together (0: fitted to the budget)
     path.memory_budget_gib = 0.0     # working memory per device (0: half the device's)

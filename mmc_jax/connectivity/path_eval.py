@@ -412,6 +412,7 @@ def compile_evaluation(
     memory_budget: Optional[int] = None,
     key: Optional[jax.Array] = None,
     redraw: bool = False,
+    cue_proportion: float = 1.0,
     mesh: Optional[Mesh] = None,
 ) -> CompiledEvaluation:
     """The evaluation of every ``t`` in ``ts`` on every condition, compiled as one program
@@ -431,8 +432,7 @@ def compile_evaluation(
       batch_size: batch size of the evaluation passes (and of the BN passes, by default).
       bn_batch_size: batch size of the BN passes (the paper's code: 128).
       bn_shuffle_seed: BN batches from a shuffled ``bn_set`` (``None``: dataset order); with
-        ``bn="interpolate_ema"``, ``bn_batches=None`` and ``bn_batch_size=128`` this is the
-        paper code's pass.
+        ``bn="interpolate_ema"``, ``bn_batches=None``, ``bn_batch_size=128``: the code's pass.
       random_from: where ``randimg`` images and random domino cues come from, ``"set"`` (the
         whole ``eval_set``, the paper's code) or ``"batch"`` (see ``data.counterfactual``).
       strategy: one of :data:`STRATEGIES`.
@@ -442,11 +442,9 @@ def compile_evaluation(
         choosing ``chunk_size`` (default :func:`default_memory_budget`).
       key: PRNG key of the random conditions (default ``PRNGKey(0)``); ``redraw``: new draws
         at every point (``key`` folded with ``t``, the paper's code), not the same everywhere.
-      mesh: 1-d device mesh (default: every device): ``"shard_map"`` splits the points over
-        it, the other strategies split the evaluation batches.
-
-    Returns:
-      A :class:`CompiledEvaluation`.
+      cue_proportion: fraction of each class cued in the cued conditions (``metrics.evaluate``).
+      mesh: 1-d device mesh (default: all devices), over which ``"shard_map"`` splits the
+        points and the other strategies the evaluation batches.
 
     Raises:
       InputError: for unknown names, or when one point alone exceeds ``memory_budget``.
@@ -461,7 +459,8 @@ def compile_evaluation(
     cue = eval_set.cue if cue is None else cue
     settings = _PointSettings(bn, cue, conditions, use_pool, len(eval_set), bool(redraw))
     ts = jnp.asarray(ts, jnp.float32)
-    eval_batches = execution.place_data(stack_batches(eval_set, batch_size))
+    stacked = stack_batches(eval_set, batch_size, cue_proportion=cue_proportion)
+    eval_batches = execution.place_data(stacked)
     bn_images = bn_passes.clean_images(eval_set.image_shape, execution)
     path = parallel.replicate(path, execution.mesh)
     momentum = jnp.float32(bn_passes.momentum(apply_fn, path, bn_images))

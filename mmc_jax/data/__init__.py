@@ -17,7 +17,16 @@ from mmc_jax.data.counterfactual import (
     condition_key,
     counterfactual,
 )
-from mmc_jax.data.cues import BoxCue, Cue, DominoCue, apply_cue, box_cue, cue_mask, normalize
+from mmc_jax.data.cues import (
+    BoxCue,
+    Cue,
+    DominoCue,
+    apply_cue,
+    box_cue,
+    check_proportion,
+    cue_mask,
+    normalize,
+)
 from mmc_jax.data.datasets import NAMES, Dataset, describe, load
 from mmc_jax.runtime.parallel import prefetch_to_device
 
@@ -33,6 +42,7 @@ __all__ = [
     "apply_cue",
     "box_cue",
     "check_condition",
+    "check_proportion",
     "check_random_from",
     "clean_inputs",
     "condition_key",

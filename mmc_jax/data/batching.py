@@ -13,6 +13,7 @@ from typing import Iterator, Mapping, Optional
 
 import numpy as np
 
+from mmc_jax.data.cues import check_proportion, cue_mask
 from mmc_jax.runtime.errors import InputError
 
 
@@ -79,25 +80,35 @@ class EpochIterator:
 
 
 def stack_batches(
-    dataset, batch_size: int, num_batches: Optional[int] = None, pad: bool = True
+    dataset,
+    batch_size: int,
+    num_batches: Optional[int] = None,
+    pad: bool = True,
+    cue_proportion: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """A Dataset as ``[num_batches, batch_size, ...]`` arrays in dataset order.
 
     ``pad``: the last batch is completed by wrapping around, with ``weight`` 0 on the filler
     (evaluation); otherwise incomplete batches are dropped (BatchNorm statistics).
+    ``cue_proportion`` < 1 adds the ``"cue"`` flags of ``cues.cue_mask``: which samples the
+    cued conditions stamp (the paper's fine-tuning script's test sets); 1: every sample.
     """
     n = len(dataset)
     batch_size = min(batch_size, n)
     total = -(-n // batch_size) if pad else n // batch_size
     total = total if num_batches is None else min(total, num_batches)
     index = np.arange(total * batch_size)
-    return {
+    stacked = {
         "images": np.asarray(dataset.images[index % n]).reshape(
             total, batch_size, *dataset.image_shape
         ),
         "labels": np.asarray(dataset.labels[index % n]).reshape(total, batch_size),
         "weight": (index < n).astype(np.float32).reshape(total, batch_size),
     }
+    if check_proportion(cue_proportion) < 1.0:
+        mask = cue_mask(dataset.labels, cue_proportion)
+        stacked["cue"] = mask[index % n].reshape(total, batch_size)
+    return stacked
 
 
 def sample_batches(

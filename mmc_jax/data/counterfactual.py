@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 
 from mmc_jax.data.cues import Cue, draw_images, normalize
 from mmc_jax.runtime.errors import InputError
@@ -73,6 +74,7 @@ def counterfactual(
     labels: jax.Array,
     key: jax.Array,
     pool: Optional[jax.Array] = None,
+    mask: Optional[jax.Array] = None,
 ) -> jax.Array:
     """Builds the ``condition`` version of a batch of normalized images.
 
@@ -86,6 +88,9 @@ def counterfactual(
       pool: images to draw random images (``randimg``) and random domino cues (``randcue``)
         from, uniformly with replacement: uint8 or normalized, ``[M, H, W, C]``, e.g. the
         whole evaluation set. ``None``: a random permutation of the batch itself.
+      mask: bool ``[N]``, which samples carry a cue (``None``: all), as the paper code's
+        sets at ``cue_proportion`` < 1 (``cue_mask``): a sample without one keeps its
+        image (``randimg``: the random image) cue-free. The draws do not depend on it.
 
     Returns:
       float images of the same shape. ``nocue`` returns box-cue images unchanged (and blanks
@@ -94,12 +99,17 @@ def counterfactual(
     check_condition(condition)
     if condition == "nocue":
         return cue.remove(images)
+    base = images
     if condition == "cue":
-        return cue.add(images, labels)
-    if condition == "randcue":
-        return cue.add_random(images, key, pool)
-    if pool is None:
-        others = images[jax.random.permutation(key, images.shape[0])]
+        out = cue.add(images, labels)
+    elif condition == "randcue":
+        out = cue.add_random(images, key, pool)
     else:
-        others = draw_images(pool, key, images.shape[0])
-    return cue.add(others, labels, source=images)
+        if pool is None:
+            base = images[jax.random.permutation(key, images.shape[0])]
+        else:
+            base = draw_images(pool, key, images.shape[0])
+        out = cue.add(base, labels, source=images)
+    if mask is None:
+        return out
+    return jnp.where(jnp.asarray(mask)[:, None, None, None], out, cue.remove(base))

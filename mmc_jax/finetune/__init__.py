@@ -5,11 +5,15 @@
 - :mod:`~mmc_jax.finetune.methods`: naive fine-tuning, LLRT, LPFT and CBFT, each a resumable
   run over paired clean and cued batches, and the spurious-correlation baselines;
 - :mod:`~mmc_jax.finetune.groups`: the (class, cue present) groups those baselines use;
+- :mod:`~mmc_jax.finetune.features`: a frozen model's penultimate features, which the
+  last-layer methods retrain a head on;
 - :mod:`~mmc_jax.finetune.dfr`, :mod:`~mmc_jax.finetune.jtt`,
   :mod:`~mmc_jax.finetune.group_dro`: Deep Feature Reweighting, Just Train Twice, Group DRO.
 """
 
-from mmc_jax.finetune import dfr, group_dro, groups, jtt, methods, objectives
+from mmc_jax.finetune import dfr, features, group_dro, groups, jtt, methods, objectives
+from mmc_jax.finetune.features import features_of
+from mmc_jax.finetune.groups import cued_flags
 from mmc_jax.finetune.methods import (
     CBFT_MODES,
     CUED_STATISTICS,
@@ -19,7 +23,6 @@ from mmc_jax.finetune.methods import (
     cbft_step,
     dfr_finetune,
     draw_subsets,
-    features_of,
     group_dro_finetune,
     jtt_finetune,
     llrt,
@@ -36,9 +39,11 @@ __all__ = [
     "PairedIterator",
     "cbft",
     "cbft_step",
+    "cued_flags",
     "dfr",
     "dfr_finetune",
     "draw_subsets",
+    "features",
     "features_of",
     "group_dro",
     "group_dro_finetune",

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmc_jax import data
+from mmc_jax.runtime.errors import InputError
 
 
 def balanced_index(clean_labels, cued_labels, rng: np.random.Generator):
@@ -33,23 +33,6 @@ def balanced_index(clean_labels, cued_labels, rng: np.random.Generator):
         clean.append(rng.choice(a, n, replace=False))
         cued.append(rng.choice(b, n, replace=False))
     return np.concatenate(clean).astype(int), np.concatenate(cued).astype(int)
-
-
-def features(apply_fn, variables, images, labels, cue, cued: bool, batch_size: int = 500):
-    """Penultimate features (eval mode) of uint8 images, cue-free or with their label's cue."""
-
-    def inputs(x, y):
-        return cue.add(data.normalize(x), y) if cued else data.clean_inputs(cue, x)
-
-    forward = jax.jit(
-        lambda v, x, y: apply_fn(v, inputs(x, y), train=False, return_features=True)[1]
-    )
-    return np.concatenate(
-        [
-            np.asarray(forward(variables, images[i : i + batch_size], labels[i : i + batch_size]))
-            for i in range(0, len(images), batch_size)
-        ]
-    )
 
 
 def fit_l1_logistic(x, y, num_classes: int, c: float, steps: int = 2000):
@@ -95,6 +78,11 @@ def head(clean_features, clean_labels, cued_features, cued_labels, num_classes, 
     kernels, biases = [], []
     for _ in range(subsets):
         i, j = balanced_index(clean_labels, cued_labels, rng)
+        if not len(i):
+            raise InputError(
+                "DFR's group-balanced set is empty: no class has both clean and cued samples "
+                "(is the cued set's cue proportion 0?)"
+            )
         x = np.concatenate([clean_features[i], cued_features[j]])
         y = np.concatenate([np.asarray(clean_labels)[i], np.asarray(cued_labels)[j]])
         mean, scale = x.mean(0), x.std(0) + 1e-6
@@ -104,4 +92,4 @@ def head(clean_features, clean_labels, cued_features, cued_labels, num_classes, 
     return np.mean(kernels, 0), np.mean(biases, 0), 2 * len(i)
 
 
-__all__ = ["balanced_index", "features", "fit_l1_logistic", "head"]
+__all__ = ["balanced_index", "fit_l1_logistic", "head"]

@@ -22,14 +22,28 @@ def group_ids(labels, cued) -> np.ndarray:
     return 2 * np.asarray(labels, np.int32) + np.asarray(cued, np.int32)
 
 
-def mixed_arrays(train: data.Dataset, clean_index, cue_index) -> dict[str, np.ndarray]:
+def cued_flags(train: data.Dataset, cue_index, cue_proportion: float = 1.0) -> np.ndarray:
+    """Which of the cued set's samples (``cue_index``) carry the cue: those in the first
+    ``cue_proportion`` of their class in ``train`` (``data.cue_mask``), as the paper code's
+    cued loader built with ``--cue_proportion``; all of them at 1 (its default)."""
+    return data.cue_mask(train.labels, cue_proportion)[np.asarray(cue_index)]
+
+
+def mixed_arrays(
+    train: data.Dataset, clean_index, cue_index, cue_proportion: float = 1.0
+) -> dict[str, np.ndarray]:
     """The clean and the cued samples as one set: ``{"images", "labels", "cue"}``, the cue
-    flag False for the clean samples (the cue is applied on device, ``metrics.cued_inputs``)."""
-    index = np.concatenate([np.asarray(clean_index), np.asarray(cue_index)])
+    flag False for the clean samples and, at ``cue_proportion`` < 1, for the cued set's
+    samples outside the first ``cue_proportion`` of their class (``data.cue_mask``, the
+    paper code's partly cued loader): those belong to the clean groups. The cue is applied
+    on device (``metrics.cued_inputs``)."""
+    clean_index, cue_index = np.asarray(clean_index), np.asarray(cue_index)
+    index = np.concatenate([clean_index, cue_index])
+    flags = cued_flags(train, cue_index, cue_proportion)
     return {
         "images": np.asarray(train.images[index]),
         "labels": np.asarray(train.labels[index]),
-        "cue": np.arange(len(index)) >= len(clean_index),
+        "cue": np.concatenate([np.zeros(len(clean_index), bool), flags]),
     }
 
 
@@ -67,4 +81,11 @@ def budgeted_iterator(arrays, n_clean: int, batch_size: int, seed: int) -> Budge
     return Budgeted(iterator, -(-n_clean // batch_size))
 
 
-__all__ = ["Budgeted", "budgeted_iterator", "group_counts", "group_ids", "mixed_arrays"]
+__all__ = [
+    "Budgeted",
+    "budgeted_iterator",
+    "cued_flags",
+    "group_counts",
+    "group_ids",
+    "mixed_arrays",
+]

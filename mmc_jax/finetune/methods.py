@@ -33,11 +33,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmc_jax import data
+from mmc_jax import data, metrics
 from mmc_jax.finetune import dfr as dfr_lib
 from mmc_jax.finetune import group_dro as group_dro_lib
 from mmc_jax.finetune import groups, objectives
 from mmc_jax.finetune import jtt as jtt_lib
+from mmc_jax.finetune.features import features_of
 from mmc_jax.models import layers
 from mmc_jax.runtime.configs import Config, field
 from mmc_jax.runtime.errors import InputError
@@ -139,41 +140,56 @@ class PairedIterator:
         return min(self.clean.steps_per_epoch, self.cued.steps_per_epoch)
 
     def epoch(self, epoch: int, start_step: int = 0):
-        """Batches ``{"images", "labels", "cue_images", "cue_labels"}`` from ``start_step``."""
+        """Batches ``{"images", "labels", "cue_images", "cue_labels"}`` (and ``"cue_flags"``
+        when D_C is partly cued) from ``start_step``."""
         for clean, cued in zip(
             self.clean.epoch(epoch, start_step), self.cued.epoch(epoch, start_step)
         ):
-            yield {
+            batch = {
                 "images": clean["images"],
                 "labels": clean["labels"],
                 "cue_images": cued["images"],
                 "cue_labels": cued["labels"],
             }
+            if "cue" in cued:
+                batch["cue_flags"] = cued["cue"]
+            yield batch
 
 
-def paired_iterator(train: data.Dataset, clean_index, cue_index, batch_size: int, seed: int):
-    """The :class:`PairedIterator` over the drawn subsets (the last partial batch kept)."""
+def paired_iterator(
+    train: data.Dataset,
+    clean_index,
+    cue_index,
+    batch_size: int,
+    seed: int,
+    cue_proportion: float = 1.0,
+):
+    """The :class:`PairedIterator` over the drawn subsets (the last partial batch kept);
+    the cued set carries the cue on ``cue_proportion`` of each class (``groups.cued_flags``)."""
     clean = data.EpochIterator(
         {"images": train.images[clean_index], "labels": train.labels[clean_index]},
         batch_size=batch_size,
         seed=seed,
         drop_remainder=False,
     )
-    cued = data.EpochIterator(
-        {"images": train.images[cue_index], "labels": train.labels[cue_index]},
-        batch_size=batch_size,
-        seed=seed + 1,
-        drop_remainder=False,
-    )
+    cued = {"images": train.images[cue_index], "labels": train.labels[cue_index]}
+    if data.check_proportion(cue_proportion) < 1.0:
+        cued["cue"] = groups.cued_flags(train, cue_index, cue_proportion)
+    cued = data.EpochIterator(cued, batch_size=batch_size, seed=seed + 1, drop_remainder=False)
     return PairedIterator(clean, cued)
 
 
 def paired_batches(cue, batch: Mapping[str, jax.Array]):
     """The model inputs of one iteration: the clean batch (cue removed by
     ``data.clean_inputs``; an all-zero top for dominoes) and the cued batch (every image
-    carries its label's cue)."""
+    carries its label's cue, or those flagged by ``"cue_flags"``)."""
     clean = objectives.Batch(data.clean_inputs(cue, batch["images"]), batch["labels"])
-    cued_x = cue.add(data.normalize(batch["cue_images"]), batch["cue_labels"])
+    cued = {"images": batch["cue_images"], "labels": batch["cue_labels"]}
+    if "cue_flags" in batch:
+        cued["cue"] = batch["cue_flags"]
+        cued_x = metrics.cued_inputs(cue, cued)
+    else:
+        cued_x = cue.add(data.normalize(cued["images"]), cued["labels"])
     return clean, objectives.Batch(cued_x, batch["cue_labels"])
 
 
@@ -287,20 +303,6 @@ def cbft(
     return state.variables, history
 
 
-def features_of(apply_fn, variables, images, cue, batch_size: int = 500) -> np.ndarray:
-    """Penultimate features (eval mode) of uint8 images with the cue removed
-    (``data.clean_inputs``), in batches."""
-    forward = jax.jit(
-        lambda v, x: apply_fn(v, data.clean_inputs(cue, x), train=False, return_features=True)[1]
-    )
-    return np.concatenate(
-        [
-            np.asarray(forward(variables, images[i : i + batch_size]))
-            for i in range(0, len(images), batch_size)
-        ]
-    )
-
-
 def llrt(
     apply_fn,
     variables,
@@ -383,20 +385,19 @@ def dfr_finetune(
     config: FinetuneConfig,
     *,
     head: tuple[str, ...] = ("classifier", "dense"),
+    cue_proportion: float = 1.0,
 ):
     """Deep Feature Reweighting (:mod:`.dfr`): θ_C with its head retrained on group-balanced
-    features; returns ``(variables, {"balanced_samples"})``."""
-    images, labels = np.asarray(train.images), np.asarray(train.labels)
-    clean_labels, cued_labels = labels[clean_index], labels[cue_index]
-    clean = dfr_lib.features(
-        apply_fn, variables, images[clean_index], clean_labels, train.cue, cued=False
-    )
-    cued = dfr_lib.features(apply_fn, variables, images[cue_index], cued_labels, train.cue, True)
+    features; returns ``(variables, {"balanced_samples"})``. ``cue_proportion``: the cued
+    set's (``groups.cued_flags``); its samples without the cue join the clean groups."""
+    arrays = groups.mixed_arrays(train, clean_index, cue_index, cue_proportion)
+    flags, labels = arrays["cue"], arrays["labels"]
+    found = features_of(apply_fn, variables, arrays["images"], train.cue, labels=labels, cued=flags)
     kernel, bias, size = dfr_lib.head(
-        clean,
-        clean_labels,
-        cued,
-        cued_labels,
+        found[~flags],
+        labels[~flags],
+        found[flags],
+        labels[flags],
         num_classes,
         config.dfr_c,
         config.dfr_subsets,
@@ -416,13 +417,14 @@ def jtt_finetune(
     workdir,
     *,
     progress: bool = True,
+    cue_proportion: float = 1.0,
 ):
     """Just Train Twice (:mod:`.jtt`): the identification run in ``workdir/identification``,
     then θ_C fine-tuned with its errors upsampled; returns ``(variables, {"errors",
     "clean_errors", "history"})`` (how many of the fine-tuning samples it upweighted, and
-    how many of those are clean)."""
+    how many of those are clean). ``cue_proportion``: the cued set's (``groups.cued_flags``)."""
     upweight = jtt_lib.check_upweight(config.jtt_upweight)
-    arrays = groups.mixed_arrays(train, clean_index, cue_index)
+    arrays = groups.mixed_arrays(train, clean_index, cue_index, cue_proportion)
     n_clean, batch = len(clean_index), config.optim.batch_size
     step = jtt_lib.make_step(train.cue)
     identified = variables
@@ -455,10 +457,12 @@ def group_dro_finetune(
     workdir,
     *,
     progress: bool = True,
+    cue_proportion: float = 1.0,
 ):
     """Group DRO (:mod:`.group_dro`) from θ_C over the (class, cue) groups; returns
-    ``(variables, {"group_weights", "history"})``."""
-    arrays = groups.mixed_arrays(train, clean_index, cue_index)
+    ``(variables, {"group_weights", "history"})``. ``cue_proportion``: the cued set's
+    (``groups.cued_flags``)."""
+    arrays = groups.mixed_arrays(train, clean_index, cue_index, cue_proportion)
     counts = groups.group_counts(arrays, train.num_classes)
     iterator = groups.budgeted_iterator(
         arrays, len(clean_index), config.optim.batch_size, config.seed
