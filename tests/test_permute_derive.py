@@ -87,6 +87,66 @@ class CumsumNet(nn.Module):
         return nn.Dense(10, name="out")(x.mean((1, 2)))
 
 
+class ConvNeXtBlock(nn.Module):
+    """A ConvNeXt-style block: depthwise 7×7 convolution, LayerNorm, inverted MLP, residual."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(8, (3, 3), name="stem")(x)
+        h = nn.Conv(8, (7, 7), feature_group_count=8, name="dw")(x)
+        h = nn.gelu(nn.Dense(16, name="up")(nn.LayerNorm(name="ln")(h)))
+        x = x + nn.Dense(8, name="down")(h)
+        return nn.Dense(10, name="head")(x.mean((1, 2)))
+
+
+class GroupedConv(nn.Module):
+    """A convolution in 2 feature groups of 4 → 6 channels (a ResNeXt-style layer)."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.relu(nn.Conv(8, (3, 3), name="c0")(x))
+        x = nn.relu(nn.Conv(12, (3, 3), feature_group_count=2, name="grouped")(x))
+        return nn.Dense(10, name="head")(x.mean((1, 2)))
+
+
+class FusedQKV(nn.Module):
+    """Attention whose q, k and v come from one projection split with ``jnp.split``, each
+    reshaped into 2 heads of 8."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(16, (4, 4), strides=(4, 4), name="patchify")(x)
+        x = x.reshape(x.shape[0], -1, 16)
+        q, k, v = jnp.split(nn.Dense(48, name="qkv")(nn.LayerNorm(name="ln")(x)), 3, axis=-1)
+        heads = lambda t: t.reshape(*t.shape[:2], 2, 8)  # noqa: E731
+        att = nn.dot_product_attention(heads(q), heads(k), heads(v))
+        x = x + nn.Dense(16, name="proj")(att.reshape(*x.shape[:2], 16))
+        return nn.Dense(10, name="head")(x.mean(1))
+
+
+class GatedMLP(nn.Module):
+    """A gated MLP: one projection sliced into value and gate halves, multiplied unit by
+    unit (GEGLU), in a residual block."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Dense(12, name="fc0")(x.reshape(x.shape[0], -1))
+        h = nn.Dense(20, name="gate_up")(x)
+        x = x + nn.Dense(12, name="down")(h[..., :10] * nn.gelu(h[..., 10:]))
+        return nn.Dense(10, name="head")(x)
+
+
+class PixelTokens(nn.Module):
+    """Pixels quantized into 8 tokens, embedded (``nn.Embed``: a gather from its table), a
+    dense layer, mean over positions."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        tokens = jnp.clip(((x[..., 0] + 2.0) * 2.0).astype(jnp.int32), 0, 7)
+        h = nn.relu(nn.Dense(12, name="fc")(nn.Embed(8, 16, name="embed")(tokens)))
+        return nn.Dense(10, name="head")(h.mean((1, 2)))
+
+
 def _setup(module, shape=(4, 16, 16, 3)):
     x = jax.random.normal(jax.random.key(1), shape)
     variables = models.init(module, jax.random.key(0), shape[1:])
@@ -152,7 +212,13 @@ def test_library_models_derive_their_hand_written_spec(name, width):
         (PreActBlocks(), [8, 12, 12]),  # stream, each block's inner channels
         (GroupNormNet(), [2, 4, 8]),  # c0: groups × channels within a group; c1
         (ConcatFlatten(), [6, 5, 7, 9]),  # each branch, mix (inside the flattening), fc
+        (ConvNeXtBlock(), [8, 16]),  # stream (through the depthwise conv), MLP
+        (GroupedConv(), [2, 4, 6]),  # c0: groups × within a group; grouped: within a group
+        (FusedQKV(), [16, 2, 8, 8]),  # stream, heads, q/k and v head dims
+        (GatedMLP(), [12, 10]),  # stream, gated units (both halves alike)
+        (PixelTokens(), [16, 12]),  # embedding features, fc
     ],
+    ids=lambda m: type(m).__name__ if isinstance(m, nn.Module) else None,
 )
 def test_derived_permutations_are_symmetries_and_weight_matching_recovers_them(module, expected):
     x, variables = _setup(module)
@@ -231,7 +297,18 @@ def test_unsupported_ops_are_reported_or_raise_when_strict():
 )
 @pytest.mark.parametrize(
     "module",
-    [MLP(), PreActBlocks(), GroupNormNet(), ConcatFlatten(), TinyViT()],
+    [
+        MLP(),
+        PreActBlocks(),
+        GroupNormNet(),
+        ConcatFlatten(),
+        TinyViT(),
+        ConvNeXtBlock(),
+        GroupedConv(),
+        FusedQKV(),
+        GatedMLP(),
+        PixelTokens(),
+    ],
     ids=lambda m: type(m).__name__,
 )
 def test_activation_matching_finds_its_sites_in_the_trace(module, method):
@@ -310,3 +387,43 @@ def test_models_without_batchnorm_train_save_and_load(tmp_path):
     _, exported, _ = training.load_model(tmp_path / "export")
     chex.assert_trees_all_equal(restored["params"], state.params)
     chex.assert_trees_all_equal(exported["params"], state.params)
+
+
+def test_fused_and_gated_projections_nest_and_share_their_permutations():
+    x, variables = _setup(FusedQKV())
+    spec = permute.derive_spec(FusedQKV().apply, variables, x)
+    fused = spec.axes_to_perm["params/qkv/kernel"][1]
+    assert (fused.kind, fused.sizes) == ("segments", (16, 16, 16))
+    q, k, v = fused.perms
+    assert all(isinstance(p, permute.Blocks) and p.sizes == (2, 8) for p in (q, k, v))
+    assert q == k and v.perms[0] == q.perms[0] and v.perms[1] != q.perms[1]  # heads shared
+    x, variables = _setup(GatedMLP())
+    spec = permute.derive_spec(GatedMLP().apply, variables, x)
+    gated = spec.axes_to_perm["params/gate_up/kernel"][1]
+    assert gated.sizes == (10, 10) and gated.perms[0] == gated.perms[1] is not None
+
+
+class TokenClassifier(nn.Module):
+    """Token ids → ``nn.Embed`` → dense → mean over the sequence → classes."""
+
+    @nn.compact
+    def __call__(self, tokens, train=False):
+        h = nn.relu(nn.Dense(12, name="fc")(nn.Embed(50, 16, name="embed")(tokens)))
+        return nn.Dense(3, name="head")(h.mean(1))
+
+
+def test_token_embeddings_permute_their_features_not_their_tokens():
+    module = TokenClassifier()
+    tokens = jax.random.randint(jax.random.key(1), (4, 7), 0, 50)
+    variables = module.init(jax.random.key(0), tokens)
+    spec = permute.derive_spec(module.apply, variables, tokens)
+    assert spec.axes_to_perm["params/embed/embedding"] == (None, "P_embed")
+    assert spec.unsupported == () and sorted(spec.sizes.values()) == [12, 16]
+    rng = np.random.default_rng(5)
+    planted = {name: jnp.asarray(rng.permutation(n)) for name, n in spec.sizes.items()}
+    permuted = permute.apply(spec, planted, variables)
+    chex.assert_trees_all_close(
+        module.apply(permuted, tokens), module.apply(variables, tokens), atol=1e-5
+    )
+    found = permute.weight_matching(spec, variables, permuted, jax.random.key(3))
+    chex.assert_trees_all_equal(permute.apply(spec, found, permuted), variables)

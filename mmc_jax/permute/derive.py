@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from mmc_jax.permute.spec import Blocks, PermutationSpec, validate
-from mmc_jax.permute.trace import Trace, shape, size, trace_model
+from mmc_jax.permute.spec import Blocks, PermutationSpec, perms_of, validate
+from mmc_jax.permute.trace import Parts, Trace, shape, size, trace_model
 from mmc_jax.runtime.errors import InputError
 
 
@@ -99,38 +99,37 @@ class _SpecBuilder:
         group may be permuted."""
         if not self.free(root, entries) or root not in self.active:
             return
-        kind, parts = self.groups.layout(root)
-        if kind == "mixed":
-            self.report("reshape of a concatenated axis", entries)
-            return
-        if kind is None:
-            entry = self.name_of(root, self.base_name(entries))
-            acting = [entry]
-        else:
-            entry, acting = self.blocks(kind, parts, entries)
+        layout = self.groups.layout(root)
+        if isinstance(layout, Parts):
+            entry = self.blocks(layout, entries, self.base_name(entries))
+            acting = perms_of(entry)
             if not acting:
                 return
+        else:
+            entry = self.name_of(root, self.base_name(entries))
+            acting = (entry,)
         for leaf, axis in entries:
             self.axes_to_perm[leaf][axis] = entry
             for perm in acting:
                 self.perm_to_axes[perm].append((leaf, axis))
 
-    def blocks(self, kind: str, parts: list, entries) -> tuple[Blocks, list[str]]:
-        """The entry of an axis made of ``parts`` (groups of sub-axes), and the permutations
-        acting on it: one per part that may be permuted and occurs once, named after the
-        part's own weights or, with none, ``<the axis's name>.<k>``."""
-        base = self.base_name(entries)
-        perms = [
-            self.name_of(
-                part,
-                self.base_name(self.members[part]) if part in self.members else f"{base}.{k}",
-            )
-            if self.free(part, entries) and parts.count(part) == 1
-            else None
-            for k, part in enumerate(parts)
-        ]
-        entry = Blocks(kind, tuple(size(p) for p in parts), tuple(perms))
-        return entry, [p for p in perms if p is not None]
+    def blocks(self, layout: Parts, entries, base: str) -> Blocks | None:
+        """The entry of an axis made of parts: one permutation per part that may be permuted
+        (the same one wherever a group recurs, as a gated MLP's two halves), named after the
+        part's own weights or, with none, ``<the axis's name>.<k>``; a part made of parts
+        nests (None where nothing in it is permuted)."""
+        perms, sizes = [], []
+        for k, part in enumerate(layout.parts):
+            if isinstance(part, Parts):
+                perms.append(self.blocks(part, entries, f"{base}.{k}"))
+                sizes.append(part.size)
+                continue
+            sizes.append(size(part))
+            named = self.base_name(self.members[part]) if part in self.members else f"{base}.{k}"
+            perms.append(self.name_of(part, named) if self.free(part, entries) else None)
+        if all(p is None for p in perms):
+            return None
+        return Blocks(layout.kind, tuple(sizes), tuple(perms))
 
     def report(self, reason: str, entries) -> None:
         """Notes an unsupported op that fixed the axes ``entries``; raises if strict."""

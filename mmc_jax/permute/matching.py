@@ -20,9 +20,11 @@ from mmc_jax.permute.spec import (
     PermutationSpec,
     apply,
     flatten,
+    part_paths,
     part_view,
     perms_of,
     permute_leaf,
+    select_path,
     validate,
 )
 from mmc_jax.runtime.errors import InputError
@@ -46,10 +48,13 @@ def _solve(similarity: np.ndarray) -> np.ndarray:
     return cols[np.argsort(rows)]
 
 
-def _unit_rows(x: np.ndarray, entries: tuple, name: str, axis: int) -> np.ndarray:
+def _unit_rows(
+    x: np.ndarray, entries: tuple, name: str, axis: int, steps: tuple = ()
+) -> np.ndarray:
     """``x`` as a ``[n, -1]`` matrix whose rows are the ``n`` units that permutation ``name``
-    orders on ``axis``, each row's values sorted along the (flattened) sub-axes that any
-    permutation acts on, separately for every index of the unpermuted sub-axes.
+    orders on ``axis`` (at its part ``steps``, :func:`~mmc_jax.permute.spec.part_paths`),
+    each row's values sorted along the (flattened) sub-axes that any permutation acts on,
+    separately for every index of the unpermuted sub-axes.
 
     Two rows that some choice of the *other* permutations maps onto each other are then
     equal, so ``rows_a @ rows_b.T`` compares units without knowing those permutations (it
@@ -60,13 +65,17 @@ def _unit_rows(x: np.ndarray, entries: tuple, name: str, axis: int) -> np.ndarra
     shape, roles = [], []  # roles: 0 the unit axis, 1 unpermuted, 2 permuted
     for ax, entry in enumerate(entries):
         at = len(shape)
-        if ax == axis and isinstance(entry, Blocks) and entry.kind == "segments":
-            k = entry.perms.index(name)
-            start = sum(entry.sizes[:k])
-            x = x.take(np.arange(start, start + entry.sizes[k]), axis=at)
-            shape.append(entry.sizes[k])
+        if ax == axis and isinstance(entry, Blocks) and _nested_or_shared(entry, name):
+            y, unit = select_path(x, at, steps)  # the other parts of the axis count as moved
+            added = y.ndim - x.ndim + 1
+            shape += y.shape[at : at + added]
+            roles += [0 if at + i == unit else 2 for i in range(added)]
+            x = y
+        elif ax == axis and isinstance(entry, Blocks) and entry.kind == "segments":
+            x, _ = select_path(x, at, steps)
+            shape.append(x.shape[at])
             roles.append(0)
-        elif isinstance(entry, Blocks) and entry.kind == "factors":
+        elif isinstance(entry, Blocks) and entry.kind == "factors" and not _nested(entry):
             x = x.reshape(*x.shape[:at], *entry.sizes, *x.shape[at + 1 :])
             shape += entry.sizes
             roles += [0 if ax == axis and p == name else 1 if p is None else 2 for p in entry.perms]
@@ -79,6 +88,15 @@ def _unit_rows(x: np.ndarray, entries: tuple, name: str, axis: int) -> np.ndarra
     return np.sort(x, axis=-1).reshape(shape[order[0]], -1)
 
 
+def _nested(entry: Blocks) -> bool:
+    return any(isinstance(p, Blocks) for p in entry.perms)
+
+
+def _nested_or_shared(entry: Blocks, name: str) -> bool:
+    """Whether ``name``'s place in ``entry`` needs :func:`_unit_rows`' general view."""
+    return _nested(entry) or len(part_paths(entry, name)) > 1
+
+
 def _similarity(
     spec: PermutationSpec,
     name: str,
@@ -87,8 +105,9 @@ def _similarity(
     perm: Mapping[str, np.ndarray] | None,
 ) -> np.ndarray:
     """``[n, n]`` similarity of a's units (rows) and b's for permutation ``name``, summed
-    over its parameter leaves: with the other permutations at ``perm`` (Git Re-Basin's
-    linear assignment), or, for ``perm=None``, invariant to them (:func:`_unit_rows`)."""
+    over its parameter leaves (and the parts of an axis it acts on): with the other
+    permutations at ``perm`` (Git Re-Basin's linear assignment), or, for ``perm=None``,
+    invariant to them (:func:`_unit_rows`)."""
     size = spec.sizes[name]
     similarity = np.zeros((size, size))
     for path, axis in spec.perm_to_axes[name]:
@@ -96,10 +115,11 @@ def _similarity(
             continue
         entries = spec.axes_to_perm[path]
         if perm is None:
-            similarity += (
-                _unit_rows(leaves_a[path], entries, name, axis)
-                @ _unit_rows(leaves_b[path], entries, name, axis).T
-            )
+            for steps in part_paths(entries[axis], name):
+                similarity += (
+                    _unit_rows(leaves_a[path], entries, name, axis, steps)
+                    @ _unit_rows(leaves_b[path], entries, name, axis, steps).T
+                )
         else:
             w_b = permute_leaf(leaves_b[path], entries, perm, skip=name)
             similarity += (

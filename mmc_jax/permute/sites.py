@@ -23,8 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmc_jax.permute.spec import Blocks, PermutationSpec, select_part
-from mmc_jax.permute.trace import evaluate, trace_model
+from mmc_jax.permute.spec import PermutationSpec, part_paths, select_path
+from mmc_jax.permute.trace import Parts, evaluate, trace_model
 from mmc_jax.runtime.errors import InputError
 
 
@@ -42,11 +42,21 @@ def as_apply(model) -> Callable:
     return model
 
 
-def _units(x: jax.Array, axis: int, kind: str | None, sizes: tuple[int, ...], k: int):
-    """``x`` as ``[positions, n]``: the ``n`` units of part ``k`` of axis ``axis`` in columns."""
-    x, axis = select_part(x, axis, kind, sizes, k)
+def _units(x: jax.Array, axis: int, steps: tuple):
+    """``x`` as ``[positions, n]``: the ``n`` units at part ``steps`` of axis ``axis`` in
+    columns."""
+    x, axis = select_path(x, axis, steps)
     x = jnp.moveaxis(x.astype(jnp.float32), axis, -1)
     return x.reshape(-1, x.shape[-1])
+
+
+def _follow(layout, steps: tuple):
+    """The group at ``steps`` of a traced axis's layout (None where the two disagree)."""
+    for kind, sizes, k in steps:
+        if not isinstance(layout, Parts) or layout.kind != kind or len(layout.parts) != len(sizes):
+            return None
+        layout = layout.parts[k]
+    return None if isinstance(layout, Parts) else layout
 
 
 def _roots(spec: PermutationSpec, trace) -> dict[str, Any]:
@@ -59,15 +69,9 @@ def _roots(spec: PermutationSpec, trace) -> dict[str, Any]:
                 raise InputError(
                     f"permutation {name} acts on {path}, which the model's variables lack"
                 )
-            entry = spec.axes_to_perm[path][axis]
-            kind, parts = trace.groups.layout(trace.weight_node(path, axis))
-            if isinstance(entry, Blocks):
-                if kind != entry.kind or len(parts) != len(entry.perms):
-                    found.add(None)
-                    continue
-                found.add(parts[entry.perms.index(name)])
-            else:
-                found.add(trace.groups.find(trace.weight_node(path, axis)))
+            layout = trace.groups.layout(trace.weight_node(path, axis))
+            for steps in part_paths(spec.axes_to_perm[path][axis], name):
+                found.add(_follow(layout, steps))
         if len(found) != 1 or None in found:
             raise InputError(
                 f"permutation {name} of the spec is not a symmetry of the traced "
@@ -104,19 +108,17 @@ class TracedActivations:
                 )
             layout[name] = []
             first[name] = min(index for index, *_ in sites[root])
-            for _, v, axis, kind, sizes, k in sites[root]:
+            for _, v, axis, steps in sites[root]:
                 if v not in wanted:
                     wanted.append(v)
-                layout[name].append((wanted.index(v), axis, kind, sizes, k))
+                layout[name].append((wanted.index(v), axis, steps))
         run = evaluate(trace, wanted)
 
         @jax.jit
         def activations(variables, images):
             values = run(variables, images)
             return {
-                name: [
-                    _units(values[i], axis, kind, sizes, k) for i, axis, kind, sizes, k in places
-                ]
+                name: [_units(values[i], axis, steps) for i, axis, steps in places]
                 for name, places in layout.items()
             }
 

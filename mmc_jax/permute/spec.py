@@ -33,6 +33,10 @@ class Blocks:
     GroupNorm allows (a permutation of the groups times one within every group).
     ``kind="segments"``: the axis is consecutive blocks of ``sizes`` (a concatenation) and
     ``perms[k]`` permutes block ``k``: a direct sum. ``None`` leaves a part unpermuted.
+
+    A part may itself be a :class:`Blocks` (a fused q/k/v projection: three segments, each
+    heads × head dimensions), and one permutation may act on several segments of equal
+    size (a gated MLP's two halves, multiplied unit by unit): ``P ⊕ P``.
     """
 
     kind: str
@@ -145,19 +149,35 @@ def _check_perm_axes(spec: PermutationSpec, leaves: Mapping[str, Any]) -> None:
 
 def perms_of(entry) -> tuple[str, ...]:
     """The names of the permutations acting on an axis whose spec entry is ``entry`` (a name,
-    a :class:`Blocks` or None)."""
+    a :class:`Blocks` or None), each once, in order."""
     if entry is None:
         return ()
     if isinstance(entry, Blocks):
-        return tuple(p for p in entry.perms if p is not None)
+        names = (n for p in entry.perms for n in perms_of(p))
+        return tuple(dict.fromkeys(names))
     return (entry,)
+
+
+#: One step into an axis made of parts: ``(kind, sizes, k)``, part ``k`` (see :class:`Blocks`).
+Step = tuple[str, tuple[int, ...], int]
+
+
+def part_paths(entry, name: str) -> list[tuple[Step, ...]]:
+    """Where permutation ``name`` acts on an axis whose entry is ``entry``: the steps from the
+    axis to each part it permutes (``[()]``: the whole axis), in order."""
+    if not isinstance(entry, Blocks):
+        return [()] if entry == name else []
+    return [
+        ((entry.kind, entry.sizes, k), *inner)
+        for k, part in enumerate(entry.perms)
+        for inner in part_paths(part, name)
+    ]
 
 
 def _part_size(entry, name: str, axis_size: int) -> int:
     """The length of the part of an axis that permutation ``name`` acts on."""
-    if isinstance(entry, Blocks):
-        return entry.sizes[entry.perms.index(name)]
-    return axis_size
+    steps = part_paths(entry, name)[0]
+    return steps[-1][1][steps[-1][2]] if steps else axis_size
 
 
 def _check_blocks(blocks: Blocks, path: str, axis: int, axis_size: int) -> None:
@@ -169,9 +189,14 @@ def _check_blocks(blocks: Blocks, path: str, axis: int, axis_size: int) -> None:
             f"axis {axis} of {path} has size {axis_size}, its {blocks.kind} "
             f"{blocks.sizes} make {total}"
         )
-    names = perms_of(blocks)
-    if len(set(names)) != len(names):
-        raise InputError(f"axis {axis} of {path}: a permutation acts on two of its parts")
+    for part, n in zip(blocks.perms, blocks.sizes):
+        if isinstance(part, Blocks):
+            _check_blocks(part, path, axis, n)
+    for name in perms_of(blocks):
+        if len({steps[-1][1][steps[-1][2]] for steps in part_paths(blocks, name)}) > 1:
+            raise InputError(
+                f"axis {axis} of {path}: permutation {name} acts on parts of two sizes"
+            )
 
 
 def axis_index(entry, perm: Mapping[str, Any], skip: str | None = None, xp=np):
@@ -180,7 +205,11 @@ def axis_index(entry, perm: Mapping[str, Any], skip: str | None = None, xp=np):
     if not isinstance(entry, Blocks):
         return perm[entry]
     parts = [
-        perm[p] if p is not None and p != skip else xp.arange(n)
+        axis_index(p, perm, skip, xp)
+        if isinstance(p, Blocks)
+        else perm[p]
+        if p is not None and p != skip
+        else xp.arange(n)
         for p, n in zip(entry.perms, entry.sizes)
     ]
     if entry.kind == "segments":
@@ -216,12 +245,21 @@ def select_part(x, axis: int, kind: str | None, sizes: tuple[int, ...], k: int):
     return x, axis
 
 
+def select_path(x, axis: int, steps: tuple[Step, ...]):
+    """``(x, axis)`` narrowed along ``steps`` (:func:`part_paths`) by :func:`select_part`."""
+    for kind, sizes, k in steps:
+        x, axis = select_part(x, axis, kind, sizes, k)
+    return x, axis
+
+
 def part_view(x, entry, name: str, axis: int):
     """``x`` as a ``[n, -1]`` matrix whose rows are the ``n`` units that permutation ``name``
-    orders on axis ``axis`` (for a :class:`Blocks` axis, its part of the axis)."""
-    if isinstance(entry, Blocks):
-        x, axis = select_part(x, axis, entry.kind, entry.sizes, entry.perms.index(name))
-    return np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+    orders on axis ``axis`` (for a :class:`Blocks` axis, its parts of the axis side by side)."""
+    views = []
+    for steps in part_paths(entry, name):
+        y, at = select_path(x, axis, steps)
+        views.append(np.moveaxis(y, at, 0).reshape(y.shape[at], -1))
+    return np.concatenate(views, axis=1) if len(views) > 1 else views[0]
 
 
 def apply(

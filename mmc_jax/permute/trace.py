@@ -11,8 +11,10 @@ union-find, one rule per primitive (:data:`RULES`):
   features it reads, its output axis the features it writes; attention's einsums join heads
   and head dimensions of query, key and value).
 * ``conv_general_dilated``: the input's feature axis joins the kernel's input axis, the
-  kernel's output axis joins the output's feature axis (spatial axes are never permuted;
-  grouped convolutions are not supported).
+  kernel's output axis joins the output's feature axis (spatial axes are never permuted).
+  With ``G`` feature groups the channels are ``G × (channels per group)`` factors: one
+  permutation of the groups moves inputs and outputs alike, the kernel's input axis one
+  within every input group; a depthwise convolution's inputs and outputs share one.
 * elementwise ops (arithmetic, activations, comparisons, casts, ``select_n``): equal axes
   join; ``broadcast_in_dim``, ``squeeze``, ``transpose``, reductions and pooling windows
   carry axes to their new places. So a bias, a normalisation's scale and offset, BatchNorm
@@ -26,12 +28,16 @@ union-find, one rule per primitive (:data:`RULES`):
   the input (the flattened image's height and width) stays fixed. A reshape that regroups
   axes in any other way is not supported.
 * ``concatenate`` along an axis makes the result's axis a sum of *segments*, one group per
-  operand: its permutations act within each block.
+  operand: its permutations act within each block. ``split`` and static ``slice`` cut an
+  axis into segments the same way (a fused q/k/v projection, a gated MLP's halves); parts
+  nest (each q/k/v segment is heads × head dimensions) and a group may recur.
+* ``gather`` (embedding lookups): an operand axis taken whole joins its place in the
+  result; the indexed axis (the tokens) is fixed.
 * calls (``jit``, ``custom_jvp_call``, ...) are followed into their bodies.
 
 Axes that reach the model's inputs or outputs are fixed (no permutation). An op the rules do
-not cover (e.g. ``gather``, ``scan``) fixes the axes it touches and is remembered by name, so
-that :func:`mmc_jax.permute.derive_spec` can report it.
+not cover (e.g. ``cumsum``, a strided slice) fixes the axes it touches and is remembered by
+name, so that :func:`mmc_jax.permute.derive_spec` can report it.
 
 The trace also records *activation sites*, for activation matching: every axis that a
 contraction (``dot_general``, ``conv_general_dilated``) sums over on a data-dependent operand,
@@ -42,6 +48,7 @@ averaging (which drop positions but never mix units), as :func:`evaluate` return
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Hashable, Iterable, Mapping
 
 import jax
@@ -130,6 +137,38 @@ class Split:
     parts: tuple
 
 
+class Part:
+    """An array that exists only as a view (a grouped convolution's channels as ``groups ×
+    channels``, a piece of a sliced axis, one layer of stacked weights): its axes are nodes
+    like any array's, compared by identity."""
+
+    def __init__(self, shape: tuple[int, ...], name: str = ""):
+        self.aval = _Aval(tuple(shape))
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Part{self.aval.shape}{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Aval:
+    shape: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """How a split axis is made (:meth:`Groups.layout`): ``kind`` as :class:`Split`, and each
+    part's layout (a group's root, or :class:`Parts` again)."""
+
+    kind: str
+    parts: tuple
+
+    @property
+    def size(self) -> int:
+        sizes = [p.size if isinstance(p, Parts) else size(p) for p in self.parts]
+        return math.prod(sizes) if self.kind == "factors" else sum(sizes)
+
+
 class Groups:
     """Union-find over array axes ``(var, axis)``.
 
@@ -151,6 +190,8 @@ class Groups:
         self.producer: dict[Hashable, tuple] = {}
         #: reshapes that regroup axes in an unsupported way: (input axes, output axes).
         self.regroupings: list[tuple[list, list]] = []
+        #: sliced axis → its slices ``(start, limit, result axis)`` (:meth:`cut_slices`).
+        self.slices: dict[Hashable, list[tuple[int, int, Any]]] = {}
 
     def find(self, node):
         parent = self.parent.setdefault(node, node)
@@ -182,6 +223,29 @@ class Groups:
             sizes = lambda s: "×".join(map(str, (size(p) for p in s.parts)))  # noqa: E731
             self.fix(root, f"axis of {size(root)} split as {sizes(old)} and as {sizes(split)}")
 
+    def cut_slices(self) -> None:
+        """Every sliced axis as segments between all the bounds of its slices, and each
+        slice as the segments it covers: fused projections sliced into q, k and v (or a
+        gated MLP's halves) get one permutation per piece, a class token taken from the
+        token axis leaves the other tokens as they are."""
+        for node, pieces in self.slices.items():
+            cuts = sorted({0, size(node), *(b for s, e, _ in pieces for b in (s, e))})
+            atoms = {(s, e): None for s, e in zip(cuts, cuts[1:])}
+            for start, limit, result in pieces:
+                if (start, limit) in atoms and atoms[(start, limit)] is None:
+                    atoms[(start, limit)] = result
+            for span in atoms:
+                if atoms[span] is None:
+                    atoms[span] = (Part((span[1] - span[0],)), 0)
+            self.split(node, Split("segments", tuple(atoms.values())))
+            for start, limit, result in pieces:
+                covered = tuple(n for (s, e), n in atoms.items() if start <= s and e <= limit)
+                if len(covered) == 1:
+                    self.join(result, covered[0])
+                else:
+                    self.split(result, Split("segments", covered))
+        self.slices = {}
+
     def fix(self, node, reason: str | None = None) -> None:
         """Marks ``node`` as not permutable; ``reason`` names an unsupported op (``None``: a
         structural reason, which takes precedence)."""
@@ -190,21 +254,28 @@ class Groups:
         else:
             self.fixed.setdefault(node, reason)
 
-    def layout(self, node) -> tuple[str | None, list]:
-        """How ``node``'s axis is made: ``(None, [root])`` when it is not split, else the split's
-        kind and the groups of its innermost sub-axes in order (nested splits of one kind are
-        flattened; a mix of factors and segments gives kind ``"mixed"``)."""
+    def layout(self, node):
+        """How ``node``'s axis is made: its group's root when it is not split, else
+        :class:`Parts` with each part's own layout (a fused q/k/v projection: three
+        segments, each heads × head dimensions), as :class:`mmc_jax.permute.Blocks` nests."""
         root = self.find(node)
         split = self.splits.get(root)
         if split is None:
-            return None, [root]
-        kind, leaves = split.kind, []
-        for part in split.parts:
-            inner, parts = self.layout(part)
-            if inner not in (None, split.kind):
-                kind = "mixed"
-            leaves += parts
-        return kind, leaves
+            return root
+        return Parts(split.kind, tuple(self.layout(part) for part in split.parts))
+
+    @staticmethod
+    def leaves(layout, steps: tuple = ()) -> list[tuple[Any, tuple]]:
+        """The groups of a :meth:`layout` with the steps that reach each (as
+        :func:`mmc_jax.permute.spec.part_paths`), in order."""
+        if not isinstance(layout, Parts):
+            return [(layout, steps)]
+        sizes = tuple(p.size if isinstance(p, Parts) else size(p) for p in layout.parts)
+        return [
+            found
+            for k, part in enumerate(layout.parts)
+            for found in Groups.leaves(part, (*steps, (layout.kind, sizes, k)))
+        ]
 
     def settle(self) -> dict[Hashable, str | None | list]:
         """The fixed groups once fixing has spread: a fixed axis fixes its sub-axes, and an
@@ -426,6 +497,59 @@ def _concatenate(eqn, ins, outs, groups: Groups) -> None:
     groups.split((out, dimension), Split("segments", tuple(parts)))
 
 
+def _split_op(eqn, ins, outs, groups: Groups) -> None:
+    """``split`` (``jnp.split`` of a fused projection): axes other than ``axis`` join the
+    pieces'; the operand's ``axis`` is made of one segment per piece."""
+    x, axis = ins[0], eqn.params["axis"]
+    for out in outs:
+        for a in range(len(shape(x))):
+            if a != axis:
+                _join_axes(groups, x, a, out, a)
+    groups.split((x, axis), Split("segments", tuple((out, axis) for out in outs)))
+
+
+def _slice(eqn, ins, outs, groups: Groups) -> None:
+    """A static ``slice``: axes taken whole join the result's; an axis taken in part (stride
+    1) is noted, and once the whole computation is seen, every sliced axis is cut into the
+    pieces between all its slices' bounds (:meth:`Groups.cut_slices`)."""
+    x, out = ins[0], outs[0]
+    strides = eqn.params["strides"] or (1,) * len(shape(x))
+    bounds = zip(eqn.params["start_indices"], eqn.params["limit_indices"], strides)
+    for axis, (start, limit, stride) in enumerate(bounds):
+        if (start, limit, stride) == (0, shape(x)[axis], 1):
+            _join_axes(groups, x, axis, out, axis)
+        elif stride == 1:
+            groups.slices.setdefault((x, axis), []).append((start, limit, (out, axis)))
+        else:
+            reason = f"strided slice {describe(eqn)}"
+            groups.fix((x, axis), reason)
+            groups.fix((out, axis), reason)
+
+
+def _gather(eqn, ins, outs, groups: Groups) -> None:
+    """``gather`` (an embedding lookup, ``jnp.take``): an operand axis taken whole (a table's
+    feature axis) joins its place in the result; indexed axes (the table's tokens) are fixed,
+    as positions of the data; the indices' batch axes join the result's others."""
+    operand, indices = ins
+    (out,) = outs
+    numbers, slice_sizes = eqn.params["dimension_numbers"], eqn.params["slice_sizes"]
+    if numbers.operand_batching_dims:
+        _unsupported(eqn, ins, outs, groups)
+        return
+    kept = [d for d in range(len(shape(operand))) if d not in numbers.collapsed_slice_dims]
+    for d in numbers.collapsed_slice_dims:
+        groups.fix((operand, d))
+    for d, o in zip(kept, numbers.offset_dims):
+        if d in numbers.start_index_map or slice_sizes[d] != shape(operand)[d]:
+            groups.fix((operand, d))
+            groups.fix((out, o))
+        else:
+            _join_axes(groups, operand, d, out, o)
+    others = [o for o in range(len(shape(out))) if o not in numbers.offset_dims]
+    for d, o in zip(range(len(shape(indices)) - 1), others):
+        _join_axes(groups, indices, d, out, o)
+
+
 def _window(eqn, ins, outs, groups: Groups) -> None:
     """Pooling: axes with a trivial window keep their place; windowed axes are fixed."""
     params = eqn.params
@@ -474,15 +598,44 @@ def _conv(eqn, ins, outs, groups: Groups) -> None:
         for axis in spec[2:]:  # spatial axes
             groups.fix((v, axis))
     _join_axes(groups, lhs, lhs_spec[0], out, out_spec[0])
-    if eqn.params["feature_group_count"] != 1 or eqn.params["batch_group_count"] != 1:
-        reason = f"grouped convolution {describe(eqn)}"
+    if eqn.params["batch_group_count"] != 1:
+        reason = f"batch-grouped convolution {describe(eqn)}"
         for v, axes in ((lhs, lhs_spec[1:2]), (rhs, rhs_spec[:2]), (out, out_spec[1:2])):
             for axis in axes:
                 groups.fix((v, axis), reason)
         return
-    _join_axes(groups, lhs, lhs_spec[1], rhs, rhs_spec[1])
     _join_axes(groups, rhs, rhs_spec[0], out, out_spec[1])
+    count = eqn.params["feature_group_count"]
+    if count == 1:
+        _join_axes(groups, lhs, lhs_spec[1], rhs, rhs_spec[1])
+    else:
+        _feature_groups(groups, (lhs, lhs_spec[1]), (out, out_spec[1]), (rhs, rhs_spec[1]), count)
     _site(groups, lhs, lhs_spec[1])
+
+
+def _feature_groups(groups: Groups, inputs, outputs, kernel_in, count: int) -> None:
+    """A convolution of ``count`` feature groups: input channel ``g · a + i`` reaches output
+    channels ``g · b + j`` through kernel input ``i``. So the input axis is ``count × a``
+    factors and the output axis ``count × b``: one permutation of the groups moves both, the
+    kernel's input axis permutes within every input group alike (a Kronecker product, as
+    GroupNorm's), and the outputs within a group permute freely. Depthwise (``a = b = 1``):
+    input and output channels share one permutation."""
+    a, b = size(inputs) // count, size(outputs) // count
+    group_in = _factor(groups, inputs, count, a)
+    group_out = _factor(groups, outputs, count, b)
+    groups.join(group_in[0], group_out[0])
+    if group_in[1] is not None:
+        _join_axes(groups, kernel_in[0], kernel_in[1], group_in[1][0], group_in[1][1])
+
+
+def _factor(groups: Groups, node, outer: int, inner: int) -> tuple:
+    """``node``'s axis as ``outer × inner`` factors: the nodes of the two factors (the axis
+    itself for a factor when the other is 1; ``None`` for a factor of 1)."""
+    if inner == 1:
+        return node, None
+    part = Part((outer, inner))
+    groups.split(node, Split("factors", ((part, 0), (part, 1))))
+    return (part, 0), (part, 1)
 
 
 def _source(eqn, ins, outs, groups: Groups) -> None:
@@ -503,6 +656,9 @@ RULES: dict[str, Callable] = {
     "broadcast_in_dim": _broadcast_in_dim,
     "reshape": _reshape,
     "concatenate": _concatenate,
+    "split": _split_op,
+    "slice": _slice,
+    "gather": _gather,
     "squeeze": _squeeze,
     "transpose": _transpose,
     **dict.fromkeys(REDUCTIONS, _reduction),
@@ -566,11 +722,10 @@ class Trace:
         return self.groups.find((self.weights[self.names.index(path)], axis))
 
     def sites(self) -> dict[Hashable, list[tuple]]:
-        """Activation sites per group: root → ``[(index, var, axis, kind, sizes, k)]``: the
-        site's place in forward order, the scoped variable, its axis, how the axis is made
-        (``kind`` and the ``sizes`` of its parts as in :class:`mmc_jax.permute.Blocks`;
-        ``None`` and ``(n,)`` when it is not split) and which part the group is. Each site
-        once, in forward order."""
+        """Activation sites per group: root → ``[(index, var, axis, steps)]``: the site's
+        place in forward order, the scoped variable, its axis, and the steps to the group's
+        part of the axis (:func:`mmc_jax.permute.spec.part_paths`; ``()``: the whole axis).
+        Each site once, in forward order."""
         out: dict[Hashable, list] = {}
         seen = set()
         for index, node in enumerate(self.groups.sites):
@@ -578,12 +733,8 @@ class Trace:
             if (v, axis) in seen:
                 continue
             seen.add((v, axis))
-            kind, leaves = self.groups.layout((v, axis))
-            if kind == "mixed":
-                continue
-            sizes = tuple(size(p) for p in leaves)
-            for k, leaf in enumerate(leaves):
-                out.setdefault(leaf, []).append((index, v, axis, kind, sizes, k))
+            for leaf, steps in Groups.leaves(self.groups.layout((v, axis))):
+                out.setdefault(leaf, []).append((index, v, axis, steps))
         return out
 
 
@@ -605,6 +756,7 @@ def trace_model(
     _fix_all(groups, _scoped((), jaxpr.outvars))
     _fix_all(groups, _scoped((), jaxpr.constvars))
     _visit(jaxpr, groups)
+    groups.cut_slices()
     return Trace(closed, names, weights, groups)
 
 
