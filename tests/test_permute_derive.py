@@ -427,3 +427,113 @@ def test_token_embeddings_permute_their_features_not_their_tokens():
     )
     found = permute.weight_matching(spec, variables, permuted, jax.random.key(3))
     chex.assert_trees_all_equal(permute.apply(spec, found, permuted), variables)
+
+
+class _ResidualBlock(nn.Module):
+    """LayerNorm → dense → ReLU → dense, added to the stream."""
+
+    @nn.compact
+    def __call__(self, x, _=None):
+        h = nn.relu(nn.Dense(6, name="up")(nn.LayerNorm(name="ln")(x)))
+        return x + nn.Dense(4, name="down")(h), None
+
+
+class ScannedBlocks(nn.Module):
+    """Three residual blocks stacked with ``nn.scan`` (their weights on a leading axis)."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Dense(4, name="embed")(x.reshape(x.shape[0], -1))
+        blocks = nn.scan(
+            _ResidualBlock, variable_axes={"params": 0}, split_rngs={"params": True}, length=3
+        )
+        x, _ = blocks(name="blocks")(x, None)
+        return nn.Dense(10, name="out")(x)
+
+
+class UnrolledBlocks(nn.Module):
+    """:class:`ScannedBlocks` written out, one module per block."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Dense(4, name="embed")(x.reshape(x.shape[0], -1))
+        for k in range(3):
+            x, _ = _ResidualBlock(name=f"blocks_{k}")(x)
+        return nn.Dense(10, name="out")(x)
+
+
+class LaxScanBlocks(nn.Module):
+    """Stacked weights declared by hand and looped over with ``jax.lax.scan``."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Dense(4, name="embed")(x.reshape(x.shape[0], -1))
+        init = nn.initializers.lecun_normal(batch_axis=(0,))
+        up, down = self.param("up", init, (3, 4, 6)), self.param("down", init, (3, 6, 4))
+
+        def block(x, weights):
+            return x + nn.relu(x @ weights[0]) @ weights[1], None
+
+        x, _ = jax.lax.scan(block, x, (up, down))
+        return nn.Dense(10, name="out")(x)
+
+
+def _unrolled(variables):
+    """A :class:`ScannedBlocks`' variables as its :class:`UnrolledBlocks` twin's."""
+    params = dict(variables["params"])
+    blocks = params.pop("blocks")
+    for k in range(3):
+        params[f"blocks_{k}"] = jax.tree.map(lambda x, k=k: x[k], blocks)
+    return {"params": params}
+
+
+@pytest.mark.parametrize(
+    "module", [ScannedBlocks(), LaxScanBlocks()], ids=lambda m: type(m).__name__
+)
+def test_scanned_layers_get_a_permutation_each(module):
+    x, variables = _setup(module, (4, 4, 4, 3))
+    spec = permute.derive_spec(module.apply, variables, x)
+    assert spec.unsupported == () and sorted(spec.sizes.values()) == [4, 6, 6, 6]
+    assert all(n == 3 for n in spec.stacked.values()) and spec.stacked
+    rng = np.random.default_rng(0)
+    planted = {name: jnp.asarray(rng.permutation(n)) for name, n in spec.sizes.items()}
+    permuted = permute.apply(spec, planted, variables)
+    chex.assert_trees_all_close(module.apply(permuted, x), module.apply(variables, x), atol=1e-5)
+    found = permute.weight_matching(spec, variables, permuted, jax.random.key(3))
+    chex.assert_trees_all_close(permute.apply(spec, found, permuted), variables, atol=1e-6)
+    batches = [jax.random.normal(jax.random.key(i), (32, 4, 4, 3)) for i in (7, 8)]
+    found = permute.activation_matching(spec, module.apply, variables, permuted, batches)
+    chex.assert_trees_all_close(permute.apply(spec, found, permuted), variables, atol=1e-6)
+
+
+def test_a_scanned_model_aligns_as_its_unrolled_twin():
+    scanned, unrolled = ScannedBlocks(), UnrolledBlocks()
+    x = jax.random.normal(jax.random.key(1), (16, 4, 4, 3))
+    a, b = (scanned.init(jax.random.key(s), x) for s in (0, 1))
+    spec_s = permute.derive_spec(scanned.apply, a, x)
+    spec_u = permute.derive_spec(unrolled.apply, _unrolled(a), x)
+    assert sorted(spec_s.sizes.values()) == sorted(spec_u.sizes.values())
+    assert "P_blocks/up[2]" in spec_s.sizes and "P_blocks_2/up" in spec_u.sizes
+    key = jax.random.key(4)
+    aligned_s = permute.apply(spec_s, permute.weight_matching(spec_s, a, b, key), b)
+    aligned_u = permute.apply(
+        spec_u, permute.weight_matching(spec_u, _unrolled(a), _unrolled(b), key), _unrolled(b)
+    )
+    chex.assert_trees_all_close(_unrolled(aligned_s), aligned_u, atol=1e-6)
+    labels = jnp.arange(16) % 10
+
+    def losses(model, end_a, end_b):  # the loss along the linear path: its barrier
+        at = lambda t: jax.tree.map(lambda p, q: (1 - t) * p + t * q, end_a, end_b)  # noqa: E731
+        return jnp.stack(
+            [_cross_entropy(model.apply(at(t), x), labels) for t in jnp.linspace(0.0, 1.0, 5)]
+        )
+
+    chex.assert_trees_all_close(
+        losses(scanned, a, aligned_s), losses(unrolled, _unrolled(a), aligned_u), atol=1e-5
+    )
+    assert not np.allclose(losses(scanned, a, aligned_s), losses(scanned, a, b))
+
+
+def _cross_entropy(logits, labels):
+    """Mean cross-entropy of integer labels."""
+    return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(labels)), labels])

@@ -9,6 +9,7 @@ made of parts (a reshape's factors, a concatenation's segments) gets a
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Mapping
 
 from mmc_jax.permute.spec import Blocks, PermutationSpec, perms_of, validate
@@ -60,7 +61,7 @@ def spec_of(
     builder = _SpecBuilder(trace, strict)
     for root, entries in builder.members.items():
         builder.add(root, entries)
-    spec = builder.spec()
+    spec = builder.spec(_stacked(trace.names))
     validate(spec, variables)
     return spec
 
@@ -168,14 +169,28 @@ class _SpecBuilder:
                 e[0],
             ),
         )
-        parts = leaf.split("/")
-        name = f"P_{'/'.join(parts[1:-1]) or parts[-1]}"
-        return name if axis == len(self.shapes[leaf]) - 1 else f"{name}@{axis}"
+        last = axis == len(self.shapes[leaf]) - 1
+        layer = re.search(r"(\[\d+\])*$", leaf).group(0)  # a scanned layer's [k]
+        parts = leaf[: len(leaf) - len(layer)].split("/")
+        name = f"P_{'/'.join(parts[1:-1]) or parts[-1]}{layer}"
+        return name if last else f"{name}@{axis}"
 
-    def spec(self) -> PermutationSpec:
+    def spec(self, stacked: dict[str, int]) -> PermutationSpec:
         return PermutationSpec(
             {p: tuple(e) for p, e in self.perm_to_axes.items()},
             {n: tuple(a) for n, a in self.axes_to_perm.items()},
             self.sizes,
             tuple(self.unsupported),
+            stacked,
         )
+
+
+def _stacked(names: list[str]) -> dict[str, int]:
+    """The stacked leaves among traced leaf names (``<path>[<k>]``: layer ``k`` of a weight
+    scanned over) and their number of layers."""
+    stacked: dict[str, int] = {}
+    for name in names:
+        while (found := re.fullmatch(r"(.*)\[(\d+)\]", name)) is not None:
+            name, k = found.group(1), int(found.group(2))
+            stacked[name] = max(stacked.get(name, 0), k + 1)
+    return stacked

@@ -19,7 +19,7 @@ from mmc_jax.permute.spec import (
     Blocks,
     PermutationSpec,
     apply,
-    flatten,
+    leaves_of,
     part_paths,
     part_view,
     perms_of,
@@ -229,10 +229,14 @@ def weight_matching(
     if max_iter < 1:
         raise InputError(f"max_iter must be positive, got {max_iter}")
     leaves_a = {
-        p: np.asarray(x, np.float64) for p, x in flatten(a).items() if p.startswith("params/")
+        p: np.asarray(x, np.float64)
+        for p, x in leaves_of(spec, a).items()
+        if p.startswith("params/")
     }
     leaves_b = {
-        p: np.asarray(x, np.float64) for p, x in flatten(b).items() if p.startswith("params/")
+        p: np.asarray(x, np.float64)
+        for p, x in leaves_of(spec, b).items()
+        if p.startswith("params/")
     }
     # A host generator seeded by the key's bits: no device program to compile per order.
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))

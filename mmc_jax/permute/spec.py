@@ -56,12 +56,16 @@ class PermutationSpec:
       sizes: permutation name → its length (the number of channels it permutes).
       unsupported: ops of the traced model that fixed axes of weights (:func:`derive_spec`),
         so the symmetry there is not used; empty for hand-made specs.
+      stacked: leaf path → number of layers stacked on its axis 0 (the weights of a scanned
+        layer, ``nn.scan``): the spec names each layer ``<path>[<k>]`` as a leaf of its own
+        (:func:`leaves_of`), so every layer has permutations of its own.
     """
 
     perm_to_axes: dict[str, tuple[tuple[str, int], ...]]
     axes_to_perm: dict[str, tuple[str | Blocks | None, ...]]
     sizes: dict[str, int]
     unsupported: tuple[str, ...] = ()
+    stacked: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 def leaf_path(keys: tuple) -> str:
@@ -78,6 +82,22 @@ def flatten(variables: Mapping[str, Any]) -> dict[str, Any]:
     return dict(sorted(flat.items(), key=lambda item: item[0].split("/")))
 
 
+def leaves_of(spec: PermutationSpec, variables: Mapping[str, Any]) -> dict[str, Any]:
+    """Leaf path → leaf as the spec names leaves: :func:`flatten`, with every stacked leaf
+    (``spec.stacked``) replaced by its layers ``<path>[<k>]``."""
+    leaves = flatten(variables)
+    for path in sorted(spec.stacked, key=len):  # a layer of a layer after its stack
+        if path not in leaves:
+            continue
+        x, count = leaves.pop(path), spec.stacked[path]
+        if np.ndim(x) == 0 or np.shape(x)[0] != count:
+            raise InputError(
+                f"{path} has shape {np.shape(x)}, the spec stacks {count} layers on its axis 0"
+            )
+        leaves.update({f"{path}[{k}]": x[k] for k in range(count)})
+    return leaves
+
+
 def validate(spec: PermutationSpec, variables: Mapping[str, Any]) -> None:
     """Checks that ``spec`` describes ``variables`` exactly, so that :func:`apply` is total.
 
@@ -87,7 +107,7 @@ def validate(spec: PermutationSpec, variables: Mapping[str, Any]) -> None:
         axis's size differs from its permutation's size, or the two views of the spec
         (``perm_to_axes`` and ``axes_to_perm``) disagree.
     """
-    leaves = flatten(variables)
+    leaves = leaves_of(spec, variables)
     if missing := sorted(leaves.keys() - spec.axes_to_perm.keys()):
         raise InputError(f"leaves without an entry in the permutation spec: {', '.join(missing)}")
     if extra := sorted(spec.axes_to_perm.keys() - leaves.keys()):
@@ -286,15 +306,37 @@ def apply(
                 f"permutation {name} must have shape ({size},), got {np.shape(perm[name])}"
             )
     keys_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
-    layout = tuple(spec.axes_to_perm[leaf_path(keys)] for keys, _ in keys_and_leaves)
+    layout = tuple(_leaf_layout(spec, leaf_path(keys)) for keys, _ in keys_and_leaves)
     leaves = _permute_leaves(
         layout, [x for _, x in keys_and_leaves], {name: perm[name] for name in spec.sizes}
     )
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Layers:
+    """How to permute a stacked leaf: each layer's own entry (or :class:`_Layers` again)."""
+
+    layers: tuple
+
+
+def _leaf_layout(spec: PermutationSpec, path: str):
+    """The spec's entry of a leaf, or :class:`_Layers` for a stacked one."""
+    if path in spec.stacked:
+        return _Layers(tuple(_leaf_layout(spec, f"{path}[{k}]") for k in range(spec.stacked[path])))
+    return spec.axes_to_perm[path]
+
+
+def _permute_layout(x, layout, perm):
+    if isinstance(layout, _Layers):
+        return jnp.stack(
+            [_permute_layout(x[k], item, perm) for k, item in enumerate(layout.layers)]
+        )
+    return permute_leaf(x, layout, perm, xp=jnp)
+
+
 @functools.partial(one_shot_jit, static_argnums=0)
-def _permute_leaves(layout: tuple[tuple, ...], leaves: list, perm: dict[str, jax.Array]) -> list:
+def _permute_leaves(layout: tuple, leaves: list, perm: dict[str, jax.Array]) -> list:
     """:func:`permute_leaf` over all leaves as one compiled program (one per model layout,
     instead of one small gather program per leaf shape when run eagerly)."""
-    return [permute_leaf(x, axes, perm, xp=jnp) for x, axes in zip(leaves, layout)]
+    return [_permute_layout(x, item, perm) for x, item in zip(leaves, layout)]

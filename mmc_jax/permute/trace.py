@@ -192,6 +192,10 @@ class Groups:
         self.regroupings: list[tuple[list, list]] = []
         #: sliced axis → its slices ``(start, limit, result axis)`` (:meth:`cut_slices`).
         self.slices: dict[Hashable, list[tuple[int, int, Any]]] = {}
+        #: variable → the weight (a leaf, or one layer of one) it is, through calls and scans.
+        self.weight_of: dict[Hashable, Any] = {}
+        #: weight scanned over → one :class:`Part` per layer (:func:`_visit_scan`).
+        self.layers: dict[Any, list] = {}
 
     def find(self, node):
         parent = self.parent.setdefault(node, node)
@@ -379,8 +383,75 @@ def _visit(jaxpr, groups: Groups, scope: tuple = ()) -> None:
         call = _call_body(eqn)
         if call is not None:
             _visit_call(call[0], ins, outs, groups, (*scope, index))
+        elif eqn.primitive.name == "scan":
+            _visit_scan(eqn, ins, outs, groups, (*scope, index))
         else:
             RULES.get(eqn.primitive.name, _unsupported)(eqn, ins, outs, groups)
+
+
+def _enter(groups: Groups, outer, inner) -> None:
+    """``inner`` (a body's input) receives ``outer``: their axes join; it depends on the
+    data, and is a weight, when ``outer`` is."""
+    if _is_var(outer):
+        if outer in groups.data:
+            groups.data.add(inner)
+        if outer in groups.weight_of:
+            groups.weight_of[inner] = groups.weight_of[outer]
+    for axis in range(len(shape(inner))):
+        _join_axes(groups, outer, axis, inner, axis)
+
+
+def _visit_scan(eqn, ins, outs, groups: Groups, scope: tuple) -> None:
+    """A ``scan`` (``nn.scan``, ``nnx.scan``, ``lax.scan``), visited as its unrolled loop:
+    one scope per iteration, the carry flowing from each into the next. A weight scanned
+    over (layers stacked on axis 0) is one :class:`Part` per layer, so every layer gets
+    permutations of its own, as its unrolled twin would; any other scanned array (a
+    sequence) is the same array at every step, so its slices share their permutations."""
+    body, params = eqn.params["jaxpr"], eqn.params
+    n_consts, n_carry, length = params["num_consts"], params["num_carry"], params["length"]
+    split = n_consts + n_carry
+    consts, carry, xs = ins[:n_consts], ins[n_consts:split], ins[split:]
+    for x in xs:
+        if _is_var(x) and x not in groups.weight_of:
+            groups.fix((x, 0))
+    for step in range(length):
+        layer = length - 1 - step if params["reverse"] else step
+        here = (*scope, step)
+        _fix_all(groups, _scoped(here, body.jaxpr.constvars))
+        inner = _scoped(here, body.jaxpr.invars)
+        for outer, var in zip([*consts, *carry], inner):
+            _enter(groups, outer, var)
+        for x, var in zip(xs, inner[split:]):
+            _enter(groups, _layer(groups, x, layer), var)
+        _visit(body.jaxpr, groups, here)
+        results = _scoped(here, body.jaxpr.outvars)
+        carry = results[:n_carry]
+        for y, var in zip(outs[n_carry:], results[n_carry:]):
+            groups.fix((y, 0))
+            for axis in range(len(shape(var))):
+                _join_axes(groups, var, axis, y, axis + 1)
+    for var, out in zip(carry, outs[:n_carry]):
+        for axis in range(len(shape(out))):
+            _join_axes(groups, var, axis, out, axis)
+
+
+def _layer(groups: Groups, x, layer: int):
+    """Slice ``layer`` of a scanned array: a weight's :class:`Part` of that layer, or a view
+    of ``x`` whose axes are ``x``'s axes after the first."""
+    weight = groups.weight_of.get(x) if _is_var(x) else None
+    if weight is None:
+        part = Part(shape(x)[1:])
+        if _is_var(x):
+            for axis in range(len(shape(part))):
+                _join_axes(groups, part, axis, x, axis + 1)
+            if x in groups.data:
+                groups.data.add(part)
+        return part
+    layers = groups.layers.setdefault(weight, [])
+    while len(layers) <= layer:
+        layers.append(Part(shape(x)[1:], f"[{len(layers)}]"))
+        groups.weight_of[layers[-1]] = layers[-1]
+    return layers[layer]
 
 
 def _visit_call(inner, ins, outs, groups: Groups, scope: tuple) -> None:
@@ -389,10 +460,7 @@ def _visit_call(inner, ins, outs, groups: Groups, scope: tuple) -> None:
     _fix_all(groups, _scoped(scope, inner.constvars))
     inner_ins = _scoped(scope, inner.invars)
     for outer, inner_var in zip(ins[len(ins) - len(inner_ins) :], inner_ins):
-        if _is_var(outer) and outer in groups.data:
-            groups.data.add(inner_var)
-        for axis in range(len(shape(inner_var))):
-            _join_axes(groups, outer, axis, inner_var, axis)
+        _enter(groups, outer, inner_var)
     _visit(inner, groups, scope)
     for inner_var, outer in zip(_scoped(scope, inner.outvars), outs):
         for axis in range(len(shape(outer))):
@@ -706,16 +774,19 @@ class Trace:
     names: list[str]
     weights: list
     groups: Groups
+    #: leaf path → the variable of the jaxpr's inputs it is (a layer: its stacked weight's).
+    origins: dict = dataclasses.field(default_factory=dict)
 
     def first_use(self) -> dict[str, int]:
-        """Leaf path → index of the first top-level equation reading it (forward order)."""
-        index_of = {v: i for i, v in zip(self.names, self.weights)}
-        first: dict[str, int] = {}
+        """Leaf path → rank of the first top-level equation reading it (forward order; the
+        layers of a scanned weight in layer order)."""
+        first: dict[str, tuple] = {}
         for index, eqn in enumerate(self.closed.jaxpr.eqns):
-            for v in _scoped((), eqn.invars):
-                if _is_var(v) and v in index_of:
-                    first.setdefault(index_of[v], index)
-        return first
+            used = {v for v in _scoped((), eqn.invars) if _is_var(v)}
+            for rank, (name, weight) in enumerate(zip(self.names, self.weights)):
+                if self.origins.get(name, weight) in used:
+                    first.setdefault(name, (index, rank))
+        return {name: i for i, name in enumerate(sorted(first, key=first.get))}
 
     def weight_node(self, path: str, axis: int):
         """The group of axis ``axis`` of the leaf at ``path``."""
@@ -751,13 +822,33 @@ def trace_model(
     groups = Groups()
     weights = _scoped((), jaxpr.invars[: len(names)])
     inputs = _scoped((), jaxpr.invars[len(names) :])
+    groups.weight_of.update({w: w for w in weights})
     groups.data.update(inputs)
     _fix_all(groups, inputs)
     _fix_all(groups, _scoped((), jaxpr.outvars))
     _fix_all(groups, _scoped((), jaxpr.constvars))
     _visit(jaxpr, groups)
     groups.cut_slices()
-    return Trace(closed, names, weights, groups)
+    origins = dict(zip(names, weights))
+    names, weights = _layered(groups, names, weights)
+    origins = {n: origins[n.split("[", 1)[0]] for n in names}
+    return Trace(closed, names, weights, groups, origins)
+
+
+def _layered(groups: Groups, names: list[str], weights: list) -> tuple[list[str], list]:
+    """The leaves with every weight scanned over replaced by its layers, ``<path>[<k>]``
+    (again for a layer scanned over in a nested scan)."""
+    out_names, out_weights = [], []
+    for name, weight in zip(names, weights):
+        if weight in groups.layers:
+            parts = groups.layers[weight]
+            inner = _layered(groups, [f"{name}[{k}]" for k in range(len(parts))], parts)
+            out_names += inner[0]
+            out_weights += inner[1]
+        else:
+            out_names.append(name)
+            out_weights.append(weight)
+    return out_names, out_weights
 
 
 def evaluate(trace: Trace, wanted: Iterable) -> Callable:
@@ -805,6 +896,8 @@ def _evaluate(jaxpr, consts, args, scope: tuple, scopes: set, captured: dict) ->
                 scopes,
                 captured,
             )
+        elif eqn.primitive.name == "scan" and (*scope, index) in scopes:
+            outs = _evaluate_scan(eqn.params, values, (*scope, index), scopes, captured)
         else:
             with eqn.ctx.manager:
                 outs = eqn.primitive.bind(*values, **eqn.primitive.get_bind_params(eqn.params))
@@ -813,3 +906,19 @@ def _evaluate(jaxpr, consts, args, scope: tuple, scopes: set, captured: dict) ->
         for v, x in zip(eqn.outvars, outs):
             write(v, x)
     return [read(v) for v in jaxpr.outvars]
+
+
+def _evaluate_scan(params, values, scope: tuple, scopes: set, captured: dict) -> list:
+    """A ``scan`` run as its unrolled loop, recording each iteration under its scope (as
+    :func:`_visit_scan` names them)."""
+    body, length = params["jaxpr"], params["length"]
+    n_consts, n_carry = params["num_consts"], params["num_carry"]
+    consts, carry = values[:n_consts], values[n_consts : n_consts + n_carry]
+    xs, ys = values[n_consts + n_carry :], [None] * length
+    for step in range(length):
+        layer = length - 1 - step if params["reverse"] else step
+        args = [*consts, *carry, *(x[layer] for x in xs)]
+        results = _evaluate(body.jaxpr, body.consts, args, (*scope, step), scopes, captured)
+        carry, ys[layer] = results[:n_carry], results[n_carry:]
+    stacked = [jax.numpy.stack([y[i] for y in ys]) for i in range(len(ys[0]))] if length else []
+    return [*carry, *stacked]
