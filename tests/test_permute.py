@@ -92,35 +92,35 @@ def test_apply_preserves_function_in_eval_and_train_mode(name):
 
 def test_vgg_spec_layout():
     _, _, spec = _setup("vgg13_small")
-    assert spec.axes_to_perm["params/conv1/kernel"] == (None, None, "P_0", "P_1")
-    assert spec.axes_to_perm["batch_stats/bn9/var"] == ("P_9",)
-    assert spec.axes_to_perm["params/classifier/dense/kernel"] == ("P_9", None)
+    assert spec.axes_to_perm["params/conv1/kernel"] == (None, None, "P_conv0", "P_conv1")
+    assert spec.axes_to_perm["batch_stats/bn9/var"] == ("P_conv9",)
+    assert spec.axes_to_perm["params/classifier/dense/kernel"] == ("P_conv9", None)
     assert spec.axes_to_perm["params/classifier/dense/bias"] == (None,)
-    assert spec.sizes["P_0"] == 8 and len(spec.sizes) == 10
+    assert spec.sizes["P_conv0"] == 8 and len(spec.sizes) == 10
 
 
 def test_resnet_spec_shares_stream_permutations():
     _, _, spec = _setup("resnet18_small")
+    stream = ["P_stem_conv"] + [f"P_stage{s}_block0/conv2" for s in (1, 2, 3)]
     assert sorted(spec.sizes) == sorted(
-        [f"P_stage{s}" for s in range(4)]
-        + [f"P_stage{s}_block{b}" for s in range(4) for b in range(2)]
+        stream + [f"P_stage{s}_block{b}/conv1" for s in range(4) for b in range(2)]
     )
-    assert spec.axes_to_perm["params/stem_conv/kernel"][3] == "P_stage0"
+    assert spec.axes_to_perm["params/stem_conv/kernel"][3] == "P_stem_conv"
     assert spec.axes_to_perm["params/stage0_block1/conv2/kernel"] == (
         None,
         None,
-        "P_stage0_block1",
-        "P_stage0",
+        "P_stage0_block1/conv1",
+        "P_stem_conv",
     )
     assert spec.axes_to_perm["params/stage1_block0/shortcut_conv/kernel"] == (
         None,
         None,
-        "P_stage0",
-        "P_stage1",
+        "P_stem_conv",
+        "P_stage1_block0/conv2",
     )
-    assert spec.axes_to_perm["batch_stats/stage1_block1/bn2/mean"] == ("P_stage1",)
-    assert spec.axes_to_perm["params/stage1_block1/conv1/kernel"][2] == "P_stage1"
-    assert spec.axes_to_perm["params/classifier/dense/kernel"] == ("P_stage3", None)
+    assert spec.axes_to_perm["batch_stats/stage1_block1/bn2/mean"] == ("P_stage1_block0/conv2",)
+    assert spec.axes_to_perm["params/stage1_block1/conv1/kernel"][2] == "P_stage1_block0/conv2"
+    assert spec.axes_to_perm["params/classifier/dense/kernel"] == ("P_stage3_block0/conv2", None)
 
 
 def test_spec_for_rejects_unsupported_models():
@@ -147,17 +147,18 @@ def test_validate_names_the_bad_leaf():
     _, variables, spec = _setup("vgg13_small")
     permute.validate(spec, variables)
     leaf = "params/conv3/kernel"
-    # Wrong axis: P_3 (16 channels) moved to the 3×3 spatial axis.
+    # Wrong axis: P_conv3 (16 channels) moved to the 3×3 spatial axis.
     with pytest.raises(InputError, match=leaf):
-        permute.validate(_replace_entry(spec, leaf, ("P_3", None, "P_2", None)), variables)
-    # Wrong size: P_2 (16 channels) on the output axis of conv4 (32 channels).
+        permute.validate(_replace_entry(spec, leaf, ("P_conv3", None, "P_conv2", None)), variables)
+    # Wrong size: P_conv2 (16 channels) on the output axis of conv4 (32 channels).
     with pytest.raises(InputError, match="params/conv4/kernel"):
         permute.validate(
-            _replace_entry(spec, "params/conv4/kernel", (None, None, "P_3", "P_2")), variables
+            _replace_entry(spec, "params/conv4/kernel", (None, None, "P_conv3", "P_conv2")),
+            variables,
         )
     # An entry whose length is not the leaf's ndim.
     with pytest.raises(InputError, match="batch_stats/bn0/mean"):
-        permute.validate(_replace_entry(spec, "batch_stats/bn0/mean", (None, "P_0")), variables)
+        permute.validate(_replace_entry(spec, "batch_stats/bn0/mean", (None, "P_conv0")), variables)
     # Missing leaf entry, and an entry without a leaf.
     missing = dict(spec.axes_to_perm)
     del missing["params/bn2/bias"]
@@ -168,7 +169,7 @@ def test_validate_names_the_bad_leaf():
         permute.validate(spec, {**variables, "batch_stats": stats})
     # An axis listed under a permutation but out of range of the leaf.
     bad = dict(spec.perm_to_axes)
-    bad["P_1"] += (("params/bn1/scale", 1),)
+    bad["P_conv1"] += (("params/bn1/scale", 1),)
     with pytest.raises(InputError, match="params/bn1/scale"):
         permute.validate(dataclasses.replace(spec, perm_to_axes=bad), variables)
 
@@ -179,8 +180,10 @@ def test_apply_composes_with_the_inverse():
     inverse = {name: np.argsort(p) for name, p in perm.items()}
     roundtrip = permute.apply(spec, inverse, permute.apply(spec, perm, variables))
     chex.assert_trees_all_equal(roundtrip, variables)
-    with pytest.raises(InputError, match="P_stage2"):
-        permute.apply(spec, {k: v for k, v in perm.items() if k != "P_stage2"}, variables)
+    with pytest.raises(InputError, match="P_stage2_block0/conv2"):
+        permute.apply(
+            spec, {k: v for k, v in perm.items() if k != "P_stage2_block0/conv2"}, variables
+        )
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -1,22 +1,27 @@
-"""Hand-written permutation layouts of the library's own models (VGG, SmallCNN, ResNet):
-the names :func:`spec_for` gives the permutations :func:`mmc_jax.permute.derive_spec` traces,
-and the activations the paper code's matching compares, by layer name.
+"""Hand-written permutation layouts of the library's own models (VGG, SmallCNN, ResNet): the
+groups :func:`spec_for` checks the derived spec against, and the activations the paper code's
+matching compares, by layer name. Permutations are named as everywhere else, after the module
+writing their units (:func:`mmc_jax.permute.derive_spec`); the layouts' own labels below
+(``P_i``, ``P_stage{s}``) only tell the groups apart here.
 
 A layout is recognised by the module names of the ``params`` tree (:func:`layout_groups`),
 so any Linen module whose variables are named like these models gets it; :func:`spec_for`
 then checks it against the traced model.
 
 - VGG and SmallCNN are chains (top-level modules ``conv{i}`` and ``bn{i}`` for i = 0 … n-1,
-  and ``classifier``): permutation ``P_i`` acts on the output channels of ``conv{i}``
-  (kernel axis 3), on every leaf of ``bn{i}`` (axis 0), and on the input channels of the next
-  reader: ``conv{i+1}`` (kernel axis 2) or the classifier (``classifier/dense`` kernel axis 0).
+  and ``classifier``): permutation ``P_i`` (``P_conv{i}`` in specs) acts on the output
+  channels of ``conv{i}`` (kernel axis 3), on every leaf of ``bn{i}`` (axis 0), and on the
+  input channels of the next reader: ``conv{i+1}`` (kernel axis 2) or the classifier
+  (``classifier/dense`` kernel axis 0).
 - ResNet (``stem_conv``, ``stem_bn``, blocks ``stage{s}_block{b}`` of ``conv1``, ``bn1``,
   ``conv2``, ``bn2`` and maybe ``shortcut_conv`` and ``shortcut_bn``, and ``classifier``)
   adds its identity shortcuts to the residual stream, so everything that writes to the
-  stream between two 1×1 shortcut projections shares one permutation: ``P_stage{s}`` covers
+  stream between two 1×1 shortcut projections shares one permutation: ``P_stage{s}``
+  (``P_stem_conv`` for stage 0, ``P_stage{s}_block0/conv2`` after, in specs) covers
   the stem (for stage 0), ``shortcut_conv``/``shortcut_bn`` of the block that starts stage
   ``s``, and ``conv2``/``bn2`` of every block of the stage; each block's inner channels
-  (``conv1``, ``bn1``, read by ``conv2``) get their own ``P_stage{s}_block{b}``.
+  (``conv1``, ``bn1``, read by ``conv2``) get their own ``P_stage{s}_block{b}``
+  (``P_stage{s}_block{b}/conv1``).
 """
 
 from __future__ import annotations
@@ -167,14 +172,30 @@ def paper_groups(groups: list[Group]) -> list[Group]:
     ]
 
 
+def spec_names(spec: PermutationSpec, groups: list[Group]) -> dict[str, str]:
+    """Each layout group's permutation in ``spec``: the one on its first producer's output
+    channels (kernel axis 3), by the group's layout label.
+
+    Raises:
+      InputError: a group whose writer the spec does not permute, or two groups one
+        permutation.
+    """
+    names = {}
+    for g in groups:
+        entry = spec.axes_to_perm.get(f"params/{g.producers[0]}/kernel", (None,) * 4)[3]
+        if not isinstance(entry, str) or entry in names.values():
+            raise InputError(f"the spec does not permute {g.perm}'s writer {g.producers[0]}")
+        names[g.perm] = entry
+    return names
+
+
 def spec_for(
     model: nn.Module, variables: Mapping[str, Any], image_shape: tuple[int, int, int] | None = None
 ) -> PermutationSpec:
-    """The permutation spec of a library model, with the names of its hand-written layout.
-
-    The spec is :func:`mmc_jax.permute.derive_spec`'s; this only names its permutations as the
-    module docstring describes (``P_3``, ``P_stage1``, ``P_stage1_block0``), which the paper's
-    activation matching and the tests refer to.
+    """The permutation spec of a library model: :func:`mmc_jax.permute.derive_spec`'s, with
+    its names (``P_<module writing the units>``: ``P_conv3``, ``P_stem_conv``,
+    ``P_stage1_block0/conv1``), checked to be the model's hand-written layout, one derived
+    permutation per layout group (:func:`spec_names`).
 
     Args:
       model: a VGG, SmallCNN or ResNet module (``models.create``), or any Linen module
@@ -195,24 +216,8 @@ def spec_for(
         leaves = flatten(variables)
         first = leaves.get("params/conv0/kernel", leaves.get("params/stem_conv/kernel"))
         image_shape = (32, 32, int(np.shape(first)[2]) if first is not None else 3)
-    derived = derive_spec(as_apply(model), variables, jnp.zeros((1, *image_shape)))
-    writer_to_name = {f"params/{g.producers[0]}/kernel": g.perm for g in groups}
-    renamed = {}
-    for name, entries in derived.perm_to_axes.items():
-        writers = [
-            writer_to_name[path] for path, axis in entries if path in writer_to_name and axis == 3
-        ]
-        if not writers or len(set(writers)) != 1:
-            raise InputError(
-                f"the traced model does not match the {type(model).__name__} layout at {name}"
-            )
-        renamed[name] = writers[0]
-    if sorted(renamed.values()) != sorted(g.perm for g in groups):
+    spec = derive_spec(as_apply(model), variables, jnp.zeros((1, *image_shape)))
+    if sorted(spec_names(spec, groups).values()) != sorted(spec.sizes):
         raise InputError(f"the traced model does not match the {type(model).__name__} layout")
-    spec = PermutationSpec(
-        {renamed[n]: e for n, e in derived.perm_to_axes.items()},
-        {p: tuple(renamed.get(n) for n in axes) for p, axes in derived.axes_to_perm.items()},
-        {renamed[n]: s for n, s in derived.sizes.items()},
-    )
     validate(spec, variables)
     return spec

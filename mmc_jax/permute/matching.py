@@ -4,6 +4,7 @@ code's per-batch greedy matching."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from typing import Any, Callable, Iterable, Mapping
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmc_jax.permute.layouts import Group, has_layout, layout_groups, paper_groups
+from mmc_jax.permute.layouts import Group, has_layout, layout_groups, paper_groups, spec_names
 from mmc_jax.permute.sites import TracedActivations
 from mmc_jax.permute.spec import (
     Blocks,
@@ -351,11 +352,12 @@ def activation_matching(
     found in the model's trace (:mod:`mmc_jax.permute.sites`): the arrays its units enter
     the layers reading them in, before pooling. For the library's models:
 
-    - VGG ``P_i``: ``relu`` of ``bn{i}``'s output; SmallCNN ``P_i`` likewise, before its
+    - VGG ``P_conv{i}``: ``relu`` of ``bn{i}``'s output; SmallCNN likewise, before its
       max-pool (pooling does not mix channels).
-    - ResNet ``P_stage{s}``: the output of every block of the stage (after the residual add
-      and ReLU), plus for stage 0 ``relu`` of ``stem_bn``'s output, which enters the same
-      stream; ``P_stage{s}_block{b}``: ``relu`` of the block's ``bn1`` output.
+    - ResNet stream of stage ``s`` (``P_stem_conv``, ``P_stage{s}_block0/conv2``): the output
+      of every block of the stage (after the residual add and ReLU), plus for stage 0
+      ``relu`` of ``stem_bn``'s output, which enters the same stream;
+      ``P_stage{s}_block{b}/conv1``: ``relu`` of the block's ``bn1`` output.
 
     The correlation is computed per batch (units centred and normalised over the batch and
     every other position, e.g. height × width), summed over the batches and over a
@@ -491,8 +493,8 @@ def greedy_activation_matching(
 def _checked_groups(
     spec: PermutationSpec, model: nn.Module, a: Mapping[str, Any], b: Mapping[str, Any]
 ) -> list[Group]:
-    """The hand-written groups of a library model, after checking that they and ``spec``
-    describe ``a`` and ``b``."""
+    """The hand-written groups of a library model with the paper code's activations, named
+    as ``spec`` names them, after checking that they and ``spec`` describe ``a`` and ``b``."""
     validate(spec, a)
     validate(spec, b)
     if not has_layout(model, a):
@@ -501,13 +503,14 @@ def _checked_groups(
             f"(VGG, SmallCNN, ResNet), not {type(model).__name__}; use activation "
             "or greedy matching"
         )
-    groups = layout_groups(model, a)
-    if {g.perm for g in groups} != spec.sizes.keys():
+    groups = paper_groups(layout_groups(model, a))
+    names = spec_names(spec, groups)
+    if sorted(names.values()) != sorted(spec.sizes):
         raise InputError(
             f"the spec's permutations {sorted(spec.sizes)} are not those of the "
-            f"model, {sorted(g.perm for g in groups)}"
+            f"model, {sorted(names.values())}"
         )
-    return groups
+    return [dataclasses.replace(g, perm=names[g.perm]) for g in groups]
 
 
 def paper_activation_matching(
@@ -532,8 +535,8 @@ def paper_activation_matching(
     instead.
 
     The activations are those of :func:`activation_matching`, except for a ResNet's residual
-    stream, which the code matches only where a stream starts: ``P_stage0`` on ``relu`` of
-    ``stem_bn``'s output, ``P_stage{s}`` (s > 0) on ``relu`` of the ``shortcut_bn`` output of
+    stream, which the code matches only where a stream starts: ``P_stem_conv`` on ``relu`` of
+    ``stem_bn``'s output, stage ``s``'s (s > 0) on ``relu`` of the ``shortcut_bn`` output of
     the block starting stage ``s`` (not on block outputs). Block permutations are matched on
     ``relu`` of their ``bn1`` output, each block fed its real input: the code feeds the
     second block of ``layer1`` the stem's output instead of the first block's, a bug not
@@ -558,7 +561,7 @@ def paper_activation_matching(
       InputError: no batches, an iterator for ``batches``, or a spec that is not the model's.
     """
     _check_reiterable(batches, "paper activation matching")
-    groups = paper_groups(_checked_groups(spec, model, a, b))
+    groups = _checked_groups(spec, model, a, b)
     moments_fn = _moments_fn(_module_activations(model, groups))
     perm = {name: np.arange(size) for name, size in spec.sizes.items()}
     for group in groups:
