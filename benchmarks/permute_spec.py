@@ -3,7 +3,11 @@ from its traced forward pass (``permute.derive_spec``), the time of weight match
 two independently initialised models, and whether weight matching recovers a planted random
 permutation exactly (a model against a permuted copy of itself).
 
-    python benchmarks/permute_spec.py [--quick] [--models vgg13,resnet18,wrn_gn,vit_tiny]
+    python benchmarks/permute_spec.py [--quick] [--models vgg13,resnet18,wrn_gn,vit_tiny,convnext]
+
+Besides the library's presets it runs the models of ``benchmarks/zoo.py`` (one per pattern:
+depthwise and grouped convolutions, a fused q/k/v split, a gated MLP, token embeddings,
+scanned layers).
 
 Prints a markdown table and writes ``benchmarks/results/permute_spec.json``.
 """
@@ -16,6 +20,7 @@ import common
 import jax
 import jax.numpy as jnp
 import numpy as np
+import zoo
 
 from mmc_jax import models, permute
 
@@ -30,18 +35,30 @@ def timed(fn, repeats: int = 3):
     return best, out
 
 
+def _model(name: str, quick: bool):
+    """``(apply_fn, a, b, example input, width)``: a preset (width scaled down with
+    ``quick``) or a :mod:`zoo` model, at two random initialisations."""
+    if name in zoo.MODELS:
+        module, x = zoo.MODELS[name](quick)
+        a, b = (dict(module.init(jax.random.key(s), x)) for s in (0, 1))
+        return module.apply, a, b, x, "small" if quick else "full"
+    width = (0.125 if name in ("vgg13", "resnet18") else 0.25) if quick else None
+    model = models.create(name, 10, width=width, conv_impl="xla")
+    a = models.init(model, jax.random.key(0), (32, 32, 3))
+    b = models.init(model, jax.random.key(1), (32, 32, 3))
+    return model.apply, a, b, jnp.zeros((2, 32, 32, 3)), width
+
+
 def main():
     parser = common.parser(__doc__, "small widths only (≈ 30 s)")
-    parser.add_argument("--models", default="vgg13,resnet18,wrn_gn,vit_tiny")
+    parser.add_argument(
+        "--models", default=",".join(["vgg13", "resnet18", "wrn_gn", "vit_tiny", *zoo.MODELS])
+    )
     args = parser.parse_args()
     rows = []
     for name in args.models.split(","):
-        width = (0.125 if name in ("vgg13", "resnet18") else 0.25) if args.quick else None
-        model = models.create(name, 10, width=width, conv_impl="xla")
-        a = models.init(model, jax.random.key(0), (32, 32, 3))
-        b = models.init(model, jax.random.key(1), (32, 32, 3))
-        x = jnp.zeros((2, 32, 32, 3))
-        derive_s, spec = timed(lambda: permute.derive_spec(model.apply, a, x, train=False))
+        apply_fn, a, b, x, width = _model(name, args.quick)
+        derive_s, spec = timed(lambda: permute.derive_spec(apply_fn, a, x, train=False))
         match_s, _ = timed(
             lambda: permute.weight_matching(spec, a, b, jax.random.key(2)), repeats=1
         )
@@ -59,9 +76,10 @@ def main():
         rows.append(
             {
                 "model": name,
-                "width": width or 1.0,
+                "width": width if isinstance(width, str) else f"{width or 1.0:g}",
                 "parameters": models.num_params(a),
                 "permutations": len(spec.sizes),
+                "unsupported": list(spec.unsupported),
                 "derive_s": round(derive_s, 3),
                 "weight_matching_s": round(match_s, 2),
                 "recovered": recovered,
@@ -70,14 +88,15 @@ def main():
         )
     print(f"machine: {common.machine()}\n")
     print(
-        "| model | width | parameters | permutations | derive_spec | weight matching "
-        "(independent inits) | planted permutation recovered |"
+        "| model | width | parameters | permutations | unsupported ops | derive_spec | "
+        "weight matching (independent inits) | planted permutation recovered |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['model']} | {r['width']:g} | {r['parameters']:,} | {r['permutations']} | "
-            f"{r['derive_s']:.2f} s | {r['weight_matching_s']:.1f} s | "
+            f"| {r['model']} | {r['width']} | {r['parameters']:,} | {r['permutations']} | "
+            f"{', '.join(r['unsupported']) or 'none'} | {r['derive_s']:.2f} s | "
+            f"{r['weight_matching_s']:.1f} s | "
             f"{'yes' if r['recovered'] else 'NO'} ({r['recover_s']:.1f} s) |"
         )
     print(f"\nwrote {common.save('permute_spec', {'rows': rows})}")

@@ -16,6 +16,7 @@ from absl import logging
 from experiments.sections import PathConfig, PermutationConfig
 from mmc_jax import InputError, data, permute, training
 from mmc_jax.data.batching import sample_batches
+from mmc_jax.permute import orthogonal
 from mmc_jax.permute.sites import as_apply
 from mmc_jax.reporting import files
 from mmc_jax.runtime import distributed
@@ -240,25 +241,44 @@ def aligner(
     """``align(a, b)``: ``b`` permuted to match ``a`` by ``permutation.method`` (weight
     matching, activation matching on clean training batches of the path's batch size,
     greedy, or the paper code's), with the permutation spec of ``model`` (``variables``: any
-    of the models); ``seed`` draws weight matching's order and the paper code's batches."""
+    of the models), and with ``permutation.orthogonal`` its residual streams rotated too
+    (``mmc_jax.permute.orthogonal.align``); ``seed`` draws weight matching's order and the
+    paper code's batches."""
     method = permutation.method
     spec = permutation_spec(permutation, model, variables, train.image_shape)
+    batches = None
+    if method != "weight" or permutation.orthogonal == "activation":
+        batches = matching_batches(permutation, path.batch_size, seed, train)
     if method == "weight":
-
-        def align(a, b):
-            return permute.apply(
-                spec, permute.weight_matching(spec, a, b, jax.random.PRNGKey(seed)), b
-            )
-
-        return align
-    match = {
-        "activation": permute.activation_matching,
-        "greedy": permute.greedy_activation_matching,
-        "paper": permute.paper_activation_matching,
-    }[method]
-    batches = matching_batches(permutation, path.batch_size, seed, train)
+        key = jax.random.PRNGKey(seed)
+        match = lambda spec, model, a, b, batches: permute.weight_matching(spec, a, b, key)  # noqa: E731
+    else:
+        match = {
+            "activation": permute.activation_matching,
+            "greedy": permute.greedy_activation_matching,
+            "paper": permute.paper_activation_matching,
+        }[method]
+    if permutation.orthogonal == "none":
+        return lambda a, b: permute.apply(spec, match(spec, model, a, b, batches), b)
+    check_streams(spec, model, variables, train.image_shape)
+    rotations = (
+        {"model": model, "batches": batches} if permutation.orthogonal == "activation" else {}
+    )
 
     def align(a, b):
-        return permute.apply(spec, match(spec, model, a, b, batches), b)
+        def permutations(a, b):
+            return match(spec, model, a, b, batches)
+
+        return orthogonal.align(spec, a, b, permutations, **rotations)
 
     return align
+
+
+def check_streams(spec, model, variables, image_shape) -> None:
+    """One-line error unless the model has residual streams whose rotations are
+    symmetries (``permutation.orthogonal``)."""
+    if not spec.streams:
+        raise InputError("permutation.orthogonal: the model has no residual stream to rotate")
+    example = jax.random.normal(jax.random.PRNGKey(0), (2, *image_shape))
+    for name in spec.streams:
+        permute.check_rotation(spec, name, as_apply(model), variables, example)

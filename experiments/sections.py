@@ -124,6 +124,10 @@ class PathConfig(Config):
         )
 
 
+#: How residual streams are rotated after the permutations (``permutation.orthogonal``).
+ORTHOGONAL = ("none", "weight", "activation")
+
+
 @dataclasses.dataclass(frozen=True)
 class PermutationConfig(Config):
     """How one model is aligned to another before the permuted linear path
@@ -135,11 +139,17 @@ class PermutationConfig(Config):
       permute_residual: permute the residual streams too.
       match_batches, match_batch_size: activation matching's batches (0: 10 batches of the
         path's batch size; the paper: 91 of 128).
+      orthogonal: after the permutations, rotate each residual stream by orthogonal
+        Procrustes (``mmc_jax.permute.orthogonal``), on its weights (``"weight"``) or its
+        activations on the matching batches (``"activation"``); ``"none"`` (default):
+        permutations only. Only for streams whose rotations are symmetries (RMSNorm
+        without a gain, no norm).
     """
 
     prefix: ClassVar[str] = "permutation."
 
     method: str = field("weight", choices=PERMUTATIONS, label="permutation method")
+    orthogonal: str = field("none", choices=ORTHOGONAL, label="orthogonal alignment")
     permute_residual: bool = True
     match_batches: int = field(0, bounds="non_negative")
     match_batch_size: int = field(0, bounds="non_negative")

@@ -91,3 +91,19 @@ def test_connectivity_cli(trained, tmp_path, path, extra):
     at = out["conditions"]["nocue"]["models"]["loss"]
     line = summary["conditions"]["nocue"]["loss"]
     assert at[0] == pytest.approx(line[0], abs=1e-4) and at[1] == pytest.approx(line[-1], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_rotating_streams_needs_a_model_with_one(trained, tmp_path):
+    result = _run(
+        f"--model_a={trained / 'nc'}",
+        f"--model_b={trained / 'c'}",
+        "--path=permuted_linear",
+        "--config.permutation.orthogonal=weight",
+        f"--workdir={tmp_path}",
+        *TINY,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: permutation.orthogonal: the model has no residual stream to rotate"
+    )

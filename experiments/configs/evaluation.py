@@ -38,6 +38,9 @@ def permutation_config() -> ml_collections.ConfigDict:
     # paper (the paper code's greedy per-layer activation matching, solved per batch)
     permutation.method = "weight"
     permutation.permute_residual = True   # False: residual streams stay unpermuted
+    # Then rotate residual streams (orthogonal Procrustes): none | weight | activation; for
+    # streams under RMSNorm without a gain or no norm (e.g. vit_tiny_rms).
+    permutation.orthogonal = "none"
     permutation.match_batches = 0         # activation matching batches (0: 10; paper: 91)
     permutation.match_batch_size = 0      # their size (0: path.batch_size; paper: 128)
     return permutation

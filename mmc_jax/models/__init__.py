@@ -40,6 +40,7 @@ PRESETS: dict[str, Callable[..., nn.Module]] = {
     # Beyond the paper: permutation specs from permute.derive_spec.
     "mlp": MLP,
     "vit_tiny": ViT,
+    "vit_tiny_rms": functools.partial(ViT, norm="rms"),
     "wrn": WideResNet,
     "wrn_gn": functools.partial(WideResNet, norm="group"),
 }
@@ -89,8 +90,9 @@ def create(
     Args:
       name: ``"vgg13"``, ``"resnet18"`` (the paper's CIFAR variants), a small preset:
         ``"vgg13_small"``, ``"resnet18_small"`` (1/8 width), ``"cnn4"`` (4 conv layers);
-        beyond the paper, ``"mlp"`` (LayerNorm), ``"vit_tiny"`` (attention), ``"wrn"`` and
-        ``"wrn_gn"`` (wide pre-activation ResNet, BatchNorm or GroupNorm); or
+        beyond the paper, ``"mlp"`` (LayerNorm), ``"vit_tiny"`` (attention; ``"vit_tiny_rms"``
+        with RMSNorm, whose stream rotations are symmetries too), ``"wrn"`` and ``"wrn_gn"``
+        (wide pre-activation ResNet, BatchNorm or GroupNorm); or
         your own model as ``"my_package.my_module:make_model"``, a callable taking
         ``num_classes`` and returning a Linen module called as ``module(x, train=...)``
         (``width``, ``dtype`` and ``conv_impl`` apply to the presets only).

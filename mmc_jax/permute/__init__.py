@@ -15,12 +15,15 @@ One module per job:
 - :mod:`~mmc_jax.permute.derive`: :func:`derive_spec`, the spec of any Flax model from its
   trace;
 - :mod:`~mmc_jax.permute.layouts`: :func:`spec_for`, the derived spec of the library's VGG,
-  SmallCNN and ResNet under their hand-written names (and the paper code's activations),
-  for any model whose variables have their layout (:func:`has_layout`);
+  SmallCNN and ResNet checked against their hand-written layouts (and the paper code's
+  activations), for any model whose variables have their layout (:func:`has_layout`);
 - :mod:`~mmc_jax.permute.sites`: the activations of a spec's permutations, for activation
   matching;
 - :mod:`~mmc_jax.permute.matching`: :func:`weight_matching`, :func:`activation_matching`,
-  :func:`greedy_activation_matching` and :func:`paper_activation_matching`.
+  :func:`greedy_activation_matching` and :func:`paper_activation_matching`;
+- :mod:`~mmc_jax.permute.orthogonal`: rotations of residual streams, a symmetry beyond
+  permutations where no norm (or RMSNorm without a gain) is on the stream:
+  :func:`orthogonal_alignment`, :func:`rotate`, :func:`check_rotation`.
 
 >>> spec = derive_spec(model.apply, variables_a, x, train=False)   # or spec_for(model, a)
 >>> perm = weight_matching(spec, variables_a, variables_b, jax.random.key(0))
@@ -35,6 +38,7 @@ from mmc_jax.permute.matching import (
     paper_activation_matching,
     weight_matching,
 )
+from mmc_jax.permute.orthogonal import check_rotation, orthogonal_alignment, rotate
 from mmc_jax.permute.spec import Blocks, PermutationSpec, apply, validate
 
 __all__ = [
@@ -42,10 +46,13 @@ __all__ = [
     "PermutationSpec",
     "activation_matching",
     "apply",
+    "check_rotation",
     "derive_spec",
     "greedy_activation_matching",
     "has_layout",
+    "orthogonal_alignment",
     "paper_activation_matching",
+    "rotate",
     "spec_for",
     "validate",
     "weight_matching",

@@ -61,7 +61,9 @@ def spec_of(
     builder = _SpecBuilder(trace, strict)
     for root, entries in builder.members.items():
         builder.add(root, entries)
-    spec = builder.spec(_stacked(trace.names))
+    streams = {trace.groups.find(node) for node in trace.groups.residual}
+    names = tuple(dict.fromkeys(builder.names[r] for r in streams if r in builder.names))
+    spec = builder.spec(_stacked(trace.names), tuple(sorted(names)))
     validate(spec, variables)
     return spec
 
@@ -175,13 +177,14 @@ class _SpecBuilder:
         name = f"P_{'/'.join(parts[1:-1]) or parts[-1]}{layer}"
         return name if last else f"{name}@{axis}"
 
-    def spec(self, stacked: dict[str, int]) -> PermutationSpec:
+    def spec(self, stacked: dict[str, int], streams: tuple[str, ...]) -> PermutationSpec:
         return PermutationSpec(
             {p: tuple(e) for p, e in self.perm_to_axes.items()},
             {n: tuple(a) for n, a in self.axes_to_perm.items()},
             self.sizes,
             tuple(self.unsupported),
             stacked,
+            streams,
         )
 
 

@@ -59,6 +59,8 @@ class PermutationSpec:
       stacked: leaf path → number of layers stacked on its axis 0 (the weights of a scanned
         layer, ``nn.scan``): the spec names each layer ``<path>[<k>]`` as a leaf of its own
         (:func:`leaves_of`), so every layer has permutations of its own.
+      streams: the permutations of residual streams (units that residual additions join),
+        which :mod:`mmc_jax.permute.orthogonal` may rotate where the model allows.
     """
 
     perm_to_axes: dict[str, tuple[tuple[str, int], ...]]
@@ -66,6 +68,7 @@ class PermutationSpec:
     sizes: dict[str, int]
     unsupported: tuple[str, ...] = ()
     stacked: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    streams: tuple[str, ...] = ()
 
 
 def leaf_path(keys: tuple) -> str:
