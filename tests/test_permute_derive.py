@@ -136,6 +136,22 @@ class GatedMLP(nn.Module):
         return nn.Dense(10, name="head")(x)
 
 
+class ClassToken(nn.Module):
+    """A class token concatenated before the patches and sliced out for the head
+    (``x[:, 0]``: a slice of the token axis, which stays unpermuted)."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(16, (4, 4), strides=(4, 4), name="patchify")(x)
+        x = x.reshape(x.shape[0], -1, 16)
+        cls = self.param("cls", nn.initializers.normal(1.0), (1, 1, 16))
+        x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, 16)), x], axis=1)
+        x = x + nn.MultiHeadDotProductAttention(num_heads=2, name="mhsa")(
+            nn.LayerNorm(name="ln")(x)
+        )
+        return nn.Dense(10, name="head")(x[:, 0])
+
+
 class PixelTokens(nn.Module):
     """Pixels quantized into 8 tokens, embedded (``nn.Embed``: a gather from its table), a
     dense layer, mean over positions."""
@@ -217,6 +233,7 @@ def test_library_models_derive_their_hand_written_spec(name, width):
         (FusedQKV(), [16, 2, 8, 8]),  # stream, heads, q/k and v head dims
         (GatedMLP(), [12, 10]),  # stream, gated units (both halves alike)
         (PixelTokens(), [16, 12]),  # embedding features, fc
+        (ClassToken(), [16, 2, 8, 8]),  # stream, heads, q/k and v head dims
     ],
     ids=lambda m: type(m).__name__ if isinstance(m, nn.Module) else None,
 )
