@@ -19,6 +19,7 @@ from mmc_jax.data import CONDITIONS, Dataset, check_random_from
 from mmc_jax.data.batching import stack_batches
 from mmc_jax.data.counterfactual import clean_inputs, condition_key, counterfactual
 from mmc_jax.data.cues import Cue, apply_cue, normalize
+from mmc_jax.models.nnx_bridge import accepts_nnx
 from mmc_jax.runtime import parallel
 
 
@@ -53,6 +54,7 @@ def train_forward(apply_fn, params, batch_stats, inputs: jax.Array, **kwargs):
     return out, updates.get("batch_stats", batch_stats)
 
 
+@accepts_nnx
 def eval_step(
     apply_fn,
     variables,
@@ -64,6 +66,8 @@ def eval_step(
     pool=None,
 ) -> dict:
     """Summed loss and correct count per condition on one batch (eval-mode BatchNorm).
+
+    An ``nnx.Module`` may stand for ``(apply_fn, variables)`` (:mod:`~mmc_jax.models.nnx_bridge`).
 
     The one evaluation kernel: ``training.evaluate`` and the path evaluator both call it, so
     a model gets the same numbers from either.
@@ -108,6 +112,7 @@ def _eval_batch(apply_fn, variables, batch, batch_index, key, pool, cue, conditi
     return eval_step(apply_fn, variables, batch, key, cue, conditions, batch_index, pool)
 
 
+@accepts_nnx
 def evaluate(
     apply_fn,
     variables,
@@ -123,6 +128,8 @@ def evaluate(
     cue_proportion: float = 1.0,
 ) -> dict:
     """Mean loss and accuracy under each condition, eval-mode BatchNorm.
+
+    An ``nnx.Module`` may stand for ``(apply_fn, variables)`` (:mod:`~mmc_jax.models.nnx_bridge`).
 
     Args:
       apply_fn: ``module.apply``.

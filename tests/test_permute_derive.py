@@ -555,3 +555,38 @@ def test_a_scanned_model_aligns_as_its_unrolled_twin():
 def _cross_entropy(logits, labels):
     """Mean cross-entropy of integer labels."""
     return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(labels)), labels])
+
+
+def test_an_nnx_model_gets_its_permutations_named_after_its_attributes():
+    from flax import nnx
+
+    class Net(nnx.Module):
+        """Conv → BatchNorm → ReLU, a residual conv, a list of dense layers (NNX)."""
+
+        def __init__(self, rngs):
+            self.conv1 = nnx.Conv(3, 8, (3, 3), rngs=rngs)
+            self.norm1 = nnx.BatchNorm(8, use_running_average=True, rngs=rngs)
+            self.conv2 = nnx.Conv(8, 8, (3, 3), rngs=rngs)
+            self.layers = nnx.List([nnx.Linear(8, 12, rngs=rngs), nnx.Linear(12, 10, rngs=rngs)])
+
+        def __call__(self, x):
+            x = nnx.relu(self.norm1(self.conv1(x)))
+            x = (x + self.conv2(x)).mean((1, 2))
+            return self.layers[1](nnx.relu(self.layers[0](x)))
+
+    module = Net(nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
+    spec = permute.derive_spec(module, x)  # an nnx.Module for (apply_fn, variables)
+    apply_fn, variables = models.nnx_bridge.from_module(module)
+    assert sorted(spec.sizes) == ["P_conv1", "P_layers/0"] and spec.unsupported == ()
+    assert spec.streams == ("P_conv1",)
+    rng = np.random.default_rng(0)
+    planted = {name: jnp.asarray(rng.permutation(n)) for name, n in spec.sizes.items()}
+    permuted = permute.apply(spec, planted, variables)
+    chex.assert_trees_all_close(apply_fn(permuted, x), module(x), atol=1e-5)
+    found = permute.weight_matching(spec, module, permuted, jax.random.key(3))
+    chex.assert_trees_all_close(permute.apply(spec, found, permuted), variables, atol=1e-6)
+    batches = [jax.random.normal(jax.random.key(i), (32, 8, 8, 3)) for i in (5, 6)]
+    found = permute.activation_matching(spec, module, module, permuted, batches)
+    aligned = permute.apply(spec, found, permuted)  # the stream's units all fire: recovered
+    chex.assert_trees_all_close(aligned["params"]["conv1"], variables["params"]["conv1"])

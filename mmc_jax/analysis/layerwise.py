@@ -22,6 +22,7 @@ from flax import struct, traverse_util
 from mmc_jax import paths
 from mmc_jax.connectivity import barrier, path_eval
 from mmc_jax.data import CONDITIONS, Dataset
+from mmc_jax.models.nnx_bridge import accepts_nnx
 from mmc_jax.runtime.errors import InputError
 
 PyTree = Any
@@ -136,6 +137,7 @@ def group_masks(variables: Mapping, groups: Sequence[str]) -> PyTree:
     return traverse_util.unflatten_dict(masks)
 
 
+@accepts_nnx(also=("b",))
 def layerwise_barriers(
     apply_fn: Callable,
     a: PyTree,
@@ -148,6 +150,9 @@ def layerwise_barriers(
     **evaluator: Any,
 ) -> LayerwiseResult:
     """The barrier of interpolating each group alone from ``a`` to ``b`` (the rest at ``a``).
+
+    An ``nnx.Module`` may stand for ``(apply_fn, a)``, another for ``b``
+    (:mod:`~mmc_jax.models.nnx_bridge`).
 
     Args:
       apply_fn: ``module.apply`` of the two models' common architecture.

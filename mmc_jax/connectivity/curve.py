@@ -33,6 +33,7 @@ import optax
 
 from mmc_jax import data, models, paths
 from mmc_jax.metrics import accuracy, cued_inputs
+from mmc_jax.models.nnx_bridge import accepts_nnx
 from mmc_jax.runtime.configs import Config, field
 from mmc_jax.runtime.errors import InputError
 from mmc_jax.training.checkpoint import RunCheckpoints
@@ -161,6 +162,7 @@ def initial_control(
     return models.init(model, jax.random.PRNGKey(seed + 7), image_shape)
 
 
+@accepts_nnx(also=("b", "control"))
 def fit_curve(
     apply_fn,
     a: Mapping,
@@ -174,6 +176,9 @@ def fit_curve(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Trains the control point of the quadratic path from ``a`` to ``b`` (resumable).
+
+    An ``nnx.Module`` may stand for ``(apply_fn, a)``, others for ``b`` and ``control``
+    (:mod:`~mmc_jax.models.nnx_bridge`).
 
     Args:
       apply_fn: ``module.apply``.

@@ -55,6 +55,7 @@ from mmc_jax.data import CONDITIONS, Dataset, check_condition, check_random_from
 from mmc_jax.data.batching import sample_batches, stack_batches
 from mmc_jax.data.cues import Cue
 from mmc_jax.metrics import eval_step
+from mmc_jax.models.nnx_bridge import accepts_nnx
 from mmc_jax.paths import Path
 from mmc_jax.reporting import files as mmc_io
 from mmc_jax.runtime import distributed, parallel, stopping
@@ -73,10 +74,14 @@ def resolve_strategy(strategy: str) -> str:
     return strategy
 
 
+@accepts_nnx
 def bn_momentum(apply_fn: Callable, variables: Mapping, images: jax.Array) -> float:
     """The EMA momentum ``m`` of the model's BatchNorm (``new = m·old + (1 − m)·batch``),
     read off two train-mode passes; 0.9 for the library's models (PyTorch's 0.1), and for
-    models without BatchNorm (where it is unused)."""
+    models without BatchNorm (where it is unused).
+
+    An ``nnx.Module`` may stand for ``(apply_fn, variables)`` (:mod:`~mmc_jax.models.nnx_bridge`).
+    """
     if not jax.tree.leaves(variables.get("batch_stats", {})):
         return 0.9
     return float(_momentum(_Static(apply_fn), variables, images))
@@ -112,10 +117,13 @@ def _anchor_statistics(apply_fn: _Static, anchors, images: jax.Array) -> dict:
     return repair.anchor_statistics(apply_fn.fn, anchors, images)
 
 
+@accepts_nnx
 def settle_batch_stats(
     apply_fn: Callable, variables: Mapping, bn_images: jax.Array, policy: str, momentum: float = 0.9
 ) -> dict:
     """Variables with BatchNorm statistics set by ``policy`` (see the module docstring).
+
+    An ``nnx.Module`` may stand for ``(apply_fn, variables)`` (:mod:`~mmc_jax.models.nnx_bridge`).
 
     Args:
       apply_fn: ``module.apply``.
@@ -152,6 +160,7 @@ def settle_batch_stats(
     return {**variables, "batch_stats": jax.tree.map(lambda s: s * scale, total)}
 
 
+@accepts_nnx
 def condition_sums(
     apply_fn: Callable,
     variables: Mapping,
@@ -162,6 +171,8 @@ def condition_sums(
     pool: Optional[jax.Array] = None,
 ) -> jax.Array:
     """Summed loss and correct count per condition, ``[len(conditions), 2]``, eval mode.
+
+    An ``nnx.Module`` may stand for ``(apply_fn, variables)`` (:mod:`~mmc_jax.models.nnx_bridge`).
 
     Scans ``training.eval_step``, the one evaluation kernel, over the stacked batches: batch
     ``i`` of condition ``c`` draws from ``data.condition_key(key, c, i)``, so every path

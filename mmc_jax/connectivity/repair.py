@@ -14,11 +14,12 @@ clean training batches site by site, with every earlier site already corrected b
 statistics (one pass over the batches per site), so the repaired network has exactly the
 target statistics on those batches; Jordan et al.'s single pass with reset BatchNorm layers
 corrects earlier layers by per-batch statistics instead, an approximation. It works for any
-Flax model, with BatchNorm (whose running statistics stay interpolated: the correction of the
-layer before it does the work; for BN networks this is close to recomputing the statistics),
-LayerNorm or no normalisation at all, through ``flax.linen.intercept_methods``: no change to
-the model. For a path through more than two models the target is the same weighted sum of
-every anchor model's statistics that the path uses for the weights (``weights(t)``).
+Flax Linen model (a Flax NNX model is refused with InputError), with BatchNorm (whose running
+statistics stay interpolated: the correction of the layer before it does the work; for BN
+networks this is close to recomputing the statistics), LayerNorm or no normalisation at all,
+through ``flax.linen.intercept_methods``: no change to the model. For a path through more
+than two models the target is the same weighted sum of every anchor model's statistics that
+the path uses for the weights (``weights(t)``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmc_jax.models import layers
+from mmc_jax.models import layers, nnx_bridge
+from mmc_jax.runtime.errors import InputError
 
 #: Modules whose outputs are corrected: convolutions and dense layers.
 SITE_TYPES = (nn.Conv, nn.ConvTranspose, nn.Dense, layers.Conv)
@@ -38,6 +40,17 @@ SITE_TYPES = (nn.Conv, nn.ConvTranspose, nn.Dense, layers.Conv)
 EPSILON = 1e-8
 
 Stats = dict  # {site: {"mean": [C], "std": [C]}}
+
+
+def _require_linen(apply_fn: Callable) -> None:
+    """Raises InputError for a Flax NNX model: its layers are not Linen modules, so
+    ``flax.linen.intercept_methods`` finds no site to correct."""
+    if nnx_bridge.is_nnx(apply_fn):
+        raise InputError(
+            "REPAIR (path.bn=repair) corrects the layers of a Linen model, found through "
+            "flax.linen.intercept_methods; an NNX model has none to find: use path.bn=recompute "
+            "or interpolate_ema"
+        )
 
 
 def _is_site(context) -> bool:
@@ -94,7 +107,11 @@ def measure(apply_fn: Callable, variables: Mapping, images: jax.Array) -> Stats:
 
     Returns:
       ``{site: {"mean": [C], "std": [C]}}``, sites named by module path.
+
+    Raises:
+      InputError: a Flax NNX model (no Linen layers to intercept).
     """
+    _require_linen(apply_fn)
 
     def run(x):
         seen = {}

@@ -9,8 +9,10 @@ import jax
 import numpy as np
 
 from mmc_jax import metrics
+from mmc_jax.models.nnx_bridge import accepts_nnx
 
 
+@accepts_nnx
 def features_of(
     apply_fn,
     variables,
@@ -22,6 +24,8 @@ def features_of(
     cued: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """Penultimate features ``[N, D]`` of uint8 images, computed in batches.
+
+    An ``nnx.Module`` may stand for ``(apply_fn, variables)`` (:mod:`~mmc_jax.models.nnx_bridge`).
 
     Without ``cued`` the images are cue-free (``data.clean_inputs``); with it (bool ``[N]``)
     the flagged images carry their label's cue (``labels`` needed), the others none, as

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from mmc_jax.metrics import cued_inputs
+from mmc_jax.models.nnx_bridge import accepts_nnx
 from mmc_jax.runtime.errors import InputError
 from mmc_jax.training.steps import supervised_step
 
@@ -29,9 +30,13 @@ def mixed_step(state, batch, cue):
     return supervised_step(state, cued_inputs(cue, batch), batch["labels"])
 
 
+@accepts_nnx
 def errors(apply_fn, variables, arrays, cue, batch_size: int = 500) -> np.ndarray:
     """Indices of the samples of ``arrays`` that the model misclassifies (eval mode, the cue
-    where flagged): JTT's error set."""
+    where flagged): JTT's error set.
+
+    An ``nnx.Module`` may stand for ``(apply_fn, variables)`` (:mod:`~mmc_jax.models.nnx_bridge`).
+    """
     predict = jax.jit(lambda v, b: apply_fn(v, cued_inputs(cue, b), train=False).argmax(-1))
     wrong = []
     for start in range(0, len(arrays["labels"]), batch_size):

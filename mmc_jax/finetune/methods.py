@@ -40,6 +40,7 @@ from mmc_jax.finetune import groups, objectives
 from mmc_jax.finetune import jtt as jtt_lib
 from mmc_jax.finetune.features import features_of
 from mmc_jax.models import layers
+from mmc_jax.models.nnx_bridge import accepts_nnx
 from mmc_jax.runtime.configs import Config, field
 from mmc_jax.runtime.errors import InputError
 from mmc_jax.training.checkpoint import RunCheckpoints
@@ -246,6 +247,7 @@ def _state(apply_fn, variables, lr, config: FinetuneConfig, seed_offset=0):
     return TrainState.create(apply_fn, variables, tx, jax.random.PRNGKey(config.seed + seed_offset))
 
 
+@accepts_nnx
 def naive_finetune(
     apply_fn,
     variables,
@@ -258,7 +260,10 @@ def naive_finetune(
 ):
     """Naive fine-tuning: cross-entropy on the clean set, cosine schedule per iteration. It
     uses no cued batch, so an epoch is the clean set's alone (``iterator.clean``), as the
-    code iterates its clean loader alone."""
+    code iterates its clean loader alone.
+
+    An ``nnx.Module`` may stand for ``(apply_fn, variables)`` (:mod:`~mmc_jax.models.nnx_bridge`).
+    """
     iterator = iterator.clean if isinstance(iterator, PairedIterator) else iterator
     spe = iterator.steps_per_epoch
     state = _state(apply_fn, variables, config.optim.learning_rates(spe), config)
@@ -267,6 +272,7 @@ def naive_finetune(
     return state.variables, history
 
 
+@accepts_nnx(also=("anchor",))
 def cbft(
     apply_fn,
     variables,
@@ -279,7 +285,11 @@ def cbft(
     *,
     progress: bool = True,
 ):
-    """Connectivity-based fine-tuning from ``variables`` (θ_C) away from ``anchor`` (θ_C)."""
+    """Connectivity-based fine-tuning from ``variables`` (θ_C) away from ``anchor`` (θ_C).
+
+    An ``nnx.Module`` may stand for ``(apply_fn, variables)``, and one of its architecture
+    for ``anchor`` (:mod:`~mmc_jax.models.nnx_bridge`).
+    """
     spe = iterator.steps_per_epoch
     if config.cbft_mode == "code":
         # Two optimizer updates per iteration (one without the barrier step); the code's
@@ -303,6 +313,7 @@ def cbft(
     return state.variables, history
 
 
+@accepts_nnx
 def llrt(
     apply_fn,
     variables,
@@ -317,7 +328,10 @@ def llrt(
 ):
     """Last-layer retraining: a fresh linear head on frozen features of the clean set
     (eval-mode BatchNorm), trained with ``config.llrt`` (the code: SGD lr 30, momentum 0.9,
-    no weight decay, cosine, 200 epochs)."""
+    no weight decay, cosine, 200 epochs).
+
+    An ``nnx.Module`` may stand for ``(apply_fn, variables)`` (:mod:`~mmc_jax.models.nnx_bridge`).
+    """
     features = features_of(apply_fn, variables, np.asarray(train.images[clean_index]), train.cue)
     labels = np.asarray(train.labels[clean_index])
     iterator = data.EpochIterator(
@@ -375,6 +389,7 @@ _RUNS = {
 }
 
 
+@accepts_nnx
 def dfr_finetune(
     apply_fn,
     variables,
@@ -389,7 +404,10 @@ def dfr_finetune(
 ):
     """Deep Feature Reweighting (:mod:`.dfr`): θ_C with its head retrained on group-balanced
     features; returns ``(variables, {"balanced_samples"})``. ``cue_proportion``: the cued
-    set's (``groups.cued_flags``); its samples without the cue join the clean groups."""
+    set's (``groups.cued_flags``); its samples without the cue join the clean groups.
+
+    An ``nnx.Module`` may stand for ``(apply_fn, variables)`` (:mod:`~mmc_jax.models.nnx_bridge`).
+    """
     arrays = groups.mixed_arrays(train, clean_index, cue_index, cue_proportion)
     flags, labels = arrays["cue"], arrays["labels"]
     found = features_of(apply_fn, variables, arrays["images"], train.cue, labels=labels, cued=flags)
@@ -407,6 +425,7 @@ def dfr_finetune(
     return _with_head(variables, head, new), {"balanced_samples": size}
 
 
+@accepts_nnx
 def jtt_finetune(
     apply_fn,
     variables,
@@ -422,7 +441,10 @@ def jtt_finetune(
     """Just Train Twice (:mod:`.jtt`): the identification run in ``workdir/identification``,
     then θ_C fine-tuned with its errors upsampled; returns ``(variables, {"errors",
     "clean_errors", "history"})`` (how many of the fine-tuning samples it upweighted, and
-    how many of those are clean). ``cue_proportion``: the cued set's (``groups.cued_flags``)."""
+    how many of those are clean). ``cue_proportion``: the cued set's (``groups.cued_flags``).
+
+    An ``nnx.Module`` may stand for ``(apply_fn, variables)`` (:mod:`~mmc_jax.models.nnx_bridge`).
+    """
     upweight = jtt_lib.check_upweight(config.jtt_upweight)
     arrays = groups.mixed_arrays(train, clean_index, cue_index, cue_proportion)
     n_clean, batch = len(clean_index), config.optim.batch_size
@@ -447,6 +469,7 @@ def jtt_finetune(
     return state.variables, {"errors": len(wrong), "clean_errors": clean_errors, "history": history}
 
 
+@accepts_nnx
 def group_dro_finetune(
     apply_fn,
     variables,
@@ -461,7 +484,10 @@ def group_dro_finetune(
 ):
     """Group DRO (:mod:`.group_dro`) from θ_C over the (class, cue) groups; returns
     ``(variables, {"group_weights", "history"})``. ``cue_proportion``: the cued set's
-    (``groups.cued_flags``)."""
+    (``groups.cued_flags``).
+
+    An ``nnx.Module`` may stand for ``(apply_fn, variables)`` (:mod:`~mmc_jax.models.nnx_bridge`).
+    """
     arrays = groups.mixed_arrays(train, clean_index, cue_index, cue_proportion)
     counts = groups.group_counts(arrays, train.num_classes)
     iterator = groups.budgeted_iterator(

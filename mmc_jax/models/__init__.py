@@ -8,6 +8,10 @@ with the pooled penultimate features when ``return_features=True``. Variables ho
 
 >>> model = models.create("vgg13", num_classes=10)
 >>> variables = models.init(model, jax.random.key(0), (32, 32, 3))
+
+A Flax NNX model of the user's (``"pkg.mod:factory"`` with a factory taking
+``(num_classes, *, rngs)``) comes back as an :class:`~mmc_jax.models.nnx_bridge.NNXModel`, which
+has the same ``init`` and ``apply``.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmc_jax.models import layers
+from mmc_jax.models import layers, nnx_bridge
 from mmc_jax.models.cnn import SmallCNN
 from mmc_jax.models.mlp import MLP
+from mmc_jax.models.nnx_bridge import NNXModel
 from mmc_jax.models.resnet import ResNet
 from mmc_jax.models.vgg import VGG, VGG13_BLOCKS
 from mmc_jax.models.vit import ViT
@@ -62,7 +67,7 @@ def check_name(name: str) -> str:
     )
 
 
-def factory(name: str) -> Callable[[int], nn.Module]:
+def factory(name: str) -> Callable[..., Any]:
     """The callable a ``"module:attribute"`` model name points to (imported)."""
     module_name, _, attribute = name.partition(":")
     try:
@@ -84,7 +89,7 @@ def create(
     width: float | None = None,
     dtype: str | Any = "float32",
     conv_impl: str = "auto",
-) -> nn.Module:
+) -> nn.Module | NNXModel:
     """Builds a model by name.
 
     Args:
@@ -94,8 +99,9 @@ def create(
         with RMSNorm, whose stream rotations are symmetries too), ``"wrn"`` and ``"wrn_gn"``
         (wide pre-activation ResNet, BatchNorm or GroupNorm); or
         your own model as ``"my_package.my_module:make_model"``, a callable taking
-        ``num_classes`` and returning a Linen module called as ``module(x, train=...)``
-        (``width``, ``dtype`` and ``conv_impl`` apply to the presets only).
+        ``num_classes`` and returning a Linen module called as ``module(x, train=...)``, or
+        taking ``(num_classes, *, rngs)`` and returning a Flax NNX module called as
+        ``module(x)`` (``width``, ``dtype`` and ``conv_impl`` apply to the presets only).
       num_classes: classifier outputs.
       width: channel multiplier (overrides the preset's).
       dtype: computation dtype, ``"float32"`` or ``"bfloat16"``; parameters stay float32.
@@ -105,17 +111,25 @@ def create(
         the parameters are the same either way.
 
     Returns:
-      A Flax Linen module.
+      A Flax Linen module, or for an NNX factory an
+      :class:`~mmc_jax.models.nnx_bridge.NNXModel` (its structure built, and so checked, at
+      once).
     """
     if num_classes < 1:
         raise InputError(f"num_classes must be positive, got {num_classes}")
     if check_name(name) not in PRESETS:
         if width is not None:
             raise InputError(f"width applies to the library's presets, not to {name!r}")
-        module = factory(name)(num_classes)
+        make = factory(name)
+        if nnx_bridge.takes_rngs(make):
+            model = NNXModel(make, (num_classes,))
+            _ = model.layout  # built now: a wrong factory fails here, with a one-line error
+            return model
+        module = make(num_classes)
         if not isinstance(module, nn.Module):
             raise InputError(
-                f"model {name!r} returned {type(module).__name__}, not a Flax Linen module"
+                f"model {name!r} returned {type(module).__name__}, not a Flax Linen module "
+                "(nor an NNX one: an NNX factory takes (num_classes, *, rngs))"
             )
         return module
     if isinstance(dtype, str):
@@ -134,9 +148,10 @@ def create(
     return PRESETS[name](num_classes, **kwargs)
 
 
-def init(model: nn.Module, key: jax.Array, image_shape: tuple[int, int, int]) -> dict:
-    """Initial ``{"params", "batch_stats"}`` of ``model`` for images of ``image_shape``
-    (compiled as a one-shot program, :func:`mmc_jax.runtime.one_shot_jit`)."""
+def init(model: nn.Module | NNXModel, key: jax.Array, image_shape: tuple[int, int, int]) -> dict:
+    """Initial ``{"params", "batch_stats"}`` of ``model`` (a Linen module or an
+    :class:`~mmc_jax.models.nnx_bridge.NNXModel`) for images of ``image_shape`` (compiled as
+    a one-shot program, :func:`mmc_jax.runtime.one_shot_jit`)."""
     variables = one_shot_jit(functools.partial(model.init, train=False))(
         key, jnp.zeros((1, *image_shape), jnp.float32)
     )
@@ -151,6 +166,7 @@ def num_params(variables: dict) -> int:
 __all__ = [
     "DTYPES",
     "MLP",
+    "NNXModel",
     "PRESETS",
     "ResNet",
     "SmallCNN",
@@ -161,5 +177,6 @@ __all__ = [
     "create",
     "factory",
     "init",
+    "nnx_bridge",
     "num_params",
 ]

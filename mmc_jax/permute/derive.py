@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Mapping
 
+from mmc_jax.models.nnx_bridge import accepts_nnx
 from mmc_jax.permute.spec import Blocks, PermutationSpec, perms_of, validate
 from mmc_jax.permute.trace import Parts, Trace, shape, size, trace_model
 from mmc_jax.runtime.errors import InputError
 
 
+@accepts_nnx
 def derive_spec(
     apply_fn: Callable,
     variables: Mapping[str, Any],
@@ -25,7 +27,8 @@ def derive_spec(
     residual_stream: bool = True,
     **apply_kwargs,
 ) -> PermutationSpec:
-    """The permutation spec of any model, derived from its traced forward pass.
+    """The permutation spec of any model, derived from its traced forward pass (an
+    ``nnx.Module`` may replace ``(apply_fn, variables)``).
 
     Args:
       apply_fn: the model's apply function, called as ``apply_fn(variables, *example_args,

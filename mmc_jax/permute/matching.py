@@ -13,7 +13,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
+from mmc_jax.models.nnx_bridge import from_module, variables_of
 from mmc_jax.permute.layouts import Group, has_layout, layout_groups, paper_groups, spec_names
 from mmc_jax.permute.sites import TracedActivations
 from mmc_jax.permute.spec import (
@@ -217,14 +219,15 @@ def weight_matching(
 
     Args:
       spec: the models' permutation spec.
-      a: the reference variables.
-      b: the variables to align.
+      a: the reference variables (an ``nnx.Module`` stands for its own).
+      b: the variables to align (likewise).
       key: PRNG key for the visiting orders.
       max_iter: most iterations over all permutations, per start.
 
     Returns:
       Permutation name → int32 array, for ``apply(spec, perm, b)``.
     """
+    a, b = variables_of(a), variables_of(b)
     validate(spec, a)
     validate(spec, b)
     if max_iter < 1:
@@ -315,6 +318,13 @@ def _traced(spec: PermutationSpec, model, a: Mapping[str, Any], b: Mapping[str, 
     return TracedActivations(spec, model, a)
 
 
+def _plain(model, a, b) -> tuple:
+    """``(model, a, b)`` with NNX modules as the library's forms (an apply function,
+    variables)."""
+    model = from_module(model)[0] if isinstance(model, nnx.Module) else model
+    return model, variables_of(a), variables_of(b)
+
+
 def _cosine(cross: np.ndarray, ss_a: np.ndarray, ss_b: np.ndarray) -> np.ndarray:
     """Cosine similarity of centred channels from their cross products and sums of squares;
     a constant channel has similarity 0 to every channel."""
@@ -382,6 +392,7 @@ def activation_matching(
     Raises:
       InputError: no batches, or a spec whose permutations are not symmetries of the model.
     """
+    model, a, b = _plain(model, a, b)
     activations = _traced(spec, model, a, b)
     moments_fn = _moments_fn(activations)
     batches = iter(batches)
@@ -465,6 +476,7 @@ def greedy_activation_matching(
       Permutation name → int32 array, for ``apply(spec, perm, b)``.
     """
     _check_reiterable(batches, "greedy activation matching")
+    model, a, b = _plain(model, a, b)
     activations = _traced(spec, model, a, b)
     moments_fn = _moments_fn(activations)
     first = next(iter(batches), None)
