@@ -40,6 +40,44 @@ CBFT = [
 ]
 
 
+#: experiments.train for a model of one's own: 256 images, one epoch (any model name).
+OWN_MODEL_TRAIN = [
+    "--config.data.num_train=256",
+    "--config.data.num_test=100",
+    "--config.optim.batch_size=64",
+    "--config.optim.epochs=1",
+    "--config.eval_batch_size=100",
+]
+
+
+def own_model_cbft(methods: tuple[str, ...]) -> list[str]:
+    """experiments.cbft's tiny arguments for a model of one's own running ``methods``
+    (θ_C trained as :data:`OWN_MODEL_TRAIN`; the model named by the caller)."""
+    return [
+        *[f"--config.cue_model.{a[len('--config.') :]}" for a in OWN_MODEL_TRAIN],
+        "--config.data.n_clean=128",
+        "--config.data.n_cue=256",
+        "--config.optim.batch_size=64",
+        "--config.optim.epochs=1",
+        "--config.finetune.llrt.epochs=1",
+        "--config.path.num_points=3",
+        "--config.path.bn_batches=2",
+        "--config.path.batch_size=100",
+        f"--config.methods={methods!r}",
+    ]
+
+
+def completed(entry: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m experiments.<entry> *args`` run to its end, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", f"experiments.{entry}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def command(entry: str, args: list[str], workdir) -> list[str]:
     """``python -m experiments.<entry> <args> --workdir=<workdir>``."""
     return [sys.executable, "-m", f"experiments.{entry}", *args, f"--workdir={workdir}"]

@@ -4,15 +4,13 @@ calls, ``accepts_nnx``, checkpoints, and train → cbft → connectivity from th
 import inspect
 import json
 import math
-import pathlib
-import subprocess
-import sys
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import programs
 import pytest
 from flax import nnx, traverse_util
 
@@ -20,7 +18,6 @@ from configs import train_config
 from mmc_jax import InputError, data, finetune, metrics, models, permute, training
 from mmc_jax.models import nnx_bridge
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = "examples.my_nnx_model:make_model"
 #: This module as a model name's module part (the entry points import it by that name).
 HERE = "tests.test_nnx"
@@ -243,43 +240,18 @@ def test_checkpoints_and_model_folders_round_trip(tmp_path):
     chex.assert_trees_all_close(loaded.apply(loaded_variables, x), model.apply(variables, x))
 
 
-def _run(entry, *args):
-    return subprocess.run(
-        [sys.executable, "-m", f"experiments.{entry}", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.mark.slow
 def test_nnx_model_in_train_cbft_and_connectivity(tmp_path):
-    tiny = [
-        "--config.data.num_train=256",
-        "--config.data.num_test=100",
-        "--config.optim.batch_size=64",
-        "--config.optim.epochs=1",
-        "--config.eval_batch_size=100",
-    ]
-    result = _run("train", f"--config.model.name={EXAMPLE}", *tiny, f"--workdir={tmp_path / 'nc'}")
+    tiny = programs.OWN_MODEL_TRAIN
+    result = programs.completed(
+        "train", f"--config.model.name={EXAMPLE}", *tiny, f"--workdir={tmp_path / 'nc'}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     trained = json.loads((tmp_path / "nc" / "results.json").read_text())
     assert trained["model"] == EXAMPLE and set(trained["test"]) == set(data.CONDITIONS)
     assert all(0 <= m["acc"] <= 1 and math.isfinite(m["loss"]) for m in trained["test"].values())
-    cbft = [
-        *[f"--config.cue_model.{a[len('--config.') :]}" for a in tiny],
-        "--config.data.n_clean=128",
-        "--config.data.n_cue=256",
-        "--config.optim.batch_size=64",
-        "--config.optim.epochs=1",
-        "--config.finetune.llrt.epochs=1",
-        "--config.path.num_points=3",
-        "--config.path.bn_batches=2",
-        "--config.path.batch_size=100",
-        "--config.methods=('llrt', 'cbft')",
-    ]
-    result = _run(
+    cbft = programs.own_model_cbft(("llrt", "cbft"))
+    result = programs.completed(
         "cbft", f"--config.cue_model.model.name={EXAMPLE}", *cbft, f"--workdir={tmp_path / 'cbft'}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -290,7 +262,7 @@ def test_nnx_model_in_train_cbft_and_connectivity(tmp_path):
     table = (tmp_path / "cbft" / "results.md").read_text()
     assert all(f"| {name}" in table for name in ("llrt", "cbft"))
     # θ_NC to the CBFT model, b aligned to a by weight matching on the derived spec.
-    result = _run(
+    result = programs.completed(
         "connectivity",
         f"--model_a={tmp_path / 'nc'}",
         f"--model_b={tmp_path / 'cbft' / 'seed_0' / 'cbft'}",

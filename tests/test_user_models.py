@@ -1,27 +1,14 @@
 """A model of the user's own, named ``module:factory``, in every entry point."""
 
 import json
-import pathlib
-import subprocess
-import sys
 
 import jax
+import programs
 import pytest
 
 from mmc_jax import InputError, data, models
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = "examples.my_model:make_model"
-
-
-def _run(entry, *args):
-    return subprocess.run(
-        [sys.executable, "-m", f"experiments.{entry}", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_bad_model_names_are_one_line_errors():
@@ -46,28 +33,13 @@ def test_models_without_features_are_refused_by_the_methods_that_need_them():
 
 @pytest.mark.slow
 def test_user_model_in_train_connectivity_and_cbft(tmp_path):
-    tiny = [
-        "--config.data.num_train=256",
-        "--config.data.num_test=100",
-        "--config.optim.batch_size=64",
-        "--config.optim.epochs=1",
-        "--config.eval_batch_size=100",
-    ]
-    result = _run("train", f"--config.model.name={EXAMPLE}", *tiny, f"--workdir={tmp_path / 'nc'}")
+    tiny = programs.OWN_MODEL_TRAIN
+    result = programs.completed(
+        "train", f"--config.model.name={EXAMPLE}", *tiny, f"--workdir={tmp_path / 'nc'}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    cbft = [
-        *[f"--config.cue_model.{a[len('--config.') :]}" for a in tiny],
-        "--config.data.n_clean=128",
-        "--config.data.n_cue=256",
-        "--config.optim.batch_size=64",
-        "--config.optim.epochs=1",
-        "--config.finetune.llrt.epochs=1",
-        "--config.path.num_points=3",
-        "--config.path.bn_batches=2",
-        "--config.path.batch_size=100",
-        "--config.methods=('lpft', 'cbft')",
-    ]
-    result = _run(
+    cbft = programs.own_model_cbft(("lpft", "cbft"))
+    result = programs.completed(
         "cbft", f"--config.cue_model.model.name={EXAMPLE}", *cbft, f"--workdir={tmp_path / 'cbft'}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -75,7 +47,7 @@ def test_user_model_in_train_connectivity_and_cbft(tmp_path):
     assert out["model"] == EXAMPLE and set(out["methods"]) == {"cue_model", "lpft", "cbft"}
     # θ_NC (experiments.train) to the CBFT model, aligned by activation matching on a derived
     # permutation spec.
-    result = _run(
+    result = programs.completed(
         "connectivity",
         f"--model_a={tmp_path / 'nc'}",
         f"--model_b={tmp_path / 'cbft' / 'seed_0' / 'cbft'}",
@@ -93,7 +65,7 @@ def test_user_model_in_train_connectivity_and_cbft(tmp_path):
     assert line["permutation"] == "activation" and not line["permute_residual"]
     assert len(line["conditions"]["cue"]["acc"]) == 3
     # A model without penultimate features is refused before any training.
-    result = _run(
+    result = programs.completed(
         "cbft",
         "--config.cue_model.model.name=tests.user_models:no_features",
         *cbft,
