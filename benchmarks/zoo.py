@@ -1,14 +1,17 @@
 """Models of current architectures written outside the library, one per pattern that the
 derived permutation specs cover beyond plain layers: a depthwise convolution (ConvNeXt), a
 grouped convolution (ResNeXt), a fused q/k/v projection split into heads, a gated MLP, a
-token embedding, and layers stacked with ``nn.scan``. ``MODELS[name](quick)`` gives the
-module and an example input."""
+token embedding, layers stacked with ``nn.scan``, and a Flax NNX model.
+``MODELS[name](quick)`` gives the module and an example input."""
 
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
+
+from mmc_jax.models import nnx_bridge
 
 
 class ConvNeXt(nn.Module):
@@ -122,6 +125,24 @@ class ScannedMLP(nn.Module):
         return nn.Dense(10, name="head")(x)
 
 
+class NNXResidualCNN(nnx.Module):
+    """A Flax NNX model: conv stem, BatchNorm, residual blocks of two convolutions in an
+    ``nnx.List``."""
+
+    def __init__(self, num_classes: int, width: int = 64, *, rngs: nnx.Rngs):
+        self.stem = nnx.Conv(3, width, (3, 3), rngs=rngs)
+        self.norm = nnx.BatchNorm(width, rngs=rngs)
+        conv = lambda: nnx.Conv(width, width, (3, 3), rngs=rngs)  # noqa: E731
+        self.blocks = nnx.List([nnx.List([conv(), conv()]) for _ in range(2)])
+        self.head = nnx.Linear(width, num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.relu(self.norm(self.stem(x)))
+        for inner, outer in self.blocks:
+            x = x + outer(nnx.relu(inner(x)))
+        return self.head(x.mean((1, 2)))
+
+
 def _images():
     return jnp.zeros((2, 32, 32, 3))
 
@@ -140,4 +161,8 @@ MODELS = {
         jax.random.randint(jax.random.key(0), (2, 16), 0, 1000),
     ),
     "scanned_mlp": lambda quick: (ScannedMLP(dim=32 if quick else 128), _images()),
+    "nnx_cnn": lambda quick: (
+        nnx_bridge.NNXModel(NNXResidualCNN, (10, 16 if quick else 64)),
+        _images(),
+    ),
 }
