@@ -286,19 +286,9 @@ def fine_tune(
         variables = finetune.dfr_finetune(
             apply_fn, theta_c, train, clean_index, cue_index, k, configs[name], cue_proportion=p
         )[0]
-    elif name == "jtt":
-        variables = finetune.jtt_finetune(
-            apply_fn,
-            theta_c,
-            train,
-            clean_index,
-            cue_index,
-            configs[name],
-            folder,
-            cue_proportion=p,
-        )[0]
-    elif name == "group_dro":
-        variables = finetune.group_dro_finetune(
+    elif name in ("jtt", "group_dro"):
+        method = finetune.jtt_finetune if name == "jtt" else finetune.group_dro_finetune
+        variables = method(
             apply_fn,
             theta_c,
             train,

@@ -50,6 +50,14 @@ OWN_MODEL_TRAIN = [
 ]
 
 
+#: The path section of a model of one's own's tiny runs: 3 points, 2 BN batches of 100.
+OWN_MODEL_PATH = [
+    "--config.path.num_points=3",
+    "--config.path.bn_batches=2",
+    "--config.path.batch_size=100",
+]
+
+
 def own_model_cbft(methods: tuple[str, ...]) -> list[str]:
     """experiments.cbft's tiny arguments for a model of one's own running ``methods``
     (θ_C trained as :data:`OWN_MODEL_TRAIN`; the model named by the caller)."""
@@ -60,9 +68,7 @@ def own_model_cbft(methods: tuple[str, ...]) -> list[str]:
         "--config.optim.batch_size=64",
         "--config.optim.epochs=1",
         "--config.finetune.llrt.epochs=1",
-        "--config.path.num_points=3",
-        "--config.path.bn_batches=2",
-        "--config.path.batch_size=100",
+        *OWN_MODEL_PATH,
         f"--config.methods={methods!r}",
     ]
 

@@ -267,10 +267,8 @@ def test_nnx_model_in_train_cbft_and_connectivity(tmp_path):
         f"--model_a={tmp_path / 'nc'}",
         f"--model_b={tmp_path / 'cbft' / 'seed_0' / 'cbft'}",
         "--path=permuted_linear",
-        "--config.path.num_points=3",
+        *programs.OWN_MODEL_PATH,
         "--config.path.num_eval=100",
-        "--config.path.bn_batches=2",
-        "--config.path.batch_size=100",
         f"--workdir={tmp_path / 'line'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]

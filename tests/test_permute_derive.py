@@ -177,6 +177,26 @@ def _setup(module, shape=(4, 16, 16, 3)):
     return x, variables
 
 
+def _planted_is_recovered(spec, apply_fn, variables, *inputs, seed=0, exact=False, reference=None):
+    """Plants random derived permutations: asserts the outputs stay equal (1e-5) and that
+    weight matching (against ``reference``, default ``variables``) recovers the variables
+    (exactly, or within 1e-6); returns the permuted variables."""
+    rng = np.random.default_rng(seed)
+    planted = {name: jnp.asarray(rng.permutation(n)) for name, n in spec.sizes.items()}
+    permuted = permute.apply(spec, planted, variables)
+    chex.assert_trees_all_close(
+        apply_fn(permuted, *inputs), apply_fn(variables, *inputs), atol=1e-5
+    )
+    reference = variables if reference is None else reference
+    found = permute.weight_matching(spec, reference, permuted, jax.random.key(3))
+    recovered = permute.apply(spec, found, permuted)
+    if exact:
+        chex.assert_trees_all_equal(recovered, variables)
+    else:
+        chex.assert_trees_all_close(recovered, variables, atol=1e-6)
+    return permuted
+
+
 def _groups(spec):
     return {frozenset(axes) for axes in spec.perm_to_axes.values()}
 
@@ -241,12 +261,7 @@ def test_derived_permutations_are_symmetries_and_weight_matching_recovers_them(m
     x, variables = _setup(module)
     spec = permute.derive_spec(module.apply, variables, x)
     assert sorted(spec.sizes.values()) == sorted(expected) and spec.unsupported == ()
-    rng = np.random.default_rng(0)
-    perm = {name: jnp.asarray(rng.permutation(n)) for name, n in spec.sizes.items()}
-    permuted = permute.apply(spec, perm, variables)
-    chex.assert_trees_all_close(module.apply(permuted, x), module.apply(variables, x), atol=1e-5)
-    found = permute.weight_matching(spec, variables, permuted, jax.random.key(3))
-    chex.assert_trees_all_close(permute.apply(spec, found, permuted), variables, atol=1e-6)
+    _planted_is_recovered(spec, module.apply, variables, x)
 
 
 def test_split_axes_get_blocks_of_permutations():
@@ -437,14 +452,7 @@ def test_token_embeddings_permute_their_features_not_their_tokens():
     spec = permute.derive_spec(module.apply, variables, tokens)
     assert spec.axes_to_perm["params/embed/embedding"] == (None, "P_embed")
     assert spec.unsupported == () and sorted(spec.sizes.values()) == [12, 16]
-    rng = np.random.default_rng(5)
-    planted = {name: jnp.asarray(rng.permutation(n)) for name, n in spec.sizes.items()}
-    permuted = permute.apply(spec, planted, variables)
-    chex.assert_trees_all_close(
-        module.apply(permuted, tokens), module.apply(variables, tokens), atol=1e-5
-    )
-    found = permute.weight_matching(spec, variables, permuted, jax.random.key(3))
-    chex.assert_trees_all_equal(permute.apply(spec, found, permuted), variables)
+    _planted_is_recovered(spec, module.apply, variables, tokens, seed=5, exact=True)
 
 
 class _ResidualBlock(nn.Module):
@@ -513,12 +521,7 @@ def test_scanned_layers_get_a_permutation_each(module):
     spec = permute.derive_spec(module.apply, variables, x)
     assert spec.unsupported == () and sorted(spec.sizes.values()) == [4, 6, 6, 6]
     assert all(n == 3 for n in spec.stacked.values()) and spec.stacked
-    rng = np.random.default_rng(0)
-    planted = {name: jnp.asarray(rng.permutation(n)) for name, n in spec.sizes.items()}
-    permuted = permute.apply(spec, planted, variables)
-    chex.assert_trees_all_close(module.apply(permuted, x), module.apply(variables, x), atol=1e-5)
-    found = permute.weight_matching(spec, variables, permuted, jax.random.key(3))
-    chex.assert_trees_all_close(permute.apply(spec, found, permuted), variables, atol=1e-6)
+    permuted = _planted_is_recovered(spec, module.apply, variables, x)
     batches = [jax.random.normal(jax.random.key(i), (32, 4, 4, 3)) for i in (7, 8)]
     found = permute.activation_matching(spec, module.apply, variables, permuted, batches)
     chex.assert_trees_all_close(permute.apply(spec, found, permuted), variables, atol=1e-6)
@@ -580,12 +583,8 @@ def test_an_nnx_model_gets_its_permutations_named_after_its_attributes():
     apply_fn, variables = models.nnx_bridge.from_module(module)
     assert sorted(spec.sizes) == ["P_conv1", "P_layers/0"] and spec.unsupported == ()
     assert spec.streams == ("P_conv1",)
-    rng = np.random.default_rng(0)
-    planted = {name: jnp.asarray(rng.permutation(n)) for name, n in spec.sizes.items()}
-    permuted = permute.apply(spec, planted, variables)
-    chex.assert_trees_all_close(apply_fn(permuted, x), module(x), atol=1e-5)
-    found = permute.weight_matching(spec, module, permuted, jax.random.key(3))
-    chex.assert_trees_all_close(permute.apply(spec, found, permuted), variables, atol=1e-6)
+    chex.assert_trees_all_close(apply_fn(variables, x), module(x), atol=1e-6)
+    permuted = _planted_is_recovered(spec, apply_fn, variables, x, reference=module)
     batches = [jax.random.normal(jax.random.key(i), (32, 8, 8, 3)) for i in (5, 6)]
     found = permute.activation_matching(spec, module, module, permuted, batches)
     aligned = permute.apply(spec, found, permuted)  # the stream's units all fire: recovered

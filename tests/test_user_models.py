@@ -54,10 +54,8 @@ def test_user_model_in_train_connectivity_and_cbft(tmp_path):
         "--path=permuted_linear",
         "--config.permutation.method=activation",
         "--config.permutation.permute_residual=False",
-        "--config.path.num_points=3",
+        *programs.OWN_MODEL_PATH,
         "--config.path.num_eval=100",
-        "--config.path.bn_batches=2",
-        "--config.path.batch_size=100",
         f"--workdir={tmp_path / 'line'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -115,8 +115,9 @@ def orthogonal_alignment(
     first; with ``alone``, only over the leaves no other permutation acts on (embeddings,
     the head, biases), so that the result does not depend on the other permutations.
     Activations (``model`` and ``batches`` given): ``Σ aᵀ b`` of the stream's activations at
-    its sites (:class:`mmc_jax.permute.sites.TracedActivations`) over the batches, which the
-    other permutations do not change.
+    its sites (:class:`mmc_jax.permute.sites.TracedActivations`; ``model`` may be one, built
+    for ``spec``, to reuse its compiled programs) over the batches, which the other
+    permutations do not change.
     """
     validate(spec, a)
     validate(spec, b)
@@ -134,7 +135,9 @@ def orthogonal_alignment(
     else:
         if model is None:
             raise InputError("orthogonal alignment on activations needs the model")
-        activations = TracedActivations(spec, model, a)
+        activations = (
+            model if isinstance(model, TracedActivations) else TracedActivations(spec, model, a)
+        )
         for images in batches:
             for x, y in zip(activations(a, images)[name], activations(b, images)[name]):
                 cross += np.asarray(x, np.float64).T @ np.asarray(y, np.float64)
@@ -155,7 +158,11 @@ def align(
     permutations (activations, or the weights no other permutation touches), then
     ``match(a, b) → permutations`` (weight or activation matching) applied, then each stream
     rotated again on all its weights (or activations), now that the permutations fit."""
-    kwargs = {"model": model, "batches": batches} if batches is not None else {}
+    kwargs = {}
+    if batches is not None:  # one trace and compiled program for every rotation
+        if model is None:
+            raise InputError("orthogonal alignment on activations needs the model")
+        kwargs = {"model": TracedActivations(spec, model, a), "batches": batches}
     for name in spec.streams:
         b = rotate(spec, name, orthogonal_alignment(spec, name, a, b, alone=True, **kwargs), b)
     b = apply(spec, match(a, b), b)

@@ -780,11 +780,13 @@ class Trace:
     def first_use(self) -> dict[str, int]:
         """Leaf path → rank of the first top-level equation reading it (forward order; the
         layers of a scanned weight in layer order)."""
+        names_of: dict[Hashable, list[tuple[int, str]]] = {}
+        for rank, (name, weight) in enumerate(zip(self.names, self.weights)):
+            names_of.setdefault(self.origins.get(name, weight), []).append((rank, name))
         first: dict[str, tuple] = {}
         for index, eqn in enumerate(self.closed.jaxpr.eqns):
-            used = {v for v in _scoped((), eqn.invars) if _is_var(v)}
-            for rank, (name, weight) in enumerate(zip(self.names, self.weights)):
-                if self.origins.get(name, weight) in used:
+            for v in _scoped((), eqn.invars):
+                for rank, name in names_of.get(v, ()) if _is_var(v) else ():
                     first.setdefault(name, (index, rank))
         return {name: i for i, name in enumerate(sorted(first, key=first.get))}
 
