@@ -139,6 +139,7 @@ def connectivity(config, model_a: str, model_b: str, kind: str, workdir: str) ->
         "bn": typed.path.bn,
         "permutation": typed.permutation.method if permuted else None,
         "permute_residual": typed.permutation.permute_residual if permuted else None,
+        "orthogonal": typed.permutation.orthogonal if permuted else None,
         "control": control,
         "chunk_size": result.chunk_size,
         "memory_gib": None

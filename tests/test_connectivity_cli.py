@@ -107,3 +107,36 @@ def test_rotating_streams_needs_a_model_with_one(trained, tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "error: permutation.orthogonal: the model has no residual stream to rotate"
     )
+
+
+@pytest.mark.slow
+def test_rotating_an_rms_vits_stream_from_the_command_line(tmp_path):
+    """``permutation.orthogonal`` on two ``vit_tiny_rms`` models (fresh initialisations saved
+    as model folders): the run records it, and the aligned endpoint is b's function."""
+    import jax
+
+    from configs import tiny_train_config
+    from mmc_jax import models, training
+
+    config = tiny_train_config(**{"model.name": "vit_tiny_rms", "width": 0.25})
+    model = training.create_model(config, 10)
+    for seed in (0, 1):
+        variables = models.init(model, jax.random.key(seed), (32, 32, 3))
+        training.save_model(tmp_path / f"m{seed}", config, variables, 10, (32, 32, 3))
+    runs = {}
+    for rotation in ("none", "weight"):
+        result = _run(
+            f"--model_a={tmp_path / 'm0'}",
+            f"--model_b={tmp_path / 'm1'}",
+            "--path=permuted_linear",
+            f"--config.permutation.orthogonal={rotation}",
+            f"--workdir={tmp_path / rotation}",
+            *TINY,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[rotation] = json.loads((tmp_path / rotation / "results.json").read_text())
+        assert runs[rotation]["orthogonal"] == rotation
+    # Both alignments are symmetries of b: the path's end is b's function either way.
+    for condition in ("nocue", "cue"):
+        ends = [runs[r]["conditions"][condition]["loss"][-1] for r in runs]
+        assert ends[0] == pytest.approx(ends[1], rel=1e-4)
